@@ -1,0 +1,220 @@
+"""Run directories: the contract between recording and analysis.
+
+A run directory is::
+
+    RUN/meta.json            what was run, where, how, and what could not be measured
+    RUN/tables/NAME.parquet  one table per kind of record (see docs/run-format.md)
+
+`RunWriter` writes one; `read_meta` / `read_table` read one back and say which
+file is wrong when something is. Tables are written in chunks (one Parquet row
+group per chunk), so a long recording never holds all its rows in memory and a
+run cut short still leaves readable files behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import PlugtraceError, RunDirError
+
+SCHEMA_NAME = "plugtrace-run"
+SCHEMA_VERSION = 1
+
+#: run status values stored in meta.json["status"]
+STATUS_RECORDING = "recording"
+STATUS_COMPLETE = "complete"
+STATUS_INTERRUPTED = "interrupted"
+STATUS_FAILED = "failed"
+STATUS_INCOMPLETE = "incomplete"
+
+
+def _as_arrow(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if isinstance(data, np.ndarray) and data.dtype.names:
+        return pa.table({name: data[name] for name in data.dtype.names})
+    if isinstance(data, Mapping):
+        return pa.table(dict(data))
+    raise TypeError(f"cannot store {type(data).__name__} as a table")
+
+
+def _disk_error(path: Path, exc: OSError) -> PlugtraceError:
+    if exc.errno == errno.ENOSPC:
+        why = "the disk is full"
+    elif exc.errno == errno.EDQUOT:
+        why = "the disk quota is exhausted"
+    else:
+        why = exc.strerror or str(exc)
+    return PlugtraceError(f"cannot write {path}: {why}; what was written before stays readable")
+
+
+class RunWriter:
+    """Writes a run directory incrementally.
+
+    `meta` is written at once with status "recording" and rewritten (atomically,
+    by rename) on every `update_meta` and on `close`, so a reader never sees a
+    half-written meta.json.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any], overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            raise PlugtraceError(f"run directory {self.path} exists and is not empty (choose another -o)")
+        (self.path / "tables").mkdir(parents=True, exist_ok=True)
+        self.meta: dict[str, Any] = {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "status": STATUS_RECORDING,
+            "tables": {},
+            **meta,
+        }
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._rows: dict[str, int] = {}
+        self.write_meta()
+
+    def table_path(self, name: str) -> Path:
+        return self.path / "tables" / f"{name}.parquet"
+
+    def append(self, name: str, data: Any) -> int:
+        """Append rows to table `name`; returns the number of rows appended."""
+        table = _as_arrow(data)
+        path = self.table_path(name)
+        try:
+            writer = self._writers.get(name)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                self._writers[name] = writer
+                self._rows[name] = 0
+            elif table.schema != writer.schema:
+                table = table.cast(writer.schema)
+            if table.num_rows:
+                writer.write_table(table)
+        except OSError as exc:
+            raise _disk_error(path, exc) from exc
+        self._rows[name] += table.num_rows
+        self.meta["tables"][name] = {"file": f"tables/{name}.parquet", "rows": self._rows[name]}
+        return table.num_rows
+
+    def write_table(self, name: str, data: Any) -> int:
+        """Write a whole table at once (closing it)."""
+        n = self.append(name, data)
+        self.close_table(name)
+        return n
+
+    def close_table(self, name: str) -> None:
+        writer = self._writers.pop(name, None)
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError as exc:
+                raise _disk_error(self.table_path(name), exc) from exc
+
+    def update_meta(self, **fields: Any) -> None:
+        self.meta.update(fields)
+        self.write_meta()
+
+    def write_meta(self) -> None:
+        path = self.path / "meta.json"
+        tmp = path.with_suffix(".json.tmp")
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(self.meta, fh, indent=2, default=_json_default)
+                fh.write("\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise _disk_error(path, exc) from exc
+
+    def close(self, status: str = STATUS_COMPLETE, **fields: Any) -> None:
+        """Close every table and write the final meta.json with `status`.
+
+        If a table cannot be closed (disk full), the run is marked incomplete and
+        the error is raised after meta.json has been written, when it can be.
+        """
+        first_error: PlugtraceError | None = None
+        for name in list(self._writers):
+            try:
+                self.close_table(name)
+            except PlugtraceError as exc:
+                first_error = first_error or exc
+                self.meta.setdefault("damaged_tables", []).append(name)
+        if first_error is not None and status == STATUS_COMPLETE:
+            status = STATUS_INCOMPLETE
+        self.meta.update(fields)
+        self.meta["status"] = status
+        self.meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.write_meta()
+        if first_error is not None:
+            raise first_error
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate RUN/meta.json; raises RunDirError naming the file on any problem."""
+    run = Path(path)
+    if not run.exists():
+        raise RunDirError(f"{run}: no such run directory")
+    if not run.is_dir():
+        raise RunDirError(f"{run}: not a run directory (it is a file)")
+    meta_path = run / "meta.json"
+    try:
+        with open(meta_path) as fh:
+            meta = json.load(fh)
+    except FileNotFoundError:
+        raise RunDirError(f"{meta_path}: missing; {run} is not a plugtrace run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{meta_path}: not valid JSON ({exc}); the run directory is corrupt") from None
+    except OSError as exc:
+        raise RunDirError(f"{meta_path}: cannot read ({exc.strerror})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
+        raise RunDirError(f"{meta_path}: not a plugtrace run (no '\"schema\": \"{SCHEMA_NAME}\"')")
+    version = meta.get("schema_version")
+    if not isinstance(version, int):
+        raise RunDirError(f"{meta_path}: schema_version missing or not a number")
+    if version > SCHEMA_VERSION:
+        raise RunDirError(
+            f"{meta_path}: written with run schema version {version}, but this plugtrace reads "
+            f"versions up to {SCHEMA_VERSION}; upgrade plugtrace to read it"
+        )
+    return meta
+
+
+def table_names(path: str | os.PathLike) -> list[str]:
+    """The tables present in a run directory, sorted."""
+    return sorted(p.stem for p in (Path(path) / "tables").glob("*.parquet"))
+
+
+def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read table `name` of a run as a DataFrame; raises RunDirError naming the file on failure."""
+    file = Path(path) / "tables" / f"{name}.parquet"
+    if not file.exists():
+        raise RunDirError(f"{file}: missing (the run has no '{name}' table)")
+    try:
+        return pq.read_table(file, columns=columns).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None

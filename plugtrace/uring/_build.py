@@ -1,0 +1,423 @@
+"""cffi build script (API mode) for plugtrace's binding of the system liburing.
+
+API mode, not ABI mode: liburing's prep helpers (`io_uring_prep_read`, ...) and
+its ring accessors are `static inline` in <liburing.h>, so only a compiled
+extension can reach them.
+
+Besides the thin declarations, the extension carries two kinds of C code:
+
+* the hot path of the engine's io_uring driver (`pt_queue`, `pt_flush`,
+  `pt_reap`): moving queued requests into SQEs, submitting, and reaping CQEs
+  happens in C over request slots, so a Python call costs per batch, not per
+  SQE field;
+* marker functions (`plugtrace_mark_*`) that do nothing but exist as real,
+  non-inlined, exported symbols, so uprobes can put our plug sections on the
+  same timeline as the kernel's tracepoints.
+"""
+
+from cffi import FFI
+
+CDEF = r"""
+struct io_uring { ...; int ring_fd; unsigned flags; unsigned features; };
+struct io_uring_sqe { ...; };
+struct io_uring_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
+struct iovec { void *iov_base; size_t iov_len; };
+
+#define IORING_SETUP_IOPOLL ...
+#define IORING_SETUP_SQPOLL ...
+#define IORING_SETUP_CLAMP ...
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+
+int io_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags);
+void io_uring_queue_exit(struct io_uring *ring);
+struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring);
+void io_uring_prep_read(struct io_uring_sqe *sqe, int fd, void *buf, unsigned nbytes, uint64_t offset);
+void io_uring_prep_write(struct io_uring_sqe *sqe, int fd, const void *buf, unsigned nbytes, uint64_t offset);
+void io_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
+void io_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
+void io_uring_prep_fsync(struct io_uring_sqe *sqe, int fd, unsigned fsync_flags);
+void io_uring_sqe_set_data64(struct io_uring_sqe *sqe, uint64_t data);
+void io_uring_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags);
+int io_uring_submit(struct io_uring *ring);
+int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
+unsigned io_uring_sq_ready(const struct io_uring *ring);
+unsigned io_uring_sq_space_left(const struct io_uring *ring);
+unsigned io_uring_cq_ready(const struct io_uring *ring);
+int io_uring_register_files(struct io_uring *ring, const int *files, unsigned nr_files);
+int io_uring_unregister_files(struct io_uring *ring);
+int io_uring_register_eventfd(struct io_uring *ring, int fd);
+int io_uring_unregister_eventfd(struct io_uring *ring);
+
+/* one CQE, copied out so Python never holds a pointer into the ring */
+struct pt_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
+unsigned pt_peek_cqes(struct io_uring *ring, struct pt_cqe *out, unsigned max);
+int pt_wait_cqe(struct io_uring *ring);
+int pt_liburing_version(void);
+
+/* --- the engine's hot path --------------------------------------------- */
+struct pt_req {
+    uint64_t req_id;
+    int64_t queue_ns;
+    int64_t submit_ns;
+    int64_t complete_ns;
+    int64_t submit_seq;
+    int64_t section_id;
+    uint64_t offset;
+    uint64_t orig_offset;
+    char *buf;
+    uint32_t len;
+    uint32_t orig_len;
+    uint32_t done;
+    int32_t device;
+    int32_t fd;
+    int32_t op;
+    int32_t res;
+    int32_t resubmits;
+    int32_t section_owner;
+    int32_t sync;
+    int32_t thread;
+    int32_t tid;
+};
+
+struct pt_submit_rec {
+    int64_t seq;
+    int64_t start_ns;
+    int64_t end_ns;
+    int32_t to_submit;
+    int32_t ret;
+    int32_t reason;
+    int32_t thread;
+    int32_t tid;
+    int32_t pad;
+};
+
+struct pt_driver {
+    struct io_uring *ring;
+    struct pt_req *reqs;
+    uint32_t nreqs;
+    uint32_t *queue;
+    uint32_t qcap;
+    uint32_t qhead;
+    uint32_t qtail;
+    int64_t submit_seq;
+    struct pt_submit_rec *sub_log;
+    uint32_t sub_cap;
+    uint32_t sub_len;
+    struct pt_req *done_log;
+    uint32_t done_cap;
+    uint32_t done_len;
+    int32_t thread;
+    int32_t tid;
+    ...;
+};
+
+int64_t pt_now_ns(void);
+int32_t pt_gettid(void);
+uint32_t pt_queue(struct pt_driver *d, uint32_t slot, uint64_t req_id, int op,
+                  int fd, char *buf, uint32_t len, uint64_t offset,
+                  int32_t device, int64_t section_id, int32_t section_owner,
+                  int32_t sync);
+uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
+void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res);
+int pt_flush(struct pt_driver *d, int32_t reason);
+unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_status, unsigned max);
+void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
+int64_t pt_check_pattern(const char *buf, uint32_t len, uint64_t offset, uint64_t seed);
+
+/* --- uprobe markers ---------------------------------------------------- */
+void plugtrace_mark_section_begin(uint64_t section_id, int32_t owner_device);
+void plugtrace_mark_section_end(uint64_t section_id, uint32_t nr_calls);
+void plugtrace_mark_deferred_run(uint64_t section_id, uint32_t index);
+void plugtrace_mark_request_queued(uint64_t req_id, int32_t device);
+void plugtrace_mark_submit(int64_t submit_seq, uint32_t nr_sqes);
+"""
+
+SOURCE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <liburing.h>
+
+#define PT_EXPORT __attribute__((noinline, used, visibility("default")))
+/* The empty asm keeps the compiler from merging or dropping the markers:
+ * a uprobe needs each one to be a real function with its own address. */
+#define PT_MARKER_BODY(a, b) __asm__ volatile("" :: "r"(a), "r"(b) : "memory")
+
+PT_EXPORT void plugtrace_mark_section_begin(uint64_t section_id, int32_t owner_device)
+{ PT_MARKER_BODY(section_id, owner_device); }
+PT_EXPORT void plugtrace_mark_section_end(uint64_t section_id, uint32_t nr_calls)
+{ PT_MARKER_BODY(section_id, nr_calls); }
+PT_EXPORT void plugtrace_mark_deferred_run(uint64_t section_id, uint32_t index)
+{ PT_MARKER_BODY(section_id, index); }
+PT_EXPORT void plugtrace_mark_request_queued(uint64_t req_id, int32_t device)
+{ PT_MARKER_BODY(req_id, device); }
+PT_EXPORT void plugtrace_mark_submit(int64_t submit_seq, uint32_t nr_sqes)
+{ PT_MARKER_BODY(submit_seq, nr_sqes); }
+
+struct pt_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
+
+static unsigned pt_peek_cqes(struct io_uring *ring, struct pt_cqe *out, unsigned max)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(ring, head, cqe) {
+        if (n == max)
+            break;
+        out[n].user_data = cqe->user_data;
+        out[n].res = cqe->res;
+        out[n].flags = cqe->flags;
+        n++;
+    }
+    io_uring_cq_advance(ring, n);
+    return n;
+}
+
+static int pt_wait_cqe(struct io_uring *ring)
+{
+    struct io_uring_cqe *cqe;
+    return io_uring_wait_cqe(ring, &cqe);
+}
+
+static int pt_liburing_version(void)
+{
+#ifdef IO_URING_VERSION_MAJOR
+    return IO_URING_VERSION_MAJOR * 100 + IO_URING_VERSION_MINOR;
+#else
+    return -1;
+#endif
+}
+
+struct pt_req {
+    uint64_t req_id;
+    int64_t queue_ns;
+    int64_t submit_ns;
+    int64_t complete_ns;
+    int64_t submit_seq;
+    int64_t section_id;
+    uint64_t offset;
+    uint64_t orig_offset;
+    char *buf;
+    uint32_t len;
+    uint32_t orig_len;
+    uint32_t done;
+    int32_t device;
+    int32_t fd;
+    int32_t op;
+    int32_t res;
+    int32_t resubmits;
+    int32_t section_owner;
+    int32_t sync;
+    int32_t thread;
+    int32_t tid;
+};
+
+struct pt_submit_rec {
+    int64_t seq;
+    int64_t start_ns;
+    int64_t end_ns;
+    int32_t to_submit;
+    int32_t ret;
+    int32_t reason;
+    int32_t thread;
+    int32_t tid;
+    int32_t pad;
+};
+
+struct pt_driver {
+    struct io_uring *ring;
+    struct pt_req *reqs;
+    uint32_t nreqs;
+    uint32_t *queue;        /* slots queued but not yet in the SQ ring */
+    uint32_t qcap;
+    uint32_t qhead;
+    uint32_t qtail;
+    int64_t submit_seq;
+    struct pt_submit_rec *sub_log;
+    uint32_t sub_cap;
+    uint32_t sub_len;
+    struct pt_req *done_log;
+    uint32_t done_cap;
+    uint32_t done_len;
+    int32_t thread;
+    int32_t tid;
+};
+
+static int64_t pt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int32_t pt_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
+static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, uint64_t req_id, int op,
+                         int fd, char *buf, uint32_t len, uint64_t offset,
+                         int32_t device, int64_t section_id, int32_t section_owner,
+                         int32_t sync)
+{
+    struct pt_req *r = &d->reqs[slot];
+    r->req_id = req_id;
+    r->queue_ns = pt_now_ns();
+    r->submit_ns = -1;
+    r->complete_ns = -1;
+    r->submit_seq = -1;
+    r->section_id = section_id;
+    r->offset = r->orig_offset = offset;
+    r->buf = buf;
+    r->len = r->orig_len = len;
+    r->done = 0;
+    r->device = device;
+    r->fd = fd;
+    r->op = op;
+    r->res = 0;
+    r->resubmits = 0;
+    r->section_owner = section_owner;
+    r->sync = sync;
+    r->thread = d->thread;
+    r->tid = d->tid;
+    d->queue[d->qtail++ % d->qcap] = slot;
+    plugtrace_mark_request_queued(req_id, device);
+    return d->qtail - d->qhead;
+}
+
+/* QEMU's luring_resubmit_short_read(): continue where the short read stopped. */
+static uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res)
+{
+    struct pt_req *r = &d->reqs[slot];
+    r->done += (uint32_t)res;
+    r->offset += (uint64_t)res;
+    r->buf += res;
+    r->len -= (uint32_t)res;
+    r->resubmits++;
+    d->queue[d->qtail++ % d->qcap] = slot;
+    return d->qtail - d->qhead;
+}
+
+static void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res)
+{
+    struct pt_req *r = &d->reqs[slot];
+    r->res = res;
+    /* the log has room: pt_reap never takes more CQEs than there is room for */
+    d->done_log[d->done_len++] = *r;
+}
+
+/* Move queued requests into SQEs while the SQ ring has room, then submit them
+ * all in one io_uring_enter(). Returns io_uring_submit()'s result. */
+static int pt_flush(struct pt_driver *d, int32_t reason)
+{
+    struct io_uring_sqe *sqe;
+    int64_t seq = d->submit_seq++;
+    while (d->qhead != d->qtail) {
+        sqe = io_uring_get_sqe(d->ring);
+        if (!sqe)
+            break;
+        uint32_t slot = d->queue[d->qhead++ % d->qcap];
+        struct pt_req *r = &d->reqs[slot];
+        if (r->op == 0)
+            io_uring_prep_read(sqe, r->fd, r->buf, r->len, r->offset);
+        else
+            io_uring_prep_write(sqe, r->fd, r->buf, r->len, r->offset);
+        io_uring_sqe_set_data64(sqe, slot);
+        r->submit_seq = seq;
+    }
+    unsigned to_submit = io_uring_sq_ready(d->ring);
+    plugtrace_mark_submit(seq, to_submit);
+    int64_t start = pt_now_ns();
+    int ret = io_uring_submit(d->ring);
+    int64_t end = pt_now_ns();
+    if (d->sub_len < d->sub_cap) {
+        struct pt_submit_rec *s = &d->sub_log[d->sub_len++];
+        s->seq = seq;
+        s->start_ns = start;
+        s->end_ns = end;
+        s->to_submit = (int32_t)to_submit;
+        s->ret = ret;
+        s->reason = reason;
+        s->thread = d->thread;
+        s->tid = d->tid;
+        s->pad = 0;
+    }
+    return ret;
+}
+
+/* Reap CQEs. For each, out_slots[i] is the request slot and out_status[i] is
+ * -1 when the request is complete and already logged, or the byte count of a
+ * short transfer (>= 0) that the driver must handle (resubmit or finish).
+ * Never takes more CQEs than the done log has room for. */
+static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_status, unsigned max)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    unsigned room = d->done_cap - d->done_len;
+    if (max > room)
+        max = room;
+    int64_t now = pt_now_ns();
+    io_uring_for_each_cqe(d->ring, head, cqe) {
+        if (n == max)
+            break;
+        uint32_t slot = (uint32_t)cqe->user_data;
+        struct pt_req *r = &d->reqs[slot];
+        int32_t res = cqe->res;
+        r->complete_ns = now;
+        out_slots[n] = slot;
+        if (res < 0 || (uint32_t)res == r->len) {
+            if (res > 0)
+                res += (int32_t)r->done;
+            pt_log_done(d, slot, res);
+            out_status[n] = -1;
+        } else {
+            out_status[n] = res;
+        }
+        n++;
+    }
+    io_uring_cq_advance(d->ring, n);
+    return n;
+}
+
+/* A verifiable pattern: every 8-byte word holds a function of its absolute
+ * byte offset and a per-run seed, so a block read back can be checked
+ * without keeping a copy of what was written. */
+static inline uint64_t pt_word(uint64_t off, uint64_t seed)
+{
+    uint64_t x = off ^ (seed * 0x9E3779B97F4A7C15ULL);
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
+    return x;
+}
+
+static void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed)
+{
+    for (uint32_t i = 0; i + 8 <= len; i += 8) {
+        uint64_t w = pt_word(offset + i, seed);
+        memcpy(buf + i, &w, 8);
+    }
+}
+
+/* Returns -1 when the buffer matches, else the byte index of the first bad word. */
+static int64_t pt_check_pattern(const char *buf, uint32_t len, uint64_t offset, uint64_t seed)
+{
+    for (uint32_t i = 0; i + 8 <= len; i += 8) {
+        uint64_t w = pt_word(offset + i, seed), got;
+        memcpy(&got, buf + i, 8);
+        if (got != w)
+            return i;
+    }
+    return -1;
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "plugtrace.uring._uring",
+    SOURCE,
+    libraries=["uring"],
+    extra_compile_args=["-O2", "-fvisibility=default"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
