@@ -121,7 +121,7 @@ uint32_t pt_queue(struct pt_driver *d, uint32_t slot, uint64_t req_id, int op,
 uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
 void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res);
 int pt_flush(struct pt_driver *d, int32_t reason);
-unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_status, unsigned max);
+unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uint8_t *out_pending, unsigned max);
 void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
 int64_t pt_check_pattern(const char *buf, uint32_t len, uint64_t offset, uint64_t seed);
 
@@ -312,6 +312,7 @@ static int pt_flush(struct pt_driver *d, int32_t reason)
 {
     struct io_uring_sqe *sqe;
     int64_t seq = d->submit_seq++;
+    int64_t flush_ns = pt_now_ns();
     while (d->qhead != d->qtail) {
         sqe = io_uring_get_sqe(d->ring);
         if (!sqe)
@@ -324,6 +325,7 @@ static int pt_flush(struct pt_driver *d, int32_t reason)
             io_uring_prep_write(sqe, r->fd, r->buf, r->len, r->offset);
         io_uring_sqe_set_data64(sqe, slot);
         r->submit_seq = seq;
+        r->submit_ns = flush_ns;
     }
     unsigned to_submit = io_uring_sq_ready(d->ring);
     plugtrace_mark_submit(seq, to_submit);
@@ -345,11 +347,13 @@ static int pt_flush(struct pt_driver *d, int32_t reason)
     return ret;
 }
 
-/* Reap CQEs. For each, out_slots[i] is the request slot and out_status[i] is
- * -1 when the request is complete and already logged, or the byte count of a
- * short transfer (>= 0) that the driver must handle (resubmit or finish).
- * Never takes more CQEs than the done log has room for. */
-static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_status, unsigned max)
+/* Reap CQEs (at most `max`, and never more than the done log has room for).
+ * For each: out_slots[i] is the request slot and out_res[i] its result. A
+ * request that is finished (full transfer or an error) is logged here and has
+ * out_pending[i] == 0. A short transfer or -EAGAIN/-EINTR is not logged and has
+ * out_pending[i] == 1: the driver decides (resubmit, pad, or fail). */
+static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res,
+                        uint8_t *out_pending, unsigned max)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
@@ -365,14 +369,15 @@ static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_s
         int32_t res = cqe->res;
         r->complete_ns = now;
         out_slots[n] = slot;
-        if (res < 0 || (uint32_t)res == r->len) {
+        if ((res < 0 && res != -EAGAIN && res != -EINTR) || (res >= 0 && (uint32_t)res == r->len)) {
             if (res > 0)
                 res += (int32_t)r->done;
             pt_log_done(d, slot, res);
-            out_status[n] = -1;
+            out_pending[n] = 0;
         } else {
-            out_status[n] = res;
+            out_pending[n] = 1;
         }
+        out_res[n] = res;
         n++;
     }
     io_uring_cq_advance(d->ring, n);

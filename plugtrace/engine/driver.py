@@ -1,0 +1,283 @@
+"""An io_uring driver modelled on QEMU's block/io_uring.c (2023).
+
+One `IoUringDriver` per event-loop thread, shared by every emulated device of
+that thread, as QEMU shares one LuringState per AioContext: that sharing is
+what lets requests of different devices leave in one io_uring_enter().
+
+State and rules, as in QEMU:
+
+* requests are *queued* (`in_queue`), then moved into SQEs and submitted by
+  `ioq_submit()`, which retries on -EAGAIN/-EINTR and sets `blocked` when the
+  ring could not take everything;
+* reaching `MAX_ENTRIES` (`in_flight + in_queue`) forces a submit;
+* completions are read from the CQ when the eventfd registered with the ring
+  fires (or when a poll finds CQEs ready); a short read is resubmitted for the
+  rest, a read at end of file is padded with zeroes, a short write is -ENOSPC;
+* *when* a queued request is submitted is the strategy's business
+  (`strategies.py`).
+
+The mechanical part (copying queued requests into SQEs, io_uring_submit,
+reaping CQEs, logging) runs in C (`pt_queue`, `pt_flush`, `pt_reap`) over
+request slots; the decisions above stay here in Python.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .. import plug
+from ..uring import Ring
+from ..uring._binding import ffi, lib
+from .eventloop import EventLoop
+
+if TYPE_CHECKING:
+    from .strategies import Strategy
+
+__all__ = ["IoUringDriver", "MAX_ENTRIES", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
+
+MAX_ENTRIES = 128
+OP_READ, OP_WRITE = 0, 1
+
+#: submit reasons, indexed by the code stored in the submit log
+SUBMIT_REASONS = ("deferred", "max_entries", "immediate", "iteration", "completion", "unplug", "sync")
+REASON = {name: code for code, name in enumerate(SUBMIT_REASONS)}
+
+
+def _struct_dtype(ctype: str, fields: dict[str, str]) -> np.dtype:
+    """A numpy dtype laid out exactly like the C struct `ctype` (offsets from cffi)."""
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": list(fields.values()),
+            "offsets": [ffi.offsetof(ctype, name) for name in fields],
+            "itemsize": ffi.sizeof(ctype),
+        }
+    )
+
+
+REQUEST_DTYPE = _struct_dtype(
+    "struct pt_req",
+    {
+        "req_id": "i8", "queue_ns": "i8", "submit_ns": "i8", "complete_ns": "i8",
+        "submit_seq": "i8", "section_id": "i8", "orig_offset": "u8", "orig_len": "u4",
+        "device": "i4", "op": "i4", "res": "i4", "resubmits": "i4",
+        "section_owner": "i4", "sync": "i4", "thread": "i4", "tid": "i4",
+    },
+)
+SUBMIT_DTYPE = _struct_dtype(
+    "struct pt_submit_rec",
+    {
+        "seq": "i8", "start_ns": "i8", "end_ns": "i8", "to_submit": "i4",
+        "ret": "i4", "reason": "i4", "thread": "i4", "tid": "i4",
+    },
+)
+
+Callback = Callable[[int, int], None]  # (slot, result) -> None
+
+
+class IoUringDriver:
+    """QEMU's LuringState for one thread: a ring, a request queue, counters."""
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        strategy: "Strategy",
+        thread: int,
+        nslots: int,
+        max_bytes: int,
+        log_sink: Callable[[str, np.ndarray], None],
+        log_capacity: int = 16384,
+    ):
+        self.loop = loop
+        self.strategy = strategy
+        self.in_queue = 0
+        self.in_flight = 0
+        self.blocked = False
+        #: device-plug strategy: plug count shared by the devices of this thread
+        self.plugged = 0
+        self.completed = 0
+        #: seed of the data pattern writes carry (see pt_fill_pattern)
+        self.pattern_seed = 0
+        self._log_sink = log_sink
+
+        self.ring = Ring(MAX_ENTRIES)
+        self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ring.register_eventfd(self._eventfd)
+
+        d = self._d = ffi.new("struct pt_driver *")
+        self._reqs = ffi.new("struct pt_req[]", nslots)
+        self._queue = ffi.new("uint32_t[]", nslots)
+        self._sub_log = ffi.new("struct pt_submit_rec[]", log_capacity)
+        self._done_log = ffi.new("struct pt_req[]", log_capacity)
+        d.ring = self.ring.ptr
+        d.reqs, d.nreqs = self._reqs, nslots
+        d.queue, d.qcap = self._queue, nslots
+        d.sub_log, d.sub_cap = self._sub_log, log_capacity
+        d.done_log, d.done_cap = self._done_log, log_capacity
+        d.thread = thread
+        d.tid = lib.pt_gettid()
+        self.tid = d.tid
+        self._log_capacity = log_capacity
+
+        # One page-aligned buffer per slot (O_DIRECT wants alignment).
+        self._slot_bytes = -(-max_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._buffers = mmap.mmap(-1, self._slot_bytes * nslots)
+        base = ffi.from_buffer(self._buffers)
+        self._base = base
+        self.slot_buf = [base + i * self._slot_bytes for i in range(nslots)]
+        self._free = list(range(nslots - 1, -1, -1))
+        self._callbacks: list[Callback | None] = [None] * nslots
+        self._ops = [OP_READ] * nslots
+        self._reap_max = 256
+        self._out_slots = ffi.new("uint32_t[]", self._reap_max)
+        self._out_res = ffi.new("int32_t[]", self._reap_max)
+        self._out_pending = ffi.new("uint8_t[]", self._reap_max)
+        self._next_req_id = thread << 40
+
+        loop.set_fd_handler(self._eventfd, self._completion_cb)
+        loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit)
+        strategy.attach(self)
+
+    # -- requests ----------------------------------------------------------
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def submit_request(
+        self, fd: int, op: int, offset: int, nbytes: int, device: int, cb: Callback, sync: bool = False
+    ) -> int:
+        """Queue one read/write of `nbytes` at byte `offset`; `cb(slot, result)` runs on completion.
+
+        Returns the slot, whose buffer (`slot_buf[slot]`) holds the data. A
+        write's buffer is filled with the verifiable pattern of `pattern_seed`.
+        """
+        slot = self._free.pop()
+        if op == OP_WRITE:
+            lib.pt_fill_pattern(self.slot_buf[slot], nbytes, offset, self.pattern_seed)
+        self._callbacks[slot] = cb
+        self._ops[slot] = op
+        section_id, owner = plug.current_section()
+        req_id = self._next_req_id
+        self._next_req_id = req_id + 1
+        lib.pt_queue(
+            self._d, slot, req_id, op, fd, self.slot_buf[slot], nbytes, offset,
+            device, section_id, owner, 1 if sync else 0,
+        )
+        self.in_queue += 1
+        if sync:
+            # A synchronous request is waited for with a nested aio_poll(), so it
+            # must not sit in the queue behind the caller's own plug section.
+            self.ioq_submit("sync")
+        else:
+            self.strategy.on_queued(self)
+        return slot
+
+    # -- submission (QEMU's ioq_submit) -----------------------------------
+    def ioq_submit(self, reason: str) -> int:
+        code = REASON[reason]
+        ret = 0
+        while self.in_queue > 0:
+            ret = lib.pt_flush(self._d, code)
+            if ret <= 0:
+                if ret == -errno.EAGAIN or ret == -errno.EINTR:
+                    continue
+                break
+            self.in_flight += ret
+            self.in_queue -= ret
+        self.blocked = self.in_queue > 0
+        if self._d.sub_len >= self._log_capacity - 1:
+            self.flush_logs()
+        if self.in_flight:
+            # Complete what already finished right away (QEMU does the same).
+            self.process_completions()
+        return ret
+
+    # -- completion ----------------------------------------------------------
+    def _cq_ready(self) -> bool:
+        return self.in_flight > 0 and lib.io_uring_cq_ready(self._d.ring) > 0
+
+    def _completion_cb(self) -> None:
+        try:
+            os.eventfd_read(self._eventfd)
+        except BlockingIOError:
+            pass
+        self.process_completions_and_submit()
+
+    def process_completions_and_submit(self) -> None:
+        self.process_completions()
+        if self.in_queue > 0 and self.strategy.submit_after_completions(self):
+            self.ioq_submit("completion")
+
+    def process_completions(self) -> None:
+        d = self._d
+        slots_out, res_out, pend_out = self._out_slots, self._out_res, self._out_pending
+        callbacks, free = self._callbacks, self._free
+        while True:
+            n = lib.pt_reap(d, slots_out, res_out, pend_out, self._reap_max)
+            if n == 0:
+                if d.done_len >= self._log_capacity:
+                    self.flush_logs()
+                    continue
+                return
+            slots = ffi.unpack(slots_out, n)
+            results = ffi.unpack(res_out, n)
+            pending = ffi.unpack(pend_out, n)
+            self.in_flight -= n
+            for i in range(n):
+                slot = slots[i]
+                res = results[i]
+                if pending[i]:
+                    res = self._finish_partial(slot, res)
+                    if res is None:
+                        continue
+                cb = callbacks[slot]
+                callbacks[slot] = None
+                free.append(slot)
+                self.completed += 1
+                cb(slot, res)
+            if d.done_len > self._log_capacity - self._reap_max:
+                self.flush_logs()
+
+    def _finish_partial(self, slot: int, res: int) -> int | None:
+        """A short transfer or -EAGAIN/-EINTR: resubmit (None) or the final result."""
+        r = self._reqs[slot]
+        if res < 0 or (res > 0 and self._ops[slot] == OP_READ):
+            # -EAGAIN/-EINTR: submit again; short read: read the rest
+            lib.pt_requeue_short(self._d, slot, max(res, 0))
+            self.in_queue += 1
+            return None
+        if self._ops[slot] == OP_READ:
+            # End of file: pad the rest with zeroes; the guest sees success, the
+            # log keeps the bytes really read.
+            ffi.memmove(r.buf, bytes(r.len), r.len)
+            lib.pt_log_done(self._d, slot, r.done)
+            return r.orig_len
+        lib.pt_log_done(self._d, slot, -errno.ENOSPC)
+        return -errno.ENOSPC
+
+    # -- logs ----------------------------------------------------------------
+    def flush_logs(self) -> None:
+        """Hand the C-side request and submit logs to the sink, then reset them."""
+        d = self._d
+        if d.done_len:
+            buf = ffi.buffer(self._done_log, d.done_len * ffi.sizeof("struct pt_req"))
+            self._log_sink("requests", np.frombuffer(buf, dtype=REQUEST_DTYPE).copy())
+            d.done_len = 0
+        if d.sub_len:
+            buf = ffi.buffer(self._sub_log, d.sub_len * ffi.sizeof("struct pt_submit_rec"))
+            self._log_sink("submits", np.frombuffer(buf, dtype=SUBMIT_DTYPE).copy())
+            d.sub_len = 0
+
+    def close(self) -> None:
+        self.flush_logs()
+        self.loop.set_fd_handler(self._eventfd, None)
+        try:
+            self.ring.unregister_eventfd()
+        except OSError:
+            pass
+        self.ring.close()
+        os.close(self._eventfd)

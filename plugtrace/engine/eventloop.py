@@ -1,0 +1,122 @@
+"""An AioContext-like event loop: fd handlers, bottom halves, nested aio_poll().
+
+Modelled on QEMU's util/aio-posix.c closely enough for batching to behave the
+same way:
+
+* `aio_poll(blocking)` runs one iteration: prepare hooks (where the
+  loop-iteration strategy submits), a readiness check of poll handlers (like
+  QEMU's adaptive polling, with no syscall), then epoll, then fd handlers, then
+  the bottom halves that were scheduled when the BH pass began.
+* A handler may call `aio_poll()` again (a synchronous read, a drain). The
+  nested call runs *other* handlers and BHs inside whatever plug section the
+  caller has open: that is how one device's I/O ends up deferred into another
+  device's section.
+"""
+
+from __future__ import annotations
+
+import select
+from collections import deque
+from typing import Callable
+
+__all__ = ["EventLoop", "BottomHalf"]
+
+
+class BottomHalf:
+    """A callback scheduled to run once in the next BH pass (QEMUBH)."""
+
+    __slots__ = ("loop", "cb", "scheduled")
+
+    def __init__(self, loop: "EventLoop", cb: Callable[[], None]):
+        self.loop = loop
+        self.cb = cb
+        self.scheduled = False
+
+    def schedule(self) -> None:
+        """Run `cb` in the next BH pass; scheduling twice before it runs runs it once."""
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop._bhs.append(self)
+
+    def cancel(self) -> None:
+        self.scheduled = False
+
+
+class EventLoop:
+    """One event loop per engine thread (one AioContext)."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._fd_handlers: dict[int, Callable[[], None]] = {}
+        self._bhs: deque[BottomHalf] = deque()
+        self._poll_handlers: list[tuple[Callable[[], bool], Callable[[], None]]] = []
+        #: called at the start of every aio_poll() iteration, before waiting
+        self.prepare_hooks: list[Callable[[], None]] = []
+        self.depth = 0
+        #: aio_poll() calls made from inside a handler (depth > 0)
+        self.nested_polls = 0
+
+    def close(self) -> None:
+        self._epoll.close()
+
+    def set_fd_handler(self, fd: int, handler: Callable[[], None] | None) -> None:
+        """Call `handler()` whenever `fd` is readable; None removes it."""
+        if handler is None:
+            if self._fd_handlers.pop(fd, None) is not None:
+                self._epoll.unregister(fd)
+            return
+        if fd in self._fd_handlers:
+            self._epoll.modify(fd, select.EPOLLIN)
+        else:
+            self._epoll.register(fd, select.EPOLLIN)
+        self._fd_handlers[fd] = handler
+
+    def add_poll_handler(self, ready: Callable[[], bool], handler: Callable[[], None]) -> None:
+        """`ready()` is checked each iteration without a syscall; when true, `handler()` runs."""
+        self._poll_handlers.append((ready, handler))
+
+    def bh_new(self, cb: Callable[[], None]) -> BottomHalf:
+        return BottomHalf(self, cb)
+
+    def aio_poll(self, blocking: bool) -> bool:
+        """Run one loop iteration; returns whether any handler or BH ran.
+
+        With `blocking`, waits for an event when nothing is ready. May be called
+        from inside a handler.
+        """
+        if self.depth:
+            self.nested_polls += 1
+        self.depth += 1
+        try:
+            for hook in self.prepare_hooks:
+                hook()
+            progress = False
+            polled = [h for ready, h in self._poll_handlers if ready()]
+            timeout = 0 if (not blocking or self._bhs or polled) else -1
+            try:
+                events = self._epoll.poll(timeout)
+            except InterruptedError:
+                events = []
+            for fd, _ in events:
+                handler = self._fd_handlers.get(fd)
+                if handler is not None:
+                    handler()
+                    progress = True
+            for handler in polled:
+                handler()
+                progress = True
+            # Run only the BHs scheduled before this pass: ones scheduled while
+            # it runs wait for the next iteration, as in aio_bh_poll().
+            # A BH that calls aio_poll() lets the nested pass run some of them.
+            bhs = self._bhs
+            for _ in range(len(bhs)):
+                if not bhs:
+                    break
+                bh = bhs.popleft()
+                if bh.scheduled:
+                    bh.scheduled = False
+                    bh.cb()
+                    progress = True
+            return progress
+        finally:
+            self.depth -= 1

@@ -1,0 +1,384 @@
+"""Running a workload: threads, each with an event loop, a driver and devices.
+
+`run_workload()` starts `threads` engine threads. Each owns one EventLoop, one
+IoUringDriver (shared by its devices, as one LuringState per AioContext) and
+its share of the emulated devices, each driven by a closed-loop Guest. The
+block device is split into one region per emulated device. Logs go to a sink
+(the run directory writer) in chunks from a background thread, so the engine
+threads never hold a run's log in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .. import plug
+from ..errors import UsageError
+from ..uring._binding import lib
+from .driver import MAX_ENTRIES, IoUringDriver
+from .emulation import DEVICE_KINDS, Guest, Device
+from .eventloop import EventLoop
+from .strategies import STRATEGIES, make_strategy
+
+__all__ = ["WorkloadConfig", "WorkloadResult", "run_workload", "RW_MODES"]
+
+RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")
+
+
+@dataclass
+class WorkloadConfig:
+    """What to run. Sizes in bytes, times in seconds."""
+
+    strategy: str = "defer"
+    devices: int = 1
+    device_kind: str = "virtio-blk"
+    ide_devices: int = 0
+    threads: int = 1
+    iodepth: int = 32
+    bs: int = 4096
+    rw: str = "randread"
+    rwmixread: int = 50
+    duration_s: float | None = 5.0
+    requests: int | None = None
+    interleave: float = 0.0
+    seed: int = 1
+    verify: bool = True
+
+    def validate(self) -> None:
+        """Raise UsageError naming the option for any value out of range."""
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy: unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        if self.rw not in RW_MODES:
+            raise UsageError(f"--rw: unknown mode {self.rw!r} (choose from {', '.join(RW_MODES)})")
+        if self.device_kind not in DEVICE_KINDS:
+            raise UsageError(f"--device-kind: choose from {', '.join(DEVICE_KINDS)}")
+        if self.devices < 0 or self.ide_devices < 0 or self.devices + self.ide_devices < 1:
+            raise UsageError("--devices: at least one emulated device is needed")
+        if self.threads < 1:
+            raise UsageError("--threads: must be at least 1")
+        if self.threads > self.devices + self.ide_devices:
+            raise UsageError("--threads: more threads than emulated devices")
+        if not 1 <= self.iodepth <= 1024:
+            raise UsageError(f"--iodepth: must be between 1 and 1024, not {self.iodepth}")
+        if self.bs <= 0 or self.bs % 512:
+            raise UsageError(f"--bs: block size must be a positive multiple of 512, not {self.bs}")
+        if self.bs > 1 << 20:
+            raise UsageError(f"--bs: at most 1 MiB, not {self.bs}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise UsageError(f"--duration: must be positive, not {self.duration_s}")
+        if self.requests is not None and self.requests <= 0:
+            raise UsageError(f"--requests: must be positive, not {self.requests}")
+        if self.duration_s is None and self.requests is None:
+            raise UsageError("give --duration or --requests")
+        if not 0.0 <= self.interleave <= 1.0:
+            raise UsageError(f"--interleave: a probability between 0 and 1, not {self.interleave}")
+        if not 0 <= self.rwmixread <= 100:
+            raise UsageError(f"--rwmixread: a percentage, not {self.rwmixread}")
+
+    @property
+    def read_fraction(self) -> float:
+        if self.rw in ("read", "randread"):
+            return 1.0
+        if self.rw in ("write", "randwrite"):
+            return 0.0
+        return self.rwmixread / 100.0
+
+    @property
+    def writes(self) -> bool:
+        return self.read_fraction < 1.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class WorkloadResult:
+    elapsed_s: float
+    nr_requests: int
+    nr_errors: int
+    first_error: int
+    interrupted: bool
+    devices: list[dict] = field(default_factory=list)
+    threads: list[dict] = field(default_factory=list)
+    sync_reads: int = 0
+    integrity: dict | None = None
+
+    @property
+    def iops(self) -> float:
+        return self.nr_requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class _SectionLog(plug.SectionHooks):
+    """Logs every outermost section of one thread and fires the uprobe markers."""
+
+    def __init__(self, loop: EventLoop, thread: int, tid: int):
+        self.loop = loop
+        self.thread = thread
+        self.tid = tid
+        self.rows: list[tuple] = []
+        self._begin_ns = 0
+        self._polls = 0
+        self._calls = 0
+
+    def begin(self, section_id, owner):
+        lib.plugtrace_mark_section_begin(section_id, owner)
+        self._begin_ns = lib.pt_now_ns()
+        self._polls = self.loop.nested_polls
+
+    def end(self, section_id, owner, nr_calls):
+        self._calls = nr_calls
+        lib.plugtrace_mark_section_end(section_id, nr_calls)
+
+    def call_run(self, section_id, index):
+        lib.plugtrace_mark_deferred_run(section_id, index)
+
+    def done(self, section_id, owner):
+        self.rows.append(
+            (section_id, self.thread, self.tid, owner, self._begin_ns, lib.pt_now_ns(), self._calls,
+             self.loop.nested_polls - self._polls)
+        )
+
+    def table(self) -> dict[str, np.ndarray]:
+        cols = list(zip(*self.rows)) if self.rows else [[]] * 8
+        names = ("section_id", "thread", "tid", "owner", "begin_ns", "end_ns", "nr_deferred_calls", "nr_nested_polls")
+        types = ("i8", "i4", "i4", "i4", "i8", "i8", "i4", "i4")
+        out = {n: np.asarray(c, dtype=t) for n, c, t in zip(names, cols, types)}
+        self.rows = []
+        return out
+
+
+class _WrittenBlocks:
+    """Which blocks a write workload touched, for verification afterwards."""
+
+    def __init__(self, size_bytes: int, bs: int):
+        self.bs = bs
+        self.bitmap = np.zeros(size_bytes // bs, dtype=bool)
+
+    def mark(self, offset: int) -> None:
+        self.bitmap[offset // self.bs] = True
+
+
+class _LogWriterThread:
+    """Takes log chunks from engine threads and hands them to the sink in order."""
+
+    def __init__(self, sink: Callable[[str, object], None]):
+        self.sink = sink
+        self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
+        self.thread.start()
+
+    def put(self, name: str, rows) -> None:
+        self.q.put((name, rows))
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.sink(*item)
+                except BaseException as exc:  # reported by close(); later chunks are dropped
+                    self.error = exc
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _requests_table(rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "req_id": rows["req_id"], "thread": rows["thread"], "tid": rows["tid"], "device": rows["device"],
+        "op": rows["op"], "offset_bytes": rows["orig_offset"].astype("i8"),
+        "len_bytes": rows["orig_len"].astype("i8"), "queue_ns": rows["queue_ns"],
+        "submit_ns": rows["submit_ns"], "complete_ns": rows["complete_ns"], "submit_seq": rows["submit_seq"],
+        "section_id": rows["section_id"], "section_owner": rows["section_owner"],
+        "sync": rows["sync"].astype(bool), "resubmits": rows["resubmits"], "result": rows["res"],
+    }
+
+
+def _submits_table(rows: np.ndarray) -> dict[str, object]:
+    from .driver import SUBMIT_REASONS
+
+    reasons = np.asarray(SUBMIT_REASONS, dtype=object)[rows["reason"]]
+    return {
+        "submit_seq": rows["seq"], "thread": rows["thread"], "tid": rows["tid"],
+        "start_ns": rows["start_ns"], "end_ns": rows["end_ns"], "latency_ns": rows["end_ns"] - rows["start_ns"],
+        "nr_sqes": rows["to_submit"], "ret": rows["ret"], "reason": reasons,
+    }
+
+
+def run_workload(
+    config: WorkloadConfig,
+    path: str,
+    size_bytes: int,
+    sink: Callable[[str, object], None],
+    stop: threading.Event | None = None,
+    progress: Callable[[float, int], None] | None = None,
+) -> WorkloadResult:
+    """Run `config` against the block device or file at `path` (`size_bytes` usable).
+
+    `sink(table_name, columns)` receives log chunks (`requests`, `submits`,
+    `sections`). `stop` ends the run early (Ctrl-C): guests stop issuing and
+    what is in flight completes. `progress(elapsed_s, completed)` is called
+    about once a second from the calling thread.
+    """
+    config.validate()
+    stop = stop or threading.Event()
+    ndev = config.devices + config.ide_devices
+    region = (size_bytes // ndev) // config.bs * config.bs
+    if region < config.bs * max(config.iodepth, 1):
+        raise UsageError(
+            f"--bs/--devices: the device ({size_bytes} bytes) is too small for {ndev} emulated devices "
+            f"of at least {config.iodepth} blocks of {config.bs} bytes"
+        )
+    flags = os.O_RDWR if config.writes else os.O_RDONLY
+    fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
+    written = _WrittenBlocks(size_bytes, config.bs) if config.writes else None
+    logs = _LogWriterThread(lambda name, cols: sink(name, cols))
+    threads: list[threading.Thread] = []
+    states: list[dict] = []
+    errors: list[BaseException] = []
+    all_started = threading.Barrier(config.threads + 1)
+    deadline_holder: list[float] = []
+
+    def thread_main(t: int, device_indices: list[int]) -> None:
+        state: dict = {"guests": [], "devices": [], "driver": None}
+        states.append(state)
+        loop = EventLoop()
+        strategy = make_strategy(config.strategy)
+        driver = None
+        try:
+            nslots = sum(config.iodepth if i < config.devices else 1 for i in device_indices) + 8
+            driver = IoUringDriver(
+                loop, strategy, t, nslots=max(nslots, MAX_ENTRIES), max_bytes=config.bs,
+                log_sink=lambda name, rows: logs.put(
+                    name, _requests_table(rows) if name == "requests" else _submits_table(rows)),
+            )
+            driver.pattern_seed = config.seed
+            state["driver"] = driver
+            hooks = _SectionLog(loop, t, driver.tid)
+            plug.set_section_hooks(hooks)
+            rng = random.Random(config.seed * 1000 + t)
+            for i in device_indices:
+                kind = config.device_kind if i < config.devices else "ide"
+                dev: Device = DEVICE_KINDS[kind](
+                    i, loop, driver, strategy, fd, i * region, region,
+                    interleave=config.interleave, rng=random.Random(config.seed * 7919 + i),
+                )
+                depth = config.iodepth if kind != "ide" else 1
+                per_guest = None
+                if config.requests is not None:
+                    per_guest = max(1, config.requests // ndev)
+                guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest,
+                              random.Random(rng.random()), on_written=written.mark if written else None)
+                state["devices"].append(dev)
+                state["guests"].append(guest)
+            all_started.wait()
+            for g in state["guests"]:
+                g.start()
+            guests = state["guests"]
+            deadline = deadline_holder[0] if deadline_holder else None
+            check_every = 0
+            while True:
+                # Block only while something is in flight, so an idle thread
+                # always comes back to check whether it is done.
+                loop.aio_poll(driver.in_flight > 0)
+                check_every += 1
+                if check_every & 15 == 0 or driver.in_flight == 0:
+                    if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                        for g in guests:
+                            g.stop()
+                    if all(g.finished for g in guests):
+                        break
+            hooks_rows = hooks.table()
+            logs.put("sections", hooks_rows)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+            try:
+                all_started.abort()
+            except threading.BrokenBarrierError:
+                pass
+        finally:
+            plug.set_section_hooks(None)
+            if driver is not None:
+                # never leave requests in flight on a ring we are closing
+                while driver.in_flight > 0 or driver.in_queue > 0:
+                    if driver.in_queue and not driver.blocked:
+                        driver.ioq_submit("completion")
+                    loop.aio_poll(True)
+                driver.close()
+            loop.close()
+
+    for t in range(config.threads):
+        idx = list(range(t, ndev, config.threads))
+        th = threading.Thread(target=thread_main, args=(t, idx), name=f"plugtrace-engine-{t}", daemon=True)
+        threads.append(th)
+        th.start()
+    start = time.monotonic()
+    interrupted = False
+    try:
+        try:
+            if config.duration_s is not None:
+                deadline_holder.append(time.monotonic() + config.duration_s)
+            all_started.wait()
+        except threading.BrokenBarrierError:
+            pass
+        start = time.monotonic()
+        last = start
+        while any(th.is_alive() for th in threads):
+            for th in threads:
+                th.join(timeout=0.2)
+            now = time.monotonic()
+            if progress is not None and now - last >= 1.0:
+                last = now
+                progress(now - start, sum(s["driver"].completed for s in states if s.get("driver")))
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        for th in threads:
+            th.join()
+    elapsed = time.monotonic() - start
+    if stop.is_set() and not errors:
+        interrupted = True
+    logs_error: BaseException | None = None
+    try:
+        logs.close()
+    except BaseException as exc:
+        logs_error = exc
+    guests = [g for s in states for g in s["guests"]]
+    devices = [d for s in states for d in s["devices"]]
+    result = WorkloadResult(
+        elapsed_s=elapsed,
+        nr_requests=sum(g.completed for g in guests),
+        nr_errors=sum(g.errors for g in guests),
+        first_error=next((g.first_error for g in guests if g.first_error), 0),
+        interrupted=interrupted,
+        devices=sorted((d.describe(d.index % config.threads) for d in devices), key=lambda x: x["index"]),
+        sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
+    )
+    try:
+        if errors:
+            raise errors[0]
+        if logs_error is not None:
+            raise logs_error
+        if written is not None and config.verify and not interrupted:
+            from .verify import verify_blocks
+
+            result.integrity = verify_blocks(fd, written.bitmap, config.bs, config.seed)
+    finally:
+        os.close(fd)
+    return result
+

@@ -1,0 +1,136 @@
+"""When a queued request leaves: the four batching strategies compared.
+
+Every strategy sees the same devices: a virtio-blk-like handler always runs
+inside a plug section (`defer_call_begin(owner)` ... `defer_call_end()`), as QEMU's
+virtio-blk does, and an IDE-like device never opens one. They differ in what
+the io_uring driver does with a queued request:
+
+* `immediate`: submit it at once: one io_uring_enter() per request.
+* `device-plug` (QEMU 8.0): the device handler plugs the driver through a
+  per-device counter (`bdrv_io_plug`), the driver counts plugs in its shared
+  state, and submits when the last plug is released or MAX_ENTRIES is reached.
+* `defer` (QEMU 8.1, `blk_io_plug_call()` / `defer_call()`): queue it and
+  `defer_call(submit, driver)`; the thread-local section decides when.
+* `loop-iteration` (QEMU 10, `aio_add_sqe()`): queue it; the event loop submits
+  everything queued once per iteration, before it waits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import plug
+from .driver import MAX_ENTRIES
+
+if TYPE_CHECKING:
+    from .driver import IoUringDriver
+    from .emulation import Device
+
+__all__ = ["Strategy", "STRATEGIES", "make_strategy"]
+
+
+class Strategy:
+    """What the driver and device handlers do differently under one strategy."""
+
+    name = ""
+    description = ""
+
+    def attach(self, driver: "IoUringDriver") -> None:
+        """Hook into the driver's event loop if the strategy needs to."""
+
+    def handler_begin(self, device: "Device") -> None:
+        """A plugging device's handler starts (virtio-blk: before draining the queue)."""
+        plug.defer_call_begin(device.index)
+
+    def handler_end(self, device: "Device") -> None:
+        plug.defer_call_end()
+
+    def on_queued(self, driver: "IoUringDriver") -> None:
+        """A request was queued (`in_queue` already counts it)."""
+        raise NotImplementedError
+
+    def submit_after_completions(self, driver: "IoUringDriver") -> bool:
+        """Whether reaping completions should submit what is queued (QEMU: yes)."""
+        return True
+
+
+class Immediate(Strategy):
+    name = "immediate"
+    description = "submit every request at once (one io_uring_enter per request)"
+
+    def on_queued(self, driver):
+        if not driver.blocked:
+            driver.ioq_submit("immediate")
+
+
+class DevicePlug(Strategy):
+    name = "device-plug"
+    description = "QEMU 8.0: plug counted per device and in the driver, submit at the last unplug"
+
+    def handler_begin(self, device):
+        super().handler_begin(device)
+        device.io_plugged += 1
+        if device.io_plugged == 1:  # bdrv_io_plug: only the first plug reaches the driver
+            device.driver.plugged += 1
+
+    def handler_end(self, device):
+        device.io_plugged -= 1
+        if device.io_plugged == 0:
+            driver = device.driver
+            driver.plugged -= 1
+            if driver.plugged == 0 and not driver.blocked and driver.in_queue > 0:
+                driver.ioq_submit("unplug")
+        super().handler_end(device)
+
+    def on_queued(self, driver):
+        if not driver.blocked and (not driver.plugged or driver.in_flight + driver.in_queue >= MAX_ENTRIES):
+            driver.ioq_submit("max_entries" if driver.plugged else "immediate")
+
+    def submit_after_completions(self, driver):
+        return not driver.plugged
+
+
+def _deferred_submit(driver: "IoUringDriver") -> None:
+    """luring_deferred_fn(): the one deferred call per driver and section."""
+    if not driver.blocked and driver.in_queue > 0:
+        driver.ioq_submit("deferred")
+
+
+class Defer(Strategy):
+    name = "defer"
+    description = "QEMU 8.1+: defer_call(submit, driver) joins the thread's open section"
+
+    def on_queued(self, driver):
+        if not driver.blocked:
+            if driver.in_flight + driver.in_queue >= MAX_ENTRIES:
+                driver.ioq_submit("max_entries")
+            else:
+                plug.defer_call(_deferred_submit, driver)
+
+
+class LoopIteration(Strategy):
+    name = "loop-iteration"
+    description = "QEMU 10 aio_add_sqe(): submit what is queued once per event-loop iteration"
+
+    def attach(self, driver):
+        def submit_queued() -> None:
+            if driver.in_queue > 0 and not driver.blocked:
+                driver.ioq_submit("iteration")
+
+        driver.loop.prepare_hooks.append(submit_queued)
+
+    def on_queued(self, driver):
+        if not driver.blocked and driver.in_flight + driver.in_queue >= MAX_ENTRIES:
+            driver.ioq_submit("max_entries")
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Immediate, DevicePlug, Defer, LoopIteration)
+}
+
+
+def make_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}") from None
