@@ -1,0 +1,290 @@
+"""Real block devices to run on: ones we create (and always remove) and ones a user names.
+
+* `loop`: a loop device over a sparse file, with direct I/O (`losetup --direct-io=on`).
+* `zram`: a compressed RAM disk made with zram's hot_add (never an existing zram device).
+* `file:PATH`: a file opened with O_DIRECT (created, and removed afterwards, if missing).
+* `/dev/X`: a user's block device: read-only unless `allow_write`; refused when it
+  is mounted or held open exclusively by someone else.
+
+Every device we create is registered in `_created` and removed by `close()`,
+by `cleanup_all()` (called by record on any exit path) and, as a last resort,
+at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CapabilityError, DeviceError, UsageError
+
+__all__ = ["Target", "open_target", "cleanup_all", "parse_size", "is_mounted"]
+
+DEFAULT_SIZE = 1 << 30
+
+_created: list["Target"] = []
+_lock = threading.Lock()
+
+
+def parse_size(text: str) -> int:
+    """'512M', '1G', '1.5GiB', '4096' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise UsageError(f"--size: not a size: {text!r} (e.g. 512M, 1G)")
+    return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)])
+
+
+@dataclass
+class Target:
+    """A block device (or O_DIRECT file) the engine runs against."""
+
+    kind: str
+    path: str
+    size_bytes: int
+    writable: bool
+    created_by_plugtrace: bool
+    backing_file: str | None = None
+    zram_index: int | None = None
+    extra: dict = field(default_factory=dict)
+    _closed: bool = False
+
+    @property
+    def dev_t(self) -> str | None:
+        """'major:minor' of the block device (of the file's filesystem device for files)."""
+        st = os.stat(self.path)
+        if stat.S_ISBLK(st.st_mode):
+            return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+    def describe(self) -> dict:
+        d = {
+            "kind": self.kind, "path": self.path, "size_bytes": self.size_bytes, "writable": self.writable,
+            "created_by_plugtrace": self.created_by_plugtrace, "dev_t": self.dev_t,
+        }
+        if self.backing_file:
+            d["backing_file"] = self.backing_file
+        d.update(self.extra)
+        return d
+
+    def close(self) -> None:
+        """Remove what we created; idempotent; never touches a user's device."""
+        if self._closed:
+            return
+        self._closed = True
+        with _lock:
+            if self in _created:
+                _created.remove(self)
+        if not self.created_by_plugtrace:
+            return
+        if self.kind == "loop":
+            _run(["losetup", "-d", self.path], check=False)
+            if self.backing_file:
+                _unlink(self.backing_file)
+        elif self.kind == "zram" and self.zram_index is not None:
+            _zram_remove(self.zram_index)
+        elif self.kind == "file":
+            _unlink(self.path)
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _run(cmd: list[str], check: bool = True) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise CapabilityError(f"{cmd[0]} not found (install util-linux)") from None
+    if check and proc.returncode != 0:
+        raise DeviceError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout.strip()
+
+
+def _register(target: Target) -> Target:
+    with _lock:
+        _created.append(target)
+    return target
+
+
+def cleanup_all() -> None:
+    """Remove every device this process created and has not removed yet."""
+    with _lock:
+        pending = list(_created)
+    for target in reversed(pending):
+        try:
+            target.close()
+        except Exception:  # keep removing the others
+            pass
+
+
+atexit.register(cleanup_all)
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise CapabilityError(f"{what} needs root (run as root, or use --device file:PATH)")
+
+
+def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None) -> Target:
+    """A loop device with direct I/O over a new sparse file in `directory` (default /var/tmp)."""
+    _require_root("creating a loop device")
+    directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
+    fd, backing = tempfile.mkstemp(prefix="plugtrace-loop-", suffix=".img", dir=directory)
+    try:
+        os.ftruncate(fd, size_bytes)
+    except OSError as exc:
+        os.close(fd)
+        _unlink(backing)
+        raise DeviceError(f"cannot make a {size_bytes}-byte backing file in {directory}: {exc.strerror}") from None
+    os.close(fd)
+    try:
+        path = _run(["losetup", "--direct-io=on", "--find", "--show", backing])
+    except BaseException:
+        _unlink(backing)
+        raise
+    target = _register(Target("loop", path, size_bytes, True, True, backing_file=backing))
+    dio = Path(f"/sys/block/{os.path.basename(path)}/loop/dio")
+    target.extra["direct_io"] = dio.exists() and dio.read_text().strip() == "1"
+    return target
+
+
+def _zram_remove(index: int) -> None:
+    base = Path(f"/sys/block/zram{index}")
+    try:
+        (base / "reset").write_text("1")
+    except OSError:
+        pass
+    try:
+        Path("/sys/class/zram-control/hot_remove").write_text(str(index))
+    except OSError:
+        pass
+
+
+def create_zram(size_bytes: int = DEFAULT_SIZE) -> Target:
+    """A new zram device (hot_add), sized `size_bytes`; existing zram devices are never touched."""
+    _require_root("creating a zram device")
+    control = Path("/sys/class/zram-control/hot_add")
+    if not control.exists():
+        subprocess.run(["modprobe", "zram", "num_devices=0"], capture_output=True, timeout=30)
+    if not control.exists():
+        raise CapabilityError("zram is not available (no /sys/class/zram-control; modprobe zram failed)")
+    try:
+        index = int(control.read_text().strip())
+    except OSError as exc:
+        raise DeviceError(f"zram hot_add failed: {exc.strerror}") from None
+    target = _register(Target("zram", f"/dev/zram{index}", size_bytes, True, True, zram_index=index))
+    try:
+        Path(f"/sys/block/zram{index}/disksize").write_text(str(size_bytes))
+    except OSError as exc:
+        target.close()
+        raise DeviceError(f"cannot size /dev/zram{index}: {exc.strerror}") from None
+    return target
+
+
+def open_file(path: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False) -> Target:
+    """An O_DIRECT file; a missing one is created with `size_bytes` and removed afterwards."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_file():
+            raise DeviceError(f"{path}: not a regular file (for a block device, name it without file:)")
+        size = p.stat().st_size
+        if size == 0:
+            raise DeviceError(f"{path}: empty file")
+        if allow_write and not os.access(path, os.W_OK):
+            raise DeviceError(f"{path}: not writable")
+        return Target("file", str(p), size, allow_write, False)
+    if not p.parent.is_dir():
+        raise DeviceError(f"{path}: directory {p.parent} does not exist")
+    with open(p, "wb") as fh:
+        fh.truncate(size_bytes)
+    return _register(Target("file", str(p), size_bytes, True, True))
+
+
+def is_mounted(dev_t: str) -> str | None:
+    """The mount point of the device 'major:minor', if it is mounted."""
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 4 and parts[2] == dev_t:
+                    return parts[4]
+    except OSError:
+        pass
+    return None
+
+
+def open_block_device(path: str, allow_write: bool = False) -> Target:
+    """A user's block device: checked, never written unless `allow_write`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DeviceError(f"{path}: no such device") from None
+    except PermissionError:
+        raise DeviceError(f"{path}: permission denied (run as root)") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise DeviceError(f"{path}: not a block device")
+    dev_t = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    mount = is_mounted(dev_t)
+    if mount:
+        raise DeviceError(f"{path}: mounted on {mount}; refusing to run on a mounted device")
+    holders = Path(f"/sys/dev/block/{dev_t}/holders")
+    if holders.is_dir() and any(holders.iterdir()):
+        names = ", ".join(sorted(h.name for h in holders.iterdir()))
+        raise DeviceError(f"{path}: busy (held by {names})")
+    try:
+        # O_EXCL on a block device fails with EBUSY while anyone holds it exclusively
+        fd = os.open(path, (os.O_RDWR if allow_write else os.O_RDONLY) | os.O_EXCL)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise DeviceError(f"{path}: busy (in use by another program or the kernel)") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise DeviceError(f"{path}: permission denied (run as root)") from None
+        if exc.errno == errno.EROFS:
+            raise DeviceError(f"{path}: read-only device; drop --allow-write") from None
+        raise DeviceError(f"{path}: cannot open: {exc.strerror}") from None
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+    if size == 0:
+        raise DeviceError(f"{path}: size 0 (no medium, or a loop device with no backing file)")
+    return Target("block", path, size, allow_write, False)
+
+
+def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False) -> Target:
+    """`loop`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours to write)."""
+    if spec == "loop":
+        return create_loop(size_bytes)
+    if spec == "zram":
+        return create_zram(size_bytes)
+    if spec.startswith("file:"):
+        return open_file(spec[5:], size_bytes, allow_write)
+    if spec.startswith("/"):
+        return open_block_device(spec, allow_write)
+    raise UsageError(f"--device: expected loop, zram, file:PATH or /dev/NAME, not {spec!r}")
+
+
+def check_writable(target: Target, writes: bool) -> None:
+    """Refuse a write workload on a device not handed to us for writing."""
+    if writes and not target.writable:
+        raise DeviceError(
+            f"{target.path}: the workload writes, but this device was not handed over for writing "
+            "(add --allow-write if its contents may be destroyed)"
+        )
