@@ -83,6 +83,7 @@ class RunWriter:
         }
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._rows: dict[str, int] = {}
+        self._close_error: PlugtraceError | None = None
         self.write_meta()
 
     def table_path(self, name: str) -> Path:
@@ -141,11 +142,11 @@ class RunWriter:
                 pass
             raise _disk_error(path, exc) from exc
 
-    def close(self, status: str = STATUS_COMPLETE, **fields: Any) -> None:
-        """Close every table and write the final meta.json with `status`.
+    def close_tables(self) -> PlugtraceError | None:
+        """Finish every open table (so it can be read); returns the first error, if any.
 
-        If a table cannot be closed (disk full), the run is marked incomplete and
-        the error is raised after meta.json has been written, when it can be.
+        A table that cannot be finished (disk full) is listed in meta's
+        `damaged_tables`.
         """
         first_error: PlugtraceError | None = None
         for name in list(self._writers):
@@ -154,6 +155,17 @@ class RunWriter:
             except PlugtraceError as exc:
                 first_error = first_error or exc
                 self.meta.setdefault("damaged_tables", []).append(name)
+        self._close_error = self._close_error or first_error
+        return first_error
+
+    def close(self, status: str = STATUS_COMPLETE, **fields: Any) -> None:
+        """Close every table and write the final meta.json with `status`.
+
+        If a table could not be closed (disk full), the run is marked incomplete
+        and the error is raised after meta.json has been written, when it can be.
+        """
+        self.close_tables()
+        first_error = self._close_error
         if first_error is not None and status == STATUS_COMPLETE:
             status = STATUS_INCOMPLETE
         self.meta.update(fields)

@@ -1,0 +1,422 @@
+"""plugtrace record: run a batching workload on a real device (or trace another program)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..errors import CapabilityError, PlugtraceError, UsageError
+
+HELP = "run a workload on a real io_uring device and record what happened"
+DESCRIPTION = """\
+Run emulated guest devices (virtio-blk-like, IDE-like) that submit I/O through
+plugtrace's io_uring driver with one batching strategy, on a real block device,
+while bpftrace records what the kernel saw. Writes a run directory (meta.json +
+Parquet tables) for `plugtrace report` and the notebooks.
+
+Strategies:
+  immediate       submit every request at once (one io_uring_enter per request)
+  device-plug     QEMU 8.0: per-device plug counters, submit at the last unplug
+  defer           QEMU 8.1+: thread-local defer_call() sections (blk_io_plug_call)
+  loop-iteration  QEMU 10 aio_add_sqe(): submit once per event-loop iteration
+
+Devices:
+  loop            a loop device with direct I/O over a new sparse file (removed after)
+  zram            a new zram device (removed after)
+  file:PATH       a file opened with O_DIRECT (created and removed if missing)
+  /dev/NAME       your block device: read-only unless --allow-write
+
+External programs (tracing only, no workload of ours):
+  plugtrace record --pid PID --duration 10
+  plugtrace record -- fio --ioengine=io_uring ...
+
+Examples:
+  plugtrace record --device loop --strategy defer --iodepth 32 --duration 5
+  plugtrace record --device zram --devices 2 --ide-devices 1 --interleave 0.2
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..engine import RW_MODES, STRATEGIES
+
+    w = p.add_argument_group("workload")
+    w.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
+    w.add_argument("--size", default="1G", help="size of a device we create (default: 1G)")
+    w.add_argument("--allow-write", action="store_true",
+                   help="let a write workload write to a device you named (its data is destroyed)")
+    w.add_argument("--strategy", default="defer", help=f"{' | '.join(STRATEGIES)} (default: defer)")
+    w.add_argument("--devices", type=int, default=1, help="virtio-blk-like devices (default: 1)")
+    w.add_argument("--ide-devices", type=int, default=0, help="IDE-like devices: depth 1, no plug (default: 0)")
+    w.add_argument("--threads", type=int, default=1, help="event-loop threads; devices are spread over them")
+    w.add_argument("--iodepth", type=int, default=32, help="requests each virtio-blk guest keeps outstanding")
+    w.add_argument("--bs", type=int, default=4096, help="block size in bytes, a multiple of 512 (default: 4096)")
+    w.add_argument("--rw", default="randread", help=f"{' | '.join(RW_MODES)} (default: randread)")
+    w.add_argument("--rwmixread", type=int, default=50, help="percent reads for rw/randrw (default: 50)")
+    w.add_argument("--duration", type=float, default=None, help="seconds to run (default: 5)")
+    w.add_argument("--requests", type=int, default=None, help="stop after this many requests instead")
+    w.add_argument("--interleave", type=float, default=0.0,
+                   help="probability that a virtio-blk handler does a synchronous read with nested "
+                        "aio_poll() inside its plug section (default: 0)")
+    w.add_argument("--seed", type=int, default=1, help="random seed for offsets and data (default: 1)")
+    w.add_argument("--no-verify", action="store_true", help="skip reading back written blocks")
+    t = p.add_argument_group("tracing")
+    t.add_argument("--mode", default="aggregate", choices=("aggregate", "events", "off"),
+                   help="aggregate: histograms in the kernel (cheap, default); events: one row per "
+                        "event (bounded); off: app-side log only")
+    t.add_argument("--max-events", type=int, default=5_000_000,
+                   help="events mode: keep at most this many events, count the rest as lost")
+    t.add_argument("--measure-overhead", action="store_true",
+                   help="run the workload untraced first, then traced, and store both IOPS and the ratio")
+    t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-STRATEGY)")
+    o.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="after --: a program to run and trace (e.g. fio with the io_uring engine)")
+
+
+def _config_from_args(args):
+    from ..engine import WorkloadConfig
+
+    duration = args.duration
+    if duration is None and args.requests is None:
+        duration = 5.0
+    cfg = WorkloadConfig(
+        strategy=args.strategy, devices=args.devices, ide_devices=args.ide_devices, threads=args.threads,
+        iodepth=args.iodepth, bs=args.bs, rw=args.rw, rwmixread=args.rwmixread, duration_s=duration,
+        requests=args.requests, interleave=args.interleave, seed=args.seed, verify=not args.no_verify,
+    )
+    cfg.validate()
+    return cfg
+
+
+class _Progress:
+    """One status line: elapsed time and live IOPS (a line every few seconds when not a tty)."""
+
+    def __init__(self, total_s: float | None, quiet: bool):
+        self.total_s = total_s
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last_n = 0
+        self.last_t = 0.0
+        self.last_print = -10.0
+
+    def __call__(self, elapsed: float, completed: int) -> None:
+        if self.quiet:
+            return
+        iops = (completed - self.last_n) / max(elapsed - self.last_t, 1e-9)
+        self.last_n, self.last_t = completed, elapsed
+        total = f" / {self.total_s:g}s" if self.total_s else ""
+        line = f"  {elapsed:5.1f}s{total}  {completed:>10,} requests  {iops:>10,.0f} IOPS"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif elapsed - self.last_print >= 5:
+            self.last_print = elapsed
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            print(file=sys.stderr)
+
+
+def _percentile(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def _app_summary(run_dir: Path, elapsed_s: float, nr_requests: int) -> dict:
+    """Headline numbers from the app-side submits table."""
+    path = run_dir / "tables" / "submits.parquet"
+    summary: dict = {"elapsed_s": round(elapsed_s, 3), "nr_requests": nr_requests,
+                     "iops": round(nr_requests / elapsed_s, 1) if elapsed_s > 0 else None}
+    if path.exists():
+        t = pq.read_table(path, columns=["nr_sqes", "latency_ns", "ret"])
+        sqes = t.column("nr_sqes").to_numpy()
+        lat = t.column("latency_ns").to_numpy()
+        summary.update(
+            nr_submits=int(len(sqes)),
+            mean_sqes_per_submit=round(float(sqes.mean()), 3) if len(sqes) else None,
+            submit_latency_p50_ns=_percentile(lat, 50),
+            submit_latency_p99_ns=_percentile(lat, 99),
+        )
+    return summary
+
+
+def _print_summary(meta: dict, run_dir: Path) -> None:
+    s = meta.get("summary", {})
+
+    def ns(v):
+        return "n/a" if v is None else f"{v / 1000:.1f} µs"
+
+    print(f"run directory: {run_dir}  (status: {meta['status']})")
+    if s.get("iops") is not None:
+        print(f"  IOPS:                    {s['iops']:,.0f}  ({s['nr_requests']:,} requests in {s['elapsed_s']:.2f} s)")
+    if s.get("mean_sqes_per_submit") is not None:
+        print(f"  mean SQEs per enter:     {s['mean_sqes_per_submit']:.2f}  ({s['nr_submits']:,} submits, app log)")
+        print(f"  submit latency p50/p99:  {ns(s.get('submit_latency_p50_ns'))} / {ns(s.get('submit_latency_p99_ns'))}")
+    k = meta.get("kernel_summary") or {}
+    if k.get("mean_sqes_per_enter") is not None:
+        print(f"  eBPF: {k.get('nr_enters', 0):,} io_uring_enter calls, mean SQEs {k['mean_sqes_per_enter']:.2f}")
+    lost = meta.get("events_lost")
+    print(f"  events lost:             {'n/a (not traced)' if lost is None else f'{lost:,}'}")
+    missing = meta.get("probes", {}).get("could_not_measure", {})
+    for name, why in missing.items():
+        print(f"  could not measure {name}: {why}")
+    integ = meta.get("integrity")
+    if integ:
+        verdict = "OK" if integ["mismatches"] == 0 else f"{integ['mismatches']} MISMATCHES at {integ['mismatch_offsets']}"
+        print(f"  data integrity:          {integ['checked_blocks']:,} blocks read back, {verdict}")
+    if meta.get("tracing_overhead"):
+        o = meta["tracing_overhead"]
+        print(f"  tracing overhead:        traced/untraced IOPS = {o['ratio']:.3f}")
+
+
+def _default_output(label: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{label}"
+
+
+class _Terminate(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so it unwinds exactly like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminate()
+
+
+def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int):
+    """Start bpftrace when this machine can; returns (tracer or None, could_not_measure)."""
+    if mode == "off":
+        return None, {"kernel": "tracing turned off (--mode off)"}
+    if os.geteuid() != 0:
+        return None, {"kernel": "not root: bpftrace needs root (run as root to trace the kernel side)"}
+    try:
+        from ..tracing import Tracer, detect_capabilities
+    except ImportError as exc:
+        return None, {"kernel": f"tracing support is not installed ({exc})"}
+    from ..uring._binding import extension_path
+
+    caps = detect_capabilities()
+    tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path,
+                    max_events=max_events, capabilities=caps)
+    try:
+        tracer.start()
+    except CapabilityError as exc:
+        return None, {"kernel": exc.message}
+    return tracer, {}
+
+
+def _stop_tracer(tracer, writer, missing: dict) -> dict:
+    info = {"probes": {"ran": [], "could_not_measure": dict(missing)}, "events_lost": None}
+    if tracer is None:
+        return info
+    got = tracer.stop(writer)
+    info["probes"]["ran"] = got.get("probes", {}).get("ran", [])
+    info["probes"]["could_not_measure"].update(got.get("probes", {}).get("could_not_measure", {}))
+    info["events_lost"] = got.get("events_lost")
+    if got.get("error"):
+        info["tracer_error"] = got["error"]
+        print(f"plugtrace: tracer: {got['error']}", file=sys.stderr)
+    if got.get("kernel_summary"):
+        info["kernel_summary"] = got["kernel_summary"]
+    return info
+
+
+def run(args) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if args.pid is not None or command:
+        return _record_external(args, command)
+    from .. import devices
+    from ..engine import run_workload
+    from ..environment import describe_environment
+    from ..store import STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, RunWriter
+
+    cfg = _config_from_args(args)
+    if args.max_events <= 0:
+        raise UsageError("--max-events: must be positive")
+    size = devices.parse_size(args.size)
+    out = Path(args.output) if args.output else _default_output(cfg.strategy)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    target = tracer = writer = None
+    status = STATUS_FAILED
+    try:
+        target = devices.open_target(args.device, size, allow_write=args.allow_write)
+        devices.check_writable(target, cfg.writes)
+        config = cfg.as_dict() | {"mode": args.mode, "device_spec": args.device}
+        writer = RunWriter(out, {
+            "plugtrace_version": __import__("plugtrace").__version__,
+            "command": ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else sys.argv,
+            "config": config,
+            "environment": describe_environment(),
+            "device": target.describe(),
+            "events_lost": None,
+            "tracing_overhead": None,
+        })
+        overhead = None
+        if args.measure_overhead and args.mode != "off":
+            print("measuring untraced baseline ...", file=sys.stderr)
+            baseline = run_workload(cfg, target.path, target.size_bytes, lambda name, cols: None,
+                                    progress=_Progress(cfg.duration_s, args.quiet))
+            overhead = {"untraced_iops": round(baseline.iops, 1)}
+        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events)
+        if missing and not args.quiet:
+            for name, why in missing.items():
+                print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
+        progress = _Progress(cfg.duration_s, args.quiet)
+        stop = threading.Event()
+        try:
+            result = run_workload(cfg, target.path, target.size_bytes, writer.append, stop=stop, progress=progress)
+        finally:
+            progress.done()
+        trace_info = _stop_tracer(tracer, writer, missing)
+        tracer = None
+        status = STATUS_INTERRUPTED if result.interrupted else STATUS_COMPLETE
+        if trace_info.get("tracer_error") and status == STATUS_COMPLETE:
+            status = "incomplete"
+        writer.close_tables()
+        summary = _app_summary(out, result.elapsed_s, result.nr_requests)
+        summary["sync_reads"] = result.sync_reads
+        summary["nr_errors"] = result.nr_errors
+        if overhead is not None:
+            overhead["traced_iops"] = round(result.iops, 1)
+            overhead["ratio"] = round(result.iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
+        writer.close(
+            status, summary=summary, emulated_devices=result.devices, integrity=result.integrity,
+            tracing_overhead=overhead, **trace_info,
+        )
+        _print_summary(writer.meta, out)
+        if result.nr_errors:
+            print(f"plugtrace: {result.nr_errors} requests failed (first: {os.strerror(-result.first_error)})",
+                  file=sys.stderr)
+        if result.integrity and result.integrity["mismatches"]:
+            return 6
+        return 130 if result.interrupted else 0
+    except (KeyboardInterrupt, _Terminate):
+        status = STATUS_INTERRUPTED
+        print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
+        return 130
+    except PlugtraceError as exc:
+        if writer is not None:
+            writer.meta["error"] = exc.message
+        raise
+    except OSError as exc:
+        msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+        if writer is not None:
+            writer.meta["error"] = msg
+        raise PlugtraceError(msg) from None
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if tracer is not None:
+                info = _stop_tracer(tracer, writer, {})
+                if writer is not None:
+                    writer.meta.update(info)
+            if writer is not None and writer.meta.get("status") == "recording":
+                try:
+                    writer.close(status)
+                except PlugtraceError as exc:
+                    print(f"plugtrace: {exc.message}", file=sys.stderr)
+                if status != STATUS_COMPLETE:
+                    print(f"plugtrace: run directory {out} marked {writer.meta['status']}", file=sys.stderr)
+        finally:
+            if target is not None:
+                target.close()
+            devices.cleanup_all()
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _record_external(args, command: list[str]) -> int:
+    """Trace another program (--pid, or -- CMD): kernel side only."""
+    from ..environment import describe_environment
+    from ..store import STATUS_COMPLETE, STATUS_INTERRUPTED, RunWriter
+
+    if args.mode == "off":
+        raise UsageError("--mode off: tracing another program needs a tracing mode")
+    if os.geteuid() != 0:
+        raise CapabilityError("tracing another program needs root (bpftrace)")
+    if args.pid is not None and command:
+        raise UsageError("give --pid or a command after --, not both")
+    if args.pid is not None and not Path(f"/proc/{args.pid}").exists():
+        raise UsageError(f"--pid: no process {args.pid}")
+    label = Path(command[0]).name if command else f"pid{args.pid}"
+    out = Path(args.output) if args.output else _default_output(label)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    writer = tracer = proc = None
+    status = STATUS_COMPLETE
+    started = time.monotonic()
+    try:
+        writer = RunWriter(out, {
+            "plugtrace_version": __import__("plugtrace").__version__,
+            "command": sys.argv,
+            "config": {"external": command or None, "pid": args.pid, "mode": args.mode,
+                       "duration_s": args.duration, "strategy": None},
+            "environment": describe_environment(),
+            "device": None,
+            "events_lost": None,
+            "tracing_overhead": None,
+        })
+        if command:
+            # Started stopped-at-exec is not possible from Python, so start the
+            # tracer first with a pid filter that follows the child: the child
+            # waits on a pipe until the tracer is attached.
+            r, w = os.pipe()
+            try:
+                proc = subprocess.Popen(
+                    ["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-child", *command],
+                    pass_fds=(r,), preexec_fn=lambda: os.dup2(r, 3),
+                )
+            except OSError as exc:
+                raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
+            os.close(r)
+            pid = proc.pid
+        else:
+            pid = args.pid
+        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events)
+        if tracer is None:
+            raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
+        started = time.monotonic()
+        if proc is not None:
+            os.write(w, b"go\n")
+            os.close(w)
+            proc.wait()
+        else:
+            deadline = None if args.duration is None else started + args.duration
+            while Path(f"/proc/{pid}").exists() and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        info = _stop_tracer(tracer, writer, missing)
+        tracer = None
+        writer.close(status, summary={"elapsed_s": round(elapsed, 3),
+                                      "exit_code": proc.returncode if proc else None}, **info)
+        _print_summary(writer.meta, out)
+        return 0 if proc is None else (proc.returncode or 0)
+    except (KeyboardInterrupt, _Terminate):
+        status = STATUS_INTERRUPTED
+        print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if tracer is not None:
+            info = _stop_tracer(tracer, writer, {})
+            if writer is not None:
+                writer.meta.update(info)
+        if writer is not None and writer.meta.get("status") == "recording":
+            writer.close(STATUS_INTERRUPTED if status != STATUS_COMPLETE else "failed")
+        signal.signal(signal.SIGTERM, old_term)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install everything plugtrace needs on a Debian machine, idempotently:
+# Debian packages (as root), then a virtualenv in .venv with plugtrace and its
+# Python dependencies. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc)
+# Debian's own Python needs these to make a venv and build the extension;
+# another Python (pyenv, a container's) brings its own.
+python3 -c 'import ensurepip, os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+    2>/dev/null || DEB_PACKAGES+=(python3-dev python3-venv)
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install.sh: these Debian packages are missing: ${missing[*]}" >&2
+        echo "install.sh: run as root (or: sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tracefs is where bpftrace finds tracepoints
+if [ "$(id -u)" -eq 0 ] && [ ! -e /sys/kernel/tracing/events ]; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.plugtrace-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ plugtrace/uring/_build.py -nt "$stamp" ]; then
+    log=$(mktemp)
+    if ! { .venv/bin/python -m pip install --upgrade pip \
+           && .venv/bin/python -m pip install -e '.[dev]' \
+           && .venv/bin/python -m ipykernel install --sys-prefix --name python3; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "install.sh: installing the Python packages failed (full log: $log)" >&2
+        exit 1
+    fi
+    rm -f "$log"
+    touch "$stamp"
+fi
+echo "plugtrace is installed in $(pwd)/.venv (run: .venv/bin/plugtrace --help)"
