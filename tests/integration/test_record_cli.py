@@ -1,0 +1,143 @@
+"""plugtrace record as a user runs it: the real CLI in a subprocess."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import require_root
+
+PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*PLUGTRACE, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def loop_devices() -> str:
+    return subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+
+
+def zram_devices() -> set:
+    return {p.name for p in Path("/sys/block").glob("zram*")}
+
+
+def test_record_on_loop_writes_a_run_directory(tmp_path):
+    require_root()
+    out = tmp_path / "run"
+    before = loop_devices()
+    p = run("record", "--device", "loop", "--size", "128M", "--mode", "off", "--requests", "3000",
+            "--quiet", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "mean SQEs per enter" in p.stdout
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["schema_version"] == 1
+    assert meta["config"]["strategy"] == "defer"
+    assert meta["device"]["kind"] == "loop" and meta["device"]["created_by_plugtrace"]
+    assert meta["summary"]["nr_requests"] >= 3000
+    assert meta["probes"]["could_not_measure"]["kernel"].startswith("tracing turned off")
+    assert {"requests", "submits", "sections"} <= set(meta["tables"])
+    assert loop_devices() == before, "record left a loop device behind"
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--iodepth", "0"], "--iodepth"),
+        (["--duration", "-1"], "--duration"),
+        (["--strategy", "nope"], "--strategy"),
+        (["--bs", "1000"], "--bs"),
+        (["--rw", "sideways"], "--rw"),
+        (["--interleave", "2"], "--interleave"),
+    ],
+)
+def test_invalid_values_are_usage_errors_naming_the_option(tmp_path, args, option):
+    p = run("record", "--mode", "off", "-o", str(tmp_path / "r"), *args)
+    assert p.returncode == 2
+    assert option in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_device_is_refused(tmp_path):
+    p = run("record", "--device", "/dev/plugtrace-no-such-device", "--mode", "off", "-o", str(tmp_path / "r"))
+    assert p.returncode == 5 and "no such device" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_not_a_block_device_is_refused(tmp_path):
+    p = run("record", "--device", "/dev/null", "--mode", "off", "-o", str(tmp_path / "r"))
+    assert p.returncode == 5 and "not a block device" in p.stderr
+
+
+def test_mounted_device_is_refused(tmp_path):
+    root_dev = os.stat("/").st_dev
+    dev = Path(f"/sys/dev/block/{os.major(root_dev)}:{os.minor(root_dev)}/uevent")
+    if not dev.exists():
+        pytest.skip("the root filesystem is not on a block device here")
+    name = next(l.split("=", 1)[1] for l in dev.read_text().splitlines() if l.startswith("DEVNAME="))
+    p = run("record", "--device", f"/dev/{name}", "--mode", "off", "-o", str(tmp_path / "r"))
+    assert p.returncode == 5 and "mounted" in p.stderr
+
+
+def test_write_on_a_device_not_handed_for_writing_is_refused(tmp_path, loop_device):
+    # fill a marker, run a write workload without --allow-write, check it is intact
+    fd = os.open(loop_device.path, os.O_RDWR)
+    os.pwrite(fd, b"KEEP" * 1024, 0)
+    os.fsync(fd)
+    os.close(fd)
+    p = run("record", "--device", loop_device.path, "--rw", "randwrite", "--mode", "off",
+            "--requests", "100", "-o", str(tmp_path / "r"))
+    assert p.returncode == 5 and "--allow-write" in p.stderr
+    fd = os.open(loop_device.path, os.O_RDONLY)
+    assert os.pread(fd, 4096, 0) == b"KEEP" * 1024
+    os.close(fd)
+
+
+def test_user_device_read_only_run_works(tmp_path, loop_device):
+    p = run("record", "--device", loop_device.path, "--mode", "off", "--requests", "500", "--quiet",
+            "-o", str(tmp_path / "r"))
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["device"]["created_by_plugtrace"] is False and meta["device"]["writable"] is False
+
+
+def test_file_target_without_root(tmp_path):
+    path = tmp_path / "disk.img"
+    p = run("record", "--device", f"file:{path}", "--size", "64M", "--mode", "off", "--requests", "2000",
+            "--quiet", "-o", str(tmp_path / "r"))
+    if "O_DIRECT" in p.stderr or "Invalid argument" in p.stderr:
+        pytest.skip("this filesystem has no O_DIRECT")
+    assert p.returncode == 0, p.stderr
+    assert not path.exists(), "a file we created must be removed"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("device", ["loop", "zram"])
+def test_signal_mid_record_keeps_data_and_leaves_nothing_behind(tmp_path, sig, device):
+    require_root()
+    out = tmp_path / "run"
+    loops, zrams = loop_devices(), zram_devices()
+    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", device, "--size", "128M", "--mode", "off",
+                             "--duration", "30", "--quiet", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (out / "tables" / "submits.parquet").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "interrupted"
+    assert meta["summary"]["nr_requests"] > 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / "tables" / "requests.parquet").num_rows > 0
+    assert loop_devices() == loops, "a loop device was left behind"
+    assert zram_devices() == zrams, "a zram device was left behind"
