@@ -1,0 +1,51 @@
+"""plugtrace's engine vs fio's io_uring engine on the same device, side by side.
+
+Same device, block size, depth and pattern, one after the other in one run.
+Prints both IOPS and the ratio engine/fio for each device kind.
+
+    python -m bench.bench_engine_vs_fio [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import device, engine, fio, fio_iops, machine, print_table, require_root, write_json
+
+TARGETS = {"zram": 0.5, "loop": 0.95}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
+    ap.add_argument("--runtime", type=float, default=5.0, help="seconds per measurement (default 5)")
+    ap.add_argument("--iodepth", type=int, default=32)
+    ap.add_argument("--bs", type=int, default=4096)
+    ap.add_argument("--strategy", default="defer")
+    ap.add_argument("--devices", nargs="+", default=["zram", "loop"])
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    require_root()
+    runtime = 0.5 if args.quick else args.runtime
+    rows = []
+    for kind in args.devices:
+        with device(kind, "256M" if args.quick else "1G") as target:
+            job = fio(target.path, "randread", args.bs, args.iodepth, runtime)
+            f = fio_iops(job)
+            r = engine(target.path, target.size_bytes, strategy=args.strategy, iodepth=args.iodepth,
+                       bs=args.bs, rw="randread", duration_s=runtime)
+            ratio = r.iops / f if f else None
+            rows.append({
+                "device": kind, "strategy": args.strategy, "iodepth": args.iodepth, "bs": args.bs,
+                "fio_iops": f, "engine_iops": r.iops, "ratio": ratio, "target": TARGETS.get(kind),
+                "met": None if ratio is None or kind not in TARGETS else ratio >= TARGETS[kind],
+            })
+    print_table("engine vs fio (4k randread, io_uring)", rows,
+                ["device", "strategy", "iodepth", "fio_iops", "engine_iops", "ratio", "target", "met"])
+    result = {"benchmark": "engine_vs_fio", "machine": machine(), "rows": rows}
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Shared pieces of the benchmarks: devices, fio, the engine, and the result table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Iterator
+
+from plugtrace import devices
+from plugtrace.environment import describe_environment
+
+
+@contextlib.contextmanager
+def device(kind: str, size: str = "1G") -> Iterator[devices.Target]:
+    """A loop or zram device created for the benchmark and always removed."""
+    target = devices.open_target(kind, devices.parse_size(size))
+    try:
+        yield target
+    finally:
+        target.close()
+
+
+def fio(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runtime_s: float = 5,
+        extra: list[str] | None = None) -> dict:
+    """Run fio's io_uring engine on `path`; returns fio's JSON job result (read/write sections)."""
+    if not shutil.which("fio"):
+        raise SystemExit("fio is not installed (make install)")
+    cmd = [
+        "fio", "--name=bench", f"--filename={path}", "--direct=1", "--ioengine=io_uring", f"--rw={rw}",
+        f"--bs={bs}", f"--iodepth={iodepth}", "--time_based", f"--runtime={runtime_s}s",
+        "--output-format=json", "--group_reporting",
+    ] + (["--readonly"] if rw in ("read", "randread") else []) + (extra or [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out[out.index("{"):])["jobs"][0]
+
+
+def fio_iops(job: dict) -> float:
+    return float(job["read"]["iops"] + job["write"]["iops"])
+
+
+def engine(path: str, size_bytes: int, **config) -> "object":
+    """Run plugtrace's engine with the app-side log produced but not stored."""
+    from plugtrace.engine import WorkloadConfig, run_workload
+
+    cfg = WorkloadConfig(**config)
+    return run_workload(cfg, path, size_bytes, lambda name, cols: None)
+
+
+def machine() -> dict:
+    env = describe_environment()
+    return {k: env[k] for k in ("kernel", "cpus", "cpu_model", "python", "liburing", "bpftrace", "fio")}
+
+
+def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+    return "" if v is None else str(v)
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        with open(path, "w") as fh:
+            json.dump(payload, fh, indent=2)
+        print(f"\nwritten: {path}")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmarks create loop and zram devices: run them as root")
