@@ -101,8 +101,6 @@ class IoUringDriver:
         #: device-plug strategy: plug count shared by the devices of this thread
         self.plugged = 0
         self.completed = 0
-        #: seed of the data pattern writes carry (see pt_fill_pattern)
-        self.pattern_seed = 0
         self._log_sink = log_sink
 
         self.ring = Ring(MAX_ENTRIES)
@@ -130,6 +128,8 @@ class IoUringDriver:
         base = ffi.from_buffer(self._buffers)
         self._base = base
         self.slot_buf = [base + i * self._slot_bytes for i in range(nslots)]
+        d.bufbase, d.slot_bytes = base, self._slot_bytes
+        d.next_req_id = thread << 40
         self._free = list(range(nslots - 1, -1, -1))
         self._callbacks: list[Callback | None] = [None] * nslots
         self._ops = [OP_READ] * nslots
@@ -137,13 +137,24 @@ class IoUringDriver:
         self._out_slots = ffi.new("uint32_t[]", self._reap_max)
         self._out_res = ffi.new("int32_t[]", self._reap_max)
         self._out_pending = ffi.new("uint8_t[]", self._reap_max)
-        self._next_req_id = thread << 40
+        # plug's thread-local state, read directly on the hot path (this object
+        # resolves to the calling thread's values, and only this thread calls)
+        self._plug_state = plug._state
 
         loop.set_fd_handler(self._eventfd, self._completion_cb)
         loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit)
         strategy.attach(self)
 
     # -- requests ----------------------------------------------------------
+    @property
+    def pattern_seed(self) -> int:
+        """Seed of the data pattern writes carry (see pt_fill_pattern)."""
+        return self._d.seed
+
+    @pattern_seed.setter
+    def pattern_seed(self, seed: int) -> None:
+        self._d.seed = seed
+
     def free_slots(self) -> int:
         return len(self._free)
 
@@ -156,17 +167,10 @@ class IoUringDriver:
         write's buffer is filled with the verifiable pattern of `pattern_seed`.
         """
         slot = self._free.pop()
-        if op == OP_WRITE:
-            lib.pt_fill_pattern(self.slot_buf[slot], nbytes, offset, self.pattern_seed)
         self._callbacks[slot] = cb
         self._ops[slot] = op
-        section_id, owner = plug.current_section()
-        req_id = self._next_req_id
-        self._next_req_id = req_id + 1
-        lib.pt_queue(
-            self._d, slot, req_id, op, fd, self.slot_buf[slot], nbytes, offset,
-            device, section_id, owner, 1 if sync else 0,
-        )
+        st = self._plug_state
+        lib.pt_queue(self._d, slot, op, fd, nbytes, offset, device, st.section_id, st.owner, sync)
         self.in_queue += 1
         if sync:
             # A synchronous request is waited for with a nested aio_poll(), so it

@@ -23,6 +23,8 @@ import random
 from collections import deque
 from typing import Callable
 
+import numpy as np
+
 from .driver import OP_READ, OP_WRITE, IoUringDriver
 from .eventloop import EventLoop
 from .strategies import Strategy
@@ -48,8 +50,16 @@ class Device:
         self.region_bytes = region_bytes
         #: device-plug strategy: this device's own plug count (bdrv_io_plug)
         self.io_plugged = 0
+        self.bs = 0
+        self.done: Callable[[int, int], None] | None = None
 
-    def guest_submit(self, op: int, offset: int, nbytes: int, done: Callable[[int, int], None]) -> None:
+    def attach_guest(self, bs: int, done: Callable[[int, int], None]) -> None:
+        """The guest using this device: its block size and completion callback."""
+        self.bs = bs
+        self.done = done
+
+    def guest_submit(self, ops: list[int], offsets: list[int]) -> None:
+        """The guest made requests `(ops[i], offsets[i])` available and notified the device."""
         raise NotImplementedError
 
     def describe(self, thread: int) -> dict:
@@ -69,8 +79,8 @@ class VirtioBlk(Device):
         self.sync_bytes = sync_bytes
         self.sync_reads = 0
 
-    def guest_submit(self, op, offset, nbytes, done):
-        self.vq.append((op, offset, nbytes, done))
+    def guest_submit(self, ops, offsets):
+        self.vq.extend(zip(ops, offsets))
         if not self.in_handler:
             self.bh.schedule()
 
@@ -83,10 +93,11 @@ class VirtioBlk(Device):
                 if self.interleave and self.loop.depth == 1 and self.rng.random() < self.interleave:
                     self._synchronous_read()
                 submit = self.driver.submit_request
-                fd, index, vq = self.fd, self.index, self.vq
+                fd, index, vq, bs, done = self.fd, self.index, self.vq, self.bs, self.done
+                pop = vq.popleft
                 while vq:
-                    op, offset, nbytes, done = vq.popleft()
-                    submit(fd, op, offset, nbytes, index, done)
+                    op, offset = pop()
+                    submit(fd, op, offset, bs, index, done)
             finally:
                 strategy.handler_end(self)
         finally:
@@ -116,22 +127,28 @@ class Ide(Device):
         self.pending: deque = deque()
         self.bh = self.loop.bh_new(self.handle_pio)
 
-    def guest_submit(self, op, offset, nbytes, done):
-        self.pending.append((op, offset, nbytes, done))
+    def guest_submit(self, ops, offsets):
+        self.pending.extend(zip(ops, offsets))
         self.bh.schedule()
 
     def handle_pio(self) -> None:
         # No plug section: outside anyone else's section the driver submits at once.
         while self.pending:
-            op, offset, nbytes, done = self.pending.popleft()
-            self.driver.submit_request(self.fd, op, offset, nbytes, self.index, done)
+            op, offset = self.pending.popleft()
+            self.driver.submit_request(self.fd, op, offset, self.bs, self.index, self.done)
 
 
 DEVICE_KINDS: dict[str, type[Device]] = {"virtio-blk": VirtioBlk, "ide": Ide}
 
 
 class Guest:
-    """A closed-loop workload on one device: keeps `iodepth` requests outstanding."""
+    """A closed-loop workload on one device: keeps `iodepth` requests outstanding.
+
+    Offsets and read/write choices are drawn in chunks with numpy, so issuing a
+    request costs no per-request random-number call.
+    """
+
+    _CHUNK = 4096
 
     def __init__(
         self,
@@ -141,8 +158,8 @@ class Guest:
         rw: str,
         read_fraction: float,
         max_requests: int | None,
-        rng: random.Random,
-        on_written: Callable[[int], None] | None = None,
+        seed: int,
+        on_written: Callable[[np.ndarray], None] | None = None,
     ):
         self.device = device
         self.iodepth = iodepth
@@ -150,7 +167,7 @@ class Guest:
         self.random_offsets = rw.startswith("rand")
         self.read_fraction = read_fraction
         self.max_requests = max_requests
-        self.rng = rng
+        self.rng = np.random.default_rng(seed)
         self.nblocks = device.region_bytes // block_bytes
         self.next_block = 0
         self.issued = 0
@@ -159,39 +176,59 @@ class Guest:
         self.errors = 0
         self.first_error = 0
         self.stopped = False
-        self.on_written = on_written
-        self._done = self._complete
+        self.on_written = on_written if read_fraction < 1.0 else None
+        self._pos = 0
+        self._offsets_np = np.empty(0, dtype=np.int64)
+        self._ops_np = np.empty(0, dtype=np.int32)
+        self._offsets: list[int] = []
+        self._ops: list[int] = []
+        device.attach_guest(block_bytes, self._complete)
         # The guest reacts to completions later, as a vCPU does after an
         # interrupt: refilling from inside the completion callback would let
         # one handler run forever on a fast device.
         self._refill_bh = device.loop.bh_new(self._refill)
 
+    def _new_chunk(self) -> None:
+        n = self._CHUNK
+        if self.random_offsets:
+            blocks = self.rng.integers(0, self.nblocks, n)
+        else:
+            blocks = (self.next_block + np.arange(n)) % self.nblocks
+            self.next_block = int(blocks[-1] + 1) % self.nblocks
+        self._offsets_np = self.device.region_offset + blocks.astype(np.int64) * self.bs
+        rf = self.read_fraction
+        if rf >= 1.0:
+            self._ops_np = np.full(n, OP_READ, dtype=np.int32)
+        elif rf <= 0.0:
+            self._ops_np = np.full(n, OP_WRITE, dtype=np.int32)
+        else:
+            self._ops_np = np.where(self.rng.random(n) < rf, OP_READ, OP_WRITE).astype(np.int32)
+        self._offsets = self._offsets_np.tolist()
+        self._ops = self._ops_np.tolist()
+        self._pos = 0
+
     def start(self) -> None:
         self._refill()
-
-    def _refill(self) -> None:
-        while self.outstanding < self.iodepth and not self.stopped:
-            if self.max_requests is not None and self.issued >= self.max_requests:
-                return
-            self._issue()
 
     def stop(self) -> None:
         self.stopped = True
 
-    def _issue(self) -> None:
-        if self.random_offsets:
-            block = self.rng.randrange(self.nblocks)
-        else:
-            block = self.next_block
-            self.next_block = (block + 1) % self.nblocks
-        rf = self.read_fraction
-        op = OP_READ if rf >= 1.0 or (rf > 0.0 and self.rng.random() < rf) else OP_WRITE
-        self.issued += 1
-        self.outstanding += 1
-        offset = self.device.region_offset + block * self.bs
-        if op == OP_WRITE and self.on_written is not None:
-            self.on_written(offset)
-        self.device.guest_submit(op, offset, self.bs, self._done)
+    def _refill(self) -> None:
+        n = self.iodepth - self.outstanding
+        if self.max_requests is not None:
+            n = min(n, self.max_requests - self.issued)
+        if n <= 0 or self.stopped:
+            return
+        i = self._pos
+        if i + n > len(self._offsets):
+            self._new_chunk()
+            i = 0
+        j = self._pos = i + n
+        self.issued += n
+        self.outstanding += n
+        if self.on_written is not None:
+            self.on_written(self._offsets_np[i:j][self._ops_np[i:j] == OP_WRITE])
+        self.device.guest_submit(self._ops[i:j], self._offsets[i:j])
 
     def _complete(self, slot: int, res: int) -> None:
         self.outstanding -= 1

@@ -162,8 +162,8 @@ class _WrittenBlocks:
         self.bs = bs
         self.bitmap = np.zeros(size_bytes // bs, dtype=bool)
 
-    def mark(self, offset: int) -> None:
-        self.bitmap[offset // self.bs] = True
+    def mark(self, offsets: np.ndarray) -> None:
+        self.bitmap[offsets // self.bs] = True
 
 
 class _LogWriterThread:
@@ -282,7 +282,7 @@ def run_workload(
                 if config.requests is not None:
                     per_guest = max(1, config.requests // ndev)
                 guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest,
-                              random.Random(rng.random()), on_written=written.mark if written else None)
+                              seed=rng.getrandbits(63), on_written=written.mark if written else None)
                 state["devices"].append(dev)
                 state["guests"].append(guest)
             all_started.wait()

@@ -109,15 +109,18 @@ struct pt_driver {
     uint32_t done_len;
     int32_t thread;
     int32_t tid;
+    char *bufbase;
+    uint32_t slot_bytes;
+    uint64_t next_req_id;
+    uint64_t seed;
     ...;
 };
 
 int64_t pt_now_ns(void);
 int32_t pt_gettid(void);
-uint32_t pt_queue(struct pt_driver *d, uint32_t slot, uint64_t req_id, int op,
-                  int fd, char *buf, uint32_t len, uint64_t offset,
-                  int32_t device, int64_t section_id, int32_t section_owner,
-                  int32_t sync);
+uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uint32_t len,
+                  uint64_t offset, int32_t device, int64_t section_id,
+                  int32_t section_owner, int32_t sync);
 uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
 void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res);
 int pt_flush(struct pt_driver *d, int32_t reason);
@@ -244,6 +247,10 @@ struct pt_driver {
     uint32_t done_len;
     int32_t thread;
     int32_t tid;
+    char *bufbase;          /* slot i's buffer: bufbase + i * slot_bytes */
+    uint32_t slot_bytes;
+    uint64_t next_req_id;
+    uint64_t seed;          /* data pattern of writes */
 };
 
 static int64_t pt_now_ns(void)
@@ -255,20 +262,24 @@ static int64_t pt_now_ns(void)
 
 static int32_t pt_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
-static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, uint64_t req_id, int op,
-                         int fd, char *buf, uint32_t len, uint64_t offset,
-                         int32_t device, int64_t section_id, int32_t section_owner,
-                         int32_t sync)
+/* Queue one request in `slot` (its buffer is the slot's; a write's buffer is
+ * filled with the run's verifiable pattern). Returns the queue length. */
+static void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
+static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uint32_t len,
+                         uint64_t offset, int32_t device, int64_t section_id,
+                         int32_t section_owner, int32_t sync)
 {
     struct pt_req *r = &d->reqs[slot];
-    r->req_id = req_id;
+    r->req_id = d->next_req_id++;
+    r->buf = d->bufbase + (size_t)slot * d->slot_bytes;
+    if (op == 1)
+        pt_fill_pattern(r->buf, len, offset, d->seed);
     r->queue_ns = pt_now_ns();
     r->submit_ns = -1;
     r->complete_ns = -1;
     r->submit_seq = -1;
     r->section_id = section_id;
     r->offset = r->orig_offset = offset;
-    r->buf = buf;
     r->len = r->orig_len = len;
     r->done = 0;
     r->device = device;
@@ -281,7 +292,7 @@ static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, uint64_t req_id, in
     r->thread = d->thread;
     r->tid = d->tid;
     d->queue[d->qtail++ % d->qcap] = slot;
-    plugtrace_mark_request_queued(req_id, device);
+    plugtrace_mark_request_queued(r->req_id, device);
     return d->qtail - d->qhead;
 }
 
