@@ -1,0 +1,59 @@
+"""plugtrace devices: which block devices could a run use, and which would it refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+HELP = "list block devices and whether plugtrace record can use them"
+DESCRIPTION = """\
+Lists the machine's block devices with size, whether each is mounted or held
+by another device, and so whether `plugtrace record --device /dev/NAME` would
+accept it. Also says whether plugtrace can create loop and zram devices here.
+A device you name is only ever read, unless you add --allow-write.
+"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _describe(name: str) -> dict:
+    from ..devices import is_mounted
+
+    sys_dir = Path("/sys/block") / name
+    dev_t = (sys_dir / "dev").read_text().strip()
+    size = int((sys_dir / "size").read_text()) * 512
+    holders = sorted(h.name for h in (sys_dir / "holders").iterdir()) if (sys_dir / "holders").is_dir() else []
+    mounted = is_mounted(dev_t)
+    ro = (sys_dir / "ro").read_text().strip() == "1"
+    if size == 0:
+        verdict = "no: size 0"
+    elif mounted:
+        verdict = f"no: mounted on {mounted}"
+    elif holders:
+        verdict = f"no: held by {', '.join(holders)}"
+    else:
+        verdict = "yes (read-only unless --allow-write)" if not ro else "yes (read-only device)"
+    return {"device": f"/dev/{name}", "dev_t": dev_t, "size_bytes": size, "mounted": mounted,
+            "holders": holders, "usable": verdict}
+
+
+def run(args) -> int:
+    rows = [_describe(p.name) for p in sorted(Path("/sys/block").iterdir())]
+    rows = [r for r in rows if not (r["size_bytes"] == 0 and r["device"].startswith(("/dev/loop", "/dev/ram")))]
+    root = os.geteuid() == 0
+    can = {
+        "loop": "yes" if root and Path("/dev/loop-control").exists() else "no: needs root and /dev/loop-control",
+        "zram": ("no: needs root" if not root else "yes" if Path("/sys/class/zram-control").exists()
+                 else "maybe: the zram module is not loaded (record tries modprobe zram)"),
+    }
+    if args.json:
+        print(json.dumps({"devices": rows, "can_create": can}, indent=2))
+        return 0
+    print(f"{'device':<16} {'size':>10}  usable by record")
+    for r in rows:
+        print(f"{r['device']:<16} {r['size_bytes'] / 2**30:>8.2f}Gi  {r['usable']}")
+    print(f"\ncan create: loop: {can['loop']}; zram: {can['zram']}")
+    return 0
