@@ -50,6 +50,10 @@ def _as_arrow(data: Any) -> pa.Table:
     raise TypeError(f"cannot store {type(data).__name__} as a table")
 
 
+class StoreWriteError(PlugtraceError):
+    """Writing the run directory failed (disk full, quota, I/O error)."""
+
+
 def _disk_error(path: Path, exc: OSError) -> PlugtraceError:
     if exc.errno == errno.ENOSPC:
         why = "the disk is full"
@@ -57,7 +61,7 @@ def _disk_error(path: Path, exc: OSError) -> PlugtraceError:
         why = "the disk quota is exhausted"
     else:
         why = exc.strerror or str(exc)
-    return PlugtraceError(f"cannot write {path}: {why}; what was written before stays readable")
+    return StoreWriteError(f"cannot write {path}: {why}")
 
 
 class RunWriter:
@@ -85,6 +89,26 @@ class RunWriter:
         self._rows: dict[str, int] = {}
         self._close_error: PlugtraceError | None = None
         self.write_meta()
+        self._reserve = self.path / ".space-reserve"
+        self._make_reserve()
+
+    # Space kept back for the end: when the disk fills up, freeing it lets the
+    # tables be finished (Parquet footers) and the final meta.json be written,
+    # so a run cut short by a full disk stays readable and says so.
+    RESERVE_BYTES = 256 << 10
+
+    def _make_reserve(self) -> None:
+        try:
+            with open(self._reserve, "wb") as fh:
+                os.posix_fallocate(fh.fileno(), 0, self.RESERVE_BYTES)
+        except OSError:
+            self._release_reserve()
+
+    def _release_reserve(self) -> None:
+        try:
+            self._reserve.unlink()
+        except OSError:
+            pass
 
     def table_path(self, name: str) -> Path:
         return self.path / "tables" / f"{name}.parquet"
@@ -104,10 +128,25 @@ class RunWriter:
             if table.num_rows:
                 writer.write_table(table)
         except OSError as exc:
+            self._release_reserve()
+            self._mark_damaged(name)
             raise _disk_error(path, exc) from exc
         self._rows[name] += table.num_rows
         self.meta["tables"][name] = {"file": f"tables/{name}.parquet", "rows": self._rows[name]}
         return table.num_rows
+
+    def _mark_damaged(self, name: str) -> None:
+        """A failed write leaves the table without its Parquet footer: say so in meta."""
+        writer = self._writers.pop(name, None)
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # the file is already broken; meta says so
+                pass
+        damaged = self.meta.setdefault("damaged_tables", [])
+        if name not in damaged:
+            damaged.append(name)
+        self.meta["tables"].setdefault(name, {"file": f"tables/{name}.parquet", "rows": 0})["damaged"] = True
 
     def write_table(self, name: str, data: Any) -> int:
         """Write a whole table at once (closing it)."""
@@ -116,12 +155,13 @@ class RunWriter:
         return n
 
     def close_table(self, name: str) -> None:
-        writer = self._writers.pop(name, None)
+        writer = self._writers.get(name)
         if writer is not None:
             try:
                 writer.close()
             except OSError as exc:
                 raise _disk_error(self.table_path(name), exc) from exc
+            del self._writers[name]
 
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
@@ -154,7 +194,7 @@ class RunWriter:
                 self.close_table(name)
             except PlugtraceError as exc:
                 first_error = first_error or exc
-                self.meta.setdefault("damaged_tables", []).append(name)
+                self._mark_damaged(name)
         self._close_error = self._close_error or first_error
         return first_error
 
@@ -164,6 +204,7 @@ class RunWriter:
         If a table could not be closed (disk full), the run is marked incomplete
         and the error is raised after meta.json has been written, when it can be.
         """
+        self._release_reserve()
         self.close_tables()
         first_error = self._close_error
         if first_error is not None and status == STATUS_COMPLETE:

@@ -52,17 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
         return int(args._run(args) or 0)
     except PlugtraceError as exc:
         print(f"plugtrace: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        # Ctrl-C before a command had anything to keep (e.g. while starting up)
         print("plugtrace: interrupted", file=sys.stderr)
         return 130
 

@@ -240,7 +240,7 @@ def run(args) -> int:
     from .. import devices
     from ..engine import run_workload
     from ..environment import describe_environment
-    from ..store import STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, RunWriter
+    from ..store import STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, RunWriter, StoreWriteError
 
     cfg = _config_from_args(args)
     if args.max_events <= 0:
@@ -309,6 +309,8 @@ def run(args) -> int:
     except PlugtraceError as exc:
         if writer is not None:
             writer.meta["error"] = exc.message
+            if isinstance(exc, StoreWriteError):
+                status = "incomplete"
         raise
     except OSError as exc:
         msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"

@@ -169,8 +169,9 @@ class _WrittenBlocks:
 class _LogWriterThread:
     """Takes log chunks from engine threads and hands them to the sink in order."""
 
-    def __init__(self, sink: Callable[[str, object], None]):
+    def __init__(self, sink: Callable[[str, object], None], on_error: Callable[[], None]):
         self.sink = sink
+        self.on_error = on_error
         self.q: queue.Queue = queue.Queue(maxsize=64)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
@@ -189,6 +190,7 @@ class _LogWriterThread:
                     self.sink(*item)
                 except BaseException as exc:  # reported by close(); later chunks are dropped
                     self.error = exc
+                    self.on_error()
 
     def close(self) -> None:
         self.q.put(None)
@@ -246,7 +248,7 @@ def run_workload(
     flags = os.O_RDWR if config.writes else os.O_RDONLY
     fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
     written = _WrittenBlocks(size_bytes, config.bs) if config.writes else None
-    logs = _LogWriterThread(lambda name, cols: sink(name, cols))
+    logs = _LogWriterThread(sink, on_error=stop.set)
     threads: list[threading.Thread] = []
     states: list[dict] = []
     errors: list[BaseException] = []
