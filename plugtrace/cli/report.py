@@ -1,0 +1,37 @@
+"""`plugtrace report`: one self-contained HTML file about one or more runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..analysis import Run
+from ..errors import PlugtraceError
+
+HELP = "write an HTML report about one or more run directories"
+DESCRIPTION = """\
+Write one self-contained HTML file (plots inline, no network needed) with each
+run's environment, configuration, summary, plots and what could not be
+measured. Given several runs, it also compares them side by side.
+
+  plugtrace report runs/defer runs/immediate -o report.html
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by plugtrace record")
+    parser.add_argument("-o", "--output", default="report.html", type=Path,
+                        help="HTML file to write (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..report import render
+
+    runs = [Run.open(path) for path in args.runs]  # RunDirError names the faulty file
+    html = render(runs)
+    try:
+        args.output.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise PlugtraceError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"wrote {args.output.resolve()} ({len(html.encode()) / 1e6:.1f} MB, {len(runs)} run{'s' * (len(runs) != 1)})")
+    return 0

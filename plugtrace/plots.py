@@ -1,0 +1,316 @@
+"""Plots of runs: `plot_*` functions beside the `df_*` ones in `plugtrace.analysis`.
+
+Each takes a Run (or the DataFrame of the matching `df_*` function) and an
+optional matplotlib Axes, draws on it and returns it. Without an Axes a new
+figure is made with pyplot, which is what notebooks want; the HTML report
+passes Axes of pyplot-free Figures instead.
+
+Large runs are thinned for drawing only (time bins, quantile points, a time
+window); percentiles and other numbers shown on plots come from all the data.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import matplotlib
+
+if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")  # headless: CI, the report command, notebooks run by nbclient
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from .analysis import (  # noqa: E402
+    CAUSES,
+    Run,
+    df_batch_sizes,
+    df_compare,
+    df_deferrals,
+    df_submits,
+    requires,
+)
+
+__all__ = [
+    "plot_batch_sizes",
+    "plot_sqes_over_time",
+    "plot_submit_latency_cdf",
+    "plot_timeline",
+    "plot_deferral_delays",
+    "plot_compare",
+]
+
+#: points drawn at most per line; more is invisible at report resolution
+MAX_POINTS = 2000
+CAUSE_COLORS = {"none": "tab:gray", "own_section": "tab:blue", "other_device_section": "tab:red"}
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _device_color(device: int) -> Any:
+    return plt.get_cmap("tab10")(int(device) % 10)
+
+
+def _title(ax: Axes, what: str, data: Run | pd.DataFrame) -> None:
+    ax.set_title(f"{what} — {data.name}" if isinstance(data, Run) else what)
+
+
+def _frame(data: Run | pd.DataFrame, df_function: Any, **kwargs: Any) -> pd.DataFrame:
+    return df_function(data, **kwargs) if isinstance(data, Run) else data
+
+
+@requires(("submits", "enters", "histograms"))
+def plot_batch_sizes(data: Run | pd.DataFrame, ax: Axes | None = None, source: str = "auto") -> Axes:
+    """Bar chart of SQEs per io_uring_enter(): fraction of submits (y) per batch size (x, SQEs).
+
+    `data`: a Run or a `df_batch_sizes` frame. The dashed line marks the mean.
+    """
+    sizes = _frame(data, df_batch_sizes, source=source)
+    ax = _axes(ax)
+    width = (sizes["nr_sqes_high"] - sizes["nr_sqes"]).clip(lower=1)
+    ax.bar(sizes["nr_sqes"], sizes["fraction"], width=width * 0.9, align="edge", color="tab:blue")
+    mean = float((sizes["nr_sqes"] * sizes["fraction"]).sum())
+    ax.axvline(mean + 0.45, color="black", linestyle="--", label=f"mean {mean:.2f} SQEs")
+    ax.set_xlabel("SQEs per io_uring_enter() (batch size)")
+    ax.set_ylabel("fraction of submits")
+    ax.legend()
+    _title(ax, "Batch sizes", data)
+    return ax
+
+
+@requires(("submits", "enters"))
+def plot_sqes_over_time(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 300,
+                        start_ns: int | None = None) -> Axes:
+    """SQEs per io_uring_enter() over time: mean (line) and max (shade) per time bin.
+
+    `data`: a Run or a `df_submits` frame. x: time in ms from `start_ns` (ns),
+    by default the run's start, or a frame's first submit.
+    """
+    submits = _frame(data, df_submits)
+    if start_ns is not None:
+        start = start_ns
+    else:
+        start = data.start_ns if isinstance(data, Run) else int(submits["ts_ns"].min())
+    ax = _axes(ax)
+    t_ms = (submits["ts_ns"].to_numpy() - start) / 1e6
+    sqes = submits["nr_sqes"].to_numpy()
+    if len(t_ms):
+        edges = np.linspace(t_ms.min(), t_ms.max() + 1e-9, min(bins, len(t_ms)) + 1)
+        which = np.clip(np.searchsorted(edges, t_ms, side="right") - 1, 0, len(edges) - 2)
+        count = np.bincount(which, minlength=len(edges) - 1)
+        total = np.bincount(which, weights=sqes, minlength=len(edges) - 1)
+        peak = np.zeros(len(edges) - 1)
+        np.maximum.at(peak, which, sqes)
+        used = count > 0
+        mid = (edges[:-1] + edges[1:])[used] / 2
+        ax.fill_between(mid, 0, peak[used], color="tab:blue", alpha=0.2, step="mid", label="max in bin")
+        ax.plot(mid, total[used] / count[used], color="tab:blue", drawstyle="steps-mid", label="mean in bin")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("time since run start (ms)")
+    ax.set_ylabel("SQEs per io_uring_enter()")
+    ax.set_ylim(bottom=0)
+    _title(ax, "Batch size over time", data)
+    return ax
+
+
+def _cdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(value, cumulative fraction) at up to MAX_POINTS quantiles, plus the extremes."""
+    q = np.linspace(0, 1, min(MAX_POINTS, len(values)))
+    return np.quantile(values, q), q
+
+
+@requires(("submits", "enters", "histograms"))
+def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, source: str = "auto") -> Axes:
+    """Cumulative distribution of submit latency (x: µs, log scale) with p50 and p99 marked.
+
+    `data`: a Run or a `df_submits` frame. A Run with neither `submits` nor
+    `enters` (aggregate mode) is drawn from the in-kernel `enter_latency_ns`
+    histogram, as a step at each power-of-two bucket.
+    """
+    ax = _axes(ax)
+    if isinstance(data, Run) and not (data.has("submits") or data.has("enters")):
+        h = data.table("histograms")
+        h = h[h["name"] == "enter_latency_ns"].sort_values("low")
+        cum = np.cumsum(h["count"].to_numpy()) / h["count"].sum()
+        x_us, y = h["high"].to_numpy() / 1e3, cum
+        p50, p99 = (x_us[min(np.searchsorted(cum, q), len(cum) - 1)] for q in (0.5, 0.99))
+        ax.step(x_us, y, where="post", color="tab:blue", label="in-kernel histogram (bucket bounds)")
+    else:
+        lat_us = _frame(data, df_submits, source=source)["latency_ns"].to_numpy() / 1e3
+        p50, p99 = np.percentile(lat_us, [50, 99])
+        x_us, y = _cdf_points(lat_us)
+        ax.plot(x_us, y, color="tab:blue", label="submits")
+    for value, name, color in ((p50, "p50", "tab:green"), (p99, "p99", "tab:red")):
+        ax.axvline(value, color=color, linestyle="--", label=f"{name} {value:.1f} µs")
+    ax.set_xscale("log")
+    ax.set_xlabel("submit latency (µs, log scale)")
+    ax.set_ylabel("fraction of submits ≤ x")
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right")
+    _title(ax, "Submit latency", data)
+    return ax
+
+
+def _default_window(run: Run) -> tuple[float, float]:
+    """A window (start, length in ms) showing about 40 submits, placed at the first
+    request deferred into another device's section when there is one."""
+    rate = run.summary.get("nr_submits", 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
+    length_ms = 40 / rate * 1e3 if rate > 0 else 1.0
+    start_ms = 0.0
+    if run.has("requests"):
+        req = run.arrow("requests", ["queue_ns", "device", "section_owner"])
+        owner, device = req.column("section_owner").to_numpy(), req.column("device").to_numpy()
+        deferred = np.flatnonzero((owner >= 0) & (owner != device))
+        if len(deferred):
+            first = req.column("queue_ns").to_numpy()[deferred].min()
+            start_ms = max((first - run.start_ns) / 1e6 - length_ms / 4, 0.0)
+    return start_ms, length_ms
+
+
+class _Lanes:
+    """Horizontal lanes of a timeline, created in the order first used."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+
+    def __call__(self, label: str) -> int:
+        if label not in self.labels:
+            self.labels.append(label)
+        return self.labels.index(label)
+
+
+@requires(("sections", "submits", "enters"))
+def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = None,
+                  window_ms: float | None = None) -> Axes:
+    """What each thread did in a short window, app log and kernel events on one time axis.
+
+    Lanes per thread: plug sections (bars coloured by the device whose handler
+    opened them), queued requests (dots coloured by device; a red line to its
+    submit for each request deferred into another device's section), the
+    engine's submits and the kernel's io_uring_enter() calls (marker area ∝
+    SQEs), and, when traced, block requests issued. x: ms from the run's start.
+    By default the window holds about 40 submits around the first deferral.
+    """
+    auto_start, auto_len = _default_window(run)
+    start_ms = auto_start if start_ms is None else start_ms
+    window_ms = auto_len if window_ms is None else window_ms
+    lo = run.start_ns + int(start_ms * 1e6)
+    hi = lo + int(window_ms * 1e6)
+
+    def rows(table: str, columns: list[str], time_column: str) -> pd.DataFrame | None:
+        if not run.has(table):
+            return None
+        return run.arrow(table, columns, filters=[(time_column, ">=", lo), (time_column, "<", hi)]).to_pandas()
+
+    def ms(ns: Any) -> Any:
+        return (np.asarray(ns) - run.start_ns) / 1e6
+
+    ax = _axes(ax, (11, 5))
+    lane = _Lanes()
+    devices: set[int] = set()
+    sections = rows("sections", ["tid", "owner", "begin_ns", "end_ns"], "begin_ns")
+    if sections is not None:
+        for (tid, owner), s in sections.groupby(["tid", "owner"]):
+            devices.add(owner)
+            y = lane(f"tid {tid} plug sections")
+            spans = list(zip(ms(s["begin_ns"]), (s["end_ns"] - s["begin_ns"]) / 1e6))
+            ax.broken_barh(spans, (y - 0.35, 0.7), color=_device_color(owner), alpha=0.6)
+    requests = rows("requests", ["tid", "device", "queue_ns", "submit_ns", "section_owner"], "queue_ns")
+    if requests is not None:
+        for tid, r in requests.groupby("tid"):
+            y = lane(f"tid {tid} requests queued")
+            devices.update(r["device"].unique().tolist())
+            ax.scatter(ms(r["queue_ns"]), np.full(len(r), y), c=[_device_color(d) for d in r["device"]], s=12)
+            deferred = r[(r["section_owner"] >= 0) & (r["section_owner"] != r["device"])]
+            ax.hlines(np.full(len(deferred), y), ms(deferred["queue_ns"]), ms(deferred["submit_ns"]),
+                      color="tab:red", linewidth=1)
+    for table, columns, label in (("submits", ["tid", "start_ns", "nr_sqes"], "submits (app)"),
+                                  ("enters", ["tid", "ts_ns", "to_submit"], "io_uring_enter (kernel)")):
+        events = rows(table, columns, columns[1])
+        if events is None:
+            continue
+        for tid, e in events[events[columns[2]] > 0].groupby("tid"):
+            y = lane(f"tid {tid} {label}")
+            ax.scatter(ms(e[columns[1]]), np.full(len(e), y), s=8 * e[columns[2]], marker="|",
+                       color="black" if table == "submits" else "tab:purple")
+    block = rows("block_rq", ["issue_ns"], "issue_ns")
+    if block is not None and len(block):
+        ax.scatter(ms(block["issue_ns"]), np.full(len(block), lane("block requests issued (kernel)")),
+                   marker="|", color="tab:brown", s=40)
+    ax.set_yticks(range(len(lane.labels)), lane.labels)
+    ax.set_ylim(len(lane.labels) - 0.5, -0.5)
+    ax.set_xlim(start_ms, start_ms + window_ms)
+    ax.set_xlabel("time since run start (ms)")
+    handles = [Line2D([], [], color=_device_color(d), marker="s", linestyle="", label=f"device {d}")
+               for d in sorted(devices) if d >= 0]
+    handles.append(Line2D([], [], color="tab:red", label="wait of a request deferred into another device's section"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(len(handles), 4),
+              fontsize="small")
+    _title(ax, f"Timeline, {window_ms:.3g} ms window", run)
+    return ax
+
+
+@requires("requests")
+def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 60) -> Axes:
+    """Distribution of how long requests waited before submission (x: µs, log), one curve per cause.
+
+    `data`: a Run or a `df_deferrals` frame. Causes: not in a section, in its own
+    device's section, deferred into another device's section (aio_poll
+    interleaving); the legend gives each one's count and median wait.
+    """
+    d = _frame(data, df_deferrals)
+    ax = _axes(ax)
+    wait_us = np.maximum(d["wait_ns"].to_numpy(), 1) / 1e3
+    codes = d["cause"].cat.codes.to_numpy()
+    log_wait = np.log10(wait_us)
+    edges = np.linspace(log_wait.min(), log_wait.max() + 1e-9, bins + 1) if len(d) else np.linspace(0, 1, bins + 1)
+    for code, cause in enumerate(CAUSES):
+        mine = log_wait[codes == code]
+        if not len(mine):
+            continue
+        counts, _ = np.histogram(mine, bins=edges)
+        median = 10 ** np.median(mine)
+        ax.stairs(counts, 10**edges, color=CAUSE_COLORS[cause], linewidth=1.5,
+                  label=f"{cause.replace('_', ' ')}: {len(mine):,} requests, median {median:.1f} µs")
+    ax.set_xscale("log")
+    ax.set_xlabel("wait from queued to submitted (µs, log scale)")
+    ax.set_ylabel("requests per bin")
+    ax.legend(fontsize="small")
+    _title(ax, "Wait before submission, by cause", data)
+    return ax
+
+
+def plot_compare(data: Sequence[Run] | pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """Strategies side by side: IOPS, mean SQEs per submit, p50/p99 submit latency (µs).
+
+    `data`: Runs or a `df_compare` frame; `axes`: three Axes, or None for a new
+    figure. Returns the three Axes.
+    """
+    c = data if isinstance(data, pd.DataFrame) else df_compare(data)
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
+    labels = [run if strategy in run else f"{run} ({strategy})" for run, strategy in zip(c["run"], c["strategy"])]
+    x = np.arange(len(c))
+    ax_iops, ax_batch, ax_lat = axes
+    ax_iops.bar(x, c["iops"], color="tab:blue")
+    ax_iops.set_ylabel("IOPS (completed requests / s)")
+    ax_iops.set_title("Throughput")
+    ax_batch.bar(x, c["mean_sqes_per_submit"], color="tab:green")
+    ax_batch.set_ylabel("mean SQEs per io_uring_enter()")
+    ax_batch.set_title("Batch size")
+    ax_lat.bar(x - 0.2, c["submit_p50_ns"] / 1e3, width=0.4, label="p50", color="tab:olive")
+    ax_lat.bar(x + 0.2, c["submit_p99_ns"] / 1e3, width=0.4, label="p99", color="tab:red")
+    ax_lat.set_ylabel("submit latency (µs)")
+    ax_lat.set_title("Submit latency")
+    ax_lat.legend()
+    for ax in axes:
+        ax.set_xticks(x, labels, fontsize="small", rotation=20, ha="right")
+    return axes

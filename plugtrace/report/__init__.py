@@ -1,0 +1,188 @@
+"""HTML reports: one self-contained file per report, no network needed to view it.
+
+`render(runs)` returns the page `plugtrace report` writes; `render_summary(run)`
+is the compact single-run view that `Run._repr_html_` shows in Jupyter. Both fill
+the same Jinja2 template. Plots are PNGs inlined as base64 data URIs and the CSS
+is inline, so the file can be mailed or attached to a bug as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jinja2
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .. import __version__
+from ..analysis import (
+    MissingTableError,
+    Run,
+    df_batch_sizes,
+    df_compare,
+    df_deferral_stats,
+    df_deferrals,
+    df_latency_percentiles,
+    df_submits,
+)
+from ..plots import (
+    plot_batch_sizes,
+    plot_compare,
+    plot_deferral_delays,
+    plot_sqes_over_time,
+    plot_submit_latency_cdf,
+    plot_timeline,
+)
+
+__all__ = ["render", "render_summary"]
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("plugtrace", "report/templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+#: plot resolution; 90 dpi keeps six plots per run well under a megabyte
+_DPI = 90
+
+
+@dataclass
+class _Plot:
+    title: str
+    png_base64: str
+
+
+@dataclass
+class _RunView:
+    """Everything the template shows about one run."""
+
+    run: Run
+    anchor: str
+    plots: list[_Plot] = field(default_factory=list)
+    tables: list[tuple[str, str]] = field(default_factory=list)
+    not_measured: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _png(draw: Callable[[Figure], Any], figsize: tuple[float, float]) -> str:
+    fig = Figure(figsize=figsize, layout="constrained")
+    draw(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _us(df: pd.DataFrame) -> pd.DataFrame:
+    """Nanosecond columns shown in microseconds, which is the scale these latencies live at."""
+    ns = [c for c in df.columns if c.endswith("_ns")]
+    out = df.copy()
+    out[ns] = out[ns] / 1e3
+    return out.rename(columns={c: c[:-3] + "_µs" for c in ns})
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return _us(df).to_html(index=False, classes="data", border=0, na_rep="–",
+                           float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}")
+
+
+def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
+    """Run one analysis for the report; a missing table becomes a 'could not measure' line."""
+    try:
+        return compute()
+    except MissingTableError as exc:
+        view.not_measured.append((title, str(exc)))
+        return None
+
+
+def _run_view(run: Run, index: int) -> _RunView:
+    view = _RunView(run, anchor=f"run-{index}")
+
+    def plot(title: str, draw: Callable[[Any], Any], figsize: tuple[float, float] = (6.3, 3.5)) -> None:
+        png = _add(view, title, lambda: _png(lambda fig: draw(fig.subplots()), figsize))
+        if png is not None:
+            view.plots.append(_Plot(title, png))
+
+    # Each frame is computed once and handed to the plots and tables that need it.
+    submits = _add(view, "Submits", lambda: df_submits(run))
+    deferrals = _add(view, "Deferrals", lambda: df_deferrals(run))
+    plot("Batch sizes", lambda ax: plot_batch_sizes(run, ax=ax))
+    if submits is not None:
+        plot("Batch size over time", lambda ax: plot_sqes_over_time(submits, ax=ax, start_ns=run.start_ns))
+        plot("Submit latency", lambda ax: plot_submit_latency_cdf(submits, ax=ax))
+    else:
+        plot("Submit latency", lambda ax: plot_submit_latency_cdf(run, ax=ax))
+    plot("Timeline", lambda ax: plot_timeline(run, ax=ax), figsize=(11, 4.5))
+    if deferrals is not None:
+        plot("Wait before submission, by cause", lambda ax: plot_deferral_delays(deferrals, ax=ax))
+        view.tables.append(("Deferrals by cause", _html_table(df_deferral_stats(deferrals))))
+    latency = _add(view, "Latency percentiles", lambda: df_latency_percentiles(run))
+    if latency is not None:
+        view.tables.append(("Latency percentiles", _html_table(latency)))
+    return view
+
+
+def _flat(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested meta.json sections as (dotted key, value) rows."""
+    rows: list[tuple[str, str]] = []
+    for key, value in (mapping or {}).items():
+        if isinstance(value, dict) and value:
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", _fmt(value)))
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if all(not isinstance(v, dict) for v in value) else str(value)
+    return "–" if value is None else str(value)
+
+
+_env.filters["fmt"] = _fmt
+_env.filters["flat"] = _flat
+
+
+def _status_note(run: Run) -> str | None:
+    """Why this run's numbers cover only part of it, or None when they cover all of it."""
+    notes = {
+        "recording": "the recording never finished (the writer was killed or is still running)",
+        "interrupted": "the run was interrupted; data up to the interruption is kept",
+        "failed": f"the run failed: {run.meta.get('error', 'no reason recorded')}",
+        "incomplete": "some tables could not be finished (e.g. disk full): "
+        + ", ".join(run.meta.get("damaged_tables") or []),
+    }
+    if run.status in notes:
+        return notes[run.status]
+    if run.status != "complete":
+        return f"unknown status {run.status!r}"
+    return None
+
+
+def render(runs: Sequence[Run]) -> str:
+    """One self-contained HTML page about `runs`: environment, config, summary,
+    plots, what could not be measured, and a comparison when there are several."""
+    views = [_run_view(run, i) for i, run in enumerate(runs)]
+    comparison = None
+    if len(runs) > 1:
+        compare = df_compare(runs)
+        png = _png(lambda fig: plot_compare(compare, axes=fig.subplots(1, 3)), (13, 4))
+        comparison = {"table": _html_table(compare), "plot": png}
+    return _env.get_template("report.html.j2").render(
+        views=views, comparison=comparison, compact=False, version=__version__, status_note=_status_note,
+    )
+
+
+def render_summary(run: Run) -> str:
+    """A compact HTML summary of one run (no plots), as shown for a Run in Jupyter."""
+    return _env.get_template("report.html.j2").render(
+        views=[_RunView(run, anchor="run-0")], comparison=None, compact=True, version=__version__,
+        status_note=_status_note,
+    )
+
