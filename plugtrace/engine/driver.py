@@ -229,20 +229,19 @@ class IoUringDriver:
                 return
             slots = ffi.unpack(slots_out, n)
             results = ffi.unpack(res_out, n)
-            pending = ffi.unpack(pend_out, n)
             self.in_flight -= n
-            for i in range(n):
-                slot = slots[i]
-                res = results[i]
-                if pending[i]:
-                    res = self._finish_partial(slot, res)
-                    if res is None:
-                        continue
-                cb = callbacks[slot]
-                callbacks[slot] = None
-                free.append(slot)
-                self.completed += 1
-                cb(slot, res)
+            pending = ffi.unpack(pend_out, n)
+            if any(pending):
+                # rare: short transfers and -EAGAIN; drop the ones resubmitted
+                kept = [(s, self._finish_partial(s, r) if p else r) for s, r, p in zip(slots, results, pending)]
+                kept = [(s, r) for s, r in kept if r is not None]
+                slots = [s for s, _ in kept]
+                results = [r for _, r in kept]
+            # Free the slots first: a callback may queue a new request at once.
+            free.extend(slots)
+            self.completed += len(slots)
+            for slot, res in zip(slots, results):
+                callbacks[slot](slot, res)
             if d.done_len > self._log_capacity - self._reap_max:
                 self.flush_logs()
 

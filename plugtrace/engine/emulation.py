@@ -236,7 +236,9 @@ class Guest:
         if res < 0:
             self.errors += 1
             self.first_error = self.first_error or res
-        self._refill_bh.schedule()
+        bh = self._refill_bh
+        if not bh.scheduled:
+            bh.schedule()
 
     @property
     def finished(self) -> bool:
