@@ -92,12 +92,11 @@ class VirtioBlk(Device):
             try:
                 if self.interleave and self.loop.depth == 1 and self.rng.random() < self.interleave:
                     self._synchronous_read()
-                submit = self.driver.submit_request
-                fd, index, vq, bs, done = self.fd, self.index, self.vq, self.bs, self.done
-                pop = vq.popleft
+                vq = self.vq
                 while vq:
-                    op, offset = pop()
-                    submit(fd, op, offset, bs, index, done)
+                    batch = list(vq)
+                    vq.clear()
+                    self.driver.submit_requests(self.fd, batch, self.bs, self.index, self.done)
             finally:
                 strategy.handler_end(self)
         finally:
