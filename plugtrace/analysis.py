@@ -308,7 +308,8 @@ def df_submits(run: Run, source: str = "auto") -> pd.DataFrame:
         table = run.arrow("enters", ["ts_ns", "tid", "to_submit", "latency_ns", "ret"])
         table = table.filter(pc.greater(table.column("to_submit"), 0))
     table = table.rename_columns(["ts_ns", "tid", "nr_sqes", "latency_ns", "ret"])
-    return _time_sorted(table.to_pandas(), "ts_ns")
+    # self_destruct frees each Arrow column once converted: one copy in memory, not two
+    return _time_sorted(table.to_pandas(split_blocks=True, self_destruct=True), "ts_ns")
 
 
 def _distribution(values: np.ndarray, name: str) -> pd.DataFrame:

@@ -1,0 +1,47 @@
+"""Every notebook runs top to bottom on synthetic runs, without an error.
+
+The notebooks read sample runs in data/ by default. Here their parameters cell
+(tagged "parameters", papermill-style) is followed by an injected cell pointing
+them at synthetic runs, so the test does not depend on recorded data.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from plugtrace.synthetic import STRATEGIES, write_run
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    made = {s: write_run(base / s, strategy=s, requests=4000, devices=3, interleave=0.0) for s in STRATEGIES}
+    made["defer-interleave"] = write_run(base / "defer-interleave", strategy="defer", requests=4000, devices=3,
+                                         interleave=0.3)
+    return made
+
+
+def parameters_for(name: str, runs: dict) -> str:
+    if name.startswith("02"):
+        return f"RUN_CALM = {str(runs['defer'])!r}\nRUN_INTERLEAVED = {str(runs['defer-interleave'])!r}"
+    if name.startswith("04"):
+        return f"RUNS = {[str(runs[s]) for s in STRATEGIES]!r}"
+    return f"RUN = {str(runs['defer-interleave'])!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_runs(path, runs):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs cleared"
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(parameters_for(path.name, runs)))
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, "the notebook should draw at least one plot"
