@@ -17,6 +17,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -88,6 +89,8 @@ class RunWriter:
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._rows: dict[str, int] = {}
         self._close_error: PlugtraceError | None = None
+        # the engine's log thread and the tracer's reader threads append at once
+        self._lock = threading.RLock()
         self.write_meta()
         self._reserve = self.path / ".space-reserve"
         self._make_reserve()
@@ -114,8 +117,12 @@ class RunWriter:
         return self.path / "tables" / f"{name}.parquet"
 
     def append(self, name: str, data: Any) -> int:
-        """Append rows to table `name`; returns the number of rows appended."""
+        """Append rows to table `name`; returns the number of rows appended. Thread-safe."""
         table = _as_arrow(data)
+        with self._lock:
+            return self._append(name, table)
+
+    def _append(self, name: str, table: pa.Table) -> int:
         path = self.table_path(name)
         try:
             writer = self._writers.get(name)
@@ -155,19 +162,24 @@ class RunWriter:
         return n
 
     def close_table(self, name: str) -> None:
-        writer = self._writers.get(name)
-        if writer is not None:
-            try:
-                writer.close()
-            except OSError as exc:
-                raise _disk_error(self.table_path(name), exc) from exc
-            del self._writers[name]
+        with self._lock:
+            writer = self._writers.get(name)
+            if writer is not None:
+                try:
+                    writer.close()
+                except OSError as exc:
+                    raise _disk_error(self.table_path(name), exc) from exc
+                del self._writers[name]
 
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
         self.write_meta()
 
     def write_meta(self) -> None:
+        with self._lock:
+            self._write_meta()
+
+    def _write_meta(self) -> None:
         path = self.path / "meta.json"
         tmp = path.with_suffix(".json.tmp")
         try:
@@ -189,7 +201,9 @@ class RunWriter:
         `damaged_tables`.
         """
         first_error: PlugtraceError | None = None
-        for name in list(self._writers):
+        with self._lock:
+            names = list(self._writers)
+        for name in names:
             try:
                 self.close_table(name)
             except PlugtraceError as exc:

@@ -165,7 +165,13 @@ def _print_summary(meta: dict, run_dir: Path) -> None:
         print(f"  submit latency p50/p99:  {ns(s.get('submit_latency_p50_ns'))} / {ns(s.get('submit_latency_p99_ns'))}")
     k = meta.get("kernel_summary") or {}
     if k.get("mean_sqes_per_enter") is not None:
-        print(f"  eBPF: {k.get('nr_enters', 0):,} io_uring_enter calls, mean SQEs {k['mean_sqes_per_enter']:.2f}")
+        print(f"  eBPF: mean SQEs per enter {k['mean_sqes_per_enter']:.2f}  ({k['nr_enters']:,} submitting "
+              f"io_uring_enter calls, from {k['source']})")
+    if k.get("enter_latency_p50_ns") is not None:
+        print(f"  eBPF: enter latency p50/p99: {ns(k['enter_latency_p50_ns'])} / {ns(k['enter_latency_p99_ns'])}")
+    elif k.get("enter_latency_p50_ns_below") is not None:
+        print(f"  eBPF: enter latency p50/p99: < {ns(k['enter_latency_p50_ns_below'])} / "
+              f"< {ns(k['enter_latency_p99_ns_below'])}  (log2 buckets)")
     lost = meta.get("events_lost")
     print(f"  events lost:             {'n/a (not traced)' if lost is None else f'{lost:,}'}")
     missing = meta.get("probes", {}).get("could_not_measure", {})
@@ -193,7 +199,7 @@ def _on_sigterm(signum, frame):
     raise _Terminate()
 
 
-def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int):
+def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer):
     """Start bpftrace when this machine can; returns (tracer or None, could_not_measure)."""
     if mode == "off":
         return None, {"kernel": "tracing turned off (--mode off)"}
@@ -209,10 +215,10 @@ def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int)
     tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path,
                     max_events=max_events, capabilities=caps)
     try:
-        tracer.start()
+        tracer.start(writer.append)
     except CapabilityError as exc:
         return None, {"kernel": exc.message}
-    return tracer, {}
+    return tracer, dict(tracer.could_not_measure)
 
 
 def _stop_tracer(tracer, writer, missing: dict) -> dict:
@@ -229,6 +235,18 @@ def _stop_tracer(tracer, writer, missing: dict) -> dict:
     if got.get("kernel_summary"):
         info["kernel_summary"] = got["kernel_summary"]
     return info
+
+
+def _add_kernel_summary(info: dict, run_dir: Path) -> None:
+    """Merge eBPF headline numbers (from the finished kernel tables) into `info`."""
+    from ..tracing.summary import kernel_summary
+
+    try:
+        numbers = kernel_summary(run_dir)
+    except (OSError, ValueError) as exc:  # a damaged table: the run says so elsewhere
+        numbers = {"error": f"could not summarise the kernel tables: {exc}"}
+    if numbers:
+        info.setdefault("kernel_summary", {}).update(numbers)
 
 
 def run(args) -> int:
@@ -269,8 +287,8 @@ def run(args) -> int:
             baseline = run_workload(cfg, target.path, target.size_bytes, lambda name, cols: None,
                                     progress=_Progress(cfg.duration_s, args.quiet))
             overhead = {"untraced_iops": round(baseline.iops, 1)}
-        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events)
-        if missing and not args.quiet:
+        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer)
+        if missing:
             for name, why in missing.items():
                 print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         progress = _Progress(cfg.duration_s, args.quiet)
@@ -285,6 +303,7 @@ def run(args) -> int:
         if trace_info.get("tracer_error") and status == STATUS_COMPLETE:
             status = "incomplete"
         writer.close_tables()
+        _add_kernel_summary(trace_info, out)
         summary = _app_summary(out, result.elapsed_s, result.nr_requests)
         summary["sync_reads"] = result.sync_reads
         summary["nr_errors"] = result.nr_errors
@@ -384,7 +403,7 @@ def _record_external(args, command: list[str]) -> int:
             pid = proc.pid
         else:
             pid = args.pid
-        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events)
+        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events, writer)
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()
@@ -399,6 +418,8 @@ def _record_external(args, command: list[str]) -> int:
         elapsed = time.monotonic() - started
         info = _stop_tracer(tracer, writer, missing)
         tracer = None
+        writer.close_tables()
+        _add_kernel_summary(info, out)
         writer.close(status, summary={"elapsed_s": round(elapsed, 3),
                                       "exit_code": proc.returncode if proc else None}, **info)
         _print_summary(writer.meta, out)

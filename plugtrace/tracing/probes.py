@@ -1,0 +1,113 @@
+"""The bpftrace programs in probes/ and what each one produces.
+
+Every program takes the same positional parameters: ``$1`` tgid to trace (0:
+every process), ``$2`` dev_t in the kernel's encoding (0: every device), ``$3``
+mode (0 aggregate, 1 events), and `markers.bt` also ``$4``, the path of our
+extension. In events mode a program prints one comma-separated line per event
+whose fields are `columns`; in aggregate mode it leaves histograms (``hist`` /
+``lhist``) and counters (``count``) in maps that bpftrace prints at exit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+#: probes/ beside the package (source checkout or editable install)
+PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One probes/*.bt program.
+
+    `table` names the events-mode table (and the probe in meta.json);
+    `tracepoints` must all be present for it to run; `columns` are the fields
+    of one events-mode line, with their Arrow types; `needs_uprobes` marks the
+    marker probe, which also needs the extension's path.
+    """
+
+    table: str
+    file: str
+    tracepoints: tuple[str, ...]
+    columns: tuple[tuple[str, pa.DataType], ...]
+    needs_uprobes: bool = False
+    #: integer columns printed as codes, stored as these names
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: what it tells, for messages and `plugtrace doctor`
+    purpose: str = ""
+
+    @property
+    def path(self) -> Path:
+        return PROBES_DIR / self.file
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema(list(self.columns))
+
+
+I64, I32 = pa.int64(), pa.int32()
+
+PROBES: tuple[ProbeSpec, ...] = (
+    ProbeSpec(
+        "enters", "io_uring_enter.bt",
+        ("syscalls:sys_enter_io_uring_enter", "syscalls:sys_exit_io_uring_enter"),
+        (("ts_ns", I64), ("tid", I32), ("fd", I32), ("to_submit", I32), ("min_complete", I32), ("flags", I32),
+         ("ret", I32), ("latency_ns", I64)),
+        purpose="SQEs and latency of each io_uring_enter()",
+    ),
+    ProbeSpec(
+        "uring_requests", "uring_requests.bt",
+        ("io_uring:io_uring_submit_req", "io_uring:io_uring_complete"),
+        (("ts_ns", I64), ("tid", I32), ("event", I32), ("user_data", pa.uint64()), ("opcode", I32),
+         ("res", I32)),
+        labels=(("event", ("submit", "complete")),),
+        purpose="each io_uring request's submit and completion",
+    ),
+    ProbeSpec(
+        "block_rq", "block_rq.bt",
+        ("block:block_rq_issue", "block:block_rq_complete"),
+        (("issue_ns", I64), ("complete_ns", I64), ("latency_ns", I64), ("dev", I64), ("sector", I64),
+         ("nr_bytes", I64), ("rwbs", pa.string())),
+        purpose="block requests issued to the device and their latency",
+    ),
+    ProbeSpec(
+        "block_unplug", "block_plug.bt",
+        ("block:block_plug", "block:block_unplug"),
+        (("ts_ns", I64), ("tid", I32), ("nr_rq", I32)),
+        purpose="requests flushed per block-layer unplug",
+    ),
+    ProbeSpec(
+        "markers", "markers.bt", (),
+        (("ts_ns", I64), ("tid", I32), ("marker", I32), ("arg0", I64), ("arg1", I64)),
+        needs_uprobes=True,
+        labels=(("marker", ("section_begin", "section_end", "deferred_run", "request_queued", "submit")),),
+        purpose="plugtrace's plug sections (uprobes on the extension's markers)",
+    ),
+)
+
+#: markers.bt's marker codes, in order
+MARKER_NAMES = dict(PROBES[-1].labels)["marker"]
+
+#: uring_requests.bt's event codes
+URING_EVENTS = dict(PROBES[1].labels)["event"]
+
+
+def kernel_dev_t(dev: str | None) -> int:
+    """"major:minor" (or None) -> the kernel's dev_t encoding used by block tracepoints (0: any)."""
+    if not dev:
+        return 0
+    major, minor = (int(x) for x in dev.split(":"))
+    return (major << 20) | minor
+
+
+def probe_arguments(spec: ProbeSpec, pid: int | None, dev: str | None, events: bool,
+                    marker_lib: str | None) -> list[str]:
+    """bpftrace's positional parameters for `spec`."""
+    args = [str(pid or 0), str(kernel_dev_t(dev)), "1" if events else "0"]
+    if spec.needs_uprobes:
+        args.append(os.fspath(marker_lib or ""))
+    return args

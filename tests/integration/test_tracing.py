@@ -1,0 +1,186 @@
+"""Real bpftrace on real devices: what eBPF sees must agree with the engine's own log and with fio."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plugtrace.store import read_meta, read_table
+
+from .conftest import require, require_bpftrace
+
+PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+
+
+def record(out, *args, env=None, check=True):
+    p = subprocess.run([*PLUGTRACE, "record", "--quiet", "-o", str(out), *args], capture_output=True, text=True,
+                       timeout=300, env=None if env is None else {**os.environ, **env})
+    if check:
+        assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def bpftrace_processes() -> str:
+    return subprocess.run(["pgrep", "-a", "bpftrace"], capture_output=True, text=True).stdout
+
+
+def submitting_enters(out) -> pd.DataFrame:
+    enters = read_table(out, "enters")
+    return enters[enters["to_submit"] > 0]
+
+
+@pytest.fixture
+def bpf():
+    require_bpftrace()
+    before = bpftrace_processes()
+    yield
+    assert bpftrace_processes() == before, "a bpftrace process was left behind"
+
+
+def test_defer_sqes_per_enter_match_the_app_log_exactly(tmp_path, bpf):
+    out = tmp_path / "run"
+    record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "32",
+           "--requests", "20000", "--mode", "events")
+    submits = read_table(out, "submits")
+    enters = submitting_enters(out)
+    meta = read_meta(out)
+    assert meta["events_lost"] == 0
+    assert len(enters) == len(submits), "eBPF and the app log disagree on the number of submits"
+    assert np.array_equal(np.sort(enters["ret"].to_numpy()), np.sort(submits["nr_sqes"].to_numpy()))
+    assert enters["ret"].mean() > 8, "defer at iodepth 32 should batch"
+    assert set(enters["tid"]) == set(submits["tid"])
+    # the two clocks are one: every app submit lies within the recording's kernel events
+    assert enters["ts_ns"].min() <= submits["start_ns"].min() + 10_000_000
+
+
+def test_immediate_submits_one_sqe_per_enter(tmp_path, bpf):
+    out = tmp_path / "run"
+    record(out, "--device", "loop", "--size", "128M", "--strategy", "immediate", "--iodepth", "16",
+           "--requests", "5000", "--mode", "events")
+    enters = submitting_enters(out)
+    assert len(enters) >= 5000
+    assert (enters["ret"] == 1).all() and (enters["to_submit"] == 1).all()
+
+
+def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf):
+    out = tmp_path / "run"
+    record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "32",
+           "--requests", "20000")
+    meta = read_meta(out)
+    assert "histograms" in meta["probes"]["ran"]
+    hist = read_table(out, "histograms")
+    sqes = hist[hist["name"] == "enter_nr_sqes"]
+    app = read_table(out, "submits")["nr_sqes"].value_counts()
+    assert dict(zip(sqes["low"], sqes["count"])) == app.to_dict()
+    assert (sqes["high"] == sqes["low"] + 1).all()
+    assert hist[hist["name"] == "enter_latency_ns"]["count"].sum() == len(read_table(out, "submits"))
+    counters = dict(zip(*read_table(out, "counters")[["name", "value"]].T.values))
+    assert counters["nr_markers_section_begin"] == counters["nr_markers_section_end"] == len(read_table(out, "sections"))
+    assert meta["kernel_summary"]["nr_enters"] == int(app.sum())
+
+
+def test_markers_give_one_begin_end_pair_per_section(tmp_path, bpf):
+    out = tmp_path / "run"
+    record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "8",
+           "--interleave", "0.2", "--requests", "5000", "--mode", "events")
+    markers = read_table(out, "markers")
+    sections = read_table(out, "sections")
+    begins = markers[markers["marker"] == "section_begin"]
+    ends = markers[markers["marker"] == "section_end"]
+    assert len(begins) == len(ends) == len(sections)
+    assert sorted(begins["arg0"]) == sorted(ends["arg0"]) == sorted(sections["section_id"])
+    pairs = begins.set_index("arg0")["ts_ns"].to_frame("begin").join(ends.set_index("arg0")["ts_ns"].rename("end"))
+    assert (pairs["end"] >= pairs["begin"]).all()
+    # the queued marker fires once per request the driver queued
+    assert (markers["marker"] == "request_queued").sum() == len(read_table(out, "requests"))
+
+
+def test_record_fio_counts_match_fio_json(tmp_path, bpf):
+    require(shutil.which("fio") is not None, "fio is not installed")
+    out = tmp_path / "run"
+    data = tmp_path / "fio.dat"
+    fio_json = tmp_path / "fio.json"
+    p = record(out, "--mode", "events", "--", "fio", "--name=t", f"--filename={data}", "--size=16M",
+               "--rw=randread", "--ioengine=io_uring", "--direct=1", "--iodepth=8", "--iodepth_batch_submit=4",
+               "--number_ios=3000", "--output-format=json", f"--output={fio_json}")
+    job = json.loads(fio_json.read_text())["jobs"][0]
+    ios = job["read"]["total_ios"]
+    uring = read_table(out, "uring_requests")
+    assert (uring["event"] == "submit").sum() == ios, p.stdout
+    assert (uring["event"] == "complete").sum() == ios
+    enters = submitting_enters(out)
+    assert enters["ret"].sum() == ios
+    # fio's iodepth_submit histogram: share of submit calls carrying 1-4 SQEs, 5-8, ...
+    share_1_4 = (enters["ret"] <= 4).mean() * 100
+    assert abs(share_1_4 - job["iodepth_submit"]["4"]) < 2.0
+
+
+def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--duration", "8",
+                             "--mode", "events", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for line in bpftrace_processes().splitlines():
+            if "io_uring_enter.bt" in line:
+                victim = int(line.split()[0])
+        time.sleep(0.2)
+    assert victim, "bpftrace never started"
+    time.sleep(2)
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    meta = read_meta(out)
+    assert meta["status"] == "incomplete"
+    assert "io_uring_enter.bt" in meta["tracer_error"] and "SIGKILL" in meta["tracer_error"]
+    assert "SIGKILL" in stderr
+    assert len(read_table(out, "enters")) > 0, "what was captured before the kill is kept"
+    assert len(read_table(out, "requests")) > 0
+
+
+@pytest.mark.parametrize("forced, probe", [
+    ("block:block_rq_issue", "block_rq"),
+    ("uprobes", "markers"),
+    ("syscalls:sys_enter_io_uring_enter", "enters"),
+])
+def test_a_missing_capability_is_listed_and_the_rest_is_measured(tmp_path, bpf, forced, probe):
+    out = tmp_path / "run"
+    p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000", "--mode", "events",
+               env={"PLUGTRACE_FORCE_MISSING": forced})
+    meta = read_meta(out)
+    assert meta["status"] == "complete"
+    assert forced in meta["probes"]["could_not_measure"][probe]
+    assert probe not in meta["probes"]["ran"] and probe not in meta["tables"]
+    assert "uring_requests" in meta["probes"]["ran"]
+    assert f"could not measure {probe}" in p.stdout + p.stderr
+
+
+def test_without_bpftrace_the_app_log_is_still_recorded(tmp_path, bpf):
+    out = tmp_path / "run"
+    p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000",
+               env={"PLUGTRACE_FORCE_MISSING": "bpftrace"})
+    meta = read_meta(out)
+    assert meta["status"] == "complete"
+    assert "bpftrace is not installed" in meta["probes"]["could_not_measure"]["kernel"]
+    assert "bpftrace is not installed" in p.stderr
+    assert meta["events_lost"] is None
+    assert len(read_table(out, "submits")) > 0
+
+
+def test_doctor_reports_each_capability(bpf):
+    p = subprocess.run([*PLUGTRACE, "doctor"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for word in ("bpftrace", "tracefs", "btf", "uprobes", "io_uring", "liburing", "block:block_rq_issue"):
+        assert word in p.stdout
+    p = subprocess.run([*PLUGTRACE, "doctor"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,block:block_plug"})
+    assert p.returncode == 4
+    assert "bpftrace is not installed" in p.stdout and "block:block_plug" in p.stdout

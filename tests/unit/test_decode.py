@@ -1,0 +1,67 @@
+"""bpftrace -f json output decoding, on recorded output lines."""
+
+import pyarrow as pa
+
+from plugtrace.tracing.decode import JsonStreamDecoder, counter_rows, histogram_rows
+
+SCHEMA = pa.schema([("ts_ns", pa.int64()), ("tid", pa.int32()), ("marker", pa.int32())])
+OUTPUT = (
+    b'{"type": "attached_probes", "data": {"probes": 3}}\n'
+    b'{"type": "printf", "data": "100,7,0\\n"}\n'
+    b'{"type": "printf", "data": "150,7,1\\n"}\n'
+    b'{"type": "lost_events", "data": {"events": 12}}\n'
+    b'{"type": "printf", "data": "200,8,0\\n"}\n'
+    b'{"type": "hist", "data": {"@enter_nr_sqes": [{"min": 1, "max": 1, "count": 5}, {"min": 2, "max": 2, "count": 0}]}}\n'
+    b'{"type": "map", "data": {"@nr_markers": {"0": 4, "1": 3}}}\n'
+)
+
+
+def decode_in_pieces(decoder, data, size):
+    tables, rest = [], []
+    for i in range(0, len(data), size):
+        d = decoder.feed(data[i:i + size])
+        rest.append(d)
+        if d.events is not None:
+            tables.append(d.events)
+    rest.append(decoder.feed(b"", final=True))
+    return (pa.concat_tables(tables) if tables else None), rest
+
+
+def test_events_split_at_any_byte_decode_the_same():
+    for size in (1, 7, 64, len(OUTPUT)):
+        table, rest = decode_in_pieces(JsonStreamDecoder(SCHEMA), OUTPUT, size)
+        assert table.column("ts_ns").to_pylist() == [100, 150, 200]
+        assert table.column("tid").to_pylist() == [7, 7, 8]
+        assert sum(d.lost_events for d in rest) == 12
+        assert [d.attached_probes for d in rest if d.attached_probes] == [3]
+        maps = {k: v for d in rest for k, v in d.maps.items()}
+        assert set(maps) == {"enter_nr_sqes", "nr_markers"}
+
+
+def test_max_events_keeps_the_first_and_counts_the_rest():
+    decoder = JsonStreamDecoder(SCHEMA, max_events=2)
+    table, _ = decode_in_pieces(decoder, OUTPUT, 40)
+    assert table.num_rows == 2 and decoder.kept == 2 and decoder.dropped == 1
+
+
+def test_labels_turn_codes_into_names():
+    decoder = JsonStreamDecoder(SCHEMA, labels={"marker": ("begin", "end")})
+    d = decoder.feed(OUTPUT, final=True)
+    assert d.events.column("marker").to_pylist() == ["begin", "end", "begin"]
+
+
+def test_a_stray_printf_line_is_kept_as_text_not_lost():
+    data = b'{"type": "printf", "data": "100,7,0\\n"}\n{"type": "printf", "data": "hello\\n"}\n'
+    d = JsonStreamDecoder(SCHEMA).feed(data, final=True)
+    assert d.events.num_rows == 1 and d.other == ["hello"]
+
+
+def test_histogram_rows_make_high_exclusive_and_skip_empty_buckets():
+    rows = histogram_rows("h", [{"min": 0, "max": 0, "count": 2}, {"min": 1, "max": 1, "count": 0},
+                                {"min": 2, "max": 3, "count": 4}])
+    assert rows == {"name": ["h", "h"], "low": [0, 2], "high": [1, 4], "count": [2, 4]}
+
+
+def test_counter_rows_name_keyed_maps():
+    assert counter_rows("n", 5) == {"name": ["n"], "value": [5]}
+    assert counter_rows("m", {"1": 3, "0": 4}, ("begin", "end")) == {"name": ["m_begin", "m_end"], "value": [4, 3]}
