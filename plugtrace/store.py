@@ -155,6 +155,14 @@ class RunWriter:
             damaged.append(name)
         self.meta["tables"].setdefault(name, {"file": f"tables/{name}.parquet", "rows": 0})["damaged"] = True
 
+    def adopt_table(self, name: str, rows: int, damaged: bool = False) -> None:
+        """Record in meta a table another process wrote at `table_path(name)`."""
+        with self._lock:
+            self._rows[name] = rows
+            self.meta["tables"][name] = {"file": f"tables/{name}.parquet", "rows": rows}
+            if damaged:
+                self._mark_damaged(name)
+
     def write_table(self, name: str, data: Any) -> int:
         """Write a whole table at once (closing it)."""
         n = self.append(name, data)

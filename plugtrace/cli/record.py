@@ -215,7 +215,7 @@ def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int,
     tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path,
                     max_events=max_events, capabilities=caps)
     try:
-        tracer.start(writer.append)
+        tracer.start(writer)
     except CapabilityError as exc:
         return None, {"kernel": exc.message}
     return tracer, dict(tracer.could_not_measure)

@@ -37,6 +37,8 @@ class ProbeSpec:
     needs_uprobes: bool = False
     #: integer columns printed as codes, stored as these names
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: the modes this program serves
+    modes: tuple[str, ...] = ("aggregate", "events")
     #: what it tells, for messages and `plugtrace doctor`
     purpose: str = ""
 
@@ -85,12 +87,19 @@ PROBES: tuple[ProbeSpec, ...] = (
         (("ts_ns", I64), ("tid", I32), ("marker", I32), ("arg0", I64), ("arg1", I64)),
         needs_uprobes=True,
         labels=(("marker", ("section_begin", "section_end", "deferred_run", "request_queued", "submit")),),
-        purpose="plugtrace's plug sections (uprobes on the extension's markers)",
+        modes=("events",),
+        purpose="plugtrace's plug sections and requests (uprobes on the extension's markers)",
+    ),
+    # aggregate mode: the same table name, without the per-request marker (a
+    # uprobe hit per request would cost more than everything else together)
+    ProbeSpec(
+        "markers", "section_markers.bt", (), (), needs_uprobes=True, modes=("aggregate",),
+        purpose="plugtrace's plug sections, counted (uprobes on the extension's markers)",
     ),
 )
 
 #: markers.bt's marker codes, in order
-MARKER_NAMES = dict(PROBES[-1].labels)["marker"]
+MARKER_NAMES = dict(PROBES[4].labels)["marker"]
 
 #: uring_requests.bt's event codes
 URING_EVENTS = dict(PROBES[1].labels)["event"]

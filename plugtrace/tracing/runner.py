@@ -2,9 +2,10 @@
 
 One process per program keeps each program's output a single, typed stream
 (one table) and lets a failure of one probe leave the others running. Each
-process gets a reader thread that decodes its JSON output in chunks and
-appends events to the run directory as they come, so memory stays flat
-however long the recording.
+bpftrace pipes into a decoding worker process (`worker.py`) that writes its
+events to the run directory as they come: memory stays flat however long the
+recording, and decoding never takes the interpreter lock from the engine
+being measured.
 
 bpftrace is started in its own session (a Ctrl-C in the terminal reaches
 plugtrace, which then stops the probes in order and keeps their final maps)
@@ -16,20 +17,23 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import os
 import resource
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
 from ..errors import CapabilityError
 from .capabilities import Capabilities
-from .decode import Decoded, JsonStreamDecoder, counter_rows, histogram_rows
+from .decode import counter_rows, histogram_rows
 from .probes import MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
 
 MODES = ("aggregate", "events")
@@ -42,9 +46,6 @@ PERF_RB_PAGES = 4096
 ATTACH_TIMEOUT_S = 60.0
 #: how long bpftrace may take to print its maps and exit after SIGINT
 STOP_TIMEOUT_S = 20.0
-#: events are buffered to this many rows before a Parquet row group is written
-FLUSH_ROWS = 65536
-FLUSH_INTERVAL_S = 1.0
 #: at stop, events mode waits until output has been quiet this long (bpftrace
 #: polls its perf buffers every 100 ms), but no longer than DRAIN_MAX_S
 DRAIN_QUIET_S = 0.3
@@ -67,76 +68,67 @@ def _child_setup() -> None:  # runs in the child between fork and exec
 
 @dataclass
 class _ProbeProcess:
+    """One probe: bpftrace piped into its decoding worker (`worker.py`)."""
+
     spec: ProbeSpec
     proc: subprocess.Popen
-    decoder: JsonStreamDecoder
+    worker: subprocess.Popen
     events: bool
-    sink: Callable[[str, pa.Table], Any] | None = None
     attached: threading.Event = field(default_factory=threading.Event)
     attached_probes: int | None = None
-    lost_events: int = 0
-    maps: dict[str, Any] = field(default_factory=dict)
+    done: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
-    sink_error: Exception | None = None
-    reader: threading.Thread | None = None
-    stderr_reader: threading.Thread | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
     stopping: bool = False
-    bytes_read: int = 0
 
     def __hash__(self) -> int:
         return id(self)
 
-    # --- reading -----------------------------------------------------------
-    def read_stdout(self) -> None:
-        fd = self.proc.stdout.fileno()
-        pending: list[pa.Table] = []
-        pending_rows = 0
-        last_flush = time.monotonic()
-        while True:
-            data = os.read(fd, 1 << 20)
-            self.bytes_read += len(data)
-            decoded = self.decoder.feed(data, final=not data)
-            self._absorb(decoded)
-            if decoded.events is not None:
-                pending.append(decoded.events)
-                pending_rows += decoded.events.num_rows
-            now = time.monotonic()
-            if pending and (not data or pending_rows >= FLUSH_ROWS or now - last_flush >= FLUSH_INTERVAL_S):
-                self._flush(pending)
-                pending, pending_rows, last_flush = [], 0, now
-            if not data:
-                return
+    def start_readers(self) -> None:
+        self.threads = [threading.Thread(target=f, args=(pipe,), daemon=True, name=f"bpftrace-{self.spec.table}")
+                        for f, pipe in ((self._read_worker, self.worker.stdout),
+                                        (self._read_stderr, self.proc.stderr),
+                                        (self._read_stderr, self.worker.stderr))]
+        for t in self.threads:
+            t.start()
 
-    def _absorb(self, d: Decoded) -> None:
-        if d.attached_probes is not None:
-            self.attached_probes = d.attached_probes
-            self.attached.set()
-        self.lost_events += d.lost_events
-        self.maps.update(d.maps)
-        room = 20 - len(self.messages)
-        if room > 0:
-            self.messages.extend(d.other[:room])
+    def _read_worker(self, pipe) -> None:
+        for raw in pipe:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if "attached_probes" in record:
+                self.attached_probes = record["attached_probes"]
+                self.attached.set()
+            elif "done" in record:
+                self.done = record["done"]
 
-    def _flush(self, tables: list[pa.Table]) -> None:
-        if self.sink is None or self.sink_error is not None:
-            return
-        try:
-            self.sink(self.spec.table, pa.concat_tables(tables))
-        except Exception as exc:  # disk full, say: stop writing, keep reading so bpftrace never blocks
-            self.sink_error = exc
-
-    def read_stderr(self) -> None:
-        for raw in self.proc.stderr:
+    def _read_stderr(self, pipe) -> None:
+        for raw in pipe:
             line = raw.decode(errors="replace").rstrip()
             if line and "RLIMIT_MEMLOCK" not in line and len(self.messages) < 20:
                 self.messages.append(line)
+
+    def join(self, timeout: float) -> None:
+        for t in self.threads:
+            t.join(timeout)
+
+    @property
+    def bytes_read(self) -> int:
+        """How much bpftrace output the worker has read so far (its rchar)."""
+        try:
+            with open(f"/proc/{self.worker.pid}/io") as fh:
+                return next(int(line.split()[1]) for line in fh if line.startswith("rchar:"))
+        except (OSError, StopIteration, ValueError):
+            return -1
 
     # --- status ------------------------------------------------------------
     def failure(self) -> str:
         """Why this process is not (or no longer) tracing, in one line."""
         rc = self.proc.returncode
         how = f"was killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exited with {rc}"
-        detail = "; ".join(m for m in self.messages if m)[:400]
+        detail = "; ".join(m for m in [*self.messages, *self.done.get("messages", [])] if m)[:400]
         return f"bpftrace ({self.spec.file}) {how}{': ' + detail if detail else ''}"
 
 
@@ -164,7 +156,8 @@ class Tracer:
         self.caps = capabilities
         self.could_not_measure: dict[str, str] = {}
         self._procs: list[_ProbeProcess] = []
-        self._sink: Callable[[str, pa.Table], Any] | None = None
+        self._writer = None
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
 
     # --- choosing ------------------------------------------------------------
     def _plan(self) -> list[ProbeSpec]:
@@ -178,6 +171,8 @@ class Tracer:
             raise CapabilityError(why)
         chosen = []
         for spec in PROBES:
+            if self.mode not in spec.modes:
+                continue
             if not spec.path.exists():
                 self.could_not_measure[spec.table] = f"the probe program {spec.path} is missing"
                 continue
@@ -197,17 +192,19 @@ class Tracer:
         return chosen
 
     # --- running -------------------------------------------------------------
-    def start(self, sink: Callable[[str, pa.Table], Any] | None = None) -> None:
+    def start(self, writer=None) -> None:
         """Start every probe that can run and wait until each has attached.
 
-        `sink(table_name, arrow_table)` receives events as they are decoded
-        (events mode); it may also be given later, to `stop()`, for aggregate
-        mode. A probe that fails to attach is listed in `could_not_measure`;
-        if none attaches, CapabilityError.
+        Events go straight to `writer`'s tables directory (a RunWriter; None:
+        a temporary directory, for aggregate mode or a quick look). A probe
+        that fails to attach is listed in `could_not_measure`; if none
+        attaches, CapabilityError.
         """
-        self._sink = sink
+        self._writer = writer
         specs = self._plan()
         events = self.mode == "events"
+        if writer is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="plugtrace-trace-")
         exe = self.caps.bpftrace_path or "bpftrace"
         env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
         for spec in specs:
@@ -216,13 +213,15 @@ class Tracer:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=env, start_new_session=True,
                                     preexec_fn=_child_setup)
-            p = _ProbeProcess(spec, proc, JsonStreamDecoder(spec.schema, self.max_events if events else None, dict(spec.labels)),
-                              events, sink=self._deliver)
+            worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
+            if events and self.max_events:
+                worker_argv += ["--max-events", str(self.max_events)]
+            worker = subprocess.Popen(worker_argv, stdin=proc.stdout, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_child_setup)
+            proc.stdout.close()  # the worker holds the read end now
+            p = _ProbeProcess(spec, proc, worker, events)
             _live.add(p)
-            p.reader = threading.Thread(target=p.read_stdout, name=f"bpftrace-{spec.table}", daemon=True)
-            p.stderr_reader = threading.Thread(target=p.read_stderr, daemon=True)
-            p.reader.start()
-            p.stderr_reader.start()
+            p.start_readers()
             self._procs.append(p)
         deadline = time.monotonic() + ATTACH_TIMEOUT_S
         for p in self._procs:
@@ -232,10 +231,9 @@ class Tracer:
         for p in list(self._procs):
             if not p.attached.is_set():
                 if p.proc.poll() is None:
-                    self._kill(p)
                     p.messages.append(f"did not attach within {ATTACH_TIMEOUT_S:.0f} s")
-                p.reader.join(5)
-                p.stderr_reader.join(5)
+                self._kill(p)
+                p.join(5)
                 self.could_not_measure[p.spec.table] = f"failed to attach: {p.failure()}"
                 self._procs.remove(p)
                 _live.discard(p)
@@ -243,9 +241,10 @@ class Tracer:
             raise CapabilityError("no probe attached: " + "; ".join(
                 f"{k}: {v}" for k, v in self.could_not_measure.items()))
 
-    def _deliver(self, table: str, data: pa.Table) -> None:
-        if self._sink is not None:
-            self._sink(table, data)
+    def _table_path(self, spec: ProbeSpec) -> str:
+        if self._writer is not None:
+            return os.fspath(self._writer.table_path(spec.table))
+        return os.path.join(self._tmpdir.name, f"{spec.table}.parquet")
 
     def running(self) -> list[str]:
         return [p.spec.table for p in self._procs if p.proc.poll() is None]
@@ -255,14 +254,14 @@ class Tracer:
         return [p.failure() for p in self._procs if p.proc.poll() is not None and not p.stopping]
 
     def stop(self, writer=None) -> dict[str, Any]:
-        """Stop every probe, collect its output into `writer` (a RunWriter).
+        """Stop every probe and put what it captured into the run directory.
 
         Returns ``{"probes": {"ran", "could_not_measure"}, "events_lost",
         "error", "kernel_summary"}``; "events_lost" counts bpftrace's lost
-        events plus rows dropped over `max_events`.
+        events plus rows dropped over `max_events`. In aggregate mode the
+        in-kernel maps become the `histograms` and `counters` tables.
         """
-        if writer is not None and self._sink is None:
-            self._sink = writer.append
+        writer = writer if writer is not None else self._writer
         errors = []
         self._drain()
         for p in self._procs:
@@ -274,44 +273,48 @@ class Tracer:
         for p in self._procs:
             try:
                 p.proc.wait(STOP_TIMEOUT_S)
+                p.worker.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self._kill(p)
                 errors.append(f"bpftrace ({p.spec.file}) did not stop within {STOP_TIMEOUT_S:.0f} s: killed")
-            p.reader.join(STOP_TIMEOUT_S)
-            p.stderr_reader.join(5)
+            p.join(5)
             _live.discard(p)
-            if p.sink_error is not None:
-                errors.append(f"writing {p.spec.table} failed: {p.sink_error}")
+            if p.done.get("error"):
+                errors.append(p.done["error"])
+            elif not p.done:
+                errors.append(f"decoding the output of {p.spec.file} failed: "
+                              + ("; ".join(p.messages[-3:]) or f"exit status {p.worker.returncode}"))
         ran, lost, dropped = [], 0, 0
         hist_rows: dict[str, list] = {"name": [], "low": [], "high": [], "count": []}
         counters: dict[str, list] = {"name": [], "value": []}
         for p in self._procs:
-            lost += p.lost_events
-            dropped += p.decoder.dropped
-            healthy = p.proc.returncode == 0 or p.stopping and p.proc.returncode in (0, -signal.SIGINT)
+            lost += p.done.get("lost_events", 0)
+            dropped += p.done.get("dropped", 0)
             if p.events:
                 ran.append(p.spec.table)
+                if p.done.get("wrote") and writer is not None:
+                    writer.adopt_table(p.spec.table, p.done.get("rows", 0), damaged=bool(p.done.get("error")))
                 continue
-            if not p.maps:
-                self.could_not_measure[p.spec.table] = (
-                    "no in-kernel data: " + (p.failure() if not healthy else "bpftrace printed no maps"))
+            maps = p.done.get("maps") or {}
+            if not maps:
+                why = p.failure() if p.proc.returncode not in (0, -signal.SIGINT) else "bpftrace printed no maps"
+                self.could_not_measure[p.spec.table] = f"no in-kernel data: {why}"
                 continue
             ran.append(p.spec.table)
-            for name, value in p.maps.items():
+            for name, value in maps.items():
                 if isinstance(value, list):
                     _extend(hist_rows, histogram_rows(name, value))
                 else:
                     _extend(counters, counter_rows(name, value, MARKER_NAMES if name == "nr_markers" else None))
-        sink = self._sink
-        if self.mode == "aggregate" and sink is not None:
+        if self.mode == "aggregate" and writer is not None:
             if hist_rows["name"]:
-                sink("histograms", pa.table(hist_rows, schema=_HIST_SCHEMA))
+                writer.append("histograms", pa.table(hist_rows, schema=_HIST_SCHEMA))
             if counters["name"]:
-                sink("counters", pa.table(counters, schema=_COUNTER_SCHEMA))
+                writer.append("counters", pa.table(counters, schema=_COUNTER_SCHEMA))
         if self.mode == "aggregate" and ran:
             ran = ["histograms", "counters", *(f"aggregate:{t}" for t in ran)]
         summary = {"bpftrace_lost_events": lost, "dropped_over_max_events": dropped,
-                   "events_kept": {p.spec.table: p.decoder.kept for p in self._procs if p.events}}
+                   "events_kept": {p.spec.table: p.done.get("kept", 0) for p in self._procs if p.events}}
         self._procs = []
         return {
             "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure)},
@@ -325,7 +328,7 @@ class Tracer:
         exits without reading them, and those events would be lost uncounted."""
         streams = [p for p in self._procs if p.events and p.proc.poll() is None]
         deadline = time.monotonic() + DRAIN_MAX_S
-        last = [-1] * len(streams)
+        last = None
         while streams and time.monotonic() < deadline:
             now = [p.bytes_read for p in streams]
             if now == last:
@@ -335,11 +338,12 @@ class Tracer:
 
     @staticmethod
     def _kill(p: _ProbeProcess) -> None:
-        try:
-            os.killpg(p.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.proc.wait()
+        for proc in (p.proc, p.worker):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
     def __enter__(self) -> "Tracer":
         return self
