@@ -248,6 +248,10 @@ def open_block_device(path: str, allow_write: bool = False) -> Target:
     if holders.is_dir() and any(holders.iterdir()):
         names = ", ".join(sorted(h.name for h in holders.iterdir()))
         raise DeviceError(f"{path}: busy (held by {names})")
+    ro_flag = Path(f"/sys/dev/block/{dev_t}/ro")
+    if allow_write and ro_flag.exists() and ro_flag.read_text().strip() == "1":
+        # root may open a read-only device for writing; the writes then fail one by one
+        raise DeviceError(f"{path}: read-only device; drop --allow-write")
     try:
         # O_EXCL on a block device fails with EBUSY while anyone holds it exclusively
         fd = os.open(path, (os.O_RDWR if allow_write else os.O_RDONLY) | os.O_EXCL)

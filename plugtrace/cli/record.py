@@ -357,10 +357,16 @@ def run(args) -> int:
             signal.signal(signal.SIGTERM, old_term)
 
 
+def _child_signals_and_fd(r: int) -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    os.dup2(r, 3)
+
+
 def _record_external(args, command: list[str]) -> int:
     """Trace another program (--pid, or -- CMD): kernel side only."""
     from ..environment import describe_environment
     from ..store import STATUS_COMPLETE, STATUS_INTERRUPTED, RunWriter
+    from ..tracing.runner import signals_held
 
     if args.mode == "off":
         raise UsageError("--mode off: tracing another program needs a tracing mode")
@@ -393,10 +399,11 @@ def _record_external(args, command: list[str]) -> int:
             # waits on a pipe until the tracer is attached.
             r, w = os.pipe()
             try:
-                proc = subprocess.Popen(
-                    ["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-child", *command],
-                    pass_fds=(r,), preexec_fn=lambda: os.dup2(r, 3),
-                )
+                with signals_held():
+                    proc = subprocess.Popen(
+                        ["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-child", *command],
+                        pass_fds=(r,), preexec_fn=lambda: _child_signals_and_fd(r),
+                    )
             except OSError as exc:
                 raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
             os.close(r)

@@ -116,6 +116,10 @@ class WorkloadResult:
         return self.nr_requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+#: section rows kept per thread before they go to the log writer
+SECTION_FLUSH_ROWS = 16384
+
+
 class _SectionLog(plug.SectionHooks):
     """Logs every outermost section of one thread and fires the uprobe markers."""
 
@@ -164,6 +168,37 @@ class _WrittenBlocks:
 
     def mark(self, offsets: np.ndarray) -> None:
         self.bitmap[offsets // self.bs] = True
+
+
+class _Countdown:
+    """Engine threads count down when their logs are flushed.
+
+    Not Thread.join: a Ctrl-C landing inside join() can make a later join()
+    return while the thread still runs (CPython 3.11), and the last log chunks
+    would then miss the run directory.
+    """
+
+    def __init__(self, n: int):
+        self.remaining = n
+        self.cond = threading.Condition()
+
+    def release(self) -> None:
+        with self.cond:
+            self.remaining -= 1
+            self.cond.notify_all()
+
+    def wait_all(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.remaining <= 0, timeout)
+
+    def wait_all_uninterrupted(self) -> None:
+        """Wait for every thread; a further Ctrl-C cannot cut this short (stop is set: they end soon)."""
+        while True:
+            try:
+                if self.wait_all(0.2):
+                    return
+            except KeyboardInterrupt:
+                continue
 
 
 class _LogWriterThread:
@@ -253,6 +288,7 @@ def run_workload(
     states: list[dict] = []
     errors: list[BaseException] = []
     all_started = threading.Barrier(config.threads + 1)
+    finished = _Countdown(config.threads)
     deadline_holder: list[float] = []
 
     def thread_main(t: int, device_indices: list[int]) -> None:
@@ -261,6 +297,7 @@ def run_workload(
         loop = EventLoop()
         strategy = make_strategy(config.strategy)
         driver = None
+        hooks = None
         try:
             nslots = sum(config.iodepth if i < config.devices else 1 for i in device_indices) + 8
             driver = IoUringDriver(
@@ -299,13 +336,13 @@ def run_workload(
                 loop.aio_poll(driver.in_flight > 0)
                 check_every += 1
                 if check_every & 15 == 0 or driver.in_flight == 0:
+                    if len(hooks.rows) >= SECTION_FLUSH_ROWS:  # the log stays small however long the run
+                        logs.put("sections", hooks.table())
                     if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                         for g in guests:
                             g.stop()
                     if all(g.finished for g in guests):
                         break
-            hooks_rows = hooks.table()
-            logs.put("sections", hooks_rows)
         except BaseException as exc:
             errors.append(exc)
             stop.set()
@@ -314,15 +351,22 @@ def run_workload(
             except threading.BrokenBarrierError:
                 pass
         finally:
-            plug.set_section_hooks(None)
-            if driver is not None:
-                # never leave requests in flight on a ring we are closing
-                while driver.in_flight > 0 or driver.in_queue > 0:
-                    if driver.in_queue and not driver.blocked:
-                        driver.ioq_submit("completion")
-                    loop.aio_poll(True)
-                driver.close()
-            loop.close()
+            try:
+                plug.set_section_hooks(None)
+                if driver is not None:
+                    # never leave requests in flight on a ring we are closing
+                    while driver.in_flight > 0 or driver.in_queue > 0:
+                        if driver.in_queue and not driver.blocked:
+                            driver.ioq_submit("completion")
+                        loop.aio_poll(True)
+                    driver.close()
+                if hooks is not None and hooks.rows:  # also when the run failed: keep what was logged
+                    logs.put("sections", hooks.table())
+                loop.close()
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                finished.release()
 
     for t in range(config.threads):
         idx = list(range(t, ndev, config.threads))
@@ -340,9 +384,7 @@ def run_workload(
             pass
         start = time.monotonic()
         last = start
-        while any(th.is_alive() for th in threads):
-            for th in threads:
-                th.join(timeout=0.2)
+        while not finished.wait_all(timeout=0.2):
             now = time.monotonic()
             if progress is not None and now - last >= 1.0:
                 last = now
@@ -350,8 +392,7 @@ def run_workload(
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
-        for th in threads:
-            th.join()
+        finished.wait_all_uninterrupted()
     elapsed = time.monotonic() - start
     if stop.is_set() and not errors:
         interrupted = True

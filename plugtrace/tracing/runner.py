@@ -16,6 +16,7 @@ plugtrace itself is killed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import json
 import os
@@ -58,7 +59,23 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM while forking: Python runs its at-fork hooks
+    then, and an exception raised by a signal handler inside one is printed
+    and dropped, so the signal would be lost. Held, it arrives right after."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _child_setup() -> None:  # runs in the child between fork and exec
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)  # exec keeps the mask
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     try:  # modern kernels account BPF memory to cgroups; older ones need the rlimit
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
@@ -158,6 +175,7 @@ class Tracer:
         self._procs: list[_ProbeProcess] = []
         self._writer = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
+        self._result: dict[str, Any] | None = None
 
     # --- choosing ------------------------------------------------------------
     def _plan(self) -> list[ProbeSpec]:
@@ -201,6 +219,17 @@ class Tracer:
         attaches, CapabilityError.
         """
         self._writer = writer
+        try:
+            self._start_all()
+        except BaseException:  # Ctrl-C while attaching, say: none may stay attached
+            for p in self._procs:
+                self._kill(p)
+                _live.discard(p)
+            self._procs = []
+            raise
+
+    def _start_all(self) -> None:
+        writer = self._writer
         specs = self._plan()
         events = self.mode == "events"
         if writer is None:
@@ -210,19 +239,26 @@ class Tracer:
         for spec in specs:
             argv = [exe, "-f", "json", str(spec.path),
                     *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=env, start_new_session=True,
-                                    preexec_fn=_child_setup)
             worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
             if events and self.max_events:
                 worker_argv += ["--max-events", str(self.max_events)]
-            worker = subprocess.Popen(worker_argv, stdin=proc.stdout, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_child_setup)
-            proc.stdout.close()  # the worker holds the read end now
-            p = _ProbeProcess(spec, proc, worker, events)
-            _live.add(p)
+            with signals_held():
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                        preexec_fn=_child_setup)
+                try:
+                    worker = subprocess.Popen(worker_argv, stdin=proc.stdout, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, start_new_session=True,
+                                              preexec_fn=_child_setup)
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                proc.stdout.close()  # the worker holds the read end now
+                p = _ProbeProcess(spec, proc, worker, events)
+                _live.add(p)
+                self._procs.append(p)
             p.start_readers()
-            self._procs.append(p)
         deadline = time.monotonic() + ATTACH_TIMEOUT_S
         for p in self._procs:
             while not p.attached.wait(0.05):
@@ -261,7 +297,15 @@ class Tracer:
         events plus rows dropped over `max_events`. In aggregate mode the
         in-kernel maps become the `histograms` and `counters` tables.
         """
-        writer = writer if writer is not None else self._writer
+        if self._result is not None:  # a second call (an interrupted caller retrying) gets the same answer
+            return self._result
+        # Stopping is the finalisation: a Ctrl-C now waits until it is done
+        # (bounded by DRAIN_MAX_S and STOP_TIMEOUT_S) rather than cutting it short.
+        with signals_held():
+            self._result = self._stop(writer if writer is not None else self._writer)
+        return self._result
+
+    def _stop(self, writer) -> dict[str, Any]:
         errors = []
         self._drain()
         for p in self._procs:

@@ -121,12 +121,18 @@ def test_not_root_runs_on_a_file_and_lists_what_it_could_not_measure(world_writa
 def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
     """Signals during setup, workload and finalisation; then a second record still works."""
     require_root()
+    require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
+    from plugtrace.analysis import Run
+
     left = LeftBehind()
     rng = random.Random(int(sig))
-    for i, delay in enumerate([0.05, 0.3, rng.uniform(0.5, 1.5), 2.3]):
+    # set-up (devices, bpftrace attaching), the workload, the workload's end and
+    # the tracer's stop / table finishing; both modes, both device kinds
+    for i, delay in enumerate([0.05, 0.6, rng.uniform(1.0, 2.5), 3.2, 3.6]):
         out = tmp_path / f"r{i}"
         proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram" if i % 2 else "loop", "--size", "128M",
-                                 "--mode", "off", "--duration", "2", "--quiet", "-o", str(out)],
+                                 "--mode", "events" if i % 2 else "aggregate", "--duration", "2", "--quiet",
+                                 "-o", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         proc.send_signal(sig)
@@ -135,6 +141,11 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
         if (out / "meta.json").exists():
             meta = json.loads((out / "meta.json").read_text())
             assert meta["status"] in ("interrupted", "complete"), meta["status"]
+            run = Run.open(out)  # readable, whatever moment the signal hit
+            if run.has("submits") and run.has("enters"):
+                # nothing the engine did is missing from its log: eBPF saw the same submits
+                enters = run.table("enters", ["to_submit"])
+                assert (enters["to_submit"] > 0).sum() == len(run.table("submits", ["nr_sqes"]))
         left.check()
     p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--mode", "off",
                         "--requests", "500", "--quiet", "-o", str(tmp_path / "after")],
@@ -151,3 +162,105 @@ def test_existing_output_directory_is_not_overwritten(tmp_path):
                         "--mode", "off", "--requests", "10", "-o", str(out)], capture_output=True, text=True)
     assert p.returncode != 0 and "not empty" in p.stderr
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_tracefs_not_mounted_is_listed_and_the_run_proceeds(tmp_path):
+    """Forced by the capability override: unmounting the real tracefs would disturb other tracers."""
+    require_root()
+    left = LeftBehind()
+    out = tmp_path / "r"
+    p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--requests", "1000",
+                        "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "tracefs"})
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert "tracefs is not mounted" in meta["probes"]["could_not_measure"]["kernel"]
+    assert "could not measure kernel: tracefs is not mounted" in p.stderr
+    left.check()
+
+
+@pytest.fixture
+def held_loop_device(loop_device):
+    """The loop device, held open exclusively by another process (as a mounted or in-use disk is)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import os, sys, time; "
+                               f"fd = os.open({loop_device.path!r}, os.O_RDONLY | os.O_EXCL); "
+                               "print('held', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        yield loop_device
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_busy_device_is_refused(tmp_path, held_loop_device):
+    p = subprocess.run([*PLUGTRACE, "record", "--device", held_loop_device.path, "--mode", "off",
+                        "--requests", "10", "-o", str(tmp_path / "r")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 5 and "busy" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_read_only_device_is_refused_for_writing(tmp_path):
+    require_root()
+    backing = tmp_path / "ro.img"
+    with open(backing, "wb") as fh:
+        fh.truncate(16 << 20)
+    dev = subprocess.run(["losetup", "-r", "-f", "--show", str(backing)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        p = subprocess.run([*PLUGTRACE, "record", "--device", dev, "--allow-write", "--rw", "randwrite",
+                            "--mode", "off", "--requests", "10", "-o", str(tmp_path / "r")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 5 and "read-only" in p.stderr and "Traceback" not in p.stderr
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+@pytest.mark.parametrize("device", ["loop", "zram", "file"])
+def test_write_then_verify_on_each_device_kind_finds_no_mismatch(tmp_path, device):
+    require_root()
+    left = LeftBehind()
+    spec = f"file:{tmp_path / 'disk.img'}" if device == "file" else device
+    out = tmp_path / "r"
+    p = subprocess.run([*PLUGTRACE, "record", "--device", spec, "--size", "64M", "--rw", "randwrite",
+                        "--iodepth", "16", "--requests", "3000", "--mode", "off", "--quiet", "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    integrity = json.loads((out / "meta.json").read_text())["integrity"]
+    assert integrity["checked_blocks"] > 0 and integrity["mismatches"] == 0
+    assert "data integrity" in p.stdout and "OK" in p.stdout
+    left.check()
+
+
+def _good_run(tmp_path) -> Path:
+    from plugtrace.synthetic import write_run
+
+    return write_run(tmp_path / "good", strategy="defer", requests=2000, kernel="events")
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("missing_meta", "meta.json"),
+    ("truncated_parquet", "submits.parquet"),
+    ("newer_schema", "meta.json"),
+    ("garbage_meta", "meta.json"),
+])
+def test_report_on_a_corrupt_run_directory_names_the_file(tmp_path, damage, named):
+    run = _good_run(tmp_path)
+    if damage == "missing_meta":
+        (run / "meta.json").unlink()
+    elif damage == "truncated_parquet":
+        path = run / "tables" / "submits.parquet"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "newer_schema":
+        meta = json.loads((run / "meta.json").read_text())
+        meta["schema_version"] = 99
+        (run / "meta.json").write_text(json.dumps(meta))
+    else:
+        (run / "meta.json").write_text('{"schema": "plugtrace-run", "schema_ver')
+    out = tmp_path / "report.html"
+    p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert named in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, "one clear line"
+    assert not out.exists()
