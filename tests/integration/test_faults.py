@@ -63,12 +63,15 @@ def tiny_fs():
         os.rmdir(path)
 
 
-def test_disk_full_marks_the_run_incomplete_and_keeps_it_readable(tiny_fs):
+@pytest.mark.parametrize("mode", ["off", "events"])
+def test_disk_full_marks_the_run_incomplete_and_keeps_it_readable(tiny_fs, mode):
     import pyarrow.parquet as pq
 
+    if mode != "off":
+        require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
     left = LeftBehind()
     out = tiny_fs / "run"
-    p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--mode", "off",
+    p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--mode", mode,
                         "--duration", "20", "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
     assert "disk is full" in p.stderr and "Traceback" not in p.stderr
@@ -80,6 +83,9 @@ def test_disk_full_marks_the_run_incomplete_and_keeps_it_readable(tiny_fs):
     assert readable, "at least one table should have been finished"
     for name in readable:
         pq.read_table(out / "tables" / f"{name}.parquet")
+    from plugtrace.analysis import Run
+
+    Run.open(out)  # damaged tables are set aside, the rest opens
     left.check()
 
 
@@ -264,3 +270,13 @@ def test_report_on_a_corrupt_run_directory_names_the_file(tmp_path, damage, name
     assert named in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, "one clear line"
     assert not out.exists()
+
+
+def test_tracing_a_program_with_nothing_measurable_is_refused_clearly(tmp_path):
+    require_root()
+    out = tmp_path / "r"
+    p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), "--", "true"], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace"})
+    assert p.returncode == 4
+    assert "bpftrace is not installed" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
