@@ -17,45 +17,8 @@ Besides the thin declarations, the extension carries two kinds of C code:
 
 from cffi import FFI
 
-CDEF = r"""
-struct io_uring { ...; int ring_fd; unsigned flags; unsigned features; };
-struct io_uring_sqe { ...; };
-struct io_uring_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
-struct iovec { void *iov_base; size_t iov_len; };
-
-#define IORING_SETUP_IOPOLL ...
-#define IORING_SETUP_SQPOLL ...
-#define IORING_SETUP_CLAMP ...
-#define IORING_SETUP_COOP_TASKRUN ...
-#define IORING_SETUP_SINGLE_ISSUER ...
-
-int io_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags);
-void io_uring_queue_exit(struct io_uring *ring);
-struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring);
-void io_uring_prep_read(struct io_uring_sqe *sqe, int fd, void *buf, unsigned nbytes, uint64_t offset);
-void io_uring_prep_write(struct io_uring_sqe *sqe, int fd, const void *buf, unsigned nbytes, uint64_t offset);
-void io_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
-void io_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
-void io_uring_prep_fsync(struct io_uring_sqe *sqe, int fd, unsigned fsync_flags);
-void io_uring_sqe_set_data64(struct io_uring_sqe *sqe, uint64_t data);
-void io_uring_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags);
-int io_uring_submit(struct io_uring *ring);
-int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
-unsigned io_uring_sq_ready(const struct io_uring *ring);
-unsigned io_uring_sq_space_left(const struct io_uring *ring);
-unsigned io_uring_cq_ready(const struct io_uring *ring);
-int io_uring_register_files(struct io_uring *ring, const int *files, unsigned nr_files);
-int io_uring_unregister_files(struct io_uring *ring);
-int io_uring_register_eventfd(struct io_uring *ring, int fd);
-int io_uring_unregister_eventfd(struct io_uring *ring);
-
-/* one CQE, copied out so Python never holds a pointer into the ring */
-struct pt_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
-unsigned pt_peek_cqes(struct io_uring *ring, struct pt_cqe *out, unsigned max);
-int pt_wait_cqe(struct io_uring *ring);
-int pt_liburing_version(void);
-
-/* --- the engine's hot path --------------------------------------------- */
+# The engine's shared structs: declared to cffi and compiled from the same text.
+STRUCTS = r"""
 struct pt_req {
     uint64_t req_id;
     int64_t queue_ns;
@@ -96,7 +59,7 @@ struct pt_driver {
     struct io_uring *ring;
     struct pt_req *reqs;
     uint32_t nreqs;
-    uint32_t *queue;
+    uint32_t *queue;        /* slots queued but not yet in the SQ ring */
     uint32_t qcap;
     uint32_t qhead;
     uint32_t qtail;
@@ -109,12 +72,53 @@ struct pt_driver {
     uint32_t done_len;
     int32_t thread;
     int32_t tid;
-    char *bufbase;
+    char *bufbase;          /* slot i's buffer: bufbase + i * slot_bytes */
     uint32_t slot_bytes;
     uint64_t next_req_id;
-    uint64_t seed;
-    ...;
+    uint64_t seed;          /* data pattern of writes */
 };
+"""
+
+CDEF = r"""
+struct io_uring { ...; int ring_fd; unsigned flags; unsigned features; };
+struct io_uring_sqe { ...; };
+struct io_uring_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
+struct iovec { void *iov_base; size_t iov_len; };
+
+#define IORING_SETUP_IOPOLL ...
+#define IORING_SETUP_SQPOLL ...
+#define IORING_SETUP_CLAMP ...
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+
+int io_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags);
+void io_uring_queue_exit(struct io_uring *ring);
+struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring);
+void io_uring_prep_read(struct io_uring_sqe *sqe, int fd, void *buf, unsigned nbytes, uint64_t offset);
+void io_uring_prep_write(struct io_uring_sqe *sqe, int fd, const void *buf, unsigned nbytes, uint64_t offset);
+void io_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
+void io_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
+void io_uring_prep_fsync(struct io_uring_sqe *sqe, int fd, unsigned fsync_flags);
+void io_uring_sqe_set_data64(struct io_uring_sqe *sqe, uint64_t data);
+void io_uring_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags);
+int io_uring_submit(struct io_uring *ring);
+int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
+unsigned io_uring_sq_ready(const struct io_uring *ring);
+unsigned io_uring_sq_space_left(const struct io_uring *ring);
+unsigned io_uring_cq_ready(const struct io_uring *ring);
+int io_uring_register_files(struct io_uring *ring, const int *files, unsigned nr_files);
+int io_uring_unregister_files(struct io_uring *ring);
+int io_uring_register_eventfd(struct io_uring *ring, int fd);
+int io_uring_unregister_eventfd(struct io_uring *ring);
+
+/* one CQE, copied out so Python never holds a pointer into the ring */
+struct pt_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
+unsigned pt_peek_cqes(struct io_uring *ring, struct pt_cqe *out, unsigned max);
+int pt_wait_cqe(struct io_uring *ring);
+int pt_liburing_version(void);
+
+/* --- the engine's hot path --------------------------------------------- */
+""" + STRUCTS + r"""
 
 int64_t pt_now_ns(void);
 int32_t pt_gettid(void);
@@ -194,64 +198,7 @@ static int pt_liburing_version(void)
 #endif
 }
 
-struct pt_req {
-    uint64_t req_id;
-    int64_t queue_ns;
-    int64_t submit_ns;
-    int64_t complete_ns;
-    int64_t submit_seq;
-    int64_t section_id;
-    uint64_t offset;
-    uint64_t orig_offset;
-    char *buf;
-    uint32_t len;
-    uint32_t orig_len;
-    uint32_t done;
-    int32_t device;
-    int32_t fd;
-    int32_t op;
-    int32_t res;
-    int32_t resubmits;
-    int32_t section_owner;
-    int32_t sync;
-    int32_t thread;
-    int32_t tid;
-};
-
-struct pt_submit_rec {
-    int64_t seq;
-    int64_t start_ns;
-    int64_t end_ns;
-    int32_t to_submit;
-    int32_t ret;
-    int32_t reason;
-    int32_t thread;
-    int32_t tid;
-    int32_t pad;
-};
-
-struct pt_driver {
-    struct io_uring *ring;
-    struct pt_req *reqs;
-    uint32_t nreqs;
-    uint32_t *queue;        /* slots queued but not yet in the SQ ring */
-    uint32_t qcap;
-    uint32_t qhead;
-    uint32_t qtail;
-    int64_t submit_seq;
-    struct pt_submit_rec *sub_log;
-    uint32_t sub_cap;
-    uint32_t sub_len;
-    struct pt_req *done_log;
-    uint32_t done_cap;
-    uint32_t done_len;
-    int32_t thread;
-    int32_t tid;
-    char *bufbase;          /* slot i's buffer: bufbase + i * slot_bytes */
-    uint32_t slot_bytes;
-    uint64_t next_req_id;
-    uint64_t seed;          /* data pattern of writes */
-};
+""" + STRUCTS + r"""
 
 static int64_t pt_now_ns(void)
 {

@@ -54,12 +54,17 @@ def test_other_strategies_batch_too(loop_device, strategy):
 
 
 def test_two_virtio_devices_in_one_thread_share_submits(zram_device):
-    result, t = record(zram_device, strategy="defer", devices=2, iodepth=16, requests=6000,
-                       interleave=0.5)
+    # With defer each handler has its own section; one device's handler runs
+    # inside the other's section when a sync read there polls (interleave), and
+    # then both devices' requests leave in one submit. How often depends on
+    # timing, so only "it happens" is asserted.
+    result, t = record(zram_device, strategy="defer", devices=2, iodepth=16, requests=20000,
+                       interleave=1.0)
     req = t["requests"]
     devices_per_submit = req.groupby("submit_seq").device.nunique()
     assert devices_per_submit.max() == 2, "no io_uring_enter carried requests of both devices"
-    assert (devices_per_submit == 2).sum() > 10
+    shared = req[req["submit_seq"].isin(devices_per_submit.index[devices_per_submit == 2])]
+    assert (shared["section_owner"] != shared["device"]).any(), "sharing comes from another device's section"
 
 
 def test_ide_without_plug_submits_at_once(loop_device):
