@@ -93,15 +93,24 @@ def test_not_root_cannot_create_devices(world_writable_dir):
     require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
     require_root()
     out = world_writable_dir / "r"
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *PLUGTRACE, "record",
+    p = subprocess.run([*NOBODY, *PLUGTRACE, "record",
                         "--device", "loop", "--mode", "off", "--requests", "100", "-o", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 4, p.stderr
     assert "needs root" in p.stderr and "Traceback" not in p.stderr
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
 @pytest.fixture
 def world_writable_dir():
+    """A directory user nobody can write, after checking nobody can run plugtrace from this checkout."""
+    require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
+    require_root()
+    p = subprocess.run([*NOBODY, sys.executable, "-c", "import plugtrace"], capture_output=True, text=True)
+    require(p.returncode == 0, "an unprivileged user cannot read this checkout (is a parent directory "
+                               f"mode 0700?): {p.stderr.strip().splitlines()[-1:]}")
     path = Path(tempfile.mkdtemp(prefix="plugtrace-nobody-"))
     path.chmod(0o777)
     yield path
@@ -113,7 +122,7 @@ def test_not_root_runs_on_a_file_and_lists_what_it_could_not_measure(world_writa
     require_root()
     tmp_path = world_writable_dir
     out = tmp_path / "r"
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *PLUGTRACE, "record",
+    p = subprocess.run([*NOBODY, *PLUGTRACE, "record",
                         "--device", f"file:{tmp_path / 'disk.img'}", "--size", "64M", "--requests", "2000",
                         "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
