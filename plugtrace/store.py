@@ -135,7 +135,8 @@ class RunWriter:
             if table.num_rows:
                 writer.write_table(table)
         except OSError as exc:
-            self._release_reserve()
+            # The reserve is freed by close(), not here: other writers (the
+            # tracer's workers) would take the space before meta.json gets it.
             self._mark_damaged(name)
             raise _disk_error(path, exc) from exc
         self._rows[name] += table.num_rows
