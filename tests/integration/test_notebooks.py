@@ -1,8 +1,8 @@
-"""Every notebook runs top to bottom on synthetic runs, without an error.
+"""Every notebook runs top to bottom without an error: on the shipped sample
+runs in data/ (their defaults), and on synthetic runs.
 
-The notebooks read sample runs in data/ by default. Here their parameters cell
-(tagged "parameters", papermill-style) is followed by an injected cell pointing
-them at synthetic runs, so the test does not depend on recorded data.
+For the synthetic runs the parameters cell (tagged "parameters",
+papermill-style) is followed by an injected cell pointing the notebook at them.
 """
 
 from pathlib import Path
@@ -33,15 +33,27 @@ def parameters_for(name: str, runs: dict) -> str:
     return f"RUN = {str(runs['defer-interleave'])!r}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
-def test_notebook_runs(path, runs):
+def execute(path: Path, parameters: str | None = None) -> None:
+    """Run the notebook top to bottom (parameters injected after its parameters cell); check it plotted."""
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs cleared"
-    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(parameters_for(path.name, runs)))
+    if parameters is not None:
+        index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(parameters))
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the notebook should draw at least one plot"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_runs_on_synthetic_runs(path, runs):
+    execute(path, parameters_for(path.name, runs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_runs_on_the_shipped_sample_data(path):
+    execute(path)
