@@ -6,8 +6,7 @@ cd "$(dirname "$0")/.."
 out=runs/demo-$(date +%Y%m%d-%H%M%S)
 .venv/bin/plugtrace record --device loop --size 512M --strategy defer \
     --devices 2 --ide-devices 1 --iodepth 32 --interleave 0.1 --duration 5 -o "$out"
-if .venv/bin/plugtrace report --help >/dev/null 2>&1; then
-    .venv/bin/plugtrace report "$out" -o "$out/report.html"
-    echo
-    echo "open the report: $(pwd)/$out/report.html"
-fi
+.venv/bin/plugtrace report "$out" -o "$out/report.html"
+echo
+echo "open the report in a browser: $(pwd)/$out/report.html"
+echo "or explore the run in JupyterLab: .venv/bin/jupyter lab notebooks/  (set RUN = \"../$out\")"

@@ -1,0 +1,135 @@
+"""The HTML report as a reader sees it: written by the real CLI, opened in headless Chromium."""
+
+import base64
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import require
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+
+# Appended to a copy of the report: after load, list every image and whether
+# the browser decoded it, where --dump-dom can read it.
+PROBE_SCRIPT = """
+<script>
+window.addEventListener("load", () => {
+  const rows = [...document.images].map(i => `${i.complete && i.naturalWidth > 0 ? "ok" : "BROKEN"} ${i.naturalWidth}x${i.naturalHeight} ${i.alt}`);
+  const pre = document.createElement("pre");
+  pre.id = "plugtrace-image-check";
+  pre.textContent = rows.join("\\n");
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    require(exe is not None, "chromium is not installed (make install installs it)")
+    return exe
+
+
+def browse(exe: str, page: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--virtual-time-budget=10000", *args, page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+def report(tmp_path: Path, *runs: str) -> Path:
+    out = tmp_path / "report.html"
+    p = subprocess.run([*PLUGTRACE, "report", *[str(DATA / r) for r in runs], "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def check_renders(exe: str, html: Path, tmp_path: Path, min_images: int) -> list[str]:
+    text = html.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), "the report must not load anything from a network"
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE_SCRIPT + "</body>"))
+    p = browse(exe, probe, "--dump-dom")
+    assert p.returncode == 0, p.stderr[-2000:]
+    console_errors = [line for line in p.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console_errors, console_errors
+    m = re.search(r'<pre id="plugtrace-image-check">(.*?)</pre>', p.stdout, re.S)
+    assert m, "the page did not finish loading"
+    rows = m.group(1).strip().splitlines()
+    assert len(rows) >= min_images, rows
+    assert all(r.startswith("ok ") for r in rows), [r for r in rows if not r.startswith("ok ")]
+    assert all(int(r.split()[1].split("x")[0]) >= 300 for r in rows), "plots should be drawn at a readable size"
+    return rows
+
+
+def screenshot(exe: str, html: Path, png: Path, width: int = 1200, height: int = 2400) -> np.ndarray:
+    import matplotlib.image
+
+    p = browse(exe, html, f"--screenshot={png}", f"--window-size={width},{height}", "--hide-scrollbars")
+    assert p.returncode == 0 and png.exists(), p.stderr[-2000:]
+    return matplotlib.image.imread(png)
+
+
+def test_report_of_one_run_renders_with_its_plots(tmp_path):
+    exe = chromium()
+    html = report(tmp_path, "defer-interleave")
+    rows = check_renders(exe, html, tmp_path, min_images=5)
+    for plot in ("Batch sizes", "Submit latency", "Timeline", "Wait before submission"):
+        assert any(plot in r for r in rows), f"no {plot!r} plot in {rows}"
+    pixels = screenshot(exe, html, tmp_path / "shot.png")
+    # not blank: many distinct colours (plots), not one background colour
+    flat = (pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    assert len(np.unique(flat[:: 7], axis=0)) > 50
+
+
+def test_report_of_several_runs_compares_them(tmp_path):
+    exe = chromium()
+    html = report(tmp_path, "immediate", "device-plug", "defer", "loop-iteration")
+    rows = check_renders(exe, html, tmp_path, min_images=4 * 4 + 1)
+    assert any("comparison" in r for r in rows), rows
+    text = html.read_text()
+    for name in ("immediate", "device-plug", "defer", "loop-iteration"):
+        assert name in text
+
+
+def test_report_lists_what_could_not_be_measured(tmp_path):
+    from plugtrace.synthetic import write_run
+
+    exe = chromium()
+    why = "uprobes are not available on this test machine"
+    partial = write_run(tmp_path / "partial", strategy="defer", requests=3000, kernel="events",
+                        could_not_measure={"markers": why}, events_lost=77)
+    out = tmp_path / "report.html"
+    p = subprocess.run([*PLUGTRACE, "report", str(partial), str(DATA / "immediate"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    check_renders(exe, out, tmp_path, min_images=2)
+    text = out.read_text()
+    assert "could not measure" in text.lower() and why in text
+    assert "77" in text and "1,330" in text, "events lost, per run, must be shown"
+
+
+@pytest.mark.skipif(not (ROOT / "docs").is_dir(), reason="no docs/ directory")
+def test_readme_screenshot_is_a_real_report(tmp_path):
+    """docs/report-screenshot.png, shown in the README, is a PNG of a report (regenerate with
+    `python -m tests.integration.test_report_chromium`)."""
+    png = ROOT / "docs" / "report-screenshot.png"
+    assert png.exists(), "docs/report-screenshot.png is missing"
+    assert png.read_bytes()[:8] == base64.b64decode("iVBORw0KGgo=")
+    assert "docs/report-screenshot.png" in (ROOT / "README.md").read_text()
+
+
+if __name__ == "__main__":  # regenerate the README's screenshot
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        html = report(Path(d), "defer-interleave")
+        screenshot(chromium(), html, ROOT / "docs" / "report-screenshot.png", 1200, 1600)
+    print("wrote docs/report-screenshot.png")
