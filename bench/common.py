@@ -25,17 +25,23 @@ def device(kind: str, size: str = "1G") -> Iterator[devices.Target]:
         target.close()
 
 
-def fio(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runtime_s: float = 5,
-        extra: list[str] | None = None) -> dict:
-    """Run fio's io_uring engine on `path`; returns fio's JSON job result (read/write sections)."""
+def fio_command(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runtime_s: float = 5,
+                extra: list[str] | None = None) -> list[str]:
+    """fio's io_uring engine on `path`, JSON output, fio's defaults otherwise."""
     if not shutil.which("fio"):
         raise SystemExit("fio is not installed (make install)")
-    cmd = [
-        "fio", "--name=bench", f"--filename={path}", "--direct=1", "--ioengine=io_uring", f"--rw={rw}",
+    return [
+        shutil.which("fio"), "--name=bench", f"--filename={path}", "--direct=1", "--ioengine=io_uring", f"--rw={rw}",
         f"--bs={bs}", f"--iodepth={iodepth}", "--time_based", f"--runtime={runtime_s}s",
         "--output-format=json", "--group_reporting",
     ] + (["--readonly"] if rw in ("read", "randread") else []) + (extra or [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def fio(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runtime_s: float = 5,
+        extra: list[str] | None = None) -> dict:
+    """Run fio's io_uring engine on `path`; returns fio's JSON job result (read/write sections)."""
+    out = subprocess.run(fio_command(path, rw, bs, iodepth, runtime_s, extra), capture_output=True, text=True,
+                         check=True).stdout
     return json.loads(out[out.index("{"):])["jobs"][0]
 
 
