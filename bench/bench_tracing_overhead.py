@@ -93,9 +93,10 @@ def cross_check(kind: str, mode: str, job: dict, run_dir: Path) -> dict:
     if run.has("uring_requests"):
         t = run.table("uring_requests", ["event"])
         counted = int((t["event"] == "submit").sum())
-    else:
-        counters = run.table("counters")
-        counted = int(counters.loc[counters["name"] == "nr_uring_submitted", "value"].sum())
+    else:  # aggregate: the in-kernel SQEs-per-enter histogram has one bucket per count
+        hist = run.table("histograms")
+        sqes = hist[hist["name"] == "enter_nr_sqes"]
+        counted = int((sqes["low"] * sqes["count"]).sum())
     sizes = df_batch_sizes(run, source="auto")
     share_1_4 = float(sizes.loc[sizes["nr_sqes"] <= 4, "count"].sum() / sizes["count"].sum() * 100)
     return {"device": kind, "tracing": mode, "fio_total_ios": fio_read(job)[1], "plugtrace_ios": counted,

@@ -30,7 +30,6 @@ TRACEPOINTS = (
     "io_uring:io_uring_complete",
     "block:block_rq_issue",
     "block:block_rq_complete",
-    "block:block_plug",
     "block:block_unplug",
     "sched:sched_process_fork",
 )

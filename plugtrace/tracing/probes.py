@@ -67,6 +67,9 @@ PROBES: tuple[ProbeSpec, ...] = (
         (("ts_ns", I64), ("tid", I32), ("event", I32), ("user_data", pa.uint64()), ("opcode", I32),
          ("res", I32)),
         labels=(("event", ("submit", "complete")),),
+        # two probe hits per request: in aggregate mode the SQE counts of
+        # io_uring_enter.bt say how many requests were submitted
+        modes=("events",),
         purpose="each io_uring request's submit and completion",
     ),
     ProbeSpec(
@@ -78,7 +81,7 @@ PROBES: tuple[ProbeSpec, ...] = (
     ),
     ProbeSpec(
         "block_unplug", "block_plug.bt",
-        ("block:block_plug", "block:block_unplug"),
+        ("block:block_unplug",),
         (("ts_ns", I64), ("tid", I32), ("nr_rq", I32)),
         purpose="requests flushed per block-layer unplug",
     ),

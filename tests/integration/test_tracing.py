@@ -181,6 +181,6 @@ def test_doctor_reports_each_capability(bpf):
     for word in ("bpftrace", "tracefs", "btf", "uprobes", "io_uring", "liburing", "block:block_rq_issue"):
         assert word in p.stdout
     p = subprocess.run([*PLUGTRACE, "doctor"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,block:block_plug"})
+                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,block:block_unplug"})
     assert p.returncode == 4
-    assert "bpftrace is not installed" in p.stdout and "block:block_plug" in p.stdout
+    assert "bpftrace is not installed" in p.stdout and "block:block_unplug" in p.stdout
