@@ -67,6 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--interleave", type=float, default=0.0,
                    help="probability that a virtio-blk handler does a synchronous read with nested "
                         "aio_poll() inside its plug section (default: 0)")
+    w.add_argument("--ring-setup", default="coop", choices=("coop", "plain"),
+                   help="io_uring setup flags: coop = COOP_TASKRUN|SINGLE_ISSUER, as fio sets up its rings "
+                        "(completions wait for our next kernel entry, no interrupt); plain = none, as QEMU's "
+                        "block/io_uring.c (an interrupt per completion: much slower in VMs). Default: coop")
+    w.add_argument("--poll-max-ns", type=int, default=32768,
+                   help="busy-poll for completions this long before sleeping, as QEMU's IOThread "
+                        "poll-max-ns (default: 32768; 0: off)")
     w.add_argument("--seed", type=int, default=1, help="random seed for offsets and data (default: 1)")
     w.add_argument("--no-verify", action="store_true", help="skip reading back written blocks")
     t = p.add_argument_group("tracing")
@@ -95,6 +102,7 @@ def _config_from_args(args):
         strategy=args.strategy, devices=args.devices, ide_devices=args.ide_devices, threads=args.threads,
         iodepth=args.iodepth, bs=args.bs, rw=args.rw, rwmixread=args.rwmixread, duration_s=duration,
         requests=args.requests, interleave=args.interleave, seed=args.seed, verify=not args.no_verify,
+        ring_setup=args.ring_setup, poll_max_ns=args.poll_max_ns,
     )
     cfg.validate()
     return cfg
@@ -311,7 +319,8 @@ def run(args) -> int:
             overhead["traced_iops"] = round(result.iops, 1)
             overhead["ratio"] = round(result.iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
         writer.close(
-            status, summary=summary, emulated_devices=result.devices, integrity=result.integrity,
+            status, summary=summary, emulated_devices=result.devices, engine_threads=result.threads,
+            integrity=result.integrity,
             tracing_overhead=overhead, **trace_info,
         )
         _print_summary(writer.meta, out)

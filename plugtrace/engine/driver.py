@@ -16,6 +16,14 @@ State and rules, as in QEMU:
 * *when* a queued request is submitted is the strategy's business
   (`strategies.py`).
 
+How the ring is set up is a choice (`RING_SETUPS`): QEMU's block/io_uring.c
+asks for no flags, so the kernel runs each completion's task work at once,
+interrupting the submitting thread (an inter-processor interrupt when it runs
+elsewhere: expensive in a VM). `coop` (IORING_SETUP_COOP_TASKRUN |
+SINGLE_ISSUER, as fio sets its rings up) lets completions wait until the
+thread next enters the kernel; a sleeping thread is still woken. Batching
+decisions are the same under both.
+
 The mechanical part (copying queued requests into SQEs, io_uring_submit,
 reaping CQEs, logging) runs in C (`pt_queue`, `pt_flush`, `pt_reap`) over
 request slots; the decisions above stay here in Python.
@@ -38,10 +46,35 @@ from .eventloop import EventLoop
 if TYPE_CHECKING:
     from .strategies import Strategy
 
-__all__ = ["IoUringDriver", "MAX_ENTRIES", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
+__all__ = ["IoUringDriver", "MAX_ENTRIES", "RING_SETUPS", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
 
 MAX_ENTRIES = 128
 OP_READ, OP_WRITE = 0, 1
+
+#: ring setup name -> io_uring_setup flags to ask for, best first (fallbacks for older kernels)
+RING_SETUPS: dict[str, tuple[int, ...]] = {
+    "coop": (lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_SINGLE_ISSUER, lib.IORING_SETUP_COOP_TASKRUN, 0),
+    "plain": (0,),
+}
+_SETUP_FLAG_NAMES = {lib.IORING_SETUP_COOP_TASKRUN: "COOP_TASKRUN", lib.IORING_SETUP_SINGLE_ISSUER: "SINGLE_ISSUER"}
+
+
+def setup_flag_names(flags: int) -> str:
+    """e.g. "COOP_TASKRUN|SINGLE_ISSUER", or "0"."""
+    return "|".join(n for f, n in _SETUP_FLAG_NAMES.items() if flags & f) or "0"
+
+
+def _open_ring(setup: str) -> tuple[Ring, int]:
+    """A ring with the first flag set of `setup` the kernel accepts."""
+    choices = RING_SETUPS[setup]
+    for flags in choices:
+        try:
+            return Ring(MAX_ENTRIES, flags), flags
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or flags == choices[-1]:
+                raise
+    raise AssertionError("unreachable")
+
 
 #: submit reasons, indexed by the code stored in the submit log
 SUBMIT_REASONS = ("deferred", "max_entries", "immediate", "iteration", "completion", "unplug", "sync")
@@ -92,6 +125,7 @@ class IoUringDriver:
         max_bytes: int,
         log_sink: Callable[[str, np.ndarray], None],
         log_capacity: int = 16384,
+        ring_setup: str = "coop",
     ):
         self.loop = loop
         self.strategy = strategy
@@ -103,7 +137,9 @@ class IoUringDriver:
         self.completed = 0
         self._log_sink = log_sink
 
-        self.ring = Ring(MAX_ENTRIES)
+        self.ring, self.ring_flags = _open_ring(ring_setup)
+        #: completions only appear after a kernel entry (checked when busy-polling)
+        self._coop = bool(self.ring_flags & lib.IORING_SETUP_COOP_TASKRUN)
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.ring.register_eventfd(self._eventfd)
 
@@ -142,7 +178,8 @@ class IoUringDriver:
         self._plug_state = plug._state
 
         loop.set_fd_handler(self._eventfd, self._completion_cb)
-        loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit)
+        loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit,
+                              busy_ready=self._cq_ready_kernel if self._coop else None)
         strategy.attach(self)
 
     # -- requests ----------------------------------------------------------
@@ -221,6 +258,14 @@ class IoUringDriver:
     # -- completion ----------------------------------------------------------
     def _cq_ready(self) -> bool:
         return self.in_flight > 0 and lib.io_uring_cq_ready(self._d.ring) > 0
+
+    def _cq_ready_kernel(self) -> bool:
+        """`_cq_ready()` after letting the kernel post what finished (coop rings)."""
+        if self.in_flight == 0:
+            return False
+        ring = self._d.ring
+        lib.io_uring_get_events(ring)
+        return lib.io_uring_cq_ready(ring) > 0
 
     def _completion_cb(self) -> None:
         try:

@@ -23,9 +23,9 @@ import numpy as np
 from .. import plug
 from ..errors import UsageError
 from ..uring._binding import lib
-from .driver import MAX_ENTRIES, IoUringDriver
+from .driver import MAX_ENTRIES, RING_SETUPS, IoUringDriver, setup_flag_names
 from .emulation import DEVICE_KINDS, Guest, Device
-from .eventloop import EventLoop
+from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
 
 __all__ = ["WorkloadConfig", "WorkloadResult", "run_workload", "RW_MODES"]
@@ -51,6 +51,10 @@ class WorkloadConfig:
     interleave: float = 0.0
     seed: int = 1
     verify: bool = True
+    #: io_uring setup flags (driver.RING_SETUPS): "coop" as fio, "plain" (none) as QEMU
+    ring_setup: str = "coop"
+    #: busy-poll before sleeping, in ns (QEMU's poll-max-ns); 0: off
+    poll_max_ns: int = POLL_MAX_NS
 
     def validate(self) -> None:
         """Raise UsageError naming the option for any value out of range."""
@@ -80,6 +84,10 @@ class WorkloadConfig:
             raise UsageError("give --duration or --requests")
         if not 0.0 <= self.interleave <= 1.0:
             raise UsageError(f"--interleave: a probability between 0 and 1, not {self.interleave}")
+        if self.ring_setup not in RING_SETUPS:
+            raise UsageError(f"--ring-setup: choose from {', '.join(RING_SETUPS)}, not {self.ring_setup!r}")
+        if not 0 <= self.poll_max_ns <= 10_000_000:
+            raise UsageError(f"--poll-max-ns: between 0 and 10000000, not {self.poll_max_ns}")
         if not 0 <= self.rwmixread <= 100:
             raise UsageError(f"--rwmixread: a percentage, not {self.rwmixread}")
 
@@ -294,14 +302,14 @@ def run_workload(
     def thread_main(t: int, device_indices: list[int]) -> None:
         state: dict = {"guests": [], "devices": [], "driver": None}
         states.append(state)
-        loop = EventLoop()
+        loop = EventLoop(config.poll_max_ns)
         strategy = make_strategy(config.strategy)
         driver = None
         hooks = None
         try:
             nslots = sum(config.iodepth if i < config.devices else 1 for i in device_indices) + 8
             driver = IoUringDriver(
-                loop, strategy, t, nslots=max(nslots, MAX_ENTRIES), max_bytes=config.bs,
+                loop, strategy, t, nslots=max(nslots, MAX_ENTRIES), max_bytes=config.bs, ring_setup=config.ring_setup,
                 log_sink=lambda name, rows: logs.put(
                     name, _requests_table(rows) if name == "requests" else _submits_table(rows)),
             )
@@ -359,6 +367,8 @@ def run_workload(
                         if driver.in_queue and not driver.blocked:
                             driver.ioq_submit("completion")
                         loop.aio_poll(True)
+                    state["info"] = {"thread": t, "tid": driver.tid, "ring_flags": setup_flag_names(driver.ring_flags),
+                                     "poll_hits": loop.poll_hits, "nested_polls": loop.nested_polls}
                     driver.close()
                 if hooks is not None and hooks.rows:  # also when the run failed: keep what was logged
                     logs.put("sections", hooks.table())
@@ -411,6 +421,7 @@ def run_workload(
         interrupted=interrupted,
         devices=sorted((d.describe(d.index % config.threads) for d in devices), key=lambda x: x["index"]),
         sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
+        threads=[s["info"] for s in states if "info" in s],
     )
     try:
         if errors:

@@ -106,6 +106,7 @@ int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
 unsigned io_uring_sq_ready(const struct io_uring *ring);
 unsigned io_uring_sq_space_left(const struct io_uring *ring);
 unsigned io_uring_cq_ready(const struct io_uring *ring);
+int io_uring_get_events(struct io_uring *ring);
 int io_uring_register_files(struct io_uring *ring, const int *files, unsigned nr_files);
 int io_uring_unregister_files(struct io_uring *ring);
 int io_uring_register_eventfd(struct io_uring *ring, int fd);

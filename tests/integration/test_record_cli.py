@@ -46,6 +46,21 @@ def test_record_on_loop_writes_a_run_directory(tmp_path):
     assert loop_devices() == before, "record left a loop device behind"
 
 
+@pytest.mark.parametrize("setup, flags", [("coop", {"COOP_TASKRUN"}), ("plain", {"0"})])
+def test_ring_setup_is_applied_and_recorded(tmp_path, setup, flags):
+    """Both ring setups run for real on zram; meta says which flags the kernel accepted."""
+    require_root()
+    out = tmp_path / "run"
+    p = run("record", "--device", "zram", "--size", "64M", "--mode", "off", "--requests", "2000",
+            "--ring-setup", setup, "--quiet", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"]["ring_setup"] == setup
+    (thread,) = meta["engine_threads"]
+    assert flags <= set(thread["ring_flags"].split("|"))
+    assert meta["summary"]["nr_requests"] >= 2000
+
+
 @pytest.mark.parametrize(
     "args, option",
     [
@@ -55,6 +70,8 @@ def test_record_on_loop_writes_a_run_directory(tmp_path):
         (["--bs", "1000"], "--bs"),
         (["--rw", "sideways"], "--rw"),
         (["--interleave", "2"], "--interleave"),
+        (["--poll-max-ns", "-5"], "--poll-max-ns"),
+        (["--ring-setup", "fast"], "--ring-setup"),
     ],
 )
 def test_invalid_values_are_usage_errors_naming_the_option(tmp_path, args, option):

@@ -1,0 +1,70 @@
+"""The event loop's busy-polling (QEMU's poll-max-ns) without any I/O."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from plugtrace.engine.eventloop import POLL_MAX_NS, EventLoop
+
+
+@pytest.fixture
+def wake_after():
+    """An eventfd written after some seconds: a blocked aio_poll() always comes back."""
+    made = []
+
+    def make(loop: EventLoop, seconds: float) -> int:
+        fd = os.eventfd(0, os.EFD_NONBLOCK)
+        loop.set_fd_handler(fd, lambda: os.eventfd_read(fd))
+        timer = threading.Timer(seconds, os.eventfd_write, (fd, 1))
+        timer.start()
+        made.append((loop, fd, timer))
+        return fd
+
+    yield make
+    for loop, fd, timer in made:
+        timer.cancel()
+        timer.join()
+        loop.set_fd_handler(fd, None)
+        os.close(fd)
+        loop.close()
+
+
+def test_a_completion_arriving_while_polling_is_handled_without_sleeping(wake_after):
+    loop = EventLoop(poll_max_ns=200_000_000)
+    wake_after(loop, 5.0)
+    ready_at = time.monotonic() + 0.01
+    handled = []
+    loop.add_poll_handler(lambda: False, lambda: handled.append(time.monotonic()),
+                          busy_ready=lambda: time.monotonic() >= ready_at)
+    t0 = time.monotonic()
+    assert loop.aio_poll(True)
+    assert handled and handled[0] - t0 < 1.0, "the poll handler should have run, not the 5 s eventfd"
+    assert loop.poll_hits == 1
+
+
+def test_polling_gives_up_after_poll_max_ns_and_sleeps(wake_after):
+    loop = EventLoop(poll_max_ns=2_000_000)
+    wake_after(loop, 0.2)
+    calls = []
+    loop.add_poll_handler(lambda: False, lambda: None, busy_ready=lambda: calls.append(1) and False)
+    t0 = time.monotonic()
+    loop.aio_poll(True)
+    assert time.monotonic() - t0 >= 0.15  # woken by the eventfd, not by polling
+    assert calls and loop.poll_hits == 0
+
+
+def test_poll_max_ns_zero_never_polls(wake_after):
+    loop = EventLoop(poll_max_ns=0)
+    wake_after(loop, 0.05)
+    calls = []
+    loop.add_poll_handler(lambda: False, lambda: None, busy_ready=lambda: calls.append(1) or True)
+    loop.aio_poll(True)
+    assert calls == [] and loop.poll_hits == 0
+
+
+def test_defaults_and_bad_values():
+    assert EventLoop().poll_max_ns == POLL_MAX_NS == 32768
+    with pytest.raises(ValueError):
+        EventLoop(poll_max_ns=-1)
