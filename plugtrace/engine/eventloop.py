@@ -10,7 +10,9 @@ same way:
 * Before it would block, it busy-polls the poll handlers for up to
   `poll_max_ns`, as QEMU's IOThreads do (`poll-max-ns`, 32768 by default;
   0 turns it off, as in QEMU's main loop): a completion that arrives
-  meanwhile is handled without the thread going to sleep.
+  meanwhile is handled without the thread going to sleep. In poll mode, an
+  iteration that would not wait (bottom halves pending, a handler ready)
+  skips epoll altogether, as QEMU does: the poll handlers stand for the fds.
 * A handler may call `aio_poll()` again (a synchronous read, a drain). The
   nested call runs *other* handlers and BHs inside whatever plug section the
   caller has open: that is how one device's I/O ends up deferred into another
@@ -116,10 +118,14 @@ class EventLoop:
             if blocking and not polled and not self._bhs and self.poll_max_ns and self._busy_handlers:
                 polled = self._busy_poll()
             timeout = 0 if (not blocking or self._bhs or polled) else -1
-            try:
-                events = self._epoll.poll(timeout)
-            except InterruptedError:
-                events = []
+            events: list = []
+            # As QEMU's aio_poll(): in poll mode a wait with no timeout is skipped
+            # (the fds' readiness is what the poll handlers check).
+            if timeout or not self.poll_max_ns:
+                try:
+                    events = self._epoll.poll(timeout)
+                except InterruptedError:
+                    pass
             for fd, _ in events:
                 handler = self._fd_handlers.get(fd)
                 if handler is not None:
