@@ -236,6 +236,7 @@ def _stop_tracer(tracer, writer, missing: dict) -> dict:
     got = tracer.stop(writer)
     info["probes"]["ran"] = got.get("probes", {}).get("ran", [])
     info["probes"]["could_not_measure"].update(got.get("probes", {}).get("could_not_measure", {}))
+    info["probes"]["backends"] = got.get("probes", {}).get("backends", {})
     info["events_lost"] = got.get("events_lost")
     if got.get("error"):
         info["tracer_error"] = got["error"]

@@ -5,7 +5,7 @@ in words a user can act on. `detect_capabilities()` mounts tracefs when it is
 missing and we are root, since bpftrace needs it for tracepoints.
 
 ``PLUGTRACE_FORCE_MISSING`` (comma-separated: ``bpftrace``, ``tracefs``,
-``btf``, ``uprobes``, ``io_uring``, or a tracepoint such as
+``btf``, ``uprobes``, ``io_uring``, ``raw_tracepoints``, or a tracepoint such as
 ``block:block_rq_issue``) makes a check fail as if the capability were absent,
 so the paths for a machine without it can be tried on one that has it.
 """
@@ -58,6 +58,8 @@ class Capabilities:
     #: "category:name" -> (present, detail)
     tracepoints: dict[str, tuple[bool, str]] = field(default_factory=dict)
     bpftrace_path: str | None = None
+    #: our own raw tracepoint programs (rawbpf.py): the cheap io_uring_enter aggregates
+    raw_tracepoints: tuple[bool, str] = (False, "not checked")
 
     def can_trace(self) -> tuple[bool, str]:
         """Whether any probe can run at all, and if not the first reason."""
@@ -73,7 +75,7 @@ class Capabilities:
     def rows(self) -> list[tuple[str, bool, str]]:
         """(name, ok, detail) for display, in a sensible order."""
         rows = [(n, *getattr(self, n)) for n in ("root", "bpftrace", "tracefs", "btf", "uprobes", "io_uring",
-                                                 "liburing")]
+                                                 "liburing", "raw_tracepoints")]
         rows += [(f"tracepoint {n}", *v) for n, v in self.tracepoints.items()]
         return rows
 
@@ -195,4 +197,15 @@ def detect_capabilities(mount_tracefs: bool = True) -> Capabilities:
         liburing=_check_liburing(),
         tracepoints={name: _check_tracepoint(name, root) for name in TRACEPOINTS},
         bpftrace_path=exe,
+        raw_tracepoints=_check_raw_tracepoints(),
     )
+
+
+def _check_raw_tracepoints() -> tuple[bool, str]:
+    if "raw_tracepoints" in _forced_missing():
+        return False, "raw tracepoint programs unavailable (forced by PLUGTRACE_FORCE_MISSING)"
+    from .rawbpf import available
+
+    ok, why = available()
+    return (True, "our raw tracepoint programs load (io_uring_enter aggregates without bpftrace)") if ok else (
+        False, why)

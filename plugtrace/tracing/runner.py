@@ -173,6 +173,10 @@ class Tracer:
         self.caps = capabilities
         self.could_not_measure: dict[str, str] = {}
         self._procs: list[_ProbeProcess] = []
+        #: aggregate-mode probes running as our own raw tracepoint programs: table -> EntersAggregate
+        self._raw: dict[str, Any] = {}
+        #: how each probe ran ("bpftrace", "raw tracepoints"), and why not raw when it could have been
+        self.backends: dict[str, str] = {}
         self._writer = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self._result: dict[str, Any] | None = None
@@ -222,6 +226,7 @@ class Tracer:
         try:
             self._start_all()
         except BaseException:  # Ctrl-C while attaching, say: none may stay attached
+            self._close_raw()
             for p in self._procs:
                 self._kill(p)
                 _live.discard(p)
@@ -237,6 +242,9 @@ class Tracer:
         exe = self.caps.bpftrace_path or "bpftrace"
         env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
         for spec in specs:
+            if self._start_raw(spec):
+                continue
+            self.backends[spec.table] = "bpftrace" + self.backends.get(spec.table, "")
             argv = [exe, "-f", "json", str(spec.path),
                     *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
             worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
@@ -273,9 +281,31 @@ class Tracer:
                 self.could_not_measure[p.spec.table] = f"failed to attach: {p.failure()}"
                 self._procs.remove(p)
                 _live.discard(p)
-        if not self._procs:
+        if not self._procs and not self._raw:
             raise CapabilityError("no probe attached: " + "; ".join(
                 f"{k}: {v}" for k, v in self.could_not_measure.items()))
+
+    def _start_raw(self, spec: ProbeSpec) -> bool:
+        """Run `spec` as our own raw tracepoint programs when it has such a form here."""
+        if self.mode != "aggregate" or spec.table != "enters":
+            return False
+        ok, why = self.caps.raw_tracepoints
+        if ok:
+            from .rawbpf import EntersAggregate
+
+            try:
+                self._raw[spec.table] = EntersAggregate(self.pid)
+                self.backends[spec.table] = "raw tracepoints"
+                return True
+            except OSError as exc:
+                why = str(exc)
+        self.backends[spec.table] = f" (raw tracepoints: {why})"
+        return False
+
+    def _close_raw(self) -> None:
+        raw, self._raw = self._raw, {}
+        for agg in raw.values():
+            agg.close()
 
     def _table_path(self, spec: ProbeSpec) -> str:
         if self._writer is not None:
@@ -331,6 +361,19 @@ class Tracer:
         ran, lost, dropped = [], 0, 0
         hist_rows: dict[str, list] = {"name": [], "low": [], "high": [], "count": []}
         counters: dict[str, list] = {"name": [], "value": []}
+        for table, agg in self._raw.items():
+            try:
+                maps = agg.read()
+            except OSError as exc:
+                errors.append(f"reading the {table} aggregates failed: {exc}")
+                continue
+            ran.append(table)
+            for name, value in maps.items():
+                if isinstance(value, list):
+                    _extend(hist_rows, histogram_rows(name, value))
+                else:
+                    _extend(counters, counter_rows(name, value))
+        self._close_raw()
         for p in self._procs:
             lost += p.done.get("lost_events", 0)
             dropped += p.done.get("dropped", 0)
@@ -361,7 +404,7 @@ class Tracer:
                    "events_kept": {p.spec.table: p.done.get("kept", 0) for p in self._procs if p.events}}
         self._procs = []
         return {
-            "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure)},
+            "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure), "backends": dict(self.backends)},
             "events_lost": lost + dropped,
             "error": "; ".join(errors) or None,
             "kernel_summary": summary,
@@ -393,7 +436,7 @@ class Tracer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._procs:
+        if self._procs or self._raw:
             self.stop()
 
 

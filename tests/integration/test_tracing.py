@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from plugtrace.store import read_meta, read_table
+from plugtrace.tracing.capabilities import detect_capabilities
 
 from .conftest import require, require_bpftrace
 
@@ -25,6 +26,15 @@ def record(out, *args, env=None, check=True):
     if check:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
+
+
+_caps = []
+
+
+def capabilities():
+    if not _caps:
+        _caps.append(detect_capabilities())
+    return _caps[0]
 
 
 def bpftrace_processes() -> str:
@@ -69,11 +79,16 @@ def test_immediate_submits_one_sqe_per_enter(tmp_path, bpf):
     assert (enters["ret"] == 1).all() and (enters["to_submit"] == 1).all()
 
 
-def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf):
+@pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
+def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
+    """Both forms of the io_uring_enter aggregates: our raw tracepoint programs and the bpftrace script."""
+    if backend == "raw tracepoints":
+        require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
     out = tmp_path / "run"
     record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "32",
-           "--requests", "20000")
+           "--requests", "20000", env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
     meta = read_meta(out)
+    assert meta["probes"]["backends"]["enters"].startswith(backend)
     assert "histograms" in meta["probes"]["ran"]
     hist = read_table(out, "histograms")
     sqes = hist[hist["name"] == "enter_nr_sqes"]
@@ -120,6 +135,27 @@ def test_record_fio_counts_match_fio_json(tmp_path, bpf):
     # fio's iodepth_submit histogram: share of submit calls carrying 1-4 SQEs, 5-8, ...
     share_1_4 = (enters["ret"] <= 4).mean() * 100
     assert abs(share_1_4 - job["iodepth_submit"]["4"]) < 2.0
+
+
+@pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
+def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bpf, backend):
+    """fio forks its job: the forked child is followed, and every I/O is one enter with 1 SQE."""
+    require(shutil.which("fio") is not None, "fio is not installed")
+    if backend == "raw tracepoints":
+        require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
+    out = tmp_path / "run"
+    fio_json = tmp_path / "fio.json"
+    record(out, "--", "fio", "--name=t", f"--filename={tmp_path / 'fio.dat'}", "--size=16M", "--rw=randread",
+           "--ioengine=io_uring", "--direct=1", "--iodepth=8", "--number_ios=4000", "--output-format=json",
+           f"--output={fio_json}",
+           env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
+    ios = json.loads(fio_json.read_text())["jobs"][0]["read"]["total_ios"]
+    meta = read_meta(out)
+    assert meta["probes"]["backends"]["enters"].startswith(backend)
+    hist = read_table(out, "histograms")
+    sqes = hist[hist["name"] == "enter_nr_sqes"]
+    assert int((sqes["low"] * sqes["count"]).sum()) == ios
+    assert meta["kernel_summary"]["nr_enters"] == int(sqes["count"].sum()) > 0
 
 
 def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
