@@ -41,8 +41,16 @@ TARGET_LOSSLESS_EVENTS_S = 200_000
 TARGET_RSS_MB = 500
 
 
+#: tracing variants compared with untraced fio: label -> (mode, extra record arguments)
+VARIANTS = {
+    "aggregate": ("aggregate", []),
+    "aggregate, enters only": ("aggregate", ["--probes", "enters"]),
+    "events": ("events", []),
+}
+
+
 def run_fio(path: str, runtime_s: float, mode: str | None, workdir: Path, extra: list[str] | None = None,
-            on_start=None) -> tuple[dict, Path | None]:
+            on_start=None, record_extra: list[str] | None = None) -> tuple[dict, Path | None]:
     """fio's job result, untraced (`mode` None) or under plugtrace record; and the run directory."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     fio_json = out / "fio.json"
@@ -51,7 +59,7 @@ def run_fio(path: str, runtime_s: float, mode: str | None, workdir: Path, extra:
     if mode is not None:
         run_dir = out / "run"
         cmd = [*PLUGTRACE, "record", "--mode", mode, "--quiet", "--max-events", "100000000", "-o", str(run_dir),
-               "--", *cmd]
+               *(record_extra or []), "--", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if on_start is not None:
         on_start(proc.pid)
@@ -66,19 +74,22 @@ def fio_read(job: dict) -> tuple[float, int]:
 
 
 def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path) -> list[dict]:
-    iops: dict[str, list[float]] = {"untraced": [], "aggregate": [], "events": []}
+    iops: dict[str, list[float]] = {"untraced": [], **{label: [] for label in VARIANTS}}
     checks = []
     for _ in range(repeats):
         for label in iops:
-            job, run_dir = run_fio(path, runtime_s, None if label == "untraced" else label, workdir)
+            mode, extra = VARIANTS.get(label, (None, []))
+            job, run_dir = run_fio(path, runtime_s, mode, workdir, record_extra=extra)
             iops[label].append(fio_read(job)[0])
             if run_dir is not None:
                 checks.append(cross_check(kind, label, job, run_dir))
+                checks[-1]["enters_backend"] = json.loads((run_dir / "meta.json").read_text())["probes"].get(
+                    "backends", {}).get("enters", "")
     base = statistics.median(iops["untraced"])
     rows = []
     for label, values in iops.items():
         ratio = statistics.median(values) / base if base else None
-        target = TARGETS[kind] if label == "aggregate" else None
+        target = TARGETS[kind] if label.startswith("aggregate") else None
         rows.append({"device": kind, "tracing": label, "median_iops": statistics.median(values),
                      "runs": len(values), "ratio": ratio, "target": target,
                      "met": None if target is None else ("yes" if ratio >= target else "NO")})
@@ -167,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 s runs, one repeat: check the benchmark runs")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--overhead-only", action="store_true", help="only part 1 (traced vs untraced fio)")
     args = ap.parse_args(argv)
     require_root()
     runtime, repeats = (1, 1) if args.quick else (5, 3)
@@ -181,20 +193,21 @@ def main(argv: list[str] | None = None) -> int:
                 r, c = overhead(kind, target.path, runtime, repeats, workdir)
                 rows += r
                 checks += c
-                if kind == "zram":
+                if kind == "zram" and not args.overhead_only:
                     capture = capture_rates(target.path, rates, runtime, workdir)
                     lossless = [c for c in capture if c["lossless"]]
                     best = max(lossless, key=lambda c: c["events_per_s"]) if lossless else capture[0]
                     mem = memory(target.path, best["fio_rate_iops"], mem_seconds, workdir)
     print_table("fio traced by plugtrace vs untraced (median IOPS; ratio = traced / untraced)", rows,
                 ["device", "tracing", "median_iops", "runs", "ratio", "target", "met"])
-    print_table("events mode: rows captured per second at a fixed fio rate (zram)", capture,
-                ["fio_rate_iops", "fio_iops", "events", "events_per_s", "events_lost", "lossless"])
-    lossless = [c["events_per_s"] for c in capture if c["lossless"]]
-    best = max(lossless) if lossless else None
-    print(f"\nhighest lossless capture: {'none lossless' if best is None else f'{best:,.0f} events/s'}"
-          f"  [target >= {TARGET_LOSSLESS_EVENTS_S:,}: "
-          f"{'ok' if best and best >= TARGET_LOSSLESS_EVENTS_S else 'MISSED (or not reached by the rates tried)'}]")
+    if capture:
+        print_table("events mode: rows captured per second at a fixed fio rate (zram)", capture,
+                    ["fio_rate_iops", "fio_iops", "events", "events_per_s", "events_lost", "lossless"])
+        lossless = [c["events_per_s"] for c in capture if c["lossless"]]
+        best = max(lossless) if lossless else None
+        print(f"\nhighest lossless capture: {'none lossless' if best is None else f'{best:,.0f} events/s'}"
+              f"  [target >= {TARGET_LOSSLESS_EVENTS_S:,}: "
+              f"{'ok' if best and best >= TARGET_LOSSLESS_EVENTS_S else 'MISSED (or not reached by the rates tried)'}]")
     if mem:
         print(f"memory of plugtrace record, events mode at {mem['rate_iops']:,} IOPS for {mem['seconds']} s: "
               f"max {mem['recorder_max_mb']:.0f} MB (first third {mem['recorder_first_third_mb']:.0f}, last third "
@@ -202,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{mem['decoders_max_mb']:.0f} MB  [target <= {TARGET_RSS_MB} MB]")
     print_table("cross-check against fio's own numbers", checks,
                 ["device", "tracing", "fio_total_ios", "plugtrace_ios", "equal", "fio_submit_1_4_pct",
-                 "plugtrace_submit_1_4_pct", "events_lost"])
+                 "plugtrace_submit_1_4_pct", "events_lost", "enters_backend"])
     write_json(args.json, {"benchmark": "tracing_overhead", "machine": machine(), "quick": args.quick,
                            "overhead": rows, "capture": capture, "memory": mem, "cross_check": checks})
     return 0

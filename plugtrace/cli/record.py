@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "event (bounded); off: app-side log only")
     t.add_argument("--max-events", type=int, default=5_000_000,
                    help="events mode: keep at most this many events, count the rest as lost")
+    t.add_argument("--probes", default=None, metavar="LIST",
+                   help="only these probes, comma-separated: enters, uring_requests (events mode), block_rq, "
+                        "block_unplug, markers (default: all). Every probe hit costs the traced program time: "
+                        "trace what you need")
     t.add_argument("--measure-overhead", action="store_true",
                    help="run the workload untraced first, then traced, and store both IOPS and the ratio")
     t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")
@@ -90,6 +94,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("command", nargs=argparse.REMAINDER,
                    help="after --: a program to run and trace (e.g. fio with the io_uring engine)")
+
+
+def _probe_list(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from ..tracing.probes import PROBES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = {spec.table for spec in PROBES}
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise UsageError(f"--probes: unknown probe {', '.join(bad) or repr(text)} (choose from {', '.join(sorted(known))})")
+    return names
 
 
 def _config_from_args(args):
@@ -207,7 +224,8 @@ def _on_sigterm(signum, frame):
     raise _Terminate()
 
 
-def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer):
+def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer,
+                  probes: list[str] | None = None):
     """Start bpftrace when this machine can; returns (tracer or None, could_not_measure)."""
     if mode == "off":
         return None, {"kernel": "tracing turned off (--mode off)"}
@@ -221,7 +239,7 @@ def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int,
 
     caps = detect_capabilities()
     tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path,
-                    max_events=max_events, capabilities=caps)
+                    max_events=max_events, capabilities=caps, probes=probes)
     try:
         tracer.start(writer)
     except CapabilityError as exc:
@@ -259,6 +277,7 @@ def _add_kernel_summary(info: dict, run_dir: Path) -> None:
 
 
 def run(args) -> int:
+    _probe_list(args.probes)  # a bad list is refused before anything is created
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -296,7 +315,8 @@ def run(args) -> int:
             baseline = run_workload(cfg, target.path, target.size_bytes, lambda name, cols: None,
                                     progress=_Progress(cfg.duration_s, args.quiet))
             overhead = {"untraced_iops": round(baseline.iops, 1)}
-        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer)
+        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer,
+                                        _probe_list(args.probes))
         if missing:
             for name, why in missing.items():
                 print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
@@ -420,7 +440,7 @@ def _record_external(args, command: list[str]) -> int:
             pid = proc.pid
         else:
             pid = args.pid
-        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events, writer)
+        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events, writer, _probe_list(args.probes))
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()

@@ -162,7 +162,7 @@ class Tracer:
 
     def __init__(self, mode: str = "aggregate", pid: int | None = None, devices: list[str | None] | None = None,
                  marker_lib: str | None = None, max_events: int = 5_000_000,
-                 capabilities: Capabilities | None = None):
+                 capabilities: Capabilities | None = None, probes: list[str] | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -171,6 +171,8 @@ class Tracer:
         self.marker_lib = marker_lib
         self.max_events = max_events
         self.caps = capabilities
+        #: probe tables to run (None: all that suit the mode)
+        self.only = set(probes) if probes else None
         self.could_not_measure: dict[str, str] = {}
         self._procs: list[_ProbeProcess] = []
         #: aggregate-mode probes running as our own raw tracepoint programs: table -> EntersAggregate
@@ -193,7 +195,7 @@ class Tracer:
             raise CapabilityError(why)
         chosen = []
         for spec in PROBES:
-            if self.mode not in spec.modes:
+            if self.mode not in spec.modes or (self.only is not None and spec.table not in self.only):
                 continue
             if not spec.path.exists():
                 self.could_not_measure[spec.table] = f"the probe program {spec.path} is missing"

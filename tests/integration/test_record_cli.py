@@ -72,6 +72,7 @@ def test_ring_setup_is_applied_and_recorded(tmp_path, setup, flags):
         (["--interleave", "2"], "--interleave"),
         (["--poll-max-ns", "-5"], "--poll-max-ns"),
         (["--ring-setup", "fast"], "--ring-setup"),
+        (["--probes", "enters,nope"], "--probes"),
     ],
 )
 def test_invalid_values_are_usage_errors_naming_the_option(tmp_path, args, option):

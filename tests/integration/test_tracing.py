@@ -158,6 +158,15 @@ def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bp
     assert meta["kernel_summary"]["nr_enters"] == int(sqes["count"].sum()) > 0
 
 
+def test_probes_option_runs_only_the_probes_asked_for(tmp_path, bpf):
+    out = tmp_path / "run"
+    record(out, "--device", "zram", "--size", "64M", "--requests", "3000", "--probes", "enters")
+    meta = read_meta(out)
+    assert [r for r in meta["probes"]["ran"] if r.startswith("aggregate:")] == ["aggregate:enters"]
+    counters = set(read_table(out, "counters")["name"])
+    assert "nr_enters" in counters and not any(n.startswith(("nr_markers", "nr_unplugs", "nr_block")) for n in counters)
+
+
 def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
     out = tmp_path / "run"
     proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--duration", "8",
