@@ -47,7 +47,7 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..engine import RW_MODES, STRATEGIES
+    from ..engine import POLL_MAX_NS, RING_SETUPS, RW_MODES, STRATEGIES
 
     w = p.add_argument_group("workload")
     w.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
@@ -67,13 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--interleave", type=float, default=0.0,
                    help="probability that a virtio-blk handler does a synchronous read with nested "
                         "aio_poll() inside its plug section (default: 0)")
-    w.add_argument("--ring-setup", default="coop", choices=("coop", "plain"),
+    w.add_argument("--ring-setup", default="coop", choices=tuple(RING_SETUPS),
                    help="io_uring setup flags: coop = COOP_TASKRUN|SINGLE_ISSUER, as fio sets up its rings "
                         "(completions wait for our next kernel entry, no interrupt); plain = none, as QEMU's "
                         "block/io_uring.c (an interrupt per completion: much slower in VMs). Default: coop")
-    w.add_argument("--poll-max-ns", type=int, default=32768,
+    w.add_argument("--poll-max-ns", type=int, default=POLL_MAX_NS,
                    help="busy-poll for completions this long before sleeping, as QEMU's IOThread "
-                        "poll-max-ns (default: 32768; 0: off)")
+                        f"poll-max-ns (default: {POLL_MAX_NS}; 0: off)")
     w.add_argument("--seed", type=int, default=1, help="random seed for offsets and data (default: 1)")
     w.add_argument("--no-verify", action="store_true", help="skip reading back written blocks")
     t = p.add_argument_group("tracing")
@@ -277,12 +277,12 @@ def _add_kernel_summary(info: dict, run_dir: Path) -> None:
 
 
 def run(args) -> int:
-    _probe_list(args.probes)  # a bad list is refused before anything is created
+    probes = _probe_list(args.probes)  # a bad list is refused before anything is created
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if args.pid is not None or command:
-        return _record_external(args, command)
+        return _record_external(args, command, probes)
     from .. import devices
     from ..engine import run_workload
     from ..environment import describe_environment
@@ -316,7 +316,7 @@ def run(args) -> int:
                                     progress=_Progress(cfg.duration_s, args.quiet))
             overhead = {"untraced_iops": round(baseline.iops, 1)}
         tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer,
-                                        _probe_list(args.probes))
+                                        probes)
         if missing:
             for name, why in missing.items():
                 print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
@@ -392,7 +392,7 @@ def _child_signals_and_fd(r: int) -> None:
     os.dup2(r, 3)
 
 
-def _record_external(args, command: list[str]) -> int:
+def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     """Trace another program (--pid, or -- CMD): kernel side only."""
     from ..environment import describe_environment
     from ..store import STATUS_COMPLETE, STATUS_INTERRUPTED, RunWriter
@@ -440,7 +440,7 @@ def _record_external(args, command: list[str]) -> int:
             pid = proc.pid
         else:
             pid = args.pid
-        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events, writer, _probe_list(args.probes))
+        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events, writer, probes)
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()

@@ -138,8 +138,6 @@ class IoUringDriver:
         self._log_sink = log_sink
 
         self.ring, self.ring_flags = _open_ring(ring_setup)
-        #: completions only appear after a kernel entry (checked when busy-polling)
-        self._coop = bool(self.ring_flags & lib.IORING_SETUP_COOP_TASKRUN)
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.ring.register_eventfd(self._eventfd)
 
@@ -178,8 +176,10 @@ class IoUringDriver:
         self._plug_state = plug._state
 
         loop.set_fd_handler(self._eventfd, self._completion_cb)
+        # on a coop ring completions only appear after a kernel entry: busy-polling must make one
+        coop = self.ring_flags & lib.IORING_SETUP_COOP_TASKRUN
         loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit,
-                              busy_ready=self._cq_ready_kernel if self._coop else None)
+                              busy_ready=self._cq_ready_kernel if coop else None)
         strategy.attach(self)
 
     # -- requests ----------------------------------------------------------

@@ -111,10 +111,10 @@ class _Prog:
             self.code.extend(ins[k:k + 8] for k in range(0, len(ins), 8))
         return self
 
-    def jump(self, op: int, reg: int, imm: int, label: str, src: int | None = None) -> "_Prog":
-        """op: 0x05 ja, 0x15 jeq, 0x55 jne, 0x25 jgt, 0x35 jge, 0xC5 jslt (imm) / | 0x08 (register)."""
+    def jump(self, op: int, reg: int, imm: int, label: str) -> "_Prog":
+        """`if reg <op> imm goto label`; op: 0x05 ja, 0x15 jeq, 0x55 jne, 0x35 jge, 0xC5 jslt."""
         self.fixups.append((len(self.code), label))
-        self.code.append(_i(op if src is None else op | 0x08, reg, src or 0, 0, imm))
+        self.code.append(_i(op, reg, 0, 0, imm))
         return self
 
     def label(self, name: str) -> "_Prog":
@@ -137,10 +137,8 @@ def _bump(p: _Prog, counters: int, idx_reg: int, tag: str) -> None:
 
 
 def _bump_const(p: _Prog, counters: int, idx: int, tag: str) -> None:
-    p.emit(mov(R1, idx), stxw(FP, -4, R1))
-    p.emit(ld_map(R1, counters), movr(R2, FP), add(R2, -4), call(_LOOKUP))
-    p.jump(0x15, R0, 0, f"skip_{tag}")
-    p.emit(ldx(R1, R0, 0), add(R1, 1), stx(R0, 0, R1)).label(f"skip_{tag}")
+    p.emit(mov(R1, idx))
+    _bump(p, counters, R1, tag)
 
 
 def _enter_prog(counters: int, start: int, traced: int | None) -> bytes:
@@ -247,14 +245,16 @@ def _prog_load(ptype: int, code: bytes, name: str) -> int:
 
 
 def _tracepoint_fields(category: str, event: str) -> tuple[int, dict[str, int]]:
-    base = next((d for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-                 if os.path.isdir(f"{d}/events/{category}/{event}")), None)
-    if base is None:
-        raise RawBpfError(2, f"tracepoint {category}:{event} not found (tracefs not mounted?)")
-    d = f"{base}/events/{category}/{event}"
-    tp_id = int(Path(f"{d}/id").read_text())
+    """A tracepoint's id and its fields' offsets in the record, from tracefs."""
+    from .capabilities import tracefs_root
+
+    root = tracefs_root()
+    d = root / "events" / category / event if root is not None else None
+    if d is None or not d.is_dir():
+        raise RawBpfError(errno.ENOENT, f"tracepoint {category}:{event} not found (tracefs not mounted?)")
+    tp_id = int((d / "id").read_text())
     fields = {}
-    for line in Path(f"{d}/format").read_text().splitlines():
+    for line in (d / "format").read_text().splitlines():
         if "field:" in line and "offset:" in line:
             decl = line.split("field:")[1].split(";")[0].strip()
             fields[decl.split()[-1].split("[")[0]] = int(line.split("offset:")[1].split(";")[0])

@@ -1,5 +1,6 @@
 """Real bpftrace on real devices: what eBPF sees must agree with the engine's own log and with fio."""
 
+import functools
 import json
 import os
 import shutil
@@ -28,13 +29,9 @@ def record(out, *args, env=None, check=True):
     return p
 
 
-_caps = []
-
-
+@functools.cache
 def capabilities():
-    if not _caps:
-        _caps.append(detect_capabilities())
-    return _caps[0]
+    return detect_capabilities()
 
 
 def bpftrace_processes() -> str:
