@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from .common import machine, print_table, require_root, write_json
-
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+from .common import PLUGTRACE, machine, print_table, require_root, write_json
 
 
 def measure(kind: str, seconds: float, iodepth: int, workdir: Path, extra: list[str]) -> dict:
@@ -42,12 +39,10 @@ def measure(kind: str, seconds: float, iodepth: int, workdir: Path, extra: list[
     counters = dict(pd.read_parquet(out / "tables" / "counters.parquet")[["name", "value"]].values)
     submits = pd.read_parquet(out / "tables" / "submits.parquet", columns=["nr_sqes", "ret"])
     batches = submits[submits["ret"] > 0]
-    hist = pd.read_parquet(out / "tables" / "histograms.parquet")
-    sqes = hist[hist["name"] == "enter_nr_sqes"]
     enters = int(counters.get("nr_enters", 0))
     waits = int(counters.get("nr_wait_enters", 0))
     requests = int(meta["summary"]["nr_requests"])
-    ebpf_sqes = float((sqes["low"] * sqes["count"]).sum() / sqes["count"].sum()) if len(sqes) else None
+    ebpf_sqes = meta["kernel_summary"].get("mean_sqes_per_enter")  # from the in-kernel histogram
     ready = float(batches["nr_sqes"].mean()) if len(batches) else None
     return {
         "device": kind, "iodepth": iodepth, "requests": requests, "app_batches": int(len(batches)),

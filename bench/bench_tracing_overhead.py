@@ -33,9 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import device, fio_command, machine, print_table, require_root, write_json
-
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+from bench.common import PLUGTRACE, device, fio_command, machine, print_table, require_root, write_json
 TARGETS = {"loop": 0.97, "zram": 0.7}
 TARGET_LOSSLESS_EVENTS_S = 200_000
 TARGET_RSS_MB = 500

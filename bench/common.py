@@ -14,6 +14,9 @@ from typing import Iterator
 from plugtrace import devices
 from plugtrace.environment import describe_environment
 
+#: the plugtrace CLI as a user runs it
+PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+
 
 @contextlib.contextmanager
 def device(kind: str, size: str = "1G") -> Iterator[devices.Target]:
