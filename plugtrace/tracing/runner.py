@@ -244,9 +244,11 @@ class Tracer:
         exe = self.caps.bpftrace_path or "bpftrace"
         env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
         for spec in specs:
-            if self._start_raw(spec):
+            why_not_raw = self._start_raw(spec)
+            if why_not_raw == "":
+                self.backends[spec.table] = "raw tracepoints"
                 continue
-            self.backends[spec.table] = "bpftrace" + self.backends.get(spec.table, "")
+            self.backends[spec.table] = "bpftrace" + (f" (raw tracepoints: {why_not_raw})" if why_not_raw else "")
             argv = [exe, "-f", "json", str(spec.path),
                     *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
             worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
@@ -287,22 +289,23 @@ class Tracer:
             raise CapabilityError("no probe attached: " + "; ".join(
                 f"{k}: {v}" for k, v in self.could_not_measure.items()))
 
-    def _start_raw(self, spec: ProbeSpec) -> bool:
-        """Run `spec` as our own raw tracepoint programs when it has such a form here."""
+    def _start_raw(self, spec: ProbeSpec) -> str | None:
+        """Run `spec` as our own raw tracepoint programs when it has such a form.
+
+        Returns "" when they run, why not when they could not, None when
+        `spec` has no such form (in this mode)."""
         if self.mode != "aggregate" or spec.table != "enters":
-            return False
+            return None
         ok, why = self.caps.raw_tracepoints
         if ok:
             from .rawbpf import EntersAggregate
 
             try:
                 self._raw[spec.table] = EntersAggregate(self.pid)
-                self.backends[spec.table] = "raw tracepoints"
-                return True
+                return ""
             except OSError as exc:
                 why = str(exc)
-        self.backends[spec.table] = f" (raw tracepoints: {why})"
-        return False
+        return why
 
     def _close_raw(self) -> None:
         raw, self._raw = self._raw, {}
