@@ -68,8 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability that a virtio-blk handler does a synchronous read with nested "
                         "aio_poll() inside its plug section (default: 0)")
     w.add_argument("--ring-setup", default="coop", choices=tuple(RING_SETUPS),
-                   help="io_uring setup flags: coop = COOP_TASKRUN|SINGLE_ISSUER, as fio sets up its rings "
-                        "(completions wait for our next kernel entry, no interrupt); plain = none, as QEMU's "
+                   help="io_uring setup flags: coop = COOP_TASKRUN|TASKRUN_FLAG|SINGLE_ISSUER, cooperative "
+                        "like fio's rings (completions wait for our next kernel entry, no interrupt); plain = "
+                        "none, as QEMU's "
                         "block/io_uring.c (an interrupt per completion: much slower in VMs). Default: coop")
     w.add_argument("--poll-max-ns", type=int, default=POLL_MAX_NS,
                    help="busy-poll for completions this long before sleeping, as QEMU's IOThread "

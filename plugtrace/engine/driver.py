@@ -20,9 +20,11 @@ How the ring is set up is a choice (`RING_SETUPS`): QEMU's block/io_uring.c
 asks for no flags, so the kernel runs each completion's task work at once,
 interrupting the submitting thread (an inter-processor interrupt when it runs
 elsewhere: expensive in a VM). `coop` (IORING_SETUP_COOP_TASKRUN |
-SINGLE_ISSUER, as fio sets its rings up) lets completions wait until the
-thread next enters the kernel; a sleeping thread is still woken. Batching
-decisions are the same under both.
+TASKRUN_FLAG | SINGLE_ISSUER; fio too sets its rings up cooperatively) lets
+completions wait until the thread next enters the kernel; a sleeping thread
+is still woken, and the kernel flags pending completions in the SQ ring, so
+the poll handler sees them without a syscall and enters the kernel only
+then. Batching decisions are the same under both.
 
 The mechanical part (copying queued requests into SQEs, io_uring_submit,
 reaping CQEs, logging) runs in C (`pt_queue`, `pt_flush`, `pt_reap`) over
@@ -52,11 +54,13 @@ MAX_ENTRIES = 128
 OP_READ, OP_WRITE = 0, 1
 
 #: ring setup name -> io_uring_setup flags to ask for, best first (fallbacks for older kernels)
+_COOP = lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
 RING_SETUPS: dict[str, tuple[int, ...]] = {
-    "coop": (lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_SINGLE_ISSUER, lib.IORING_SETUP_COOP_TASKRUN, 0),
+    "coop": (_COOP | lib.IORING_SETUP_SINGLE_ISSUER, _COOP, lib.IORING_SETUP_COOP_TASKRUN, 0),
     "plain": (0,),
 }
-_SETUP_FLAG_NAMES = {lib.IORING_SETUP_COOP_TASKRUN: "COOP_TASKRUN", lib.IORING_SETUP_SINGLE_ISSUER: "SINGLE_ISSUER"}
+_SETUP_FLAG_NAMES = {lib.IORING_SETUP_COOP_TASKRUN: "COOP_TASKRUN", lib.IORING_SETUP_TASKRUN_FLAG: "TASKRUN_FLAG",
+                     lib.IORING_SETUP_SINGLE_ISSUER: "SINGLE_ISSUER"}
 
 
 def setup_flag_names(flags: int) -> str:
@@ -176,10 +180,14 @@ class IoUringDriver:
         self._plug_state = plug._state
 
         loop.set_fd_handler(self._eventfd, self._completion_cb)
-        # on a coop ring completions only appear after a kernel entry: busy-polling must make one
-        coop = self.ring_flags & lib.IORING_SETUP_COOP_TASKRUN
-        loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit,
-                              busy_ready=self._cq_ready_kernel if coop else None)
+        # On a coop ring completions only appear after a kernel entry: with the
+        # TASKRUN flag the readiness check makes one when the kernel asks for it;
+        # without it (older kernels) busy-polling makes one every time round.
+        if self.ring_flags & lib.IORING_SETUP_TASKRUN_FLAG:
+            loop.add_poll_handler(self._cq_ready_taskrun, self.process_completions_and_submit)
+        else:
+            busy = self._cq_ready_kernel if self.ring_flags & lib.IORING_SETUP_COOP_TASKRUN else None
+            loop.add_poll_handler(self._cq_ready, self.process_completions_and_submit, busy_ready=busy)
         strategy.attach(self)
 
     # -- requests ----------------------------------------------------------
@@ -258,6 +266,9 @@ class IoUringDriver:
     # -- completion ----------------------------------------------------------
     def _cq_ready(self) -> bool:
         return self.in_flight > 0 and lib.io_uring_cq_ready(self._d.ring) > 0
+
+    def _cq_ready_taskrun(self) -> bool:
+        return self.in_flight > 0 and lib.pt_cq_ready_taskrun(self._d.ring) > 0
 
     def _cq_ready_kernel(self) -> bool:
         """`_cq_ready()` after letting the kernel post what finished (coop rings)."""

@@ -90,6 +90,7 @@ struct iovec { void *iov_base; size_t iov_len; };
 #define IORING_SETUP_CLAMP ...
 #define IORING_SETUP_COOP_TASKRUN ...
 #define IORING_SETUP_SINGLE_ISSUER ...
+#define IORING_SETUP_TASKRUN_FLAG ...
 
 int io_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags);
 void io_uring_queue_exit(struct io_uring *ring);
@@ -123,6 +124,7 @@ int pt_liburing_version(void);
 
 int64_t pt_now_ns(void);
 int32_t pt_gettid(void);
+unsigned pt_cq_ready_taskrun(struct io_uring *ring);
 uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uint32_t len,
                   uint64_t offset, int32_t device, int64_t section_id,
                   int32_t section_owner, int32_t sync);
@@ -209,6 +211,16 @@ static int64_t pt_now_ns(void)
 }
 
 static int32_t pt_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
+/* CQEs ready on a ring set up with COOP_TASKRUN|TASKRUN_FLAG: completions
+ * wait as task work until the thread enters the kernel, and the kernel flags
+ * IORING_SQ_TASKRUN when there is some. Enter (a syscall) only then. */
+static unsigned pt_cq_ready_taskrun(struct io_uring *ring)
+{
+    if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN)
+        io_uring_get_events(ring);
+    return io_uring_cq_ready(ring);
+}
 
 /* Queue one request in `slot` (its buffer is the slot's; a write's buffer is
  * filled with the run's verifiable pattern). Returns the queue length. */

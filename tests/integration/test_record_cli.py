@@ -46,7 +46,7 @@ def test_record_on_loop_writes_a_run_directory(tmp_path):
     assert loop_devices() == before, "record left a loop device behind"
 
 
-@pytest.mark.parametrize("setup, flags", [("coop", {"COOP_TASKRUN"}), ("plain", {"0"})])
+@pytest.mark.parametrize("setup, flags", [("coop", {"COOP_TASKRUN", "TASKRUN_FLAG"}), ("plain", {"0"})])
 def test_ring_setup_is_applied_and_recorded(tmp_path, setup, flags):
     """Both ring setups run for real on zram; meta says which flags the kernel accepted."""
     require_root()
