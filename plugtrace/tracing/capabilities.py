@@ -58,7 +58,7 @@ class Capabilities:
     #: "category:name" -> (present, detail)
     tracepoints: dict[str, tuple[bool, str]] = field(default_factory=dict)
     bpftrace_path: str | None = None
-    #: our own raw tracepoint programs (rawbpf.py): the cheap io_uring_enter aggregates
+    #: our own BTF-typed raw tracepoint programs (rawprobes.py): the cheap aggregate-mode probes
     raw_tracepoints: tuple[bool, str] = (False, "not checked")
 
     def can_trace(self) -> tuple[bool, str]:
@@ -207,5 +207,5 @@ def _check_raw_tracepoints() -> tuple[bool, str]:
     from .rawbpf import available
 
     ok, why = available()
-    return (True, "our raw tracepoint programs load (io_uring_enter aggregates without bpftrace)") if ok else (
+    return (True, "our raw tracepoint programs load (aggregate-mode probes without bpftrace)") if ok else (
         False, why)

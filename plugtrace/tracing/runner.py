@@ -175,7 +175,7 @@ class Tracer:
         self.only = set(probes) if probes else None
         self.could_not_measure: dict[str, str] = {}
         self._procs: list[_ProbeProcess] = []
-        #: aggregate-mode probes running as our own raw tracepoint programs: table -> EntersAggregate
+        #: aggregate-mode probes running as our own raw tracepoint programs (rawprobes.py), by table
         self._raw: dict[str, Any] = {}
         #: how each probe ran ("bpftrace", "raw tracepoints"), and why not raw when it could have been
         self.backends: dict[str, str] = {}
@@ -294,14 +294,14 @@ class Tracer:
 
         Returns "" when they run, why not when they could not, None when
         `spec` has no such form (in this mode)."""
-        if self.mode != "aggregate" or spec.table != "enters":
+        from .rawprobes import AGGREGATES
+
+        if self.mode != "aggregate" or spec.table not in AGGREGATES:
             return None
         ok, why = self.caps.raw_tracepoints
         if ok:
-            from .rawbpf import EntersAggregate
-
             try:
-                self._raw[spec.table] = EntersAggregate(self.pid)
+                self._raw[spec.table] = AGGREGATES[spec.table](self.pid, self.device)
                 return ""
             except OSError as exc:
                 why = str(exc)

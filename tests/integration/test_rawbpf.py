@@ -1,9 +1,11 @@
 """Our raw tracepoint programs against io_uring_enter() calls we make ourselves: exact counts."""
 
+import mmap
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from plugtrace.tracing.capabilities import detect_capabilities
 from plugtrace.uring import Ring
@@ -41,7 +43,7 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
     require_root()
     ok, why = detect_capabilities().raw_tracepoints
     require(ok, f"no raw tracepoints: {why}")
-    from plugtrace.tracing.rawbpf import EntersAggregate
+    from plugtrace.tracing.rawprobes import EntersAggregate
 
     other = subprocess.Popen([sys.executable, "-c", OTHER, str(tmp_path / "o")], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
@@ -81,3 +83,60 @@ def test_a_program_that_cannot_load_is_a_clear_error():
         assert "loading pt_bad" in str(exc)
     else:
         raise AssertionError("the verifier accepted a program without exit")
+
+
+def _reads_completed(dev: str) -> int:
+    """Read requests the block layer completed on `dev` (its /sys/block stat)."""
+    return int(Path(f"/sys/block/{os.path.basename(dev)}/stat").read_text().split()[0])
+
+
+def _read_batches(path: str, batches: int, size: int) -> None:
+    """`batches` io_uring_enter calls of `size` 4 KiB O_DIRECT reads each, 64 KiB apart (nothing merges)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096 * size)
+    try:
+        with Ring(16) as ring:
+            for b in range(batches):
+                for k in range(size):
+                    ring.prep_read(fd, memoryview(buf)[4096 * k:4096 * (k + 1)], (b * size + k) * 65536, k)
+                assert ring.submit() == size
+                got = 0
+                while got < size:
+                    ring.wait()
+                    got += len(ring.peek_batch())
+    finally:
+        os.close(fd)
+
+
+def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
+    """Requests on the watched device only (the kernel's own count is the reference);
+    unplugs of our process only, each carrying the requests of one submit."""
+    require_root()
+    ok, why = detect_capabilities().raw_tracepoints
+    require(ok, f"no raw tracepoints: {why}")
+    from plugtrace import devices
+    from plugtrace.tracing.rawprobes import BlockRqAggregate, UnplugAggregate
+
+    with devices.create_loop(16 << 20, str(tmp_path)) as watched, devices.create_loop(16 << 20, str(tmp_path)) as other:
+        # unrelated: started before attaching, neither us nor a child of ours; 5 reads per submit
+        unrelated = subprocess.Popen([sys.executable, "-c", "import sys; sys.path[:0] = [sys.argv[1]]; "
+                                      "from tests.integration.test_rawbpf import _read_batches as r; "
+                                      "sys.stdin.readline(); r(sys.argv[2], 4, 5); print('done', flush=True)",
+                                      str(Path(__file__).parents[2]), other.path],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        before = _reads_completed(watched.path)
+        with BlockRqAggregate(os.getpid(), watched.dev_t) as rq, UnplugAggregate(os.getpid()) as unplug:
+            _read_batches(watched.path, 6, 4)
+            _read_batches(other.path, 3, 3)
+            unrelated.stdin.write("go\n")
+            unrelated.stdin.flush()
+            assert unrelated.stdout.readline().strip() == "done"
+            rq_maps, unplug_maps = rq.read(), unplug.read()
+        after = _reads_completed(watched.path)
+        unrelated.wait()
+    assert rq_maps["nr_block_rq"] == after - before == 24, rq_maps
+    assert sum(b["count"] for b in rq_maps["block_latency_ns"]) == 24
+    depths = {b["min"]: b["count"] for b in unplug_maps["unplug_nr_rq"]}
+    # io_uring plugs a submit of more than 2 SQEs; other I/O of ours (Python reading a file) may unplug 1
+    assert depths.get(4) == 6 and depths.get(3) == 3 and set(depths) <= {1, 3, 4}, unplug_maps
+    assert unplug_maps["nr_unplugs"] == sum(depths.values())

@@ -1,0 +1,253 @@
+"""The aggregate-mode probes as BTF-typed raw tracepoint programs of our own.
+
+Each class here keeps exactly the maps its bpftrace script in `probes/` keeps
+in aggregate mode, and `read()` returns them as bpftrace prints them in JSON,
+so the rest of plugtrace cannot tell the two apart. The scripts remain the
+reference and the fallback (`Tracer` uses them when these cannot load).
+
+Why not the scripts: each hit of a classic tracepoint costs the traced
+program about 0.5 us on this kind of VM; fio on zram makes an io_uring_enter()
+per I/O in ~1.2 us. The programs here run on raw tracepoints, read the
+arguments directly, keep per-thread start times in task storage (no lock,
+no hash update per call) and request start times in place in a hash entry
+that each request tag reuses. `bench/bench_tracing_overhead.py` measures both.
+
+Counters live in one per-CPU array (no atomics), summed at `read()`.
+"""
+
+from __future__ import annotations
+
+from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _CURRENT_TASK_BTF, _HASH, _KTIME, _LOOKUP,
+                     _PERCPU_ARRAY, _PID_TGID, _TASK_STORAGE_GET, _UPDATE, _KernelTypes, _Prog, add, addr, and32,
+                     call, exit_, ld_map, ldx, ldxw, mov, movr, rsh, std, stx, stxw, subr)
+
+__all__ = ["AGGREGATES", "BlockRqAggregate", "EntersAggregate", "UnplugAggregate"]
+
+_NR_IO_URING_ENTER = 426  # x86-64
+_LHIST_MAX = 1000  # lhist(x, 0, 1000, 1): slot k for k, slot 1000 for >= 1000, slot 1001 for < 0
+_SLOTS = {"lhist": _LHIST_MAX + 2, "hist": 65, "count": 1}  # hist: slot 0 for 0, k + 1 for [2^k, 2^(k+1))
+
+
+class _Layout:
+    """Where each histogram and counter of a probe lives in the counters array."""
+
+    def __init__(self, *items: tuple[str, str]):
+        self.kinds: dict[str, str] = {}
+        self.base: dict[str, int] = {}
+        n = 0
+        for kind, name in items:
+            self.kinds[name], self.base[name] = kind, n
+            n += _SLOTS[kind]
+        self.size = n
+
+    def maps(self, c: list[int]) -> dict:
+        """The counters as bpftrace prints its maps in JSON (buckets with min/max/count)."""
+        out: dict = {}
+        for name, kind in self.kinds.items():
+            b = self.base[name]
+            if kind == "count":
+                out[name] = c[b]
+                continue
+            if kind == "lhist":
+                buckets = [{"max": -1, "count": c[b + _LHIST_MAX + 1]}] if c[b + _LHIST_MAX + 1] else []
+                buckets += [{"min": k, "max": k, "count": c[b + k]} for k in range(_LHIST_MAX) if c[b + k]]
+                if c[b + _LHIST_MAX]:
+                    buckets.append({"min": _LHIST_MAX, "count": c[b + _LHIST_MAX]})
+            else:
+                buckets = [{"min": 0, "max": 0, "count": c[b]}] if c[b] else []
+                buckets += [{"min": 1 << k, "max": (1 << (k + 1)) - 1, "count": c[b + 1 + k]}
+                            for k in range(64) if c[b + 1 + k]]
+            if buckets:
+                out[name] = buckets
+        return out
+
+
+# --- code shared by the programs -------------------------------------------------
+def _bump(p: _Prog, counters: int, idx_reg: int, tag: str) -> None:
+    """counters[idx_reg] += 1 (per-CPU array: no atomics needed). Clobbers r0-r5."""
+    p.emit(stxw(FP, -4, idx_reg), ld_map(R1, counters), movr(R2, FP), add(R2, -4), call(_LOOKUP))
+    p.jump(0x15, R0, 0, f"skip_{tag}")
+    p.emit(ldx(R1, R0, 0), add(R1, 1), stx(R0, 0, R1)).label(f"skip_{tag}")
+
+
+def _count(p: _Prog, counters: int, idx: int, tag: str) -> None:
+    p.emit(mov(R1, idx))
+    _bump(p, counters, R1, tag)
+
+
+def _lhist(p: _Prog, counters: int, base: int, val: int, tag: str) -> None:
+    """lhist(val, 0, 1000, 1) += 1."""
+    p.emit(mov(R1, base + _LHIST_MAX + 1))
+    p.jump(0xC5, val, 0, f"{tag}_at")  # val < 0 (signed)
+    p.emit(mov(R1, base + _LHIST_MAX))
+    p.jump(0x35, val, _LHIST_MAX, f"{tag}_at")  # val >= 1000
+    p.emit(movr(R1, val), add(R1, base))
+    p.label(f"{tag}_at")
+    _bump(p, counters, R1, tag)
+
+
+def _hist(p: _Prog, counters: int, base: int, val: int, tag: str) -> None:
+    """hist(val) += 1: log2 buckets, as bpftrace's hist()."""
+    p.emit(mov(R1, base))
+    p.jump(0x15, val, 0, f"{tag}_at")
+    p.emit(mov(R2, 0), movr(R3, val))
+    for shift in (32, 16, 8, 4, 2, 1):
+        p.emit(movr(R4, R3), rsh(R4, shift))
+        p.jump(0x15, R4, 0, f"{tag}_s{shift}")
+        p.emit(movr(R3, R4), add(R2, shift)).label(f"{tag}_s{shift}")
+    p.emit(mov(R1, base + 1), addr(R1, R2))
+    p.label(f"{tag}_at")
+    _bump(p, counters, R1, tag)
+
+
+def _only_traced(p: _Prog, traced: int | None) -> None:
+    """Go to "out" unless the current process is in the traced set (None: every process)."""
+    if traced is None:
+        return
+    p.emit(call(_PID_TGID), rsh(R0, 32), stxw(FP, -8, R0))
+    p.emit(ld_map(R1, traced), movr(R2, FP), add(R2, -8), call(_LOOKUP))
+    p.jump(0x15, R0, 0, "out")
+
+
+def _out(p: _Prog) -> bytes:
+    return p.label("out").emit(mov(R0, 0), exit_()).bytes()
+
+
+class _Aggregate(Programs):
+    """Attach on construction; `read()` the maps any time; `close()` detaches.
+
+    `pid`: the process to trace, with the children it forks (None or 0: every
+    process); `device`: "major:minor" of the block device to watch (block
+    requests only; None: the traced process's requests on any device)."""
+
+    layout: _Layout
+    #: names in the kernel's BTF the programs need
+    kernel_names: frozenset[str] = frozenset()
+
+    def __init__(self, pid: int | None = None, device: str | None = None):
+        super().__init__()
+        try:
+            kernel = _KernelTypes(set(self.kernel_names))
+            self._counters = self.map(_PERCPU_ARRAY, 4, 8, self.layout.size)
+            traced = self.follow(pid) if pid else None
+            self._attach(kernel, traced, device)
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self, kernel: _KernelTypes, traced: int | None, device: str | None) -> None:
+        raise NotImplementedError
+
+    def read(self) -> dict:
+        return self.layout.maps(self.percpu_sums(self._counters, self.layout.size))
+
+
+class EntersAggregate(_Aggregate):
+    """`probes/io_uring_enter.bt`: SQEs consumed per submitting io_uring_enter()
+    (``enter_nr_sqes``), its latency (``enter_latency_ns``), and the counts of
+    submitting calls (``nr_enters``) and calls with nothing to submit
+    (``nr_wait_enters``)."""
+
+    layout = _Layout(("lhist", "enter_nr_sqes"), ("hist", "enter_latency_ns"), ("count", "nr_enters"),
+                     ("count", "nr_wait_enters"))
+    kernel_names = frozenset({"btf_trace_sys_enter", "btf_trace_sys_exit", "pt_regs"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        start = self.task_storage()
+        si, orig_ax = kernel.offset("pt_regs", "si"), kernel.offset("pt_regs", "orig_ax")
+        c, base = self._counters, self.layout.base
+        # exit first: a call whose enter ran before the enter program was attached is simply not seen
+        p = _Prog()  # sys_exit(struct pt_regs *regs, long ret)
+        p.emit(ldx(R6, R1, 0), ldx(R9, R1, 8), ldx(R7, R6, orig_ax))
+        p.jump(0x55, R7, _NR_IO_URING_ENTER, "out")
+        p.emit(call(_CURRENT_TASK_BTF), movr(R2, R0), ld_map(R1, start), mov(R3, 0), mov(R4, 0),
+               call(_TASK_STORAGE_GET))
+        p.jump(0x15, R0, 0, "out")  # this thread never submitted while traced
+        p.emit(ldx(R7, R0, 0))
+        p.jump(0x15, R7, 0, "out")  # this call's enter was not seen (or it submitted nothing)
+        p.emit(std(R0, 0, 0), call(_KTIME), subr(R0, R7), movr(R8, R0))
+        _lhist(p, c, base["enter_nr_sqes"], R9, "sqes")
+        _hist(p, c, base["enter_latency_ns"], R8, "lat")
+        _count(p, c, base["nr_enters"], "n")
+        self.attach(kernel, "sys_exit", _out(p), "pt_enter_exit")
+
+        p = _Prog()  # sys_enter(struct pt_regs *regs, long id)
+        p.emit(ldx(R6, R1, 0), ldx(R7, R1, 8))
+        p.jump(0x55, R7, _NR_IO_URING_ENTER, "out")
+        _only_traced(p, traced)
+        p.emit(ldx(R1, R6, si), and32(R1, -1))  # to_submit
+        p.jump(0x15, R1, 0, "wait")
+        p.emit(call(_CURRENT_TASK_BTF), movr(R2, R0), ld_map(R1, start), mov(R3, 0), mov(R4, 1),  # F_CREATE
+               call(_TASK_STORAGE_GET))
+        p.jump(0x15, R0, 0, "out")
+        p.emit(movr(R9, R0), call(_KTIME), stx(R9, 0, R0))
+        p.jump(0x05, 0, 0, "out")
+        p.label("wait")
+        _count(p, c, base["nr_wait_enters"], "wait")
+        self.attach(kernel, "sys_enter", _out(p), "pt_enter")
+
+
+class BlockRqAggregate(_Aggregate):
+    """`probes/block_rq.bt`: block requests from issue to completion
+    (``block_latency_ns``, ``nr_block_rq``), on `device` or, without one, the
+    requests the traced process issues. A request's start time is kept under
+    its address: blk-mq preallocates requests per tag, so the same few
+    entries are written in place again and again."""
+
+    layout = _Layout(("hist", "block_latency_ns"), ("count", "nr_block_rq"))
+    kernel_names = frozenset({"btf_trace_block_rq_issue", "btf_trace_block_rq_complete", "request",
+                              "request_queue", "gendisk"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        start = self.map(_HASH, 8, 8, 65536)
+        c, base = self._counters, self.layout.base
+        p = _Prog()  # block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+        p.emit(ldx(R6, R1, 0), stx(FP, -16, R6), ld_map(R1, start), movr(R2, FP), add(R2, -16), call(_LOOKUP))
+        p.jump(0x15, R0, 0, "out")
+        p.emit(ldx(R7, R0, 0))
+        p.jump(0x15, R7, 0, "out")
+        p.emit(std(R0, 0, 0), call(_KTIME), subr(R0, R7), movr(R8, R0))
+        _hist(p, c, base["block_latency_ns"], R8, "lat")
+        _count(p, c, base["nr_block_rq"], "n")
+        self.attach(kernel, "block_rq_complete", _out(p), "pt_rq_done")
+
+        p = _Prog()  # block_rq_issue(struct request *rq)
+        p.emit(ldx(R6, R1, 0))
+        if device:
+            major, minor = (int(x) for x in device.split(":"))
+            p.emit(ldx(R1, R6, kernel.offset("request", "q")), ldx(R1, R1, kernel.offset("request_queue", "disk")))
+            p.jump(0x15, R1, 0, "out")
+            p.emit(ldxw(R2, R1, kernel.offset("gendisk", "major")), ldxw(R3, R1, kernel.offset("gendisk", "first_minor")))
+            p.jump(0x55, R2, major, "out")
+            p.jump(0x55, R3, minor, "out")
+        else:
+            _only_traced(p, traced)
+        p.emit(call(_KTIME), movr(R9, R0), stx(FP, -24, R0), stx(FP, -16, R6))
+        p.emit(ld_map(R1, start), movr(R2, FP), add(R2, -16), call(_LOOKUP))
+        p.jump(0x15, R0, 0, "insert")
+        p.emit(stx(R0, 0, R9))
+        p.jump(0x05, 0, 0, "out")
+        p.label("insert")
+        p.emit(ld_map(R1, start), movr(R2, FP), add(R2, -16), movr(R3, FP), add(R3, -24), mov(R4, 0), call(_UPDATE))
+        self.attach(kernel, "block_rq_issue", _out(p), "pt_rq_issue")
+
+
+class UnplugAggregate(_Aggregate):
+    """`probes/block_plug.bt`: requests per block-layer unplug in the traced
+    process (``unplug_nr_rq``, ``nr_unplugs``)."""
+
+    layout = _Layout(("lhist", "unplug_nr_rq"), ("count", "nr_unplugs"))
+    kernel_names = frozenset({"btf_trace_block_unplug"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        c, base = self._counters, self.layout.base
+        p = _Prog()  # block_unplug(struct request_queue *q, unsigned int depth, bool explicit)
+        p.emit(ldx(R6, R1, 8), and32(R6, -1))
+        _only_traced(p, traced)
+        _lhist(p, c, base["unplug_nr_rq"], R6, "nr")
+        _count(p, c, base["nr_unplugs"], "n")
+        self.attach(kernel, "block_unplug", _out(p), "pt_unplug")
+
+
+#: probe table -> its aggregate-mode programs
+AGGREGATES = {"enters": EntersAggregate, "block_rq": BlockRqAggregate, "block_unplug": UnplugAggregate}
