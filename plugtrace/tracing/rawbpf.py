@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import platform
 import struct
 from pathlib import Path
 
-__all__ = ["Programs", "RawBpfError", "available"]
+__all__ = ["Programs", "RawBpfError", "Ring", "available"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_BPF, _SYS_PERF_EVENT_OPEN = 321, 298
@@ -35,7 +36,8 @@ _HASH, _PERCPU_ARRAY = 1, 6
 _PROG_TRACEPOINT, _PROG_RAW_TP, _PROG_TRACING, _TRACE_RAW_TP = 5, 17, 26, 23
 _BTF_LOAD, _TASK_STORAGE, _NO_PREALLOC = 18, 29, 1
 _LOOKUP, _UPDATE, _DELETE, _KTIME, _PID_TGID, _PROBE_READ_KERNEL = 1, 2, 3, 5, 14, 113
-_TASK_STORAGE_GET, _CURRENT_TASK_BTF = 156, 158
+_TASK_STORAGE_GET, _CURRENT_TASK_BTF, _RINGBUF_OUTPUT = 156, 158, 130
+_RINGBUF, _RB_NO_WAKEUP = 27, 1
 
 class RawBpfError(OSError):
     """Loading or attaching a program failed (the message says which and why)."""
@@ -74,6 +76,7 @@ def orr(dst, src): return _i(0x4F, dst, src)                           # dst |= 
 def and32(dst, imm): return _i(0x54, dst, imm=imm)                     # w(dst) &= imm (zero-extends)
 def ldx(dst, src, off): return _i(0x79, dst, src, off)                 # dst = *(u64 *)(src + off)
 def ldxw(dst, src, off): return _i(0x61, dst, src, off)                # dst = *(u32 *)(src + off)
+def ldxb(dst, src, off): return _i(0x71, dst, src, off)                # dst = *(u8 *)(src + off)
 def stx(dst, off, src): return _i(0x7B, dst, src, off)                 # *(u64 *)(dst + off) = src
 def stxw(dst, off, src): return _i(0x63, dst, src, off)                # *(u32 *)(dst + off) = src
 def stw(dst, off, imm): return _i(0x62, dst, off=off, imm=imm)         # *(u32 *)(dst + off) = imm
@@ -130,19 +133,20 @@ def _map_create(mtype: int, key: int, value: int, entries: int) -> int:
     return _bpf(_MAP_CREATE, struct.pack("<IIIII", mtype, key, value, entries, 0))
 
 
-def _task_storage_create() -> tuple[int, int]:
-    """A u64 per thread, kept in the task itself (no hash map, no lock): the
-    kernel wants a BTF description of key and value, so we load a tiny one.
-    Returns (map fd, BTF fd)."""
+def _task_storage_create(words: int = 1) -> tuple[int, int]:
+    """`words` u64 per thread, kept in the task itself (no hash map, no lock):
+    the kernel wants a BTF description of key and value, so we load a tiny
+    one. Returns (map fd, BTF fd)."""
     strings = b"\0int\0u64\0"
     types = (struct.pack("<IIII", 1, 1 << 24, 4, (1 << 24) | 32)  # [1] int: 4 bytes, signed
-             + struct.pack("<IIII", 5, 1 << 24, 8, 64))  # [2] u64
+             + struct.pack("<IIII", 5, 1 << 24, 8, 64)  # [2] u64
+             + struct.pack("<IIIIII", 0, 3 << 24, 0, 2, 1, words))  # [3] u64[words]
     blob = ctypes.create_string_buffer(struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types),
                                                    len(strings)) + types + strings)
     btf = _bpf(_BTF_LOAD, struct.pack("<QQIII", ctypes.addressof(blob), 0, len(blob.raw) - 1, 0, 0))
     try:
-        fd = _bpf(_MAP_CREATE, struct.pack("<IIIIIII16sIIII", _TASK_STORAGE, 4, 8, 0, _NO_PREALLOC, 0, 0,
-                                           b"pt_start", 0, btf, 1, 2))
+        fd = _bpf(_MAP_CREATE, struct.pack("<IIIIIII16sIIII", _TASK_STORAGE, 4, 8 * words, 0, _NO_PREALLOC, 0, 0,
+                                           b"pt_start", 0, btf, 1, 3))
     except BaseException:
         os.close(btf)
         raise
@@ -230,10 +234,12 @@ class _KernelTypes:
         self.types: dict[str, list[tuple[int, int, int, int, bool]]] = {}
         pos, end, tid = hdr_len + type_off, hdr_len + type_off + type_len, 1
         unpack = struct.Struct("<III").unpack_from
+        self._positions = positions = [0]  # type id -> where its members (or extra) start
         while pos < end:
             name_off, info, _ = unpack(data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             pos += 12
+            positions.append(pos)
             if name_off in want:
                 self.types.setdefault(want[name_off], []).append((tid, kind, pos, vlen, bool(info >> 31)))
             extra = _BTF_EXTRA.get(kind, 0)
@@ -250,6 +256,13 @@ class _KernelTypes:
             if kind == _BTF_TYPEDEF:
                 return tid
         raise RawBpfError(errno.ENOENT, f"the kernel's BTF has no tracepoint {tracepoint}")
+
+    def params(self, tracepoint: str) -> int:
+        """How many arguments raw tracepoint `tracepoint` passes (its function prototype, less the context)."""
+        tid = self.tracepoint_id(tracepoint)
+        ptr = struct.unpack_from("<I", self._data, self._positions[tid] - 4)[0]
+        proto = struct.unpack_from("<I", self._data, self._positions[ptr] - 4)[0]
+        return (struct.unpack_from("<I", self._data, self._positions[proto] - 8)[0] & 0xFFFF) - 1
 
     def offset(self, struct_name: str, member: str) -> int:
         """offsetof(struct `struct_name`, `member`) in bytes."""
@@ -312,6 +325,8 @@ class Programs:
     def __init__(self) -> None:
         self._fds: list[int] = []
         self._ncpu = _possible_cpus()
+        #: the tracepoints attached to
+        self.attached: list[str] = []
 
     def keep(self, fd: int) -> int:
         self._fds.append(fd)
@@ -320,8 +335,13 @@ class Programs:
     def map(self, mtype: int, key: int, value: int, entries: int) -> int:
         return self.keep(_map_create(mtype, key, value, entries))
 
-    def task_storage(self) -> int:
-        fd, btf = _task_storage_create()
+    def ring(self, size: int, dtype) -> Ring:
+        """A BPF ring buffer of `size` bytes (a power of two, whole pages) and its reader."""
+        fd = self.map(_RINGBUF, 0, 0, size)
+        return Ring(fd, size, dtype)
+
+    def task_storage(self, words: int = 1) -> int:
+        fd, btf = _task_storage_create(words)
         self.keep(btf)
         return self.keep(fd)
 
@@ -344,6 +364,7 @@ class Programs:
             self.keep(_bpf(_RAW_TP_OPEN, struct.pack("<QI", 0, prog)))
         except OSError as exc:
             raise RawBpfError(exc.errno, f"attaching to raw tracepoint {tracepoint}: {exc.strerror}") from None
+        self.attached.append(tracepoint)
 
     def _perf_tracepoint(self, tp_id: int, cpu: int, prog: int) -> None:
         attr = _PerfAttr(type=2, size=ctypes.sizeof(_PerfAttr), config=tp_id, sample_period=1, wakeup_events=1)
@@ -387,3 +408,50 @@ class Programs:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Ring:
+    """The reading end of a BPF ring buffer whose records all have one size.
+
+    Programs write records with ``bpf_ringbuf_output(..., BPF_RB_NO_WAKEUP)``:
+    no wakeup per event (what limits bpftrace's perf output); the reader
+    polls on its own clock. The kernel maps the data area twice in a row, so
+    every pending record is one contiguous slice, read as a numpy array of
+    `dtype` (an 8-byte header, then the record).
+    """
+
+    def __init__(self, fd: int, size: int, dtype):
+        import numpy as np
+
+        self.fd = fd
+        self._np = np
+        self.dtype = np.dtype(dtype)
+        if self.dtype.itemsize % 8 or self.dtype.names[:2] != ("rb_len", "rb_pg"):
+            raise ValueError("records start with the 8-byte header and are a multiple of 8 bytes")
+        self.size, self._page = size, mmap.PAGESIZE
+        self._cons = mmap.mmap(fd, self._page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._data = mmap.mmap(fd, self._page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=self._page)
+
+    def pending(self) -> int:
+        """Bytes written and not yet read."""
+        return struct.unpack_from("<Q", self._data, 0)[0] - struct.unpack_from("<Q", self._cons, 0)[0]
+
+    def read(self):
+        """The records committed since the last call, oldest first (a copy)."""
+        np = self._np
+        cons = struct.unpack_from("<Q", self._cons, 0)[0]
+        n = (struct.unpack_from("<Q", self._data, 0)[0] - cons) // self.dtype.itemsize
+        if n <= 0:
+            return np.empty(0, self.dtype)
+        recs = np.frombuffer(self._data, self.dtype, count=n, offset=self._page + (cons & (self.size - 1)))
+        busy = (recs["rb_len"] & 0x80000000) != 0  # reserved on another CPU, not yet committed
+        if busy.any():
+            recs = recs[:int(busy.argmax())]
+        out = recs.copy()
+        del recs
+        struct.pack_into("<Q", self._cons, 0, cons + len(out) * self.dtype.itemsize)
+        return out
+
+    def close(self) -> None:
+        self._cons.close()
+        self._data.close()

@@ -17,11 +17,15 @@ Counters live in one per-CPU array (no atomics), summed at `read()`.
 
 from __future__ import annotations
 
-from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _CURRENT_TASK_BTF, _HASH, _KTIME, _LOOKUP,
-                     _PERCPU_ARRAY, _PID_TGID, _TASK_STORAGE_GET, _UPDATE, _KernelTypes, _Prog, add, addr, and32,
-                     call, exit_, ld_map, ldx, ldxw, mov, movr, rsh, std, stx, stxw, subr)
+import numpy as np
 
-__all__ = ["AGGREGATES", "BlockRqAggregate", "EntersAggregate", "UnplugAggregate"]
+from .rawbpf import (FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Programs, _CURRENT_TASK_BTF, _HASH, _KTIME,
+                     _LOOKUP, _PERCPU_ARRAY, _PID_TGID, _RB_NO_WAKEUP, _RINGBUF_OUTPUT, _TASK_STORAGE_GET, _UPDATE,
+                     _KernelTypes, _Prog, add, addr, and32, call, exit_, ld_map, ldx, ldxb, ldxw, mov, movr, rsh, std,
+                     stx, stxw, subr)
+
+__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "EntersAggregate", "EntersEvents", "UnplugAggregate",
+           "UnplugEvents", "UringRequestEvents"]
 
 _NR_IO_URING_ENTER = 426  # x86-64
 _LHIST_MAX = 1000  # lhist(x, 0, 1000, 1): slot k for k, slot 1000 for >= 1000, slot 1001 for < 0
@@ -251,3 +255,162 @@ class UnplugAggregate(_Aggregate):
 
 #: probe table -> its aggregate-mode programs
 AGGREGATES = {"enters": EntersAggregate, "block_rq": BlockRqAggregate, "block_unplug": UnplugAggregate}
+
+
+# --- events mode ---------------------------------------------------------------------
+#: bytes of each events-mode ring buffer: ~10 s of 200k events/s of enters
+RING_BYTES = 1 << 25
+_RB_HEADER = [("rb_len", "<u4"), ("rb_pg", "<u4")]
+
+
+class _Events(Programs):
+    """Events mode: one fixed-size record per event into a BPF ring buffer,
+    with no wakeup; `read()` returns the records committed since the last
+    call as a numpy array, `lost()` how many a full ring refused (exact: the
+    program counts each failed write). Fields are named as the probe's
+    table columns (`probes.py`)."""
+
+    #: the record after the ring's 8-byte header, as numpy (dtype, offset) fields
+    record: list[tuple[str, str]]
+    kernel_names: frozenset[str] = frozenset()
+
+    def __init__(self, pid: int | None = None, device: str | None = None, ring_bytes: int = RING_BYTES):
+        super().__init__()
+        self.ring = None
+        try:
+            kernel = _KernelTypes(set(self.kernel_names))
+            self._lost = self.map(_PERCPU_ARRAY, 4, 8, 1)
+            self.ring = super().ring(ring_bytes, np.dtype(_RB_HEADER + self.record))
+            traced = self.follow(pid) if pid else None
+            self._attach(kernel, traced, device)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def record_bytes(self) -> int:
+        return np.dtype(self.record).itemsize
+
+    def _attach(self, kernel: _KernelTypes, traced: int | None, device: str | None) -> None:
+        raise NotImplementedError
+
+    def _output(self, p: _Prog, at: int) -> None:
+        """Write the record built on the stack at FP + `at` to the ring; count a refusal."""
+        p.emit(ld_map(R1, self.ring.fd), movr(R2, FP), add(R2, at), mov(R3, self.record_bytes),
+               mov(R4, _RB_NO_WAKEUP), call(_RINGBUF_OUTPUT))
+        p.jump(0x15, R0, 0, "out")
+        p.emit(mov(R1, 0))
+        _bump(p, self._lost, R1, "lost")
+
+    def read(self) -> np.ndarray:
+        return self.ring.read()
+
+    def lost(self) -> int:
+        return self.percpu_sums(self._lost, 1)[0]
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        super().close()
+
+
+class EntersEvents(_Events):
+    """`probes/io_uring_enter.bt` in events mode: one record per io_uring_enter()
+    of the traced process, with its arguments, result and latency."""
+
+    record = [("ts_ns", "<u8"), ("latency_ns", "<u8"), ("tid", "<i4"), ("fd", "<i4"), ("to_submit", "<u4"),
+              ("min_complete", "<u4"), ("flags", "<u4"), ("ret", "<i4")]
+    kernel_names = frozenset({"btf_trace_sys_enter", "btf_trace_sys_exit", "pt_regs"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        # per thread: [start ns, fd | to_submit << 32, min_complete | flags << 32]
+        call_ = self.task_storage(3)
+        off = {r: kernel.offset("pt_regs", r) for r in ("di", "si", "dx", "r10", "orig_ax")}
+        rec = -48  # the record on the stack: FP-48 .. FP-8
+        p = _Prog()  # sys_exit(struct pt_regs *regs, long ret)
+        p.emit(ldx(R6, R1, 0), ldx(R9, R1, 8), ldx(R7, R6, off["orig_ax"]))
+        p.jump(0x55, R7, _NR_IO_URING_ENTER, "out")
+        p.emit(call(_CURRENT_TASK_BTF), movr(R2, R0), ld_map(R1, call_), mov(R3, 0), mov(R4, 0),
+               call(_TASK_STORAGE_GET))
+        p.jump(0x15, R0, 0, "out")
+        p.emit(movr(R8, R0), ldx(R7, R8, 0))
+        p.jump(0x15, R7, 0, "out")  # this call's enter was not seen
+        p.emit(std(R8, 0, 0), call(_KTIME), subr(R0, R7))
+        p.emit(stx(FP, rec, R7), stx(FP, rec + 8, R0))
+        p.emit(call(_PID_TGID), stxw(FP, rec + 16, R0))
+        p.emit(ldxw(R1, R8, 8), stxw(FP, rec + 20, R1), ldxw(R1, R8, 12), stxw(FP, rec + 24, R1))
+        p.emit(ldxw(R1, R8, 16), stxw(FP, rec + 28, R1), ldxw(R1, R8, 20), stxw(FP, rec + 32, R1))
+        p.emit(stxw(FP, rec + 36, R9))
+        self._output(p, rec)
+        self.attach(kernel, "sys_exit", _out(p), "pt_enter_exit")
+
+        p = _Prog()  # sys_enter(struct pt_regs *regs, long id)
+        p.emit(ldx(R6, R1, 0), ldx(R7, R1, 8))
+        p.jump(0x55, R7, _NR_IO_URING_ENTER, "out")
+        _only_traced(p, traced)
+        p.emit(call(_CURRENT_TASK_BTF), movr(R2, R0), ld_map(R1, call_), mov(R3, 0), mov(R4, 1),  # F_CREATE
+               call(_TASK_STORAGE_GET))
+        p.jump(0x15, R0, 0, "out")
+        p.emit(movr(R9, R0))
+        for word, (lo, hi) in ((1, ("di", "si")), (2, ("dx", "r10"))):
+            p.emit(ldxw(R1, R6, off[lo]), stxw(R9, 8 * word, R1), ldxw(R1, R6, off[hi]), stxw(R9, 8 * word + 4, R1))
+        p.emit(call(_KTIME), stx(R9, 0, R0))
+        self.attach(kernel, "sys_enter", _out(p), "pt_enter")
+
+
+class UringRequestEvents(_Events):
+    """`probes/uring_requests.bt` in events mode: each request's submission
+    (with its opcode) and completion (with its result) in the traced process."""
+
+    record = [("ts_ns", "<u8"), ("user_data", "<u8"), ("tid", "<i4"), ("event", "<i4"), ("opcode", "<i4"),
+              ("res", "<i4")]
+    kernel_names = frozenset({"btf_trace_io_uring_submit_req", "btf_trace_io_uring_complete", "io_kiocb",
+                              "io_cqe", "io_uring_cqe"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        rec = -40
+        user_data = kernel.offset("io_kiocb", "cqe") + kernel.offset("io_cqe", "user_data")
+        opcode = kernel.offset("io_kiocb", "opcode")
+        if kernel.params("io_uring_complete") != 3:
+            raise OSError(95, "io_uring:io_uring_complete has another form on this kernel (needs Linux >= 6.3)")
+        p = _Prog()  # io_uring_complete(struct io_ring_ctx *ctx, void *req, struct io_uring_cqe *cqe)
+        p.emit(ldx(R6, R1, 16))
+        _only_traced(p, traced)
+        p.emit(ldx(R1, R6, kernel.offset("io_uring_cqe", "user_data")), stx(FP, rec + 8, R1))
+        p.emit(ldxw(R1, R6, kernel.offset("io_uring_cqe", "res")), stxw(FP, rec + 28, R1))
+        p.emit(mov(R1, 1), stxw(FP, rec + 20, R1), mov(R1, -1), stxw(FP, rec + 24, R1))
+        self._stamp(p, rec)
+        self.attach(kernel, "io_uring_complete", _out(p), "pt_uring_done")
+
+        p = _Prog()  # io_uring_submit_req(struct io_kiocb *req)
+        p.emit(ldx(R6, R1, 0))
+        _only_traced(p, traced)
+        p.emit(ldx(R1, R6, user_data), stx(FP, rec + 8, R1), ldxb(R1, R6, opcode), stxw(FP, rec + 24, R1))
+        p.emit(mov(R1, 0), stxw(FP, rec + 20, R1), stxw(FP, rec + 28, R1))
+        self._stamp(p, rec)
+        self.attach(kernel, "io_uring_submit_req", _out(p), "pt_uring_submit")
+
+    def _stamp(self, p: _Prog, rec: int) -> None:
+        p.emit(call(_KTIME), stx(FP, rec, R0), call(_PID_TGID), stxw(FP, rec + 16, R0))
+        self._output(p, rec)
+
+
+class UnplugEvents(_Events):
+    """`probes/block_plug.bt` in events mode: requests flushed per block unplug."""
+
+    record = [("ts_ns", "<u8"), ("tid", "<i4"), ("nr_rq", "<i4")]
+    kernel_names = frozenset({"btf_trace_block_unplug"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        rec = -24
+        p = _Prog()  # block_unplug(struct request_queue *q, unsigned int depth, bool explicit)
+        p.emit(ldx(R6, R1, 8))
+        _only_traced(p, traced)
+        p.emit(stxw(FP, rec + 12, R6), call(_KTIME), stx(FP, rec, R0), call(_PID_TGID), stxw(FP, rec + 8, R0))
+        self._output(p, rec)
+        self.attach(kernel, "block_unplug", _out(p), "pt_unplug")
+
+
+#: probe table -> its events-mode programs
+EVENTS = {"enters": EntersEvents, "uring_requests": UringRequestEvents, "block_unplug": UnplugEvents}

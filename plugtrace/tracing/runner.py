@@ -89,7 +89,9 @@ class _ProbeProcess:
 
     spec: ProbeSpec
     proc: subprocess.Popen
-    worker: subprocess.Popen
+    #: the decoding worker bpftrace pipes into; None when `proc` is our own
+    #: ring buffer reader (`ringworker.py`), which decodes itself
+    worker: subprocess.Popen | None
     events: bool
     attached: threading.Event = field(default_factory=threading.Event)
     attached_probes: int | None = None
@@ -101,11 +103,19 @@ class _ProbeProcess:
     def __hash__(self) -> int:
         return id(self)
 
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [self.proc] + ([self.worker] if self.worker is not None else [])
+
+    @property
+    def what(self) -> str:
+        return f"bpftrace ({self.spec.file})" if self.worker is not None else f"our {self.spec.table} programs"
+
     def start_readers(self) -> None:
-        self.threads = [threading.Thread(target=f, args=(pipe,), daemon=True, name=f"bpftrace-{self.spec.table}")
-                        for f, pipe in ((self._read_worker, self.worker.stdout),
-                                        (self._read_stderr, self.proc.stderr),
-                                        (self._read_stderr, self.worker.stderr))]
+        protocol = (self.worker or self.proc).stdout
+        self.threads = [threading.Thread(target=f, args=(pipe,), daemon=True, name=f"probe-{self.spec.table}")
+                        for f, pipe in ((self._read_worker, protocol),
+                                        *((self._read_stderr, p.stderr) for p in self.processes))]
         for t in self.threads:
             t.start()
 
@@ -146,7 +156,7 @@ class _ProbeProcess:
         rc = self.proc.returncode
         how = f"was killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exited with {rc}"
         detail = "; ".join(m for m in [*self.messages, *self.done.get("messages", [])] if m)[:400]
-        return f"bpftrace ({self.spec.file}) {how}{': ' + detail if detail else ''}"
+        return f"{self.what} {how}{': ' + detail if detail else ''}"
 
 
 class Tracer:
@@ -294,11 +304,15 @@ class Tracer:
 
         Returns "" when they run, why not when they could not, None when
         `spec` has no such form (in this mode)."""
-        from .rawprobes import AGGREGATES
+        from .rawprobes import AGGREGATES, EVENTS
 
-        if self.mode != "aggregate" or spec.table not in AGGREGATES:
+        forms = AGGREGATES if self.mode == "aggregate" else EVENTS
+        if spec.table not in forms:
             return None
         ok, why = self.caps.raw_tracepoints
+        if ok and self.mode == "events":
+            self._start_ring(spec)  # attaching is awaited with the bpftrace probes
+            return ""
         if ok:
             try:
                 self._raw[spec.table] = AGGREGATES[spec.table](self.pid, self.device)
@@ -306,6 +320,23 @@ class Tracer:
             except OSError as exc:
                 why = str(exc)
         return why
+
+    def _start_ring(self, spec: ProbeSpec) -> None:
+        """An events-mode probe as our own programs, read by `ringworker.py` in a process of its own."""
+        argv = [sys.executable, "-m", "plugtrace.tracing.ringworker", spec.table, self._table_path(spec)]
+        if self.pid:
+            argv += ["--pid", str(self.pid)]
+        if self.device:
+            argv += ["--device", self.device]
+        if self.max_events:
+            argv += ["--max-events", str(self.max_events)]
+        with signals_held():
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, preexec_fn=_child_setup)
+            p = _ProbeProcess(spec, proc, None, True)
+            _live.add(p)
+            self._procs.append(p)
+        p.start_readers()
 
     def _close_raw(self) -> None:
         raw, self._raw = self._raw, {}
@@ -351,18 +382,18 @@ class Tracer:
                 p.proc.send_signal(signal.SIGINT)  # bpftrace prints its maps and exits
         for p in self._procs:
             try:
-                p.proc.wait(STOP_TIMEOUT_S)
-                p.worker.wait(STOP_TIMEOUT_S)
+                for proc in p.processes:
+                    proc.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self._kill(p)
-                errors.append(f"bpftrace ({p.spec.file}) did not stop within {STOP_TIMEOUT_S:.0f} s: killed")
+                errors.append(f"{p.what} did not stop within {STOP_TIMEOUT_S:.0f} s: killed")
             p.join(5)
             _live.discard(p)
             if p.done.get("error"):
                 errors.append(p.done["error"])
             elif not p.done:
-                errors.append(f"decoding the output of {p.spec.file} failed: "
-                              + ("; ".join(p.messages[-3:]) or f"exit status {p.worker.returncode}"))
+                errors.append(f"decoding the output of {p.what} failed: "
+                              + ("; ".join(p.messages[-3:]) or f"exit status {p.processes[-1].returncode}"))
         ran, lost, dropped = [], 0, 0
         hist_rows: dict[str, list] = {"name": [], "low": [], "high": [], "count": []}
         counters: dict[str, list] = {"name": [], "value": []}
@@ -418,7 +449,8 @@ class Tracer:
     def _drain(self) -> None:
         """Let bpftrace print what is still in its perf buffers: on SIGINT it
         exits without reading them, and those events would be lost uncounted."""
-        streams = [p for p in self._procs if p.events and p.proc.poll() is None]
+        # (our ring readers drain themselves when stopped)
+        streams = [p for p in self._procs if p.events and p.worker is not None and p.proc.poll() is None]
         deadline = time.monotonic() + DRAIN_MAX_S
         last = None
         while streams and time.monotonic() < deadline:
@@ -430,7 +462,7 @@ class Tracer:
 
     @staticmethod
     def _kill(p: _ProbeProcess) -> None:
-        for proc in (p.proc, p.worker):
+        for proc in p.processes:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
