@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from plugtrace.tracing.capabilities import detect_capabilities
@@ -140,3 +141,27 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
     # io_uring plugs a submit of more than 2 SQEs; other I/O of ours (Python reading a file) may unplug 1
     assert depths.get(4) == 6 and depths.get(3) == 3 and set(depths) <= {1, 3, 4}, unplug_maps
     assert unplug_maps["nr_unplugs"] == sum(depths.values())
+
+
+def test_events_a_full_ring_refuses_are_counted_exactly(tmp_path):
+    """Nobody reads a one-page ring: what did not fit is lost, and counted, to the
+    event (the aggregate programs count the same calls as the reference)."""
+    require_root()
+    ok, why = detect_capabilities().raw_tracepoints
+    require(ok, f"no raw tracepoints: {why}")
+    from plugtrace.tracing.rawprobes import EntersAggregate, EntersEvents
+
+    f = open(tmp_path / "f", "wb")
+    with EntersAggregate(os.getpid()) as agg, EntersEvents(os.getpid(), ring_bytes=mmap.PAGESIZE) as ev:
+        with Ring(16) as ring:
+            batches(ring, f.fileno(), 200, 1)
+        fits = mmap.PAGESIZE // ev.ring.dtype.itemsize
+        recs, lost = ev.read(), ev.lost()
+        assert len(ev.read()) == 0
+        maps = agg.read()
+    f.close()
+    assert len(recs) == fits and lost > 0
+    assert len(recs) + lost == maps["nr_enters"] + maps["nr_wait_enters"]
+    submitting = recs[recs["to_submit"] > 0]
+    assert (submitting["ret"] == 1).all() and (recs["latency_ns"] > 0).all()
+    assert (recs["tid"] == threading.get_native_id()).all()
