@@ -204,7 +204,7 @@ def _tracepoint_fields(category: str, event: str) -> tuple[int, dict[str, int]]:
 
 _BTF_EXTRA = {1: 4, 3: 12, 4: 12, 5: 12, 6: 8, 13: 8, 14: 4, 15: 12, 17: 4, 19: 12}  # kind -> bytes after a type
 _BTF_PER_MEMBER = {4, 5, 6, 13, 15, 19}  # kinds whose extra is per member (vlen)
-_BTF_STRUCT, _BTF_TYPEDEF = 4, 8
+_BTF_STRUCT, _BTF_UNION, _BTF_TYPEDEF = 4, 5, 8
 
 
 class _KernelTypes:
@@ -265,18 +265,29 @@ class _KernelTypes:
         return (struct.unpack_from("<I", self._data, self._positions[proto] - 8)[0] & 0xFFFF) - 1
 
     def offset(self, struct_name: str, member: str) -> int:
-        """offsetof(struct `struct_name`, `member`) in bytes."""
+        """offsetof(struct `struct_name`, `member`) in bytes, also when the
+        member sits in an anonymous struct or union (as most of io_ring_ctx's do)."""
         for _, kind, pos, vlen, kflag in self.types.get(struct_name, []):
-            if kind != _BTF_STRUCT or not vlen:
-                continue
-            for k in range(vlen):
-                name_off, _, off = struct.unpack_from("<III", self._data, pos + 12 * k)
-                if self._string(name_off) == member:
-                    bits = off & 0xFFFFFF if kflag else off
-                    if bits % 8:
-                        break  # a bitfield: not something a program loads
-                    return bits // 8
+            if kind == _BTF_STRUCT and vlen:
+                found = self._member(pos, vlen, kflag, member)
+                if found is not None:
+                    return found
         raise RawBpfError(errno.ENOENT, f"the kernel's BTF has no member {member} in struct {struct_name}")
+
+    def _member(self, pos: int, vlen: int, kflag: bool, member: str) -> int | None:
+        for k in range(vlen):
+            name_off, type_id, off = struct.unpack_from("<III", self._data, pos + 12 * k)
+            bits = off & 0xFFFFFF if kflag else off
+            if name_off == 0:  # anonymous struct or union: its members are the outer struct's
+                at = self._positions[type_id]
+                info = struct.unpack_from("<I", self._data, at - 8)[0]
+                if (info >> 24) & 0x1F in (_BTF_STRUCT, _BTF_UNION) and bits % 8 == 0:
+                    inner = self._member(at, info & 0xFFFF, bool(info >> 31), member)
+                    if inner is not None:
+                        return bits // 8 + inner
+            elif self._string(name_off) == member:
+                return None if bits % 8 else bits // 8  # a bitfield is not something a program loads
+        return None
 
 
 class _PerfAttr(ctypes.Structure):
@@ -288,20 +299,6 @@ class _PerfAttr(ctypes.Structure):
 
 
 _PERF_EVENT_IOC_ENABLE, _PERF_EVENT_IOC_SET_BPF = 0x2400, 0x40042408
-
-
-def available() -> tuple[bool, str]:
-    """Whether raw tracepoint programs can be loaded here (and if not, why)."""
-    if platform.machine() != "x86_64":
-        return False, f"raw tracepoint programs are written for x86-64, not {platform.machine()}"
-    if os.geteuid() != 0:
-        return False, "not root"
-    try:
-        fd = _prog_load(_PROG_RAW_TP, mov(R0, 0) + exit_(), "pt_probe")
-    except OSError as exc:
-        return False, f"cannot load a raw tracepoint program: {exc.strerror or exc}"
-    os.close(fd)
-    return True, ""
 
 
 def available() -> tuple[bool, str]:
