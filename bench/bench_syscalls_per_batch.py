@@ -31,7 +31,8 @@ from .common import PLUGTRACE, machine, print_table, require_root, write_json
 def measure(kind: str, seconds: float, iodepth: int, workdir: Path, extra: list[str]) -> dict:
     out = workdir / f"run-{kind}"
     cmd = [*PLUGTRACE, "record", "--device", kind, "--size", "256M", "--strategy", "defer", "--iodepth",
-           str(iodepth), "--mode", "aggregate", "--duration", str(seconds), "--quiet", "-o", str(out), *extra]
+           str(iodepth), "--mode", "aggregate", "--duration", str(seconds), "--quiet", "-o", str(out),
+           "--probes", "enters", *extra]  # enters: the syscalls themselves, also those that only reap
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")

@@ -330,16 +330,19 @@ def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) ->
     })
 
 
-def _histogram(run: Run, hist: str) -> pd.DataFrame:
-    """Buckets of one in-kernel histogram: low, high (exclusive), count; sorted by low."""
-    table = run.arrow("histograms", ["name", "low", "high", "count"], filters=[("name", "=", hist)])
-    df = table.to_pandas().sort_values("low", ignore_index=True)
-    if df.empty:
-        raise MissingTableError(f"{run.path}: the 'histograms' table has no '{hist}' histogram")
-    return df
+def _histogram(run: Run, hist: str | tuple[str, ...]) -> pd.DataFrame:
+    """Buckets of one in-kernel histogram: low, high (exclusive), count; sorted by low.
+    Given several names, the first the run has."""
+    names = (hist,) if isinstance(hist, str) else hist
+    for name in names:
+        table = run.arrow("histograms", ["name", "low", "high", "count"], filters=[("name", "=", name)])
+        df = table.to_pandas().sort_values("low", ignore_index=True)
+        if not df.empty:
+            return df
+    raise MissingTableError(f"{run.path}: the 'histograms' table has no {' or '.join(map(repr, names))} histogram")
 
 
-def _events_or_histogram(run: Run, source: str, name: str, events: tuple[str, str], hist: str,
+def _events_or_histogram(run: Run, source: str, name: str, events: tuple[str, str], hist: str | tuple[str, ...],
                          app: tuple[str, str] | None = None) -> pd.DataFrame:
     """A distribution of `name` from event rows (app or kernel) or from an in-kernel histogram."""
     choices = {"app": app[0]} if app else {}
@@ -361,14 +364,15 @@ def df_batch_sizes(run: Run, source: str = "auto") -> pd.DataFrame:
     """How many SQEs each `io_uring_enter()` submitted: the batch size distribution.
 
     `source`: ``"app"`` (`submits`), ``"kernel"`` (`enters`), ``"histogram"`` (the
-    in-kernel `enter_nr_sqes` histogram, for aggregate-mode runs) or ``"auto"``
+    in-kernel `enter_nr_sqes` histogram, or `submit_nr_sqes` that aggregate-mode
+    runs count by default from io_uring's per-request tracepoint) or ``"auto"``
     (the first of these the run has). Enters that submitted nothing are left out.
 
     Columns: ``nr_sqes`` (bucket low bound, SQEs), ``nr_sqes_high`` (exclusive
     high bound; ``nr_sqes + 1`` for exact counts), ``count`` (submits),
     ``fraction`` (of all submits).
     """
-    return _events_or_histogram(run, source, "nr_sqes", ("enters", "to_submit"), "enter_nr_sqes",
+    return _events_or_histogram(run, source, "nr_sqes", ("enters", "to_submit"), ("enter_nr_sqes", "submit_nr_sqes"),
                                 app=("submits", "nr_sqes"))
 
 

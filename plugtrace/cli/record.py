@@ -84,9 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--max-events", type=int, default=5_000_000,
                    help="events mode: keep at most this many events, count the rest as lost")
     t.add_argument("--probes", default=None, metavar="LIST",
-                   help="only these probes, comma-separated: enters, uring_requests (events mode), block_rq, "
-                        "block_unplug, markers (default: all). Every probe hit costs the traced program time: "
-                        "trace what you need")
+                   help="only these probes, comma-separated: enters, uring_requests, block_rq, block_unplug, "
+                        "markers (default: all, except enters in aggregate mode, where uring_requests counts SQEs "
+                        "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
+                        "latency, at the price of every system call of the machine passing a tracepoint). "
+                        "Every probe hit costs the traced program time: trace what you need")
     t.add_argument("--measure-overhead", action="store_true",
                    help="run the workload untraced first, then traced, and store both IOPS and the ratio")
     t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")

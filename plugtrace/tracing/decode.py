@@ -158,6 +158,33 @@ def histogram_rows(name: str, buckets: list[dict]) -> dict[str, list]:
     return rows
 
 
+def batch_sizes_from_positions(buckets: list[dict]) -> list[dict]:
+    """uring_requests' ``uring_submit_pos`` (how many requests were taken at
+    position k of their io_uring_enter() batch, as lhist buckets) -> batch
+    sizes in the same form: batches of exactly k requests = position k's
+    count less position k+1's. The open bucket (position >= 1000) stays
+    open: that many batches had 1000 requests or more."""
+    at, top = {}, 0
+    for b in buckets:
+        if b.get("count") and "min" in b:
+            if "max" in b:
+                at[b["min"]] = b["count"]
+            else:
+                top = b["count"]
+    out = []
+    for k in sorted(at):
+        n = at[k] - (at.get(k + 1, 0) if k + 1 < _POSITION_TOP else top)
+        if n > 0:  # (a request refused before it was traced leaves its position out)
+            out.append({"min": k, "max": k, "count": n})
+    if top:
+        out.append({"min": _POSITION_TOP, "count": top})
+    return out
+
+
+#: uring_submit_pos's open bucket: lhist(pos, 0, 1000, 1)
+_POSITION_TOP = 1000
+
+
 def counter_rows(name: str, value: Any, key_names: tuple[str, ...] | None = None) -> dict[str, list]:
     """A bpftrace count() map -> rows of the `counters` table. A keyed map gives
     one row per key, named ``name_<key>`` (or ``name_<key_names[key]>``)."""

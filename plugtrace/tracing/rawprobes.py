@@ -24,8 +24,8 @@ from .rawbpf import (FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Programs, _CURR
                      _KernelTypes, _Prog, add, addr, and32, call, exit_, ld_map, ldx, ldxb, ldxw, mov, movr, rsh, std,
                      stx, stxw, subr)
 
-__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "EntersAggregate", "EntersEvents", "UnplugAggregate",
-           "UnplugEvents", "UringRequestEvents"]
+__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "EntersAggregate", "EntersEvents", "SubmitAggregate",
+           "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
 
 _NR_IO_URING_ENTER = 426  # x86-64
 _LHIST_MAX = 1000  # lhist(x, 0, 1000, 1): slot k for k, slot 1000 for >= 1000, slot 1001 for < 0
@@ -191,6 +191,34 @@ class EntersAggregate(_Aggregate):
         self.attach(kernel, "sys_enter", _out(p), "pt_enter")
 
 
+class SubmitAggregate(_Aggregate):
+    """`probes/uring_requests.bt` in aggregate mode: SQEs per submitting
+    io_uring_enter() without a syscall tracepoint. io_uring's
+    io_uring_submit_req fires once per request inside the enter that takes
+    it; while that enter runs, the ring's shared SQ head still holds where the
+    batch began and the kernel's private head (`cached_sq_head`) is one past
+    this request, so their difference is the request's position in its batch
+    (1, 2, ...). ``uring_submit_pos`` counts positions: batches of at least k
+    requests = count of position k, so the batch sizes follow exactly
+    (`decode.batch_sizes_from_positions`)."""
+
+    layout = _Layout(("lhist", "uring_submit_pos"))
+    kernel_names = frozenset({"btf_trace_io_uring_submit_req", "io_kiocb", "io_ring_ctx", "io_rings", "io_uring"})
+
+    def _attach(self, kernel, traced, device) -> None:
+        c, base = self._counters, self.layout.base
+        p = _Prog()  # io_uring_submit_req(struct io_kiocb *req)
+        p.emit(ldx(R6, R1, 0))
+        _only_traced(p, traced)
+        sq_head = kernel.offset("io_rings", "sq") + kernel.offset("io_uring", "head")
+        p.emit(ldx(R6, R6, kernel.offset("io_kiocb", "ctx")),
+               ldxw(R7, R6, kernel.offset("io_ring_ctx", "cached_sq_head")),
+               ldx(R1, R6, kernel.offset("io_ring_ctx", "rings")), ldxw(R1, R1, sq_head),
+               subr(R7, R1), and32(R7, -1))  # u32 arithmetic: the heads wrap
+        _lhist(p, c, base["uring_submit_pos"], R7, "pos")
+        self.attach(kernel, "io_uring_submit_req", _out(p), "pt_submit_pos")
+
+
 class BlockRqAggregate(_Aggregate):
     """`probes/block_rq.bt`: block requests from issue to completion
     (``block_latency_ns``, ``nr_block_rq``), on `device` or, without one, the
@@ -254,7 +282,7 @@ class UnplugAggregate(_Aggregate):
 
 
 #: probe table -> its aggregate-mode programs
-AGGREGATES = {"enters": EntersAggregate, "block_rq": BlockRqAggregate, "block_unplug": UnplugAggregate}
+AGGREGATES = {"enters": EntersAggregate, "uring_requests": SubmitAggregate, "block_rq": BlockRqAggregate, "block_unplug": UnplugAggregate}
 
 
 # --- events mode ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -34,7 +35,7 @@ import pyarrow as pa
 
 from ..errors import CapabilityError
 from .capabilities import Capabilities
-from .decode import counter_rows, histogram_rows
+from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
 from .probes import MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
 
 MODES = ("aggregate", "events")
@@ -45,6 +46,8 @@ PERF_RB_PAGES = 4096
 
 #: how long bpftrace may take to attach (parsing BTF is slow on a busy machine)
 ATTACH_TIMEOUT_S = 60.0
+#: after bpftrace says attached_probes, how long to wait for its attachments to show
+READY_TIMEOUT_S = 5.0
 #: how long bpftrace may take to print its maps and exit after SIGINT
 STOP_TIMEOUT_S = 20.0
 #: at stop, events mode waits until output has been quiet this long (bpftrace
@@ -110,6 +113,26 @@ class _ProbeProcess:
     @property
     def what(self) -> str:
         return f"bpftrace ({self.spec.file})" if self.worker is not None else f"our {self.spec.table} programs"
+
+    def ready(self) -> bool:
+        """Whether every probe is attached. Our ring readers say so once they are.
+        bpftrace (0.17) prints attached_probes before it loads and attaches
+        anything: it is ready once it holds a perf event per probe (BEGIN and
+        END aside) besides its per-CPU output buffers."""
+        if not self.attached.is_set():
+            return False
+        if self.worker is None or self.attached_probes is None:
+            return True
+        try:
+            fds = os.listdir(f"/proc/{self.proc.pid}/fd")
+        except OSError:
+            return False
+        perf = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                perf += os.readlink(f"/proc/{self.proc.pid}/fd/{fd}") == "anon_inode:[perf_event]"
+        # (a bpftrace that attaches some other way is waited for READY_TIMEOUT_S, then trusted)
+        return perf >= self.attached_probes - _special_probes(self.spec) + _online_cpus()
 
     def start_readers(self) -> None:
         protocol = (self.worker or self.proc).stdout
@@ -207,6 +230,8 @@ class Tracer:
         for spec in PROBES:
             if self.mode not in spec.modes or (self.only is not None and spec.table not in self.only):
                 continue
+            if self.mode in spec.only_when_asked and self.only is None:
+                continue
             if not spec.path.exists():
                 self.could_not_measure[spec.table] = f"the probe program {spec.path} is missing"
                 continue
@@ -286,6 +311,9 @@ class Tracer:
             while not p.attached.wait(0.05):
                 if p.proc.poll() is not None or time.monotonic() > deadline:
                     break
+            settle = time.monotonic() + READY_TIMEOUT_S
+            while p.attached.is_set() and not p.ready() and p.proc.poll() is None and time.monotonic() < settle:
+                time.sleep(0.005)
         for p in list(self._procs):
             if not p.attached.is_set():
                 if p.proc.poll() is None:
@@ -404,11 +432,7 @@ class Tracer:
                 errors.append(f"reading the {table} aggregates failed: {exc}")
                 continue
             ran.append(table)
-            for name, value in maps.items():
-                if isinstance(value, list):
-                    _extend(hist_rows, histogram_rows(name, value))
-                else:
-                    _extend(counters, counter_rows(name, value))
+            _add_maps(maps, hist_rows, counters)
         self._close_raw()
         for p in self._procs:
             lost += p.done.get("lost_events", 0)
@@ -424,11 +448,7 @@ class Tracer:
                 self.could_not_measure[p.spec.table] = f"no in-kernel data: {why}"
                 continue
             ran.append(p.spec.table)
-            for name, value in maps.items():
-                if isinstance(value, list):
-                    _extend(hist_rows, histogram_rows(name, value))
-                else:
-                    _extend(counters, counter_rows(name, value, MARKER_NAMES if name == "nr_markers" else None))
+            _add_maps(maps, hist_rows, counters)
         if self.mode == "aggregate" and writer is not None:
             if hist_rows["name"]:
                 writer.append("histograms", pa.table(hist_rows, schema=_HIST_SCHEMA))
@@ -475,6 +495,39 @@ class Tracer:
     def __exit__(self, *exc) -> None:
         if self._procs or self._raw:
             self.stop()
+
+
+def _special_probes(spec: ProbeSpec) -> int:
+    """BEGIN and END probes in a script: bpftrace counts them among its probes."""
+    return len(re.findall(r"^\s*(?:BEGIN|END)\b", spec.path.read_text(), re.M))
+
+
+def _online_cpus() -> int:
+    """CPUs online (bpftrace opens an output buffer on each)."""
+    try:
+        text = open("/sys/devices/system/cpu/online").read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def _add_maps(maps: dict, hist_rows: dict, counters: dict) -> None:
+    """One probe's maps (as bpftrace prints them) into the histograms and counters tables.
+    Submit positions are stored as what they mean: batch sizes (``submit_nr_sqes``)
+    and the number of submitting enters (``nr_submits``)."""
+    for name, value in maps.items():
+        if name == "uring_submit_pos":
+            sizes = batch_sizes_from_positions(value)
+            _extend(hist_rows, histogram_rows("submit_nr_sqes", sizes))
+            _extend(counters, counter_rows("nr_submits", sum(b["count"] for b in sizes)))
+        elif isinstance(value, list):
+            _extend(hist_rows, histogram_rows(name, value))
+        else:
+            _extend(counters, counter_rows(name, value, MARKER_NAMES if name == "nr_markers" else None))
 
 
 def _extend(rows: dict[str, list], more: dict[str, list]) -> None:

@@ -17,6 +17,12 @@ def _hist_percentile(low: np.ndarray, high: np.ndarray, count: np.ndarray, q: fl
     return int(high[order][min(i, len(cum) - 1)])
 
 
+def sqes_histogram(names) -> str:
+    """Which in-kernel histogram holds SQEs per submitting io_uring_enter(): the
+    enters probe's (from the syscall's result) when it ran, else uring_requests'."""
+    return "enter_nr_sqes" if "enter_nr_sqes" in set(names) else "submit_nr_sqes"
+
+
 def kernel_summary(run_dir: str | Path) -> dict:
     """io_uring_enter counts and latencies seen by eBPF, from `enters` (exact) or
     the in-kernel `histograms` (latency percentiles as log2 bucket bounds).
@@ -35,12 +41,13 @@ def kernel_summary(run_dir: str | Path) -> dict:
                    "enter_latency_p99_ns": int(np.percentile(lat, 99)), "source": "enters (events)"}
     elif hists.exists():
         h = pq.read_table(hists).to_pandas()
-        sqes = h[h["name"] == "enter_nr_sqes"]
+        name = sqes_histogram(h["name"])
+        sqes = h[h["name"] == name]
         lat = h[h["name"] == "enter_latency_ns"]
         if len(sqes):
             n = int(sqes["count"].sum())
             out = {"nr_enters": n, "mean_sqes_per_enter": round(float((sqes["low"] * sqes["count"]).sum() / n), 3),
-                   "source": "histograms (aggregate)"}
+                   "source": f"histograms (aggregate, {name})"}
         if len(lat):
             args = (lat["low"].to_numpy(), lat["high"].to_numpy(), lat["count"].to_numpy())
             out["enter_latency_p50_ns_below"] = _hist_percentile(*args, 50)

@@ -44,12 +44,13 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
     require_root()
     ok, why = detect_capabilities().raw_tracepoints
     require(ok, f"no raw tracepoints: {why}")
-    from plugtrace.tracing.rawprobes import EntersAggregate
+    from plugtrace.tracing.decode import batch_sizes_from_positions
+    from plugtrace.tracing.rawprobes import EntersAggregate, SubmitAggregate
 
     other = subprocess.Popen([sys.executable, "-c", OTHER, str(tmp_path / "o")], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     f = open(tmp_path / "f", "wb")
-    with EntersAggregate(os.getpid()) as agg:
+    with EntersAggregate(os.getpid()) as agg, SubmitAggregate(os.getpid()) as sub:
         with Ring(16) as ring:
             batches(ring, f.fileno(), 5, 3)
         pid = os.fork()
@@ -64,6 +65,7 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
         other.stdin.flush()
         assert other.stdout.readline().strip() == "done"
         maps = agg.read()
+        positions = sub.read()["uring_submit_pos"]
     other.wait()
     f.close()
     sqes = {b["min"]: b["count"] for b in maps["enter_nr_sqes"]}
@@ -71,6 +73,9 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
     assert maps["nr_enters"] == 7
     assert sum(b["count"] for b in maps["enter_latency_ns"]) == 7
     assert all(b["max"] >= b["min"] for b in maps["enter_latency_ns"])
+    # the same batches from io_uring's per-request tracepoint: 7 batches reach positions 1-3, 2 reach 4
+    assert {b["min"]: b["count"] for b in positions} == {1: 7, 2: 7, 3: 7, 4: 2}
+    assert {b["min"]: b["count"] for b in batch_sizes_from_positions(positions)} == sqes
 
 
 def test_a_program_that_cannot_load_is_a_clear_error():

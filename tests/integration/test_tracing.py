@@ -89,20 +89,25 @@ def test_immediate_submits_one_sqe_per_enter(tmp_path, bpf):
 
 @pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
 def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
-    """Both forms of the io_uring_enter aggregates: our raw tracepoint programs and the bpftrace script."""
+    """Both ways of counting SQEs per enter in the kernel (the syscall's result, and each
+    request's position in its batch), in both forms: our programs and the bpftrace scripts."""
     if backend == "raw tracepoints":
         require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
     out = tmp_path / "run"
     record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "32",
-           "--requests", "20000", env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
+           "--requests", "20000", "--probes", "enters,uring_requests,markers",
+           env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
     meta = read_meta(out)
     assert meta["probes"]["backends"]["enters"].startswith(backend)
+    assert meta["probes"]["backends"]["uring_requests"].startswith(backend)
     assert "histograms" in meta["probes"]["ran"]
     hist = read_table(out, "histograms")
-    sqes = hist[hist["name"] == "enter_nr_sqes"]
     app = read_table(out, "submits")["nr_sqes"].value_counts()
-    assert dict(zip(sqes["low"], sqes["count"])) == app.to_dict()
-    assert (sqes["high"] == sqes["low"] + 1).all()
+    assert len(app) > 3  # batches of several sizes, so the positions are really told apart
+    for name in ("enter_nr_sqes", "submit_nr_sqes"):
+        sqes = hist[hist["name"] == name]
+        assert dict(zip(sqes["low"], sqes["count"])) == app.to_dict(), name
+        assert (sqes["high"] == sqes["low"] + 1).all()
     assert hist[hist["name"] == "enter_latency_ns"]["count"].sum() == len(read_table(out, "submits"))
     counters = dict(zip(*read_table(out, "counters")[["name", "value"]].T.values))
     assert counters["nr_markers_section_begin"] == counters["nr_markers_section_end"] == len(read_table(out, "sections"))
@@ -147,7 +152,7 @@ def test_record_fio_counts_match_fio_json(tmp_path, bpf):
 
 @pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
 def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bpf, backend):
-    """fio forks its job: the forked child is followed, and every I/O is one enter with 1 SQE."""
+    """fio forks its job: the forked child is followed, and every I/O it submits is counted."""
     require(shutil.which("fio") is not None, "fio is not installed")
     if backend == "raw tracepoints":
         require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
@@ -159,9 +164,10 @@ def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bp
            env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
     ios = json.loads(fio_json.read_text())["jobs"][0]["read"]["total_ios"]
     meta = read_meta(out)
-    assert meta["probes"]["backends"]["enters"].startswith(backend)
+    assert meta["probes"]["backends"]["uring_requests"].startswith(backend)
+    assert "aggregate:enters" not in meta["probes"]["ran"]  # the syscall tracepoints only when asked
     hist = read_table(out, "histograms")
-    sqes = hist[hist["name"] == "enter_nr_sqes"]
+    sqes = hist[hist["name"] == "submit_nr_sqes"]
     assert int((sqes["low"] * sqes["count"]).sum()) == ios
     assert meta["kernel_summary"]["nr_enters"] == int(sqes["count"].sum()) > 0
 

@@ -65,3 +65,14 @@ def test_histogram_rows_make_high_exclusive_and_skip_empty_buckets():
 def test_counter_rows_name_keyed_maps():
     assert counter_rows("n", 5) == {"name": ["n"], "value": [5]}
     assert counter_rows("m", {"1": 3, "0": 4}, ("begin", "end")) == {"name": ["m_begin", "m_end"], "value": [4, 3]}
+
+
+def test_batch_sizes_follow_from_positions_in_the_batch():
+    from plugtrace.tracing.decode import batch_sizes_from_positions
+
+    # batches of 1, 3, 3 and 1000+ requests: positions 1..3 seen 4, 3, 3 times, 4..999 once, >= 1000 once
+    pos = [{"min": 1, "max": 1, "count": 4}, {"min": 2, "max": 2, "count": 3}, {"min": 3, "max": 3, "count": 3}]
+    pos += [{"min": k, "max": k, "count": 1} for k in range(4, 1000)] + [{"min": 1000, "count": 1}]
+    assert batch_sizes_from_positions(pos) == [{"min": 1, "max": 1, "count": 1}, {"min": 3, "max": 3, "count": 2},
+                                               {"min": 1000, "count": 1}]
+    assert batch_sizes_from_positions([]) == []
