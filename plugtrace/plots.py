@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from .analysis import (  # noqa: E402
     CAUSES,
+    MissingTableError,
     Run,
     df_batch_sizes,
     df_compare,
@@ -139,6 +140,9 @@ def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, so
     if isinstance(data, Run) and not (data.has("submits") or data.has("enters")):
         h = data.table("histograms")
         h = h[h["name"] == "enter_latency_ns"].sort_values("low")
+        if h.empty:
+            raise MissingTableError(f"{data.path}: no submit latency in this aggregate-mode run (it is measured "
+                                    "by the enters probe: record with --probes enters,...)")
         cum = np.cumsum(h["count"].to_numpy()) / h["count"].sum()
         x_us, y = h["high"].to_numpy() / 1e3, cum
         p50, p99 = (x_us[min(np.searchsorted(cum, q), len(cum) - 1)] for q in (0.5, 0.99))

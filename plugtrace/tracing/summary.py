@@ -17,6 +17,16 @@ def _hist_percentile(low: np.ndarray, high: np.ndarray, count: np.ndarray, q: fl
     return int(high[order][min(i, len(cum) - 1)])
 
 
+def _percentiles_in_place(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.percentile's linear interpolation, without its copy of `values` (which it reorders)."""
+    n = len(values)
+    ranks = [q / 100 * (n - 1) for q in qs]
+    lows = sorted({int(np.floor(r)) for r in ranks} | {min(int(np.floor(r)) + 1, n - 1) for r in ranks})
+    values.partition(lows)
+    return [values[int(np.floor(r))] + (values[min(int(np.floor(r)) + 1, n - 1)] - values[int(np.floor(r))])
+            * (r - np.floor(r)) for r in ranks]
+
+
 def sqes_histogram(names) -> str:
     """Which in-kernel histogram holds SQEs per submitting io_uring_enter(): the
     enters probe's (from the syscall's result) when it ran, else uring_requests'."""
@@ -31,14 +41,22 @@ def kernel_summary(run_dir: str | Path) -> dict:
     enters, hists = tables / "enters.parquet", tables / "histograms.parquet"
     out: dict = {}
     if enters.exists():
-        t = pq.read_table(enters, columns=["to_submit", "ret", "latency_ns"])
-        t = t.filter(pc.greater(t.column("to_submit"), 0))
-        ret = t.column("ret").to_numpy()
-        lat = t.column("latency_ns").to_numpy()
-        if len(ret):
-            out = {"nr_enters": int(len(ret)), "mean_sqes_per_enter": round(float(ret.mean()), 3),
-                   "enter_latency_p50_ns": int(np.percentile(lat, 50)),
-                   "enter_latency_p99_ns": int(np.percentile(lat, 99)), "source": "enters (events)"}
+        # in row-group batches: a long events-mode run has millions of enters, and the
+        # recorder's memory must stay flat to the end; only the latencies are kept
+        f = pq.ParquetFile(enters)
+        lat = np.empty(f.metadata.num_rows, dtype=np.int64)
+        n, sqes = 0, 0
+        for batch in f.iter_batches(batch_size=1 << 20, columns=["to_submit", "ret", "latency_ns"]):
+            batch = batch.filter(pc.greater(batch.column(0), 0))
+            sqes += int(pc.sum(batch.column(1)).as_py() or 0)
+            chunk = batch.column(2).to_numpy(zero_copy_only=False)
+            lat[n:n + len(chunk)] = chunk
+            n += len(chunk)
+        if n:
+            lat = lat[:n]
+            p50, p99 = (int(round(q)) for q in _percentiles_in_place(lat, (50, 99)))
+            out = {"nr_enters": n, "mean_sqes_per_enter": round(sqes / n, 3),
+                   "enter_latency_p50_ns": p50, "enter_latency_p99_ns": p99, "source": "enters (events)"}
     elif hists.exists():
         h = pq.read_table(hists).to_pandas()
         name = sqes_histogram(h["name"])
