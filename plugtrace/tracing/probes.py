@@ -74,8 +74,14 @@ PROBES: tuple[ProbeSpec, ...] = (
         (("ts_ns", I64), ("tid", I32), ("event", I32), ("user_data", pa.uint64()), ("opcode", I32),
          ("res", I32)),
         labels=(("event", ("submit", "complete")),),
-        purpose="each io_uring request's submit and completion (aggregate mode: SQEs per submitting "
-                "io_uring_enter(), from each request's position in its batch)",
+        modes=("events",),
+        purpose="each io_uring request's submit and completion",
+    ),
+    # aggregate mode: the same table name, one hit per request, no completions
+    ProbeSpec(
+        "uring_requests", "uring_submits.bt", ("io_uring:io_uring_submit_req",), (),
+        modes=("aggregate",),
+        purpose="SQEs per submitting io_uring_enter(), from each request's position in its batch",
     ),
     ProbeSpec(
         "block_rq", "block_rq.bt",
@@ -107,10 +113,10 @@ PROBES: tuple[ProbeSpec, ...] = (
 )
 
 #: markers.bt's marker codes, in order
-MARKER_NAMES = dict(PROBES[4].labels)["marker"]
+MARKER_NAMES = dict(next(p for p in PROBES if p.file == "markers.bt").labels)["marker"]
 
 #: uring_requests.bt's event codes
-URING_EVENTS = dict(PROBES[1].labels)["event"]
+URING_EVENTS = dict(next(p for p in PROBES if p.file == "uring_requests.bt").labels)["event"]
 
 
 def kernel_dev_t(dev: str | None) -> int:
