@@ -102,17 +102,14 @@ def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path
 def cross_check(kind: str, mode: str, job: dict, run_dir: Path) -> dict:
     """plugtrace's count of fio's I/Os and batch sizes against fio's own numbers."""
     from plugtrace.analysis import Run, df_batch_sizes
-    from plugtrace.tracing.summary import sqes_histogram
 
     run = Run.open(run_dir)
+    sizes = df_batch_sizes(run, source="auto")
     if run.has("uring_requests"):
         t = run.table("uring_requests", ["event"])
         counted = int((t["event"] == "submit").sum())
     else:  # aggregate: the in-kernel SQEs-per-enter histogram has one bucket per count
-        hist = run.table("histograms")
-        sqes = hist[hist["name"] == sqes_histogram(hist["name"])]
-        counted = int((sqes["low"] * sqes["count"]).sum())
-    sizes = df_batch_sizes(run, source="auto")
+        counted = int((sizes["nr_sqes"] * sizes["count"]).sum())
     share_1_4 = float(sizes.loc[sizes["nr_sqes"] <= 4, "count"].sum() / sizes["count"].sum() * 100)
     return {"device": kind, "tracing": mode, "fio_total_ios": fio_read(job)[1], "plugtrace_ios": counted,
             "equal": counted == fio_read(job)[1], "fio_submit_1_4_pct": job["iodepth_submit"]["4"],

@@ -330,6 +330,11 @@ def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) ->
     })
 
 
+#: the in-kernel histograms of SQEs per submitting io_uring_enter(), preferred first:
+#: the enters probe's (the syscall's result), then uring_requests' (request positions)
+SQES_HISTOGRAMS = ("enter_nr_sqes", "submit_nr_sqes")
+
+
 def _histogram(run: Run, hist: str | tuple[str, ...]) -> pd.DataFrame:
     """Buckets of one in-kernel histogram: low, high (exclusive), count; sorted by low.
     Given several names, the first the run has."""
@@ -372,7 +377,7 @@ def df_batch_sizes(run: Run, source: str = "auto") -> pd.DataFrame:
     high bound; ``nr_sqes + 1`` for exact counts), ``count`` (submits),
     ``fraction`` (of all submits).
     """
-    return _events_or_histogram(run, source, "nr_sqes", ("enters", "to_submit"), ("enter_nr_sqes", "submit_nr_sqes"),
+    return _events_or_histogram(run, source, "nr_sqes", ("enters", "to_submit"), SQES_HISTOGRAMS,
                                 app=("submits", "nr_sqes"))
 
 

@@ -18,6 +18,17 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
+def cpu_ids(which: str) -> list[int]:
+    """The CPUs the kernel lists as `which` ("possible", "online"), from
+    /sys/devices/system/cpu (ranges such as "0-3,6")."""
+    text = Path(f"/sys/devices/system/cpu/{which}").read_text().strip()
+    ids: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        ids += range(int(lo), int(hi or lo) + 1)
+    return ids
+
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 BTF = Path("/sys/kernel/btf/vmlinux")

@@ -158,6 +158,10 @@ def histogram_rows(name: str, buckets: list[dict]) -> dict[str, list]:
     return rows
 
 
+#: the probes' linear histograms are lhist(x, 0, 1000, 1): a bucket per value, one open bucket from 1000
+LHIST_TOP = 1000
+
+
 def batch_sizes_from_positions(buckets: list[dict]) -> list[dict]:
     """uring_requests' ``uring_submit_pos`` (how many requests were taken at
     position k of their io_uring_enter() batch, as lhist buckets) -> batch
@@ -173,16 +177,12 @@ def batch_sizes_from_positions(buckets: list[dict]) -> list[dict]:
                 top = b["count"]
     out = []
     for k in sorted(at):
-        n = at[k] - (at.get(k + 1, 0) if k + 1 < _POSITION_TOP else top)
+        n = at[k] - (at.get(k + 1, 0) if k + 1 < LHIST_TOP else top)
         if n > 0:  # (a request refused before it was traced leaves its position out)
             out.append({"min": k, "max": k, "count": n})
     if top:
-        out.append({"min": _POSITION_TOP, "count": top})
+        out.append({"min": LHIST_TOP, "count": top})
     return out
-
-
-#: uring_submit_pos's open bucket: lhist(pos, 0, 1000, 1)
-_POSITION_TOP = 1000
 
 
 def counter_rows(name: str, value: Any, key_names: tuple[str, ...] | None = None) -> dict[str, list]:

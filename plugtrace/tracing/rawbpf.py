@@ -25,6 +25,8 @@ import platform
 import struct
 from pathlib import Path
 
+from .capabilities import cpu_ids
+
 __all__ = ["Programs", "RawBpfError", "Ring", "available"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -50,11 +52,6 @@ def _bpf(cmd: int, attr: bytes) -> int:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
     return fd
-
-
-def _possible_cpus() -> int:
-    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
 
 
 # --- a tiny assembler: just what these programs use ---------------------------------
@@ -321,7 +318,7 @@ class Programs:
 
     def __init__(self) -> None:
         self._fds: list[int] = []
-        self._ncpu = _possible_cpus()
+        self._ncpu = max(cpu_ids("possible")) + 1
         #: the tracepoints attached to
         self.attached: list[str] = []
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .decode import LHIST_TOP
 from .rawbpf import (FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Programs, _CURRENT_TASK_BTF, _HASH, _KTIME,
                      _LOOKUP, _PERCPU_ARRAY, _PID_TGID, _RB_NO_WAKEUP, _RINGBUF_OUTPUT, _TASK_STORAGE_GET, _UPDATE,
                      _KernelTypes, _Prog, add, addr, and32, call, exit_, ld_map, ldx, ldxb, ldxw, mov, movr, rsh, std,
@@ -28,7 +29,7 @@ __all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "EntersAggregate", "Enter
            "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
 
 _NR_IO_URING_ENTER = 426  # x86-64
-_LHIST_MAX = 1000  # lhist(x, 0, 1000, 1): slot k for k, slot 1000 for >= 1000, slot 1001 for < 0
+_LHIST_MAX = LHIST_TOP  # lhist(x, 0, 1000, 1): slot k for k, slot 1000 for >= 1000, slot 1001 for < 0
 _SLOTS = {"lhist": _LHIST_MAX + 2, "hist": 65, "count": 1}  # hist: slot 0 for 0, k + 1 for [2^k, 2^(k+1))
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import CapabilityError
-from .capabilities import Capabilities
+from .capabilities import Capabilities, cpu_ids
 from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
 from .probes import MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
 
@@ -98,6 +98,8 @@ class _ProbeProcess:
     events: bool
     attached: threading.Event = field(default_factory=threading.Event)
     attached_probes: int | None = None
+    #: bpftrace only: how many perf events it holds once attached (see `ready`)
+    perf_events_wanted: int | None = None
     done: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -123,6 +125,8 @@ class _ProbeProcess:
             return False
         if self.worker is None or self.attached_probes is None:
             return True
+        if self.perf_events_wanted is None:
+            self.perf_events_wanted = _perf_events_when_attached(self.spec, self.attached_probes)
         try:
             fds = os.listdir(f"/proc/{self.proc.pid}/fd")
         except OSError:
@@ -132,7 +136,7 @@ class _ProbeProcess:
             with contextlib.suppress(OSError):
                 perf += os.readlink(f"/proc/{self.proc.pid}/fd/{fd}") == "anon_inode:[perf_event]"
         # (a bpftrace that attaches some other way is waited for READY_TIMEOUT_S, then trusted)
-        return perf >= self.attached_probes - _special_probes(self.spec) + _online_cpus()
+        return perf >= self.perf_events_wanted
 
     def start_readers(self) -> None:
         protocol = (self.worker or self.proc).stdout
@@ -497,22 +501,16 @@ class Tracer:
             self.stop()
 
 
-def _special_probes(spec: ProbeSpec) -> int:
-    """BEGIN and END probes in a script: bpftrace counts them among its probes."""
-    return len(re.findall(r"^\s*(?:BEGIN|END)\b", spec.path.read_text(), re.M))
-
-
-def _online_cpus() -> int:
-    """CPUs online (bpftrace opens an output buffer on each)."""
+def _perf_events_when_attached(spec: ProbeSpec, probes: int) -> int:
+    """The perf events bpftrace holds once every probe of `spec` is attached: one per
+    probe but BEGIN and END, which it counts among its probes, and an output
+    buffer per online CPU."""
+    specials = len(re.findall(r"^\s*(?:BEGIN|END)\b", spec.path.read_text(), re.M))
     try:
-        text = open("/sys/devices/system/cpu/online").read().strip()
+        cpus = len(cpu_ids("online"))
     except OSError:
-        return os.cpu_count() or 1
-    n = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
-    return n
+        cpus = os.cpu_count() or 1
+    return probes - specials + cpus
 
 
 def _add_maps(maps: dict, hist_rows: dict, counters: dict) -> None:

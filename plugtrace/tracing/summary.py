@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..analysis import SQES_HISTOGRAMS
+
 
 def _hist_percentile(low: np.ndarray, high: np.ndarray, count: np.ndarray, q: float) -> int:
     """Upper bound (exclusive) of the bucket holding the q-th percentile."""
@@ -15,22 +17,6 @@ def _hist_percentile(low: np.ndarray, high: np.ndarray, count: np.ndarray, q: fl
     cum = np.cumsum(count[order])
     i = int(np.searchsorted(cum, cum[-1] * q / 100.0))
     return int(high[order][min(i, len(cum) - 1)])
-
-
-def _percentiles_in_place(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """np.percentile's linear interpolation, without its copy of `values` (which it reorders)."""
-    n = len(values)
-    ranks = [q / 100 * (n - 1) for q in qs]
-    lows = sorted({int(np.floor(r)) for r in ranks} | {min(int(np.floor(r)) + 1, n - 1) for r in ranks})
-    values.partition(lows)
-    return [values[int(np.floor(r))] + (values[min(int(np.floor(r)) + 1, n - 1)] - values[int(np.floor(r))])
-            * (r - np.floor(r)) for r in ranks]
-
-
-def sqes_histogram(names) -> str:
-    """Which in-kernel histogram holds SQEs per submitting io_uring_enter(): the
-    enters probe's (from the syscall's result) when it ran, else uring_requests'."""
-    return "enter_nr_sqes" if "enter_nr_sqes" in set(names) else "submit_nr_sqes"
 
 
 def kernel_summary(run_dir: str | Path) -> dict:
@@ -53,13 +39,12 @@ def kernel_summary(run_dir: str | Path) -> dict:
             lat[n:n + len(chunk)] = chunk
             n += len(chunk)
         if n:
-            lat = lat[:n]
-            p50, p99 = (int(round(q)) for q in _percentiles_in_place(lat, (50, 99)))
+            p50, p99 = (int(q) for q in np.percentile(lat[:n], [50, 99], overwrite_input=True))
             out = {"nr_enters": n, "mean_sqes_per_enter": round(sqes / n, 3),
                    "enter_latency_p50_ns": p50, "enter_latency_p99_ns": p99, "source": "enters (events)"}
     elif hists.exists():
         h = pq.read_table(hists).to_pandas()
-        name = sqes_histogram(h["name"])
+        name = next((n for n in SQES_HISTOGRAMS if (h["name"] == n).any()), SQES_HISTOGRAMS[-1])
         sqes = h[h["name"] == name]
         lat = h[h["name"] == "enter_latency_ns"]
         if len(sqes):
