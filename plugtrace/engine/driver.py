@@ -170,7 +170,6 @@ class IoUringDriver:
         d.next_req_id = thread << 40
         self._free = list(range(nslots - 1, -1, -1))
         self._callbacks: list[Callback | None] = [None] * nslots
-        self._ops = [OP_READ] * nslots
         self._reap_max = 256
         self._out_slots = ffi.new("uint32_t[]", self._reap_max)
         self._out_res = ffi.new("int32_t[]", self._reap_max)
@@ -213,7 +212,6 @@ class IoUringDriver:
         """
         slot = self._free.pop()
         self._callbacks[slot] = cb
-        self._ops[slot] = op
         st = self._plug_state
         lib.pt_queue(self._d, slot, op, fd, nbytes, offset, device, st.section_id, st.owner, sync)
         self.in_queue += 1
@@ -225,23 +223,28 @@ class IoUringDriver:
             self.strategy.on_queued(self)
         return slot
 
-    def submit_requests(self, fd: int, requests, nbytes: int, device: int, cb: Callback) -> None:
-        """`submit_request()` for each `(op, offset)` of `requests`, in order.
+    def submit_requests(self, fd: int, ops: list[int], offsets: list[int], nbytes: int, device: int,
+                        cb: Callback) -> None:
+        """`submit_request()` for each `(ops[i], offsets[i])`, in order.
 
-        The same per-request steps (queue, then the strategy's decision), with
-        the lookups hoisted out of the loop: a virtio-blk handler drains its
-        whole queue through here.
+        A virtio-blk handler drains its whole queue through here. Requests are
+        queued in runs the strategy says it would not act on until the run's
+        last request (`Strategy.run_length`), each run with one call into C,
+        and the strategy then hears of the run at once
+        (`Strategy.on_queued_run`): the same submits as one request at a time.
         """
-        free_pop, callbacks, ops = self._free.pop, self._callbacks, self._ops
-        queue, d, st = lib.pt_queue, self._d, self._plug_state
-        on_queued = self.strategy.on_queued
-        for op, offset in requests:
-            slot = free_pop()
-            callbacks[slot] = cb
-            ops[slot] = op
-            queue(d, slot, op, fd, nbytes, offset, device, st.section_id, st.owner, 0)
-            self.in_queue += 1
-            on_queued(self)
+        free, callbacks, d, st = self._free, self._callbacks, self._d, self._plug_state
+
+        def queue(i: int, k: int) -> None:
+            slots = free[-k:]
+            del free[-k:]
+            slots.reverse()  # the order free.pop() would take them in
+            for slot in slots:
+                callbacks[slot] = cb
+            lib.pt_queue_run(d, slots, ops[i:i + k], offsets[i:i + k], k, fd, nbytes, device, st.section_id,
+                             st.owner)
+
+        self.strategy.queue_in_runs(self, len(ops), queue)
 
     # -- submission (QEMU's ioq_submit) -----------------------------------
     def ioq_submit(self, reason: str) -> int:
@@ -322,12 +325,12 @@ class IoUringDriver:
     def _finish_partial(self, slot: int, res: int) -> int | None:
         """A short transfer or -EAGAIN/-EINTR: resubmit (None) or the final result."""
         r = self._reqs[slot]
-        if res < 0 or (res > 0 and self._ops[slot] == OP_READ):
+        if res < 0 or (res > 0 and r.op == OP_READ):
             # -EAGAIN/-EINTR: submit again; short read: read the rest
             lib.pt_requeue_short(self._d, slot, max(res, 0))
             self.in_queue += 1
             return None
-        if self._ops[slot] == OP_READ:
+        if r.op == OP_READ:
             # End of file: pad the rest with zeroes; the guest sees success, the
             # log keeps the bytes really read.
             ffi.memmove(r.buf, bytes(r.len), r.len)

@@ -71,7 +71,9 @@ class VirtioBlk(Device):
 
     def __init__(self, *args, interleave: float = 0.0, rng: random.Random | None = None, sync_bytes: int = 4096):
         super().__init__(*args)
-        self.vq: deque = deque()
+        #: the virtqueue: requests the guest made available, as (ops, offsets)
+        self.vq_ops: list[int] = []
+        self.vq_offsets: list[int] = []
         self.bh = self.loop.bh_new(self.handle_vq)
         self.in_handler = False
         self.interleave = interleave
@@ -80,7 +82,8 @@ class VirtioBlk(Device):
         self.sync_reads = 0
 
     def guest_submit(self, ops, offsets):
-        self.vq.extend(zip(ops, offsets))
+        self.vq_ops.extend(ops)
+        self.vq_offsets.extend(offsets)
         if not self.in_handler:
             self.bh.schedule()
 
@@ -92,18 +95,17 @@ class VirtioBlk(Device):
             try:
                 if self.interleave and self.loop.depth == 1 and self.rng.random() < self.interleave:
                     self._synchronous_read()
-                vq = self.vq
-                while vq:
-                    batch = list(vq)
-                    vq.clear()
-                    self.driver.submit_requests(self.fd, batch, self.bs, self.index, self.done)
+                while self.vq_ops:
+                    ops, offsets = self.vq_ops, self.vq_offsets
+                    self.vq_ops, self.vq_offsets = [], []
+                    self.driver.submit_requests(self.fd, ops, offsets, self.bs, self.index, self.done)
             finally:
                 strategy.handler_end(self)
         finally:
             self.in_handler = False
         # Notifications are back on: requests the guest queued while the
         # section ended (completions run there) need another pass.
-        if self.vq:
+        if self.vq_ops:
             self.bh.schedule()
 
     def _synchronous_read(self) -> None:

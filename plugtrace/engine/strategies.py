@@ -17,7 +17,7 @@ the io_uring driver does with a queued request:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .. import plug
 from .driver import MAX_ENTRIES
@@ -49,9 +49,43 @@ class Strategy:
         """A request was queued (`in_queue` already counts it)."""
         raise NotImplementedError
 
+    def run_length(self, driver: "IoUringDriver") -> int:
+        """How many requests may be queued in a row before `on_queued` would act
+        on one other than the last: with 1 (always right) each request is heard of
+        alone."""
+        return 1
+
+    def on_queued_run(self, driver: "IoUringDriver", k: int) -> None:
+        """`k` requests (at most `run_length()`) were queued in a row: do what
+        `on_queued` would have done after each of them."""
+        self.on_queued(driver)
+
+    def queue_in_runs(self, driver: "IoUringDriver", n: int, queue: Callable[[int, int], None]) -> None:
+        """Queue `n` requests: `queue(i, k)` queues requests i .. i + k - 1
+        (without counting them in `in_queue`), then the strategy hears of the run.
+
+        Decides exactly as queueing them one at a time with `on_queued` after
+        each, with one call per run instead of one per request."""
+        i = 0
+        while i < n:
+            k = min(n - i, self.run_length(driver))
+            queue(i, k)
+            driver.in_queue += k
+            i += k
+            self.on_queued_run(driver, k)
+
     def submit_after_completions(self, driver: "IoUringDriver") -> bool:
         """Whether reaping completions should submit what is queued (QEMU: yes)."""
         return True
+
+
+#: "any number": while the ring is blocked a queued request changes nothing
+_UNBOUNDED = 1 << 30
+
+
+def _room(driver: "IoUringDriver") -> int:
+    """Requests that can be queued before the last of them reaches MAX_ENTRIES (at least 1)."""
+    return max(1, MAX_ENTRIES - driver.in_flight - driver.in_queue)
 
 
 class Immediate(Strategy):
@@ -61,6 +95,9 @@ class Immediate(Strategy):
     def on_queued(self, driver):
         if not driver.blocked:
             driver.ioq_submit("immediate")
+
+    def run_length(self, driver):
+        return _UNBOUNDED if driver.blocked else 1
 
 
 class DevicePlug(Strategy):
@@ -86,6 +123,11 @@ class DevicePlug(Strategy):
         if not driver.blocked and (not driver.plugged or driver.in_flight + driver.in_queue >= MAX_ENTRIES):
             driver.ioq_submit("max_entries" if driver.plugged else "immediate")
 
+    def run_length(self, driver):
+        if driver.blocked:
+            return _UNBOUNDED
+        return _room(driver) if driver.plugged else 1
+
     def submit_after_completions(self, driver):
         return not driver.plugged
 
@@ -107,6 +149,19 @@ class Defer(Strategy):
             else:
                 plug.defer_call(_deferred_submit, driver)
 
+    def run_length(self, driver):
+        if driver.blocked:
+            return _UNBOUNDED
+        # outside a section defer_call() submits at once
+        return _room(driver) if plug.nesting_level() else 1
+
+    def on_queued_run(self, driver, k):
+        if k > 1 and not driver.blocked:
+            # the first k - 1 requests' defer_call(): in a section, one call
+            # stands for them all (the same fn and opaque are added once)
+            plug.defer_call(_deferred_submit, driver)
+        self.on_queued(driver)
+
 
 class LoopIteration(Strategy):
     name = "loop-iteration"
@@ -122,6 +177,9 @@ class LoopIteration(Strategy):
     def on_queued(self, driver):
         if not driver.blocked and driver.in_flight + driver.in_queue >= MAX_ENTRIES:
             driver.ioq_submit("max_entries")
+
+    def run_length(self, driver):
+        return _UNBOUNDED if driver.blocked else _room(driver)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -128,6 +128,8 @@ unsigned pt_cq_ready_taskrun(struct io_uring *ring);
 uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uint32_t len,
                   uint64_t offset, int32_t device, int64_t section_id,
                   int32_t section_owner, int32_t sync);
+void pt_queue_run(struct pt_driver *d, const uint32_t *slots, const int32_t *ops, const uint64_t *offsets,
+                  uint32_t n, int fd, uint32_t len, int32_t device, int64_t section_id, int32_t section_owner);
 uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
 void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res);
 int pt_flush(struct pt_driver *d, int32_t reason);
@@ -254,6 +256,16 @@ static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uin
     d->queue[d->qtail++ % d->qcap] = slot;
     plugtrace_mark_request_queued(r->req_id, device);
     return d->qtail - d->qhead;
+}
+
+/* pt_queue() for `n` requests of one device in a row: a virtio-blk handler
+ * draining its queue crosses into C once per run instead of once per request. */
+static void pt_queue_run(struct pt_driver *d, const uint32_t *slots, const int32_t *ops, const uint64_t *offsets,
+                         uint32_t n, int fd, uint32_t len, int32_t device, int64_t section_id,
+                         int32_t section_owner)
+{
+    for (uint32_t i = 0; i < n; i++)
+        pt_queue(d, slots[i], ops[i], fd, len, offsets[i], device, section_id, section_owner, 0);
 }
 
 /* QEMU's luring_resubmit_short_read(): continue where the short read stopped. */
