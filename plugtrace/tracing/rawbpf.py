@@ -34,12 +34,19 @@ _SYS_BPF, _SYS_PERF_EVENT_OPEN = 321, 298
 
 # bpf() commands, map and program types, helpers
 _MAP_CREATE, _MAP_LOOKUP, _MAP_UPDATE, _PROG_LOAD, _RAW_TP_OPEN = 0, 1, 2, 5, 17
-_HASH, _PERCPU_ARRAY = 1, 6
+_ARRAY, _PERCPU_ARRAY = 2, 6
 _PROG_TRACEPOINT, _PROG_RAW_TP, _PROG_TRACING, _TRACE_RAW_TP = 5, 17, 26, 23
 _BTF_LOAD, _TASK_STORAGE, _NO_PREALLOC = 18, 29, 1
 _LOOKUP, _UPDATE, _DELETE, _KTIME, _PID_TGID, _PROBE_READ_KERNEL = 1, 2, 3, 5, 14, 113
 _TASK_STORAGE_GET, _CURRENT_TASK_BTF, _RINGBUF_OUTPUT = 156, 158, 130
 _RINGBUF, _RB_NO_WAKEUP = 27, 1
+
+def _pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 1 << 22  # the kernel's limit (PID_MAX_LIMIT on 64-bit)
+
 
 class RawBpfError(OSError):
     """Loading or attaching a program failed (the message says which and why)."""
@@ -68,7 +75,10 @@ def add(dst, imm): return _i(0x07, dst, imm=imm)                       # dst += 
 def addr(dst, src): return _i(0x0F, dst, src)                          # dst += src
 def subr(dst, src): return _i(0x1F, dst, src)                          # dst -= src
 def rsh(dst, imm): return _i(0x77, dst, imm=imm)                       # dst >>= imm
+def rshr(dst, src): return _i(0x7F, dst, src)                          # dst >>= src
+def and64(dst, imm): return _i(0x57, dst, imm=imm)                     # dst &= imm
 def lsh(dst, imm): return _i(0x67, dst, imm=imm)                       # dst <<= imm
+def lshr(dst, src): return _i(0x6F, dst, src)                          # dst <<= src
 def orr(dst, src): return _i(0x4F, dst, src)                           # dst |= src
 def and32(dst, imm): return _i(0x54, dst, imm=imm)                     # w(dst) &= imm (zero-extends)
 def ldx(dst, src, off): return _i(0x79, dst, src, off)                 # dst = *(u64 *)(src + off)
@@ -78,6 +88,7 @@ def stx(dst, off, src): return _i(0x7B, dst, src, off)                 # *(u64 *
 def stxw(dst, off, src): return _i(0x63, dst, src, off)                # *(u32 *)(dst + off) = src
 def stw(dst, off, imm): return _i(0x62, dst, off=off, imm=imm)         # *(u32 *)(dst + off) = imm
 def std(dst, off, imm): return _i(0x7A, dst, off=off, imm=imm)         # *(u64 *)(dst + off) = imm
+def atomic_or(dst, off, src): return _i(0xDB, dst, src, off, imm=0x40)  # lock *(u64 *)(dst + off) |= src
 def call(helper): return _i(0x85, imm=helper)
 def exit_(): return _i(0x95)
 def ld_map(dst, fd): return _i(0x18, dst, 1, imm=fd) + _i(0)           # dst = map (pseudo map fd)
@@ -96,10 +107,11 @@ class _Prog:
             self.code.extend(ins[k:k + 8] for k in range(0, len(ins), 8))
         return self
 
-    def jump(self, op: int, reg: int, imm: int, label: str) -> "_Prog":
-        """`if reg <op> imm goto label`; op: 0x05 ja, 0x15 jeq, 0x55 jne, 0x35 jge, 0xC5 jslt."""
+    def jump(self, op: int, reg: int, imm: int, label: str, src: int = 0) -> "_Prog":
+        """`if reg <op> imm goto label`; op: 0x05 ja, 0x15 jeq, 0x55 jne, 0x35 jge, 0xC5 jslt;
+        0x5D: `if reg != src goto label`."""
         self.fixups.append((len(self.code), label))
-        self.code.append(_i(op, reg, 0, 0, imm))
+        self.code.append(_i(op, reg, src, 0, imm))
         return self
 
     def label(self, name: str) -> "_Prog":
@@ -114,14 +126,25 @@ class _Prog:
         return b"".join(self.code)
 
 
+def _test_bit(p: "_Prog", bitmap: int, tgid_at: int, miss: str) -> None:
+    """Go to `miss` unless bit tgid of `bitmap` is set; the tgid is the u32 at FP + `tgid_at`.
+    Leaves r0 at the bitmap word. Clobbers r0-r5."""
+    p.emit(ldxw(R1, FP, tgid_at), rsh(R1, 6), stxw(FP, tgid_at - 4, R1))
+    p.emit(ld_map(R1, bitmap), movr(R2, FP), add(R2, tgid_at - 4), call(_LOOKUP))
+    p.jump(0x15, R0, 0, miss)  # beyond pid_max
+    p.emit(ldx(R1, R0, 0), ldxw(R2, FP, tgid_at), and64(R2, 63), rshr(R1, R2), and64(R1, 1))
+    p.jump(0x15, R1, 0, miss)
+
+
 def _fork_prog(traced: int, parent_off: int, child_off: int) -> bytes:
     """tracepoint sched_process_fork: a traced parent's child is traced too."""
     p = _Prog()
-    p.emit(movr(R6, R1), ldxw(R1, R6, parent_off), stxw(FP, -4, R1))
-    p.emit(ld_map(R1, traced), movr(R2, FP), add(R2, -4), call(_LOOKUP))
+    p.emit(movr(R6, R1), ldxw(R1, R6, parent_off), stxw(FP, -8, R1))
+    _test_bit(p, traced, -8, "out")
+    p.emit(ldxw(R1, R6, child_off), stxw(FP, -16, R1), rsh(R1, 6), stxw(FP, -20, R1))
+    p.emit(ld_map(R1, traced), movr(R2, FP), add(R2, -20), call(_LOOKUP))
     p.jump(0x15, R0, 0, "out")
-    p.emit(ldxw(R1, R6, child_off), stxw(FP, -8, R1), stw(FP, -12, 1))
-    p.emit(ld_map(R1, traced), movr(R2, FP), add(R2, -8), movr(R3, FP), add(R3, -12), mov(R4, 0), call(_UPDATE))
+    p.emit(ldxw(R2, FP, -16), and64(R2, 63), mov(R1, 1), lshr(R1, R2), atomic_or(R0, 0, R1))
     p.label("out").emit(mov(R0, 0), exit_())
     return p.bytes()
 
@@ -340,10 +363,14 @@ class Programs:
         return self.keep(fd)
 
     def follow(self, pid: int) -> int:
-        """A set (hash map) of traced tgids holding `pid`, to which a program on
-        `sched_process_fork` adds the children a traced process forks."""
-        traced = self.map(_HASH, 4, 4, 65536)
-        self.update(traced, struct.pack("<I", pid), struct.pack("<I", 1))
+        """A bitmap (array map of u64 words, one bit per tgid up to pid_max) of
+        traced tgids holding `pid`, to which a program on `sched_process_fork`
+        adds the children a traced process forks. An array lookup is inlined
+        by the verifier: testing a bit costs the programs a few instructions
+        where a hash set cost a hashed lookup on every hit."""
+        words = -(-_pid_max() // 64)
+        traced = self.map(_ARRAY, 4, 8, words)
+        self.update(traced, struct.pack("<I", pid >> 6), struct.pack("<Q", 1 << (pid & 63)))
         tp_id, fields = _tracepoint_fields("sched", "sched_process_fork")
         fork = self.keep(_prog_load(_PROG_TRACEPOINT, _fork_prog(traced, fields["parent_pid"],
                                                                   fields["child_pid"]), "pt_fork"))

@@ -9,10 +9,13 @@ Why not the scripts: each hit of a classic tracepoint costs the traced
 program about 0.5 us on this kind of VM; fio on zram makes an io_uring_enter()
 per I/O in ~1.2 us. The programs here run on raw tracepoints, read the
 arguments directly, keep per-thread start times in task storage (no lock,
-no hash update per call) and request start times in place in a hash entry
-that each request tag reuses. `bench/bench_tracing_overhead.py` measures both.
+no hash update per call) and request start times in an array slot per
+request tag; the traced processes are a bitmap. Array lookups are inlined by
+the verifier, so the programs make no hashed lookup at all.
+`bench/bench_tracing_overhead.py` measures what they cost fio.
 
-Counters live in one per-CPU array (no atomics), summed at `read()`.
+Counters live in one per-CPU array (no atomics), summed at `read()`; a
+counter that counts a histogram's samples is that histogram's total.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from .decode import LHIST_TOP
-from .rawbpf import (FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Programs, _CURRENT_TASK_BTF, _HASH, _KTIME,
-                     _LOOKUP, _PERCPU_ARRAY, _PID_TGID, _RB_NO_WAKEUP, _RINGBUF_OUTPUT, _TASK_STORAGE_GET, _UPDATE,
-                     _KernelTypes, _Prog, add, addr, and32, call, exit_, ld_map, ldx, ldxb, ldxw, mov, movr, rsh, std,
-                     stx, stxw, subr)
+from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _ARRAY, _CURRENT_TASK_BTF, _KTIME,
+                     _LOOKUP, _PERCPU_ARRAY, _PID_TGID, _RB_NO_WAKEUP, _RINGBUF_OUTPUT, _TASK_STORAGE_GET,
+                     _KernelTypes, _Prog, _test_bit, add, addr, and32, and64, call, exit_, ld_map, ldx, ldxb, ldxw,
+                     lsh, mov, movr, rsh, std, stx, stxw, subr)
 
 __all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "EntersAggregate", "EntersEvents", "SubmitAggregate",
            "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
@@ -34,11 +37,16 @@ _SLOTS = {"lhist": _LHIST_MAX + 2, "hist": 65, "count": 1}  # hist: slot 0 for 0
 
 
 class _Layout:
-    """Where each histogram and counter of a probe lives in the counters array."""
+    """Where each histogram and counter of a probe lives in the counters array.
 
-    def __init__(self, *items: tuple[str, str]):
+    `totals` names counters that count exactly what a histogram counts
+    (one bump per sample): they are the histogram's total at `maps()`, which
+    spares the programs a second bump per hit."""
+
+    def __init__(self, *items: tuple[str, str], totals: dict[str, str] | None = None):
         self.kinds: dict[str, str] = {}
         self.base: dict[str, int] = {}
+        self.totals = totals or {}
         n = 0
         for kind, name in items:
             self.kinds[name], self.base[name] = kind, n
@@ -64,6 +72,8 @@ class _Layout:
                             for k in range(64) if c[b + 1 + k]]
             if buckets:
                 out[name] = buckets
+        for name, hist in self.totals.items():
+            out[name] = sum(b["count"] for b in out.get(hist, []))
         return out
 
 
@@ -106,12 +116,12 @@ def _hist(p: _Prog, counters: int, base: int, val: int, tag: str) -> None:
 
 
 def _only_traced(p: _Prog, traced: int | None) -> None:
-    """Go to "out" unless the current process is in the traced set (None: every process)."""
+    """Go to "out" unless the current process is in the traced set (None: every process).
+    Uses the stack at FP-12 .. FP-4."""
     if traced is None:
         return
     p.emit(call(_PID_TGID), rsh(R0, 32), stxw(FP, -8, R0))
-    p.emit(ld_map(R1, traced), movr(R2, FP), add(R2, -8), call(_LOOKUP))
-    p.jump(0x15, R0, 0, "out")
+    _test_bit(p, traced, -8, "out")
 
 
 def _out(p: _Prog) -> bytes:
@@ -153,8 +163,8 @@ class EntersAggregate(_Aggregate):
     submitting calls (``nr_enters``) and calls with nothing to submit
     (``nr_wait_enters``)."""
 
-    layout = _Layout(("lhist", "enter_nr_sqes"), ("hist", "enter_latency_ns"), ("count", "nr_enters"),
-                     ("count", "nr_wait_enters"))
+    layout = _Layout(("lhist", "enter_nr_sqes"), ("hist", "enter_latency_ns"), ("count", "nr_wait_enters"),
+                     totals={"nr_enters": "enter_nr_sqes"})
     kernel_names = frozenset({"btf_trace_sys_enter", "btf_trace_sys_exit", "pt_regs"})
 
     def _attach(self, kernel, traced, device) -> None:
@@ -173,7 +183,6 @@ class EntersAggregate(_Aggregate):
         p.emit(std(R0, 0, 0), call(_KTIME), subr(R0, R7), movr(R8, R0))
         _lhist(p, c, base["enter_nr_sqes"], R9, "sqes")
         _hist(p, c, base["enter_latency_ns"], R8, "lat")
-        _count(p, c, base["nr_enters"], "n")
         self.attach(kernel, "sys_exit", _out(p), "pt_enter_exit")
 
         p = _Prog()  # sys_enter(struct pt_regs *regs, long id)
@@ -223,45 +232,67 @@ class SubmitAggregate(_Aggregate):
 class BlockRqAggregate(_Aggregate):
     """`probes/block_rq.bt`: block requests from issue to completion
     (``block_latency_ns``, ``nr_block_rq``), on `device` or, without one, the
-    requests the traced process issues. A request's start time is kept under
-    its address: blk-mq preallocates requests per tag, so the same few
-    entries are written in place again and again."""
+    requests the traced process issues.
 
-    layout = _Layout(("hist", "block_latency_ns"), ("count", "nr_block_rq"))
+    A request in flight holds a driver tag, unique in its hardware queue, so
+    its start time goes in an array slot chosen by (hardware queue, tag): an
+    array lookup is inlined by the verifier, where a hash keyed by request
+    cost a hashed lookup at both ends. The slot also keeps the request's
+    device and sector, and a completion that does not match them (another
+    device's request on the same tag, when no device is watched) is not
+    counted. Exact for up to 16 hardware queues of up to 4096 tags."""
+
+    layout = _Layout(("hist", "block_latency_ns"), totals={"nr_block_rq": "block_latency_ns"})
     kernel_names = frozenset({"btf_trace_block_rq_issue", "btf_trace_block_rq_complete", "request",
-                              "request_queue", "gendisk"})
+                              "request_queue", "gendisk", "blk_mq_hw_ctx"})
+    _SLOTS = 1 << 16
 
     def _attach(self, kernel, traced, device) -> None:
-        start = self.map(_HASH, 8, 8, 65536)
+        start = self.map(_ARRAY, 4, 24, self._SLOTS)  # [start ns, dev, sector]
         c, base = self._counters, self.layout.base
+        off = {"q": kernel.offset("request", "q"), "disk": kernel.offset("request_queue", "disk"),
+               "major": kernel.offset("gendisk", "major"), "minor": kernel.offset("gendisk", "first_minor"),
+               "tag": kernel.offset("request", "tag"), "hctx": kernel.offset("request", "mq_hctx"),
+               "queue_num": kernel.offset("blk_mq_hw_ctx", "queue_num"), "sector": kernel.offset("request", "__sector")}
+        watched = None
+        if device:
+            major, minor = (int(x) for x in device.split(":"))
+            watched = major << 20 | minor
+
+        def dev_and_slot(p: _Prog) -> None:
+            """r7 = the request's dev_t (major << 20 | minor), r0 = its slot (or "out"); r6 is the request."""
+            p.emit(ldx(R1, R6, off["q"]), ldx(R1, R1, off["disk"]))
+            p.jump(0x15, R1, 0, "out")
+            p.emit(ldxw(R7, R1, off["major"]), lsh(R7, 20), ldxw(R2, R1, off["minor"]), addr(R7, R2))
+            if watched is not None:
+                p.jump(0x55, R7, watched, "out")
+            p.emit(ldx(R1, R6, off["hctx"]))
+            p.jump(0x15, R1, 0, "out")
+            p.emit(ldxw(R1, R1, off["queue_num"]), lsh(R1, 12), ldxw(R2, R6, off["tag"]), and64(R2, 0xFFF),
+                   addr(R1, R2), and64(R1, self._SLOTS - 1), stxw(FP, -4, R1))
+            p.emit(ld_map(R1, start), movr(R2, FP), add(R2, -4), call(_LOOKUP))
+            p.jump(0x15, R0, 0, "out")
+
         p = _Prog()  # block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
-        p.emit(ldx(R6, R1, 0), stx(FP, -16, R6), ld_map(R1, start), movr(R2, FP), add(R2, -16), call(_LOOKUP))
-        p.jump(0x15, R0, 0, "out")
-        p.emit(ldx(R7, R0, 0))
-        p.jump(0x15, R7, 0, "out")
-        p.emit(std(R0, 0, 0), call(_KTIME), subr(R0, R7), movr(R8, R0))
+        p.emit(ldx(R6, R1, 0))
+        dev_and_slot(p)
+        p.emit(ldx(R8, R0, 0))
+        p.jump(0x15, R8, 0, "out")  # its issue was not seen
+        p.emit(ldx(R1, R0, 8))
+        p.jump(0x5D, R1, 0, "out", src=R7)  # not the same device
+        p.emit(ldx(R1, R0, 16), ldx(R2, R6, off["sector"]))
+        p.jump(0x5D, R1, 0, "out", src=R2)  # not the same request
+        p.emit(std(R0, 0, 0), call(_KTIME), subr(R0, R8), movr(R8, R0))
         _hist(p, c, base["block_latency_ns"], R8, "lat")
-        _count(p, c, base["nr_block_rq"], "n")
         self.attach(kernel, "block_rq_complete", _out(p), "pt_rq_done")
 
         p = _Prog()  # block_rq_issue(struct request *rq)
         p.emit(ldx(R6, R1, 0))
-        if device:
-            major, minor = (int(x) for x in device.split(":"))
-            p.emit(ldx(R1, R6, kernel.offset("request", "q")), ldx(R1, R1, kernel.offset("request_queue", "disk")))
-            p.jump(0x15, R1, 0, "out")
-            p.emit(ldxw(R2, R1, kernel.offset("gendisk", "major")), ldxw(R3, R1, kernel.offset("gendisk", "first_minor")))
-            p.jump(0x55, R2, major, "out")
-            p.jump(0x55, R3, minor, "out")
-        else:
+        if watched is None:
             _only_traced(p, traced)
-        p.emit(call(_KTIME), movr(R9, R0), stx(FP, -24, R0), stx(FP, -16, R6))
-        p.emit(ld_map(R1, start), movr(R2, FP), add(R2, -16), call(_LOOKUP))
-        p.jump(0x15, R0, 0, "insert")
-        p.emit(stx(R0, 0, R9))
-        p.jump(0x05, 0, 0, "out")
-        p.label("insert")
-        p.emit(ld_map(R1, start), movr(R2, FP), add(R2, -16), movr(R3, FP), add(R3, -24), mov(R4, 0), call(_UPDATE))
+        dev_and_slot(p)
+        p.emit(movr(R9, R0), stx(R9, 8, R7), ldx(R1, R6, off["sector"]), stx(R9, 16, R1), call(_KTIME),
+               stx(R9, 0, R0))
         self.attach(kernel, "block_rq_issue", _out(p), "pt_rq_issue")
 
 
@@ -269,7 +300,7 @@ class UnplugAggregate(_Aggregate):
     """`probes/block_plug.bt`: requests per block-layer unplug in the traced
     process (``unplug_nr_rq``, ``nr_unplugs``)."""
 
-    layout = _Layout(("lhist", "unplug_nr_rq"), ("count", "nr_unplugs"))
+    layout = _Layout(("lhist", "unplug_nr_rq"), totals={"nr_unplugs": "unplug_nr_rq"})
     kernel_names = frozenset({"btf_trace_block_unplug"})
 
     def _attach(self, kernel, traced, device) -> None:
@@ -278,7 +309,6 @@ class UnplugAggregate(_Aggregate):
         p.emit(ldx(R6, R1, 8), and32(R6, -1))
         _only_traced(p, traced)
         _lhist(p, c, base["unplug_nr_rq"], R6, "nr")
-        _count(p, c, base["nr_unplugs"], "n")
         self.attach(kernel, "block_unplug", _out(p), "pt_unplug")
 
 
