@@ -17,6 +17,7 @@ the pt_regs layout).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -24,10 +25,11 @@ import os
 import platform
 import struct
 from pathlib import Path
+from typing import Iterator
 
 from .capabilities import cpu_ids
 
-__all__ = ["Programs", "RawBpfError", "Ring", "available"]
+__all__ = ["Programs", "RawBpfError", "Ring", "available", "bpf_stats"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_BPF, _SYS_PERF_EVENT_OPEN = 321, 298
@@ -336,6 +338,19 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """Have the kernel count runs and run time of every BPF program meanwhile
+    (`kernel.bpf_stats_enabled`; each run then also reads the clock twice)."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = knob.read_text().strip()
+    knob.write_text("1")
+    try:
+        yield
+    finally:
+        knob.write_text(before)
+
+
 class Programs:
     """The programs, maps and links of one probe; `close()` detaches them all."""
 
@@ -344,6 +359,8 @@ class Programs:
         self._ncpu = max(cpu_ids("possible")) + 1
         #: the tracepoints attached to
         self.attached: list[str] = []
+        #: (tracepoint, program fd) of each program attached
+        self._programs: list[tuple[str, int]] = []
 
     def keep(self, fd: int) -> int:
         self._fds.append(fd)
@@ -386,6 +403,17 @@ class Programs:
         except OSError as exc:
             raise RawBpfError(exc.errno, f"attaching to raw tracepoint {tracepoint}: {exc.strerror}") from None
         self.attached.append(tracepoint)
+        self._programs.append((tracepoint, prog))
+
+    def run_stats(self) -> dict[str, tuple[int, int]]:
+        """tracepoint -> (runs, total ns in the program) of each program attached.
+        The kernel counts only while `kernel.bpf_stats_enabled` is 1 (`bpf_stats()`)."""
+        out = {}
+        for tracepoint, fd in self._programs:
+            info = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+                        if ":" in line)
+            out[tracepoint] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
+        return out
 
     def _perf_tracepoint(self, tp_id: int, cpu: int, prog: int) -> None:
         attr = _PerfAttr(type=2, size=ctypes.sizeof(_PerfAttr), config=tp_id, sample_period=1, wakeup_events=1)
