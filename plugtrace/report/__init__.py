@@ -21,7 +21,6 @@ from .. import __version__
 from ..analysis import (
     MissingTableError,
     Run,
-    df_batch_sizes,
     df_compare,
     df_deferral_stats,
     df_deferrals,
