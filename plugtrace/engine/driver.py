@@ -236,6 +236,8 @@ class IoUringDriver:
         free, callbacks, d, st = self._free, self._callbacks, self._d, self._plug_state
 
         def queue(i: int, k: int) -> None:
+            if k > len(free):  # as free.pop() would: C must not read past the slots given
+                raise IndexError("no free request slot")
             slots = free[-k:]
             del free[-k:]
             slots.reverse()  # the order free.pop() would take them in

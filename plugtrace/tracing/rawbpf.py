@@ -43,6 +43,7 @@ _LOOKUP, _UPDATE, _DELETE, _KTIME, _PID_TGID, _PROBE_READ_KERNEL = 1, 2, 3, 5, 1
 _TASK_STORAGE_GET, _CURRENT_TASK_BTF, _RINGBUF_OUTPUT = 156, 158, 130
 _RINGBUF, _RB_NO_WAKEUP = 27, 1
 
+
 def _pid_max() -> int:
     try:
         return int(Path("/proc/sys/kernel/pid_max").read_text())
