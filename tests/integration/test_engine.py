@@ -53,18 +53,26 @@ def test_other_strategies_batch_too(loop_device, strategy):
     assert (joined.nr_sqes == joined.nr_requests).all()
 
 
-def test_two_virtio_devices_in_one_thread_share_submits(zram_device):
-    # With defer each handler has its own section; one device's handler runs
-    # inside the other's section when a sync read there polls (interleave), and
-    # then both devices' requests leave in one submit. How often depends on
-    # timing, so only "it happens" is asserted.
+def test_two_virtio_devices_in_one_thread_pull_each_other_into_their_sections(zram_device):
+    # With defer each handler has its own section; when a sync read there polls
+    # (interleave), the other device's handler runs inside that section and its
+    # requests are queued there. They then leave in one of two ways, as in QEMU:
+    # with the owner's requests in the deferred submit at the section's end, or
+    # earlier, when reaping the sync read's completion submits what is queued.
+    # Which one depends on whether that completion is seen before the other
+    # handler runs (timing), so both are accepted, and nothing else.
     result, t = record(zram_device, strategy="defer", devices=2, iodepth=16, requests=20000,
                        interleave=1.0)
     req = t["requests"]
+    pulled = req[(req["section_owner"] >= 0) & (req["section_owner"] != req["device"]) & ~req["sync"].astype(bool)]
+    assert len(pulled) > 0, "no request was queued inside another device's section"
+    reasons = t["submits"].set_index(["thread", "submit_seq"])["reason"]
+    left_by = pulled.join(reasons, on=["thread", "submit_seq"])["reason"]
+    assert set(left_by) <= {"deferred", "completion"}, set(left_by)
     devices_per_submit = req.groupby("submit_seq").device.nunique()
-    assert devices_per_submit.max() == 2, "no io_uring_enter carried requests of both devices"
     shared = req[req["submit_seq"].isin(devices_per_submit.index[devices_per_submit == 2])]
-    assert (shared["section_owner"] != shared["device"]).any(), "sharing comes from another device's section"
+    assert shared.empty or (shared["section_owner"] != shared["device"]).any(), \
+        "requests of two devices leave together only through another device's section"
 
 
 def test_ide_without_plug_submits_at_once(loop_device):
