@@ -129,12 +129,18 @@ class _Prog:
         return b"".join(self.code)
 
 
-def _test_bit(p: "_Prog", bitmap: int, tgid_at: int, miss: str) -> None:
-    """Go to `miss` unless bit tgid of `bitmap` is set; the tgid is the u32 at FP + `tgid_at`.
-    Leaves r0 at the bitmap word. Clobbers r0-r5."""
+def _bitmap_word(p: "_Prog", bitmap: int, tgid_at: int, miss: str) -> None:
+    """r0 = the word of `bitmap` that holds bit tgid, or go to `miss` (beyond
+    pid_max); the tgid is the u32 at FP + `tgid_at`, the key goes below it.
+    Clobbers r0-r5."""
     p.emit(ldxw(R1, FP, tgid_at), rsh(R1, 6), stxw(FP, tgid_at - 4, R1))
     p.emit(ld_map(R1, bitmap), movr(R2, FP), add(R2, tgid_at - 4), call(_LOOKUP))
-    p.jump(0x15, R0, 0, miss)  # beyond pid_max
+    p.jump(0x15, R0, 0, miss)
+
+
+def _test_bit(p: "_Prog", bitmap: int, tgid_at: int, miss: str) -> None:
+    """Go to `miss` unless bit tgid of `bitmap` is set (`_bitmap_word`'s arguments)."""
+    _bitmap_word(p, bitmap, tgid_at, miss)
     p.emit(ldx(R1, R0, 0), ldxw(R2, FP, tgid_at), and64(R2, 63), rshr(R1, R2), and64(R1, 1))
     p.jump(0x15, R1, 0, miss)
 
@@ -144,9 +150,8 @@ def _fork_prog(traced: int, parent_off: int, child_off: int) -> bytes:
     p = _Prog()
     p.emit(movr(R6, R1), ldxw(R1, R6, parent_off), stxw(FP, -8, R1))
     _test_bit(p, traced, -8, "out")
-    p.emit(ldxw(R1, R6, child_off), stxw(FP, -16, R1), rsh(R1, 6), stxw(FP, -20, R1))
-    p.emit(ld_map(R1, traced), movr(R2, FP), add(R2, -20), call(_LOOKUP))
-    p.jump(0x15, R0, 0, "out")
+    p.emit(ldxw(R1, R6, child_off), stxw(FP, -16, R1))
+    _bitmap_word(p, traced, -16, "out")
     p.emit(ldxw(R2, FP, -16), and64(R2, 63), mov(R1, 1), lshr(R1, R2), atomic_or(R0, 0, R1))
     p.label("out").emit(mov(R0, 0), exit_())
     return p.bytes()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .decode import LHIST_TOP
+from .probes import kernel_dev_t
 from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _ARRAY, _CURRENT_TASK_BTF, _KTIME,
                      _LOOKUP, _PERCPU_ARRAY, _PID_TGID, _RB_NO_WAKEUP, _RINGBUF_OUTPUT, _TASK_STORAGE_GET,
                      _KernelTypes, _Prog, _test_bit, add, addr, and32, and64, call, exit_, ld_map, ldx, ldxb, ldxw,
@@ -254,10 +255,7 @@ class BlockRqAggregate(_Aggregate):
                "major": kernel.offset("gendisk", "major"), "minor": kernel.offset("gendisk", "first_minor"),
                "tag": kernel.offset("request", "tag"), "hctx": kernel.offset("request", "mq_hctx"),
                "queue_num": kernel.offset("blk_mq_hw_ctx", "queue_num"), "sector": kernel.offset("request", "__sector")}
-        watched = None
-        if device:
-            major, minor = (int(x) for x in device.split(":"))
-            watched = major << 20 | minor
+        watched = kernel_dev_t(device) or None
 
         def dev_and_slot(p: _Prog) -> None:
             """r7 = the request's dev_t (major << 20 | minor), r0 = its slot (or "out"); r6 is the request."""
