@@ -20,34 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 
-from bench.common import device, fio_command, machine, print_table, require_root, write_json
-from plugtrace.tracing.rawbpf import R0, Programs, _KernelTypes, _Prog, bpf_stats, exit_, mov
+from bench.common import (default_aggregate_probes, device, empty_programs, fio_command, held, machine, print_table,
+                          require_root, write_json)
+from plugtrace.tracing.rawbpf import Programs, bpf_stats
 from plugtrace.tracing.rawprobes import AGGREGATES
 
-#: the probes `plugtrace record` runs in aggregate mode unless told otherwise
-DEFAULT_PROBES = ("uring_requests", "block_rq", "block_unplug")
+DEFAULT_PROBES = default_aggregate_probes()
 _EMPTY_ON = "io_uring_submit_req"
-
-
-def _empty_program() -> Programs:
-    progs = Programs()
-    progs.attach(_KernelTypes({f"btf_trace_{_EMPTY_ON}"}), _EMPTY_ON, _Prog().emit(mov(R0, 0), exit_()).bytes(),
-                 "pt_empty")
-    return progs
 
 
 def measure(kind: str, runtime_s: float) -> tuple[list[dict], dict]:
     with device(kind, "1G") as target:
         # fio waits for a line on stdin until the programs are attached, so the
         # job process it forks is followed from the start
-        fio = subprocess.Popen(["sh", "-c", 'read _; exec "$@"', "fio", *fio_command(target.path, runtime_s=runtime_s)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        fio = held(fio_command(target.path, runtime_s=runtime_s))
         attached: dict[str, Programs] = {}
         try:
             with bpf_stats():
-                attached["(empty program)"] = _empty_program()
+                attached["(empty program)"] = empty_programs([_EMPTY_ON])
                 for name in DEFAULT_PROBES + ("enters",):
                     attached[name] = AGGREGATES[name](fio.pid)
                 out, _ = fio.communicate("go\n")
@@ -91,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries.append(s)
     print_table("BPF program time per I/O, fio 4k randread iodepth 32 (kernel.bpf_stats_enabled)", rows,
                 ["device", "probe", "tracepoint", "hits_per_io", "ns_per_hit", "ns_above_empty", "ns_per_io"])
-    print_table("default aggregate probes (uring_requests, block_rq, block_unplug): program time vs fio's time per I/O",
+    print_table(f"default aggregate probes ({', '.join(DEFAULT_PROBES)}): program time vs fio's time per I/O",
                 summaries, ["device", "fio_iops", "fio_ns_per_io", "default_probes_ns_per_io", "share_of_fio_time",
                             "empty_program_ns_per_hit"])
     write_json(args.json, {"benchmark": "probe_cost", "machine": machine(), "quick": args.quick, "rows": rows,

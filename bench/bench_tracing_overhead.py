@@ -3,12 +3,16 @@
 All in one run, on devices created for it and removed after:
 
 1. fio (io_uring, 4 KiB randread, iodepth 32, fio's defaults otherwise) on zram
-   and on a loop device: untraced, under `plugtrace record --mode aggregate`
-   (its default probes: SQEs per enter from io_uring's per-request tracepoint,
-   block requests, unplugs), the same with the `enters` probe added (enter
-   latency, through the syscall tracepoints) and under `--mode events`. They
-   alternate and repeat (A B C D A B C D ...) so a noisy neighbour hits them
-   alike; the median IOPS of each is compared.
+   and on a loop device: untraced; with an empty BPF program on each
+   tracepoint the default aggregate probes hit (the floor: what the hits cost
+   before any program runs, which no program on those hits can beat); under
+   `plugtrace record --mode aggregate` with its default probes (SQEs per enter
+   from io_uring's per-request tracepoint, block requests, unplugs); with only
+   the SQEs-per-enter probe; with the `enters` probe added (enter latency,
+   through the syscall tracepoints); and under `--mode events`. They alternate
+   and repeat (A B C ... A B C ...) so a noisy neighbour hits them alike; each
+   variant's ratio is the median over rounds of its IOPS / the untraced IOPS
+   of the same round.
    Targets: aggregate / untraced >= 0.97 on loop, >= 0.7 on zram.
 2. Events mode capture: fio at rising --rate_iops on zram under events mode;
    rows captured per second and events lost. Target: >= 200k events/s lossless.
@@ -24,6 +28,7 @@ All in one run, on devices created for it and removed after:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -34,15 +39,20 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import PLUGTRACE, device, fio_command, machine, print_table, require_root, write_json
+from bench.common import (PLUGTRACE, default_aggregate_probes, device, empty_programs, fio_command, held, machine,
+                          print_table, require_root, tracepoints_of, write_json)
 TARGETS = {"loop": 0.97, "zram": 0.7}
 TARGET_LOSSLESS_EVENTS_S = 200_000
 TARGET_RSS_MB = 500
 
 
-#: tracing variants compared with untraced fio: label -> (mode, extra record arguments)
+#: tracing variants compared with untraced fio: label -> (mode, extra record arguments); mode "floor" is
+#: no plugtrace at all, only empty programs on the tracepoints the default aggregate probes hit
 VARIANTS = {
+    "floor: empty programs": ("floor", []),
     "aggregate": ("aggregate", []),
+    # the SQEs-per-enter probe alone: what a plain script on io_uring_enter() tells, without latency
+    "aggregate, SQEs per enter only": ("aggregate", ["--probes", "uring_requests"]),
     # the enters probe adds io_uring_enter() latency through the syscall tracepoints
     "aggregate + enters": ("aggregate", ["--probes", "enters,block_rq,block_unplug"]),
     "events": ("events", []),
@@ -51,10 +61,18 @@ VARIANTS = {
 
 def run_fio(path: str, runtime_s: float, mode: str | None, workdir: Path, extra: list[str] | None = None,
             on_start=None, record_extra: list[str] | None = None) -> tuple[dict, Path | None]:
-    """fio's job result, untraced (`mode` None) or under plugtrace record; and the run directory."""
+    """fio's job result, untraced (`mode` None), with empty programs on the default probes' tracepoints
+    ("floor") or under plugtrace record; and the run directory."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     fio_json = out / "fio.json"
     cmd = fio_command(path, runtime_s=runtime_s, extra=[f"--output={fio_json}", *(extra or [])])
+    if mode == "floor":
+        proc = held(cmd)
+        with contextlib.closing(empty_programs(tracepoints_of(default_aggregate_probes()))):
+            proc.communicate("go\n")
+        if proc.returncode != 0:
+            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+        return json.loads(fio_json.read_text())["jobs"][0], None
     run_dir = None
     if mode is not None:
         run_dir = out / "run"
@@ -73,7 +91,7 @@ def fio_read(job: dict) -> tuple[float, int]:
     return float(job["read"]["iops"]), int(job["read"]["total_ios"])
 
 
-def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path) -> list[dict]:
+def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path) -> tuple[list[dict], list[dict]]:
     iops: dict[str, list[float]] = {"untraced": [], **{label: [] for label in VARIANTS}}
     checks = []
     for _ in range(repeats):
@@ -86,15 +104,32 @@ def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path
                 backends = json.loads((run_dir / "meta.json").read_text())["probes"].get("backends", {})
                 checks[-1]["sqes_from"] = ", ".join(f"{t}: {backends[t]}" for t in ("enters", "uring_requests")
                                                     if t in backends)
-    base = statistics.median(iops["untraced"])
     rows = []
     for label, values in iops.items():
-        ratio = statistics.median(values) / base if base else None
+        # each round's traced run against the untraced run of the same round
+        ratio = statistics.median(v / u for v, u in zip(values, iops["untraced"]) if u)
         target = TARGETS[kind] if label == "aggregate" else None
         rows.append({"device": kind, "tracing": label, "median_iops": statistics.median(values),
                      "runs": len(values), "ratio": ratio, "target": target,
                      "met": None if target is None else ("yes" if ratio >= target else "NO")})
     return rows, checks
+
+
+def floor_verdicts(rows: list[dict]) -> list[str]:
+    """What the floor says about each device's target: a ratio the empty programs
+    already fall below cannot be reached by any program on the same hits."""
+    out = []
+    for kind in dict.fromkeys(r["device"] for r in rows):
+        by = {r["tracing"]: r for r in rows if r["device"] == kind}
+        floor, agg = by["floor: empty programs"], by["aggregate"]
+        # what the bare hits add to fio's time per I/O
+        hits_ns = 1e9 / floor["median_iops"] - 1e9 / by["untraced"]["median_iops"]
+        verdict = ("reachable" if floor["ratio"] >= agg["target"] else
+                   "out of reach with these probes on this machine: the empty programs alone are below it")
+        out.append(f"{kind}: target >= {agg['target']}: aggregate {agg['ratio']:.3f}; floor {floor['ratio']:.3f} "
+                   f"(empty programs on {', '.join(tracepoints_of(default_aggregate_probes()))}: "
+                   f"{hits_ns:+.0f} ns per I/O), so {verdict}")
+    return out
 
 
 def cross_check(kind: str, mode: str, job: dict, run_dir: Path) -> dict:
@@ -180,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-only", action="store_true", help="only part 1 (traced vs untraced fio)")
     args = ap.parse_args(argv)
     require_root()
-    runtime, repeats = (1, 1) if args.quick else (5, 3)
+    runtime, repeats = (1, 1) if args.quick else (3, 5)
     rates = [20_000, 50_000] if args.quick else [50_000, 100_000, 150_000, 200_000, 250_000]
     mem_seconds = 3 if args.quick else 60
 
@@ -197,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                     lossless = [c for c in capture if c["lossless"]]
                     best = max(lossless, key=lambda c: c["events_per_s"]) if lossless else capture[0]
                     mem = memory(target.path, best["fio_rate_iops"], mem_seconds, workdir)
-    print_table("fio traced by plugtrace vs untraced (median IOPS; ratio = traced / untraced)", rows,
+    print_table("fio traced by plugtrace vs untraced (ratio: median over rounds of traced / untraced IOPS)", rows,
                 ["device", "tracing", "median_iops", "runs", "ratio", "target", "met"])
+    verdicts = floor_verdicts(rows)
+    print("\n" + "\n".join(verdicts))
     if capture:
         print_table("events mode: rows captured per second at a fixed fio rate (zram)", capture,
                     ["fio_rate_iops", "fio_iops", "events", "events_per_s", "events_lost", "lossless"])
@@ -216,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["device", "tracing", "fio_total_ios", "plugtrace_ios", "equal", "fio_submit_1_4_pct",
                  "plugtrace_submit_1_4_pct", "events_lost", "sqes_from"])
     write_json(args.json, {"benchmark": "tracing_overhead", "machine": machine(), "quick": args.quick,
-                           "overhead": rows, "capture": capture, "memory": mem, "cross_check": checks})
+                           "overhead": rows, "floor_verdicts": verdicts, "capture": capture, "memory": mem, "cross_check": checks})
     return 0
 
 

@@ -47,6 +47,45 @@ def fio(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runt
     return json.loads(out[out.index("{"):])["jobs"][0]
 
 
+def held(cmd: list[str]) -> subprocess.Popen:
+    """`cmd` started but held until a line comes on its stdin (`proc.communicate("go\\n")`),
+    so that programs can be attached to its process before it does any I/O."""
+    return subprocess.Popen(["sh", "-c", 'read _; exec "$@"', "held", *cmd], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def default_aggregate_probes() -> tuple[str, ...]:
+    """The kernel probes `plugtrace record` runs in aggregate mode unless told otherwise."""
+    from plugtrace.tracing.probes import PROBES
+
+    return tuple(p.table for p in PROBES
+                 if "aggregate" in p.modes and "aggregate" not in p.only_when_asked and not p.needs_uprobes)
+
+
+def tracepoints_of(probes: tuple[str, ...]) -> list[str]:
+    """The raw tracepoints the aggregate-mode programs of `probes` attach to."""
+    from plugtrace.tracing.rawprobes import AGGREGATES
+
+    return sorted({n.removeprefix("btf_trace_") for p in probes for n in AGGREGATES[p].kernel_names
+                   if n.startswith("btf_trace_")})
+
+
+def empty_programs(tracepoints: list[str]) -> "object":
+    """An empty BPF program on each raw tracepoint (`Programs`; close() detaches): what
+    a hit costs the traced program before a program does any work."""
+    from plugtrace.tracing.rawbpf import R0, Programs, _KernelTypes, _Prog, exit_, mov
+
+    progs = Programs()
+    try:
+        kernel = _KernelTypes({f"btf_trace_{t}" for t in tracepoints})
+        for t in tracepoints:
+            progs.attach(kernel, t, _Prog().emit(mov(R0, 0), exit_()).bytes(), "pt_empty")
+    except BaseException:
+        progs.close()
+        raise
+    return progs
+
+
 def fio_iops(job: dict) -> float:
     return float(job["read"]["iops"] + job["write"]["iops"])
 
