@@ -232,7 +232,7 @@ def _tracepoint_fields(category: str, event: str) -> tuple[int, dict[str, int]]:
 
 _BTF_EXTRA = {1: 4, 3: 12, 4: 12, 5: 12, 6: 8, 13: 8, 14: 4, 15: 12, 17: 4, 19: 12}  # kind -> bytes after a type
 _BTF_PER_MEMBER = {4, 5, 6, 13, 15, 19}  # kinds whose extra is per member (vlen)
-_BTF_STRUCT, _BTF_UNION, _BTF_TYPEDEF = 4, 5, 8
+_BTF_STRUCT, _BTF_UNION, _BTF_ENUM, _BTF_TYPEDEF = 4, 5, 6, 8
 
 
 class _KernelTypes:
@@ -301,6 +301,14 @@ class _KernelTypes:
                 if found is not None:
                     return found
         raise RawBpfError(errno.ENOENT, f"the kernel's BTF has no member {member} in struct {struct_name}")
+
+    def enum(self, enum_name: str) -> dict[str, int]:
+        """The members of enum `enum_name` and their values (bits of request flags move between kernels)."""
+        for _, kind, pos, vlen, _ in self.types.get(enum_name, []):
+            if kind == _BTF_ENUM and vlen:
+                return {self._string(name): value for name, value in
+                        (struct.unpack_from("<Ii", self._data, pos + 8 * k) for k in range(vlen))}
+        raise RawBpfError(errno.ENOENT, f"the kernel's BTF has no enum {enum_name}")
 
     def _member(self, pos: int, vlen: int, kflag: bool, member: str) -> int | None:
         for k in range(vlen):

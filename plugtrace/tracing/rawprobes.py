@@ -29,7 +29,7 @@ from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _ARRAY, _
                      _KernelTypes, _Prog, _test_bit, add, addr, and32, and64, call, exit_, ld_map, ldx, ldxb, ldxw,
                      lsh, mov, movr, rsh, std, stx, stxw, subr)
 
-__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "EntersAggregate", "EntersEvents", "SubmitAggregate",
+__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "BlockRqEvents", "EntersAggregate", "EntersEvents", "SubmitAggregate",
            "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
 
 _NR_IO_URING_ENTER = 426  # x86-64
@@ -230,68 +230,89 @@ class SubmitAggregate(_Aggregate):
         self.attach(kernel, "io_uring_submit_req", _out(p), "pt_submit_pos")
 
 
-class BlockRqAggregate(_Aggregate):
-    """`probes/block_rq.bt`: block requests from issue to completion
-    (``block_latency_ns``, ``nr_block_rq``), on `device` or, without one, the
-    requests the traced process issues.
+class _BlockRqSlots:
+    """What block_rq's programs share in both modes: a request's issue time,
+    device and sector, kept in an array slot chosen by (hardware queue, tag).
 
     A request in flight holds a driver tag, unique in its hardware queue, so
-    its start time goes in an array slot chosen by (hardware queue, tag): an
-    array lookup is inlined by the verifier, where a hash keyed by request
-    cost a hashed lookup at both ends. The slot also keeps the request's
-    device and sector, and a completion that does not match them (another
-    device's request on the same tag, when no device is watched) is not
-    counted. Exact for up to 16 hardware queues of up to 4096 tags."""
+    an array slot per tag needs no hashed lookup at either end (the verifier
+    inlines array lookups). A completion whose slot does not hold its device
+    and sector (another device's request on the same tag, when no device is
+    watched) is not counted. Exact for up to 16 hardware queues of up to
+    4096 tags."""
 
-    layout = _Layout(("hist", "block_latency_ns"), totals={"nr_block_rq": "block_latency_ns"})
     kernel_names = frozenset({"btf_trace_block_rq_issue", "btf_trace_block_rq_complete", "request",
                               "request_queue", "gendisk", "blk_mq_hw_ctx"})
-    _SLOTS = 1 << 16
+    SLOTS = 1 << 16
 
-    def _attach(self, kernel, traced, device) -> None:
-        start = self.map(_ARRAY, 4, 24, self._SLOTS)  # [start ns, dev, sector]
-        c, base = self._counters, self.layout.base
-        off = {"q": kernel.offset("request", "q"), "disk": kernel.offset("request_queue", "disk"),
-               "major": kernel.offset("gendisk", "major"), "minor": kernel.offset("gendisk", "first_minor"),
-               "tag": kernel.offset("request", "tag"), "hctx": kernel.offset("request", "mq_hctx"),
-               "queue_num": kernel.offset("blk_mq_hw_ctx", "queue_num"), "sector": kernel.offset("request", "__sector")}
-        watched = kernel_dev_t(device) or None
+    def __init__(self, progs: Programs, kernel: _KernelTypes, device: str | None):
+        self.start = progs.map(_ARRAY, 4, 24, self.SLOTS)  # [issue ns, dev, sector]
+        self.off = {"q": kernel.offset("request", "q"), "disk": kernel.offset("request_queue", "disk"),
+                    "major": kernel.offset("gendisk", "major"), "minor": kernel.offset("gendisk", "first_minor"),
+                    "tag": kernel.offset("request", "tag"), "hctx": kernel.offset("request", "mq_hctx"),
+                    "queue_num": kernel.offset("blk_mq_hw_ctx", "queue_num"),
+                    "sector": kernel.offset("request", "__sector")}
+        self.watched = kernel_dev_t(device) or None
 
-        def dev_and_slot(p: _Prog) -> None:
-            """r7 = the request's dev_t (major << 20 | minor), r0 = its slot (or "out"); r6 is the request."""
-            p.emit(ldx(R1, R6, off["q"]), ldx(R1, R1, off["disk"]))
-            p.jump(0x15, R1, 0, "out")
-            p.emit(ldxw(R7, R1, off["major"]), lsh(R7, 20), ldxw(R2, R1, off["minor"]), addr(R7, R2))
-            if watched is not None:
-                p.jump(0x55, R7, watched, "out")
-            p.emit(ldx(R1, R6, off["hctx"]))
-            p.jump(0x15, R1, 0, "out")
-            p.emit(ldxw(R1, R1, off["queue_num"]), lsh(R1, 12), ldxw(R2, R6, off["tag"]), and64(R2, 0xFFF),
-                   addr(R1, R2), and64(R1, self._SLOTS - 1), stxw(FP, -4, R1))
-            p.emit(ld_map(R1, start), movr(R2, FP), add(R2, -4), call(_LOOKUP))
-            p.jump(0x15, R0, 0, "out")
+    def _dev_and_slot(self, p: _Prog) -> None:
+        """r7 = the request's dev_t (major << 20 | minor), r0 = its slot (or "out"); r6 is the request.
+        Uses the stack at FP-4."""
+        off = self.off
+        p.emit(ldx(R1, R6, off["q"]), ldx(R1, R1, off["disk"]))
+        p.jump(0x15, R1, 0, "out")
+        p.emit(ldxw(R7, R1, off["major"]), lsh(R7, 20), ldxw(R2, R1, off["minor"]), addr(R7, R2))
+        if self.watched is not None:
+            p.jump(0x55, R7, self.watched, "out")
+        p.emit(ldx(R1, R6, off["hctx"]))
+        p.jump(0x15, R1, 0, "out")
+        p.emit(ldxw(R1, R1, off["queue_num"]), lsh(R1, 12), ldxw(R2, R6, off["tag"]), and64(R2, 0xFFF),
+               addr(R1, R2), and64(R1, self.SLOTS - 1), stxw(FP, -4, R1))
+        p.emit(ld_map(R1, self.start), movr(R2, FP), add(R2, -4), call(_LOOKUP))
+        p.jump(0x15, R0, 0, "out")
 
-        p = _Prog()  # block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+    def issue(self, traced: int | None) -> bytes:
+        """block_rq_issue(struct request *rq): the request's slot takes its issue time, device and sector
+        (on the watched device, or issued by a traced process when no device is watched)."""
+        p = _Prog()
         p.emit(ldx(R6, R1, 0))
-        dev_and_slot(p)
+        if self.watched is None:
+            _only_traced(p, traced)
+        self._dev_and_slot(p)
+        p.emit(movr(R9, R0), stx(R9, 8, R7), ldx(R1, R6, self.off["sector"]), stx(R9, 16, R1), call(_KTIME),
+               stx(R9, 0, R0))
+        return _out(p)
+
+    def completion(self, p: _Prog) -> None:
+        """The start of a block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+        program: "out" unless the request's issue was seen; then r6 = the request, r7 = its dev_t,
+        r8 = its issue time, r9 = now (ns), and its slot is free again."""
+        p.emit(ldx(R6, R1, 0))
+        self._dev_and_slot(p)
         p.emit(ldx(R8, R0, 0))
         p.jump(0x15, R8, 0, "out")  # its issue was not seen
         p.emit(ldx(R1, R0, 8))
         p.jump(0x5D, R1, 0, "out", src=R7)  # not the same device
-        p.emit(ldx(R1, R0, 16), ldx(R2, R6, off["sector"]))
+        p.emit(ldx(R1, R0, 16), ldx(R2, R6, self.off["sector"]))
         p.jump(0x5D, R1, 0, "out", src=R2)  # not the same request
-        p.emit(std(R0, 0, 0), call(_KTIME), subr(R0, R8), movr(R8, R0))
-        _hist(p, c, base["block_latency_ns"], R8, "lat")
-        self.attach(kernel, "block_rq_complete", _out(p), "pt_rq_done")
+        p.emit(std(R0, 0, 0), call(_KTIME), movr(R9, R0))
 
-        p = _Prog()  # block_rq_issue(struct request *rq)
-        p.emit(ldx(R6, R1, 0))
-        if watched is None:
-            _only_traced(p, traced)
-        dev_and_slot(p)
-        p.emit(movr(R9, R0), stx(R9, 8, R7), ldx(R1, R6, off["sector"]), stx(R9, 16, R1), call(_KTIME),
-               stx(R9, 0, R0))
-        self.attach(kernel, "block_rq_issue", _out(p), "pt_rq_issue")
+
+class BlockRqAggregate(_Aggregate):
+    """`probes/block_rq.bt`: block requests from issue to completion
+    (``block_latency_ns``, ``nr_block_rq``), on `device` or, without one, the
+    requests the traced process issues (`_BlockRqSlots`)."""
+
+    layout = _Layout(("hist", "block_latency_ns"), totals={"nr_block_rq": "block_latency_ns"})
+    kernel_names = _BlockRqSlots.kernel_names
+
+    def _attach(self, kernel, traced, device) -> None:
+        slots = _BlockRqSlots(self, kernel, device)
+        p = _Prog()
+        slots.completion(p)
+        p.emit(subr(R9, R8))
+        _hist(p, self._counters, self.layout.base["block_latency_ns"], R9, "lat")
+        self.attach(kernel, "block_rq_complete", _out(p), "pt_rq_done")
+        self.attach(kernel, "block_rq_issue", slots.issue(traced), "pt_rq_issue")
 
 
 class UnplugAggregate(_Aggregate):
@@ -361,6 +382,10 @@ class _Events(Programs):
 
     def read(self) -> np.ndarray:
         return self.ring.read()
+
+    def columns(self, recs: np.ndarray) -> dict:
+        """The table's columns from records `read()` returned (name -> values)."""
+        return {name: recs[name] for name in recs.dtype.names}
 
     def lost(self) -> int:
         return self.percpu_sums(self._lost, 1)[0]
@@ -469,5 +494,61 @@ class UnplugEvents(_Events):
         self.attach(kernel, "block_unplug", _out(p), "pt_unplug")
 
 
+class BlockRqEvents(_Events):
+    """`probes/block_rq.bt` in events mode: one record per completed request
+    (issue and completion time, device, sector, bytes, and its flags, which
+    `columns()` spells as the tracepoint's rwbs), matched as in aggregate mode
+    (`_BlockRqSlots`)."""
+
+    record = [("issue_ns", "<u8"), ("complete_ns", "<u8"), ("latency_ns", "<u8"), ("dev", "<u8"), ("sector", "<u8"),
+              ("nr_bytes", "<u4"), ("cmd_flags", "<u4")]
+    kernel_names = _BlockRqSlots.kernel_names | {"req_op", "req_flag_bits"}
+
+    def _attach(self, kernel, traced, device) -> None:
+        self._rwbs = _Rwbs(kernel)
+        slots = _BlockRqSlots(self, kernel, device)
+        rec = -48  # the record on the stack: FP-48 .. FP-1 (FP-4 is the slot key until the lookup is done)
+        p = _Prog()
+        p.emit(ldxw(R2, R1, 16), stxw(FP, rec + 40, R2))  # nr_bytes, before r1 is lost
+        slots.completion(p)
+        p.emit(stx(FP, rec, R8), stx(FP, rec + 8, R9), subr(R9, R8), stx(FP, rec + 16, R9), stx(FP, rec + 24, R7),
+               ldx(R1, R6, slots.off["sector"]), stx(FP, rec + 32, R1),
+               ldxw(R1, R6, kernel.offset("request", "cmd_flags")), stxw(FP, rec + 44, R1))
+        self._output(p, rec)
+        self.attach(kernel, "block_rq_complete", _out(p), "pt_rq_done")
+        self.attach(kernel, "block_rq_issue", slots.issue(traced), "pt_rq_issue")
+
+    def columns(self, recs: np.ndarray) -> dict:
+        cols = super().columns(recs)
+        cols["rwbs"] = self._rwbs(recs["cmd_flags"])
+        return cols
+
+
+class _Rwbs:
+    """Request flags -> the letters the block tracepoints print (the kernel's
+    blk_fill_rwbs): F for a preflush, the operation (R, W, D, DE, F, N), then
+    F for FUA, A read-ahead, S sync, M metadata, U atomic. The bits come from
+    the kernel's BTF."""
+
+    def __init__(self, kernel: _KernelTypes):
+        ops, bits = kernel.enum("req_op"), kernel.enum("req_flag_bits")
+        self.op_mask = (1 << min(bits.values())) - 1
+        self.ops = {ops["REQ_OP_WRITE"]: "W", ops["REQ_OP_DISCARD"]: "D", ops["REQ_OP_SECURE_ERASE"]: "DE",
+                    ops["REQ_OP_FLUSH"]: "F", ops["REQ_OP_READ"]: "R"}
+        self.after = [(1 << bits[f"__REQ_{name}"], letter)
+                      for name, letter in (("FUA", "F"), ("RAHEAD", "A"), ("SYNC", "S"), ("META", "M"), ("ATOMIC", "U"))
+                      if f"__REQ_{name}" in bits]
+        self.preflush = 1 << bits["__REQ_PREFLUSH"]
+
+    def one(self, flags: int) -> str:
+        return ("F" if flags & self.preflush else "") + self.ops.get(flags & self.op_mask, "N") + "".join(
+            letter for bit, letter in self.after if flags & bit)
+
+    def __call__(self, flags: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(flags, return_inverse=True)
+        return np.array([self.one(int(f)) for f in uniq], dtype=object)[inverse]
+
+
 #: probe table -> its events-mode programs
-EVENTS = {"enters": EntersEvents, "uring_requests": UringRequestEvents, "block_unplug": UnplugEvents}
+EVENTS = {"enters": EntersEvents, "uring_requests": UringRequestEvents, "block_rq": BlockRqEvents,
+          "block_unplug": UnplugEvents}

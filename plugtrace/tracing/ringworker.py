@@ -33,15 +33,15 @@ from .worker import FLUSH_INTERVAL_S, FLUSH_ROWS, _say, _TableFile
 POLL_S = 0.02
 
 
-def to_table(recs: np.ndarray, spec) -> pa.Table:
-    """Records -> the probe's table, columns as `probes.py` declares them."""
+def to_table(values: dict, spec) -> pa.Table:
+    """The programs' columns (`_Events.columns()`) -> the probe's table, columns as `probes.py` declares them."""
     labels = dict(spec.labels)
     cols = []
     for name, typ in spec.columns:
         if name in labels:
-            cols.append(pa.DictionaryArray.from_arrays(pa.array(recs[name].astype(np.int32)), pa.array(labels[name])))
+            cols.append(pa.DictionaryArray.from_arrays(pa.array(values[name].astype(np.int32)), pa.array(labels[name])))
         else:
-            cols.append(pa.array(recs[name]).cast(typ))
+            cols.append(pa.array(values[name]).cast(typ))
     return pa.Table.from_arrays(cols, names=[n for n, _ in spec.columns])
 
 
@@ -63,7 +63,7 @@ def run(table: str, out: str, pid: int | None, device: str | None, max_events: i
                 room = len(recs) if max_events is None else max(0, min(len(recs), max_events - kept))
                 dropped += len(recs) - room
                 if room:
-                    pending.append(to_table(recs[:room], spec))
+                    pending.append(to_table(progs.columns(recs[:room]), spec))
                     pending_rows += room
                     kept += room
             now = time.monotonic()

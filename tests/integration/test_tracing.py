@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,43 @@ def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bp
     assert meta["kernel_summary"]["nr_enters"] == int(sqes["count"].sum()) > 0
 
 
+# reads in io_uring batches, O_DIRECT writes, then a flush: requests of three kinds on the device
+BLOCK_WORKLOAD = """
+import mmap, os, sys
+from tests.integration.test_rawbpf import _read_batches
+_read_batches(sys.argv[1], 3, 4)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 8192)
+for k in range(5):
+    os.pwrite(fd, buf, (100 + k) * 65536)
+os.fsync(fd)
+os.close(fd)
+"""
+
+
+def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
+    """Events mode: our block_rq programs give the same requests, sizes and rwbs as probes/block_rq.bt."""
+    require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
+    from plugtrace import devices
+    from plugtrace.tracing.probes import kernel_dev_t
+
+    tables = {}
+    with devices.create_loop(16 << 20, str(tmp_path)) as dev:
+        for backend, env in (("raw tracepoints", None), ("bpftrace", {"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"})):
+            out = tmp_path / backend.replace(" ", "_")
+            record(out, "--mode", "events", "--probes", "block_rq", "--", sys.executable, "-c", BLOCK_WORKLOAD,
+                   dev.path, env={"PYTHONPATH": str(Path(__file__).parents[2]), **(env or {})})
+            assert read_meta(out)["probes"]["backends"]["block_rq"].startswith(backend)
+            t = read_table(out, "block_rq")
+            t = t[t["dev"] == kernel_dev_t(dev.dev_t)]
+            assert (t["latency_ns"] == t["complete_ns"] - t["issue_ns"]).all() and (t["latency_ns"] > 0).all()
+            tables[backend] = sorted(zip(t["sector"], t["nr_bytes"], t["rwbs"]))
+    raw, reference = tables["raw tracepoints"], tables["bpftrace"]
+    assert raw == reference
+    kinds = {rwbs for _, _, rwbs in raw}
+    assert "R" in kinds and any(k.startswith("W") for k in kinds) and len(raw) >= 12 + 5, kinds
+
+
 def test_probes_option_runs_only_the_probes_asked_for(tmp_path, bpf):
     out = tmp_path / "run"
     record(out, "--device", "zram", "--size", "64M", "--requests", "3000", "--probes", "enters")
@@ -182,7 +220,7 @@ def test_probes_option_runs_only_the_probes_asked_for(tmp_path, bpf):
 
 
 def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
-    """block_rq's events come from bpftrace (the others from our ring buffer readers)."""
+    """The markers' events come from bpftrace (uprobes; the others from our ring buffer readers)."""
     out = tmp_path / "run"
     proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--duration", "8",
                              "--mode", "events", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -191,7 +229,7 @@ def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
     victim = None
     while victim is None and time.monotonic() < deadline:
         for line in bpftrace_processes().splitlines():
-            if "block_rq.bt" in line:
+            if "markers.bt" in line:
                 victim = int(line.split()[0])
         time.sleep(0.2)
     assert victim, "bpftrace never started"
@@ -200,9 +238,10 @@ def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
     stdout, stderr = proc.communicate(timeout=120)
     meta = read_meta(out)
     assert meta["status"] == "incomplete"
-    assert "block_rq.bt" in meta["tracer_error"] and "SIGKILL" in meta["tracer_error"]
+    assert "markers.bt" in meta["tracer_error"] and "SIGKILL" in meta["tracer_error"]
     assert "SIGKILL" in stderr
-    assert len(read_table(out, "block_rq")) > 0, "what was captured before the kill is kept"
+    assert len(read_table(out, "markers")) > 0, "what was captured before the kill is kept"
+    assert len(read_table(out, "block_rq")) > 0
     assert len(read_table(out, "enters")) > 0
     assert len(read_table(out, "requests")) > 0
 
