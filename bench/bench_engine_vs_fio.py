@@ -2,8 +2,9 @@
 
 Same device, block size, depth and pattern, in one run: fio and the engine
 alternate `--repeats` times (fio, engine, fio, engine, ...) so a noisy
-neighbour hits both alike, and the medians are compared. Prints both IOPS and
-the ratio engine/fio for each device kind.
+neighbour hits both alike. Prints both median IOPS and the ratio engine/fio
+for each device kind: the median over rounds of the engine's IOPS / fio's IOPS
+of the same round (this VM's IOPS drift by several percent within a minute).
 
     python -m bench.bench_engine_vs_fio [--quick] [--json out.json]
 """
@@ -21,10 +22,10 @@ TARGETS = {"zram": 0.5, "loop": 0.95}
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
-    ap.add_argument("--runtime", type=float, default=5.0, help="seconds per measurement (default 5)")
+    ap.add_argument("--runtime", type=float, default=3.0, help="seconds per measurement (default 3)")
     ap.add_argument("--iodepth", type=int, default=32)
     ap.add_argument("--bs", type=int, default=4096)
-    ap.add_argument("--repeats", type=int, default=3, help="alternating fio/engine pairs (default 3)")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating fio/engine rounds (default 5)")
     ap.add_argument("--strategy", default="defer")
     ap.add_argument("--devices", nargs="+", default=["zram", "loop"])
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
                 engine_runs.append(engine(target.path, target.size_bytes, strategy=args.strategy,
                                           iodepth=args.iodepth, bs=args.bs, rw="randread", duration_s=runtime).iops)
             f, e = statistics.median(fio_runs), statistics.median(engine_runs)
-            ratio = e / f if f else None
+            ratio = statistics.median(e_i / f_i for e_i, f_i in zip(engine_runs, fio_runs)) if all(fio_runs) else None
             rows.append({
                 "device": kind, "strategy": args.strategy, "iodepth": args.iodepth, "bs": args.bs,
                 "fio_iops": f, "engine_iops": e, "fio_runs": fio_runs, "engine_runs": engine_runs,
