@@ -1,9 +1,11 @@
-"""The aggregate-mode probes as BTF-typed raw tracepoint programs of our own.
+"""The kernel probes as BTF-typed raw tracepoint programs of our own.
 
-Each class here keeps exactly the maps its bpftrace script in `probes/` keeps
-in aggregate mode, and `read()` returns them as bpftrace prints them in JSON,
-so the rest of plugtrace cannot tell the two apart. The scripts remain the
-reference and the fallback (`Tracer` uses them when these cannot load).
+In aggregate mode each class here keeps exactly the maps its bpftrace script
+in `probes/` keeps, and `read()` returns them as bpftrace prints them in JSON,
+so the rest of plugtrace cannot tell the two apart. In events mode each
+writes one fixed-size record per event into a BPF ring buffer, with the
+columns of the script's lines. The scripts remain the reference and the
+fallback (`Tracer` uses them when these cannot load).
 
 Why not the scripts: each hit of a classic tracepoint costs the traced
 program about 0.5 us on this kind of VM; fio on zram makes an io_uring_enter()
@@ -19,6 +21,10 @@ counter that counts a histogram's samples is that histogram's total.
 """
 
 from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -526,15 +532,19 @@ class BlockRqEvents(_Events):
 
 class _Rwbs:
     """Request flags -> the letters the block tracepoints print (the kernel's
-    blk_fill_rwbs): F for a preflush, the operation (R, W, D, DE, F, N), then
-    F for FUA, A read-ahead, S sync, M metadata, U atomic. The bits come from
-    the kernel's BTF."""
+    blk_fill_rwbs): F for a preflush, the operation (R, W, D, DE, F, the zoned
+    ZA, ZR, ZRA, ZF, ZO, ZC where the kernel spells them, else N), then F for
+    FUA, A read-ahead, S sync, M metadata, U atomic. The bits come from the
+    kernel's BTF."""
 
-    def __init__(self, kernel: _KernelTypes):
+    def __init__(self, kernel: _KernelTypes, zoned: bool | None = None):
         ops, bits = kernel.enum("req_op"), kernel.enum("req_flag_bits")
         self.op_mask = (1 << min(bits.values())) - 1
-        self.ops = {ops["REQ_OP_WRITE"]: "W", ops["REQ_OP_DISCARD"]: "D", ops["REQ_OP_SECURE_ERASE"]: "DE",
-                    ops["REQ_OP_FLUSH"]: "F", ops["REQ_OP_READ"]: "R"}
+        names = {"WRITE": "W", "DISCARD": "D", "SECURE_ERASE": "DE", "FLUSH": "F", "READ": "R"}
+        if spells_zoned_ops() if zoned is None else zoned:
+            names |= {"ZONE_APPEND": "ZA", "ZONE_RESET": "ZR", "ZONE_RESET_ALL": "ZRA", "ZONE_FINISH": "ZF",
+                      "ZONE_OPEN": "ZO", "ZONE_CLOSE": "ZC"}
+        self.ops = {ops[f"REQ_OP_{name}"]: letters for name, letters in names.items() if f"REQ_OP_{name}" in ops}
         self.after = [(1 << bits[f"__REQ_{name}"], letter)
                       for name, letter in (("FUA", "F"), ("RAHEAD", "A"), ("SYNC", "S"), ("META", "M"), ("ATOMIC", "U"))
                       if f"__REQ_{name}" in bits]
@@ -547,6 +557,21 @@ class _Rwbs:
     def __call__(self, flags: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(flags, return_inverse=True)
         return np.array([self.one(int(f)) for f in uniq], dtype=object)[inverse]
+
+
+def spells_zoned_ops() -> bool:
+    """Whether this kernel's block tracepoints spell zoned operations (ZA, ZR, ...)
+    rather than N. Their rwbs field grew from 9 to 10 characters with those
+    spellings (Linux 6.17); without tracefs to read it, the version decides."""
+    for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        try:
+            fmt = Path(root, "events/block/block_rq_complete/format").read_text()
+        except OSError:
+            continue
+        found = re.search(r"char rwbs\[(\d+)\]", fmt)
+        if found:
+            return int(found.group(1)) >= 10
+    return tuple(int(x) for x in re.findall(r"\d+", platform.release())[:2]) >= (6, 17)
 
 
 #: probe table -> its events-mode programs

@@ -76,3 +76,38 @@ def test_batch_sizes_follow_from_positions_in_the_batch():
     assert batch_sizes_from_positions(pos) == [{"min": 1, "max": 1, "count": 1}, {"min": 3, "max": 3, "count": 2},
                                                {"min": 1000, "count": 1}]
     assert batch_sizes_from_positions([]) == []
+
+
+def test_request_flags_are_spelled_as_the_block_tracepoints_spell_rwbs():
+    """The kernel's blk_fill_rwbs order: preflush, operation, then FUA, read-ahead, sync, meta;
+    zoned operations as the kernels that spell them do."""
+    import os
+
+    import numpy as np
+    import pytest
+
+    from plugtrace.tracing.rawbpf import _KernelTypes
+    from plugtrace.tracing.rawprobes import _Rwbs
+
+    if not os.access("/sys/kernel/btf/vmlinux", os.R_OK):
+        pytest.skip("the kernel's BTF is not readable here")
+    kernel = _KernelTypes({"req_op", "req_flag_bits"})
+    op, bit = kernel.enum("req_op"), {k: 1 << v for k, v in kernel.enum("req_flag_bits").items()}
+    cases = {
+        op["REQ_OP_READ"]: "R",
+        op["REQ_OP_READ"] | bit["__REQ_RAHEAD"]: "RA",
+        op["REQ_OP_WRITE"] | bit["__REQ_SYNC"] | bit["__REQ_IDLE"]: "WS",
+        op["REQ_OP_WRITE"] | bit["__REQ_PREFLUSH"] | bit["__REQ_FUA"] | bit["__REQ_SYNC"]: "FWFS",
+        op["REQ_OP_WRITE"] | bit["__REQ_META"] | bit["__REQ_SYNC"]: "WSM",
+        op["REQ_OP_FLUSH"]: "F",
+        op["REQ_OP_DISCARD"]: "D",
+        op["REQ_OP_SECURE_ERASE"]: "DE",
+        op["REQ_OP_WRITE_ZEROES"] | bit["__REQ_SYNC"]: "NS",
+    }
+    flags = np.array(list(cases) * 3, dtype=np.uint32)
+    assert list(_Rwbs(kernel)(flags)) == list(cases.values()) * 3
+    zoned = {op["REQ_OP_ZONE_APPEND"] | bit["__REQ_FUA"]: ("ZAF", "NF"), op["REQ_OP_ZONE_RESET_ALL"]: ("ZRA", "N"),
+             op["REQ_OP_ZONE_CLOSE"]: ("ZC", "N")}
+    for spelled, pick in ((True, 0), (False, 1)):
+        got = _Rwbs(kernel, zoned=spelled)(np.array(list(zoned), dtype=np.uint32))
+        assert list(got) == [v[pick] for v in zoned.values()]
