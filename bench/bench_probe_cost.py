@@ -13,12 +13,19 @@ fio's time per I/O (1 / IOPS). What a hit costs outside the program (the
 tracepoint's call into BPF) is not counted by the kernel: the IOPS ratios of
 `bench_tracing_overhead` include it.
 
+That part is measured here too, with the kernel's counting off: a C loop
+submits one io_uring NOP per io_uring_enter() (one io_uring_submit_req hit
+each) and times itself with and without an empty program on that
+tracepoint, alternating; the difference per NOP is what a hit costs before
+any program instruction runs.
+
     python -m bench.bench_probe_cost [--quick] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from bench.common import (default_aggregate_probes, device, empty_programs, fio_command, held, machine, print_table,
@@ -28,6 +35,62 @@ from plugtrace.tracing.rawprobes import AGGREGATES
 
 DEFAULT_PROBES = default_aggregate_probes()
 _EMPTY_ON = "io_uring_submit_req"
+
+
+_NOP_LOOP = r"""
+#include <liburing.h>
+#include <time.h>
+static double nop_loop_ns(long n)
+{
+    struct io_uring ring;
+    struct io_uring_cqe *cqe;
+    struct timespec a, b;
+    if (io_uring_queue_init(8, &ring, 0) < 0)
+        return -1;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) {
+        io_uring_prep_nop(io_uring_get_sqe(&ring));
+        io_uring_submit_and_wait(&ring, 1);
+        if (io_uring_peek_cqe(&ring, &cqe) == 0)
+            io_uring_cqe_seen(&ring, cqe);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    io_uring_queue_exit(&ring);
+    return ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n;
+}
+"""
+
+
+def _nop_loop():
+    """The NOP loop, compiled against the system liburing (as our binding is)."""
+    import importlib.util
+    import tempfile
+
+    from cffi import FFI
+
+    ffi = FFI()
+    ffi.cdef("double nop_loop_ns(long n);")
+    ffi.set_source("_pt_bench_nop", _NOP_LOOP, libraries=["uring"], extra_compile_args=["-O2"])
+    with tempfile.TemporaryDirectory(prefix="plugtrace-bench-") as d:  # loaded, the library needs no file
+        spec = importlib.util.spec_from_file_location("_pt_bench_nop", ffi.compile(tmpdir=d))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module.lib.nop_loop_ns
+
+
+def hit_cost(rounds: int, nops: int) -> dict:
+    """ns per io_uring_submit_req hit of an empty program, kernel counting off:
+    the fastest of `rounds` NOP loops with it attached minus the fastest without."""
+    loop = _nop_loop()
+    bare, traced = [], []
+    for _ in range(rounds):
+        bare.append(loop(nops))
+        with contextlib.closing(empty_programs([_EMPTY_ON])):
+            traced.append(loop(nops))
+    if min(bare) < 0:
+        raise SystemExit("io_uring_queue_init failed: io_uring is not available")
+    return {"nop_ns_untraced": min(bare), "nop_ns_with_empty_program": min(traced),
+            "ns_per_hit": min(traced) - min(bare), "rounds": rounds, "nops_per_round": nops}
 
 
 def measure(kind: str, runtime_s: float) -> tuple[list[dict], dict]:
@@ -75,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     require_root()
+    hit = hit_cost(3 if args.quick else 9, 50_000 if args.quick else 300_000)
+    print(f"one hit of an empty program on {_EMPTY_ON}, kernel counting off (io_uring NOP loop): "
+          f"{hit['ns_per_hit']:.0f} ns ({hit['nop_ns_untraced']:.0f} ns per NOP untraced, "
+          f"{hit['nop_ns_with_empty_program']:.0f} ns traced; fastest of {hit['rounds']} rounds)")
     rows, summaries = [], []
     for kind in args.devices:
         r, s = measure(kind, 1 if args.quick else args.runtime)
@@ -85,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"default aggregate probes ({', '.join(DEFAULT_PROBES)}): program time vs fio's time per I/O",
                 summaries, ["device", "fio_iops", "fio_ns_per_io", "default_probes_ns_per_io", "share_of_fio_time",
                             "empty_program_ns_per_hit"])
-    write_json(args.json, {"benchmark": "probe_cost", "machine": machine(), "quick": args.quick, "rows": rows,
-                           "summary": summaries})
+    write_json(args.json, {"benchmark": "probe_cost", "machine": machine(), "quick": args.quick, "hit_cost": hit,
+                           "rows": rows, "summary": summaries})
     return 0
 
 
