@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -39,6 +41,7 @@ Devices:
 External programs (tracing only, no workload of ours):
   plugtrace record --pid PID --duration 10
   plugtrace record -- fio --ioengine=io_uring ...
+  plugtrace record --watch-device /dev/nvme0n1 -- fio ...   (block requests: every one on that device)
 
 Examples:
   plugtrace record --device loop --strategy defer --iodepth 32 --duration 5
@@ -92,6 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--measure-overhead", action="store_true",
                    help="run the workload untraced first, then traced, and store both IOPS and the ratio")
     t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")
+    t.add_argument("--watch-device", default=None, metavar="DEV",
+                   help="with --pid or a command: block probes count every request on this block device "
+                        "(/dev/NAME or MAJ:MIN), whoever issues it, instead of the requests the traced "
+                        "process issues itself (which leaves out requests the kernel dispatches from its "
+                        "own workers)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-STRATEGY)")
     o.add_argument("--quiet", action="store_true", help="no progress display")
@@ -286,6 +294,9 @@ def run(args) -> int:
         command = command[1:]
     if args.pid is not None or command:
         return _record_external(args, command, probes)
+    if args.watch_device is not None:
+        raise UsageError("--watch-device is for tracing another program (--pid or -- CMD); "
+                         "a workload of ours watches its own device")
     from .. import devices
     from ..engine import run_workload
     from ..environment import describe_environment
@@ -395,6 +406,21 @@ def _child_signals_and_fd(r: int) -> None:
     os.dup2(r, 3)
 
 
+def _watched_device(text: str | None) -> str | None:
+    """--watch-device as "major:minor" (None: not given)."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\d+:\d+", text):
+        return text
+    try:
+        st = os.stat(text)
+    except OSError as exc:
+        raise UsageError(f"--watch-device {text}: {exc.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise UsageError(f"--watch-device {text}: not a block device (give /dev/NAME or MAJ:MIN)")
+    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+
+
 def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     """Trace another program (--pid, or -- CMD): kernel side only."""
     from ..environment import describe_environment
@@ -409,6 +435,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         raise UsageError("give --pid or a command after --, not both")
     if args.pid is not None and not Path(f"/proc/{args.pid}").exists():
         raise UsageError(f"--pid: no process {args.pid}")
+    watched = _watched_device(args.watch_device)
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -420,7 +447,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             "plugtrace_version": __import__("plugtrace").__version__,
             "command": sys.argv,
             "config": {"external": command or None, "pid": args.pid, "mode": args.mode,
-                       "duration_s": args.duration, "strategy": None},
+                       "duration_s": args.duration, "strategy": None, "watch_device": args.watch_device},
             "environment": describe_environment(),
             "device": None,
             "events_lost": None,
@@ -443,7 +470,8 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             pid = proc.pid
         else:
             pid = args.pid
-        tracer, missing = _start_tracer(args.mode, pid, [], args.max_events, writer, probes)
+        tracer, missing = _start_tracer(args.mode, pid, [watched] if watched else [], args.max_events, writer,
+                                        probes)
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()

@@ -527,6 +527,11 @@ class BlockRqEvents(_Events):
     def columns(self, recs: np.ndarray) -> dict:
         cols = super().columns(recs)
         cols["rwbs"] = self._rwbs(recs["cmd_flags"])
+        # as the tracepoints (blk_rq_trace_sector): 0 for a request without a start sector (a flush
+        # holds -1) or a passthrough one
+        op = recs["cmd_flags"] & self._rwbs.op_mask
+        no_sector = (recs["sector"] == np.iinfo(np.uint64).max) | np.isin(op, self._rwbs.passthrough)
+        cols["sector"] = np.where(no_sector, 0, recs["sector"]).astype(np.int64)
         return cols
 
 
@@ -549,6 +554,7 @@ class _Rwbs:
                       for name, letter in (("FUA", "F"), ("RAHEAD", "A"), ("SYNC", "S"), ("META", "M"), ("ATOMIC", "U"))
                       if f"__REQ_{name}" in bits]
         self.preflush = 1 << bits["__REQ_PREFLUSH"]
+        self.passthrough = [v for k, v in ops.items() if k in ("REQ_OP_DRV_IN", "REQ_OP_DRV_OUT")]
 
     def one(self, flags: int) -> str:
         return ("F" if flags & self.preflush else "") + self.ops.get(flags & self.op_mask, "N") + "".join(
