@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                 ["device", "tracing", "fio_total_ios", "plugtrace_ios", "equal", "fio_submit_1_4_pct",
                  "plugtrace_submit_1_4_pct", "events_lost", "sqes_from"])
     write_json(args.json, {"benchmark": "tracing_overhead", "machine": machine(), "quick": args.quick,
-                           "overhead": rows, "toggled": windows, "floor_verdicts": verdicts, "capture": capture, "memory": mem, "cross_check": checks})
+                           "overhead": rows, "toggled": windows, "floor_verdicts": verdicts, "capture": capture,
+                           "memory": mem, "cross_check": checks})
     return 0
 
 

@@ -35,8 +35,8 @@ from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _ARRAY, _
                      _KernelTypes, _Prog, _test_bit, add, addr, and32, and64, call, exit_, ld_map, ldx, ldxb, ldxw,
                      lsh, mov, movr, rsh, std, stx, stxw, subr)
 
-__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "BlockRqEvents", "EntersAggregate", "EntersEvents", "SubmitAggregate",
-           "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
+__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "BlockRqEvents", "EntersAggregate", "EntersEvents",
+           "SubmitAggregate", "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
 
 _NR_IO_URING_ENTER = 426  # x86-64
 _LHIST_MAX = LHIST_TOP  # lhist(x, 0, 1000, 1): slot k for k, slot 1000 for >= 1000, slot 1001 for < 0
@@ -338,7 +338,8 @@ class UnplugAggregate(_Aggregate):
 
 
 #: probe table -> its aggregate-mode programs
-AGGREGATES = {"enters": EntersAggregate, "uring_requests": SubmitAggregate, "block_rq": BlockRqAggregate, "block_unplug": UnplugAggregate}
+AGGREGATES = {"enters": EntersAggregate, "uring_requests": SubmitAggregate, "block_rq": BlockRqAggregate,
+              "block_unplug": UnplugAggregate}
 
 
 # --- events mode ---------------------------------------------------------------------
