@@ -250,8 +250,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _pss_mb(pid: int) -> float:
+    """The process's proportional set size: shared pages (libraries, a ring buffer mapped
+    twice) divided among the processes that map them, where RSS counts them in full in each."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
 def memory(path: str, rate: int, runtime_s: float, workdir: Path) -> dict:
-    samples: list[tuple[float, float, float]] = []  # (recorder MB, bpftrace MB, decoders MB)
+    # per sample: (recorder RSS, bpftrace RSS, decoders RSS, PSS of the recorder and all of them), MB
+    samples: list[tuple[float, float, float, float]] = []
     done = threading.Event()
 
     def sample(pid: int) -> None:
@@ -260,8 +271,10 @@ def memory(path: str, rate: int, runtime_s: float, workdir: Path) -> dict:
                 kids = _children(pid)
                 names = {k: Path(f"/proc/{k}/comm").read_text().strip() if Path(f"/proc/{k}/comm").exists() else ""
                          for k in kids}
+                ours = [k for k, n in names.items() if n == "bpftrace" or n.startswith("python")]
                 samples.append((_rss_mb(pid), sum(_rss_mb(k) for k, n in names.items() if n == "bpftrace"),
-                                sum(_rss_mb(k) for k, n in names.items() if n.startswith("python"))))
+                                sum(_rss_mb(k) for k, n in names.items() if n.startswith("python")),
+                                _pss_mb(pid) + sum(_pss_mb(k) for k in ours)))
         threading.Thread(target=loop, daemon=True).start()
 
     try:
@@ -275,6 +288,7 @@ def memory(path: str, rate: int, runtime_s: float, workdir: Path) -> dict:
             "recorder_last_third_mb": float(rec[-third:].mean()),
             "bpftrace_max_mb": max((s[1] for s in samples), default=0.0),
             "decoders_max_mb": max((s[2] for s in samples), default=0.0),
+            "all_processes_pss_max_mb": max((s[3] for s in samples), default=0.0),
             "target_mb": TARGET_RSS_MB}
 
 
@@ -325,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memory of plugtrace record, events mode at {mem['rate_iops']:,} IOPS for {mem['seconds']} s: "
               f"max {mem['recorder_max_mb']:.0f} MB (first third {mem['recorder_first_third_mb']:.0f}, last third "
               f"{mem['recorder_last_third_mb']:.0f}); bpftrace {mem['bpftrace_max_mb']:.0f} MB, decoders "
-              f"{mem['decoders_max_mb']:.0f} MB  [target <= {TARGET_RSS_MB} MB]")
+              f"{mem['decoders_max_mb']:.0f} MB  [target <= {TARGET_RSS_MB} MB]; all of them together, "
+              f"shared pages counted once (PSS): max {mem['all_processes_pss_max_mb']:.0f} MB")
     print_table("cross-check against fio's own numbers", checks,
                 ["device", "tracing", "fio_total_ios", "plugtrace_ios", "equal", "fio_submit_1_4_pct",
                  "plugtrace_submit_1_4_pct", "events_lost", "sqes_from"])

@@ -90,7 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only these probes, comma-separated: enters, uring_requests, block_rq, block_unplug, "
                         "markers (default: all, except enters in aggregate mode, where uring_requests counts SQEs "
                         "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
-                        "latency, at the price of every system call of the machine passing a tracepoint). "
+                        "latency, at the price of every system call of the machine passing a tracepoint; "
+                        "markers for a traced program only if it has plugtrace loaded or when named). "
                         "Every probe hit costs the traced program time: trace what you need")
     t.add_argument("--measure-overhead", action="store_true",
                    help="run the workload untraced first, then traced, and store both IOPS and the ratio")
@@ -236,8 +237,9 @@ def _on_sigterm(signum, frame):
 
 
 def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer,
-                  probes: list[str] | None = None):
-    """Start bpftrace when this machine can; returns (tracer or None, could_not_measure)."""
+                  probes: list[str] | None = None, markers: bool = True):
+    """Start bpftrace when this machine can; returns (tracer or None, could_not_measure).
+    `markers`: put uprobes on our extension's plug-section markers."""
     if mode == "off":
         return None, {"kernel": "tracing turned off (--mode off)"}
     if os.geteuid() != 0:
@@ -249,7 +251,7 @@ def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int,
     from ..uring._binding import extension_path
 
     caps = detect_capabilities()
-    tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path,
+    tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path if markers else None,
                     max_events=max_events, capabilities=caps, probes=probes)
     try:
         tracer.start(writer)
@@ -406,6 +408,20 @@ def _child_signals_and_fd(r: int) -> None:
     os.dup2(r, 3)
 
 
+def _uses_our_extension(pid: int, probes: list[str] | None) -> bool:
+    """Whether a traced program gets the marker uprobes: when named in --probes, or when the
+    process has plugtrace's extension loaded already (--pid). A command is not started yet,
+    and most (fio, QEMU) never load it: their markers would only cost a bpftrace."""
+    if probes is not None:
+        return "markers" in probes
+    from ..uring._binding import extension_path
+
+    try:
+        return os.path.realpath(extension_path) in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def _watched_device(text: str | None) -> str | None:
     """--watch-device as "major:minor" (None: not given)."""
     if text is None:
@@ -471,7 +487,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         else:
             pid = args.pid
         tracer, missing = _start_tracer(args.mode, pid, [watched] if watched else [], args.max_events, writer,
-                                        probes)
+                                        probes, markers=_uses_our_extension(pid, probes))
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()

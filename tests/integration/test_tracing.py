@@ -232,6 +232,24 @@ def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
     assert p.returncode != 0 and "not a block device" in p.stderr
 
 
+def test_a_traced_program_gets_the_markers_only_when_it_loads_plugtrace(tmp_path, bpf):
+    """fio or QEMU never load our extension: no marker bpftrace for them. A running process
+    that has it loaded (here a workload of ours with its own tracing off) gets them."""
+    record(tmp_path / "plain", "--", "true")
+    assert not any("markers" in r for r in read_meta(tmp_path / "plain")["probes"]["ran"])
+    ours = subprocess.Popen([*PLUGTRACE, "record", "--quiet", "--device", f"file:{tmp_path / 'f.img'}", "--size", "64M",
+                             "--mode", "off", "--duration", "20", "-o", str(tmp_path / "ours")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)  # its extension loaded and its sections running
+        record(tmp_path / "attached", "--pid", str(ours.pid), "--duration", "2")
+    finally:
+        ours.terminate()
+        ours.wait(30)
+    counters = dict(zip(*read_table(tmp_path / "attached", "counters")[["name", "value"]].T.values))
+    assert counters.get("nr_markers_section_begin", 0) > 0, counters
+
+
 def test_probes_option_runs_only_the_probes_asked_for(tmp_path, bpf):
     out = tmp_path / "run"
     record(out, "--device", "zram", "--size", "64M", "--requests", "3000", "--probes", "enters")
