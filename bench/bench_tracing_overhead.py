@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ import numpy as np
 
 from bench.common import (PLUGTRACE, default_aggregate_probes, device, empty_programs, fio_command, held, machine,
                           print_table, require_root, tracepoints_of, write_json)
+from plugtrace import devices
 from plugtrace.tracing.rawprobes import AGGREGATES
 TARGETS = {"loop": 0.97, "zram": 0.7}
 TARGET_LOSSLESS_EVENTS_S = 200_000
@@ -132,9 +132,9 @@ TOGGLED = {
 
 
 def _completed_ios(path: str) -> int:
-    """Reads and writes the device has completed (its /sys/block stat)."""
-    fields = Path(f"/sys/block/{os.path.basename(os.path.realpath(path))}/stat").read_text().split()
-    return int(fields[0]) + int(fields[4])
+    """Reads and writes the device has completed (the kernel's count)."""
+    stat = devices.block_stat(path)
+    return stat["reads"] + stat["writes"]
 
 
 def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:

@@ -272,6 +272,20 @@ def open_block_device(path: str, allow_write: bool = False) -> Target:
     return Target("block", path, size, allow_write, False)
 
 
+#: the fields of /sys/block/NAME/stat, in order (Documentation/block/stat.rst)
+_STAT_FIELDS = ("reads", "read_merges", "read_sectors", "read_ticks", "writes", "write_merges", "write_sectors",
+                "write_ticks", "in_flight", "io_ticks", "time_in_queue", "discards", "discard_merges",
+                "discard_sectors", "discard_ticks", "flushes", "flush_ticks")
+
+
+def block_stat(path: str) -> dict[str, int]:
+    """The kernel's own I/O counters of whole block device `path` (/sys/block/NAME/stat), by
+    the names in _STAT_FIELDS: ``reads``, ``writes``, ``discards`` and ``flushes`` count
+    requests completed. Older kernels give fewer fields."""
+    fields = Path(f"/sys/block/{os.path.basename(os.path.realpath(path))}/stat").read_text().split()
+    return dict(zip(_STAT_FIELDS, map(int, fields)))
+
+
 def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False) -> Target:
     """`loop`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours to write)."""
     if spec == "loop":

@@ -8,6 +8,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+from plugtrace.devices import block_stat
 from plugtrace.tracing.capabilities import detect_capabilities
 from plugtrace.uring import Ring
 
@@ -91,11 +92,6 @@ def test_a_program_that_cannot_load_is_a_clear_error():
         raise AssertionError("the verifier accepted a program without exit")
 
 
-def _reads_completed(dev: str) -> int:
-    """Read requests the block layer completed on `dev` (its /sys/block stat)."""
-    return int(Path(f"/sys/block/{os.path.basename(dev)}/stat").read_text().split()[0])
-
-
 def _read_batches(path: str, batches: int, size: int) -> None:
     """`batches` io_uring_enter calls of `size` 4 KiB O_DIRECT reads each, 64 KiB apart (nothing merges)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
@@ -130,7 +126,7 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
                                       "sys.stdin.readline(); r(sys.argv[2], 4, 5); print('done', flush=True)",
                                       str(Path(__file__).parents[2]), other.path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        before = _reads_completed(watched.path)
+        before = block_stat(watched.path)["reads"]
         with BlockRqAggregate(os.getpid(), watched.dev_t) as rq, UnplugAggregate(os.getpid()) as unplug:
             _read_batches(watched.path, 6, 4)
             _read_batches(other.path, 3, 3)
@@ -138,7 +134,7 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
             unrelated.stdin.flush()
             assert unrelated.stdout.readline().strip() == "done"
             rq_maps, unplug_maps = rq.read(), unplug.read()
-        after = _reads_completed(watched.path)
+        after = block_stat(watched.path)["reads"]
         unrelated.wait()
     assert rq_maps["nr_block_rq"] == after - before == 24, rq_maps
     assert sum(b["count"] for b in rq_maps["block_latency_ns"]) == 24

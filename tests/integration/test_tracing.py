@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from plugtrace.devices import block_stat
 from plugtrace.store import read_meta, read_table
 from plugtrace.tracing.probes import kernel_dev_t
 from plugtrace.tracing.capabilities import detect_capabilities
@@ -194,8 +195,8 @@ def _completed_requests(path: str) -> int:
     fsync's flush is counted there twice, as the data-less write asking for it (which the
     driver never gets, so no tracepoint shows it) and as the flush the driver got: the write
     stands for both."""
-    fields = [int(f) for f in Path(f"/sys/block/{os.path.basename(path)}/stat").read_text().split()]
-    return fields[0] + fields[4] + fields[11]
+    stat = block_stat(path)
+    return stat["reads"] + stat["writes"] + stat["discards"]
 
 
 def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
