@@ -230,8 +230,8 @@ def is_mounted(dev_t: str) -> str | None:
     return None
 
 
-def open_block_device(path: str, allow_write: bool = False) -> Target:
-    """A user's block device: checked, never written unless `allow_write`."""
+def block_dev_t(path: str) -> str:
+    """'major:minor' of block device `path`; DeviceError when it is missing or not one."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -240,7 +240,12 @@ def open_block_device(path: str, allow_write: bool = False) -> Target:
         raise DeviceError(f"{path}: permission denied (run as root)") from None
     if not stat.S_ISBLK(st.st_mode):
         raise DeviceError(f"{path}: not a block device")
-    dev_t = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+
+
+def open_block_device(path: str, allow_write: bool = False) -> Target:
+    """A user's block device: checked, never written unless `allow_write`."""
+    dev_t = block_dev_t(path)
     mount = is_mounted(dev_t)
     if mount:
         raise DeviceError(f"{path}: mounted on {mount}; refusing to run on a mounted device")

@@ -7,7 +7,6 @@ import datetime as _dt
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..errors import CapabilityError, PlugtraceError, UsageError
+from ..errors import CapabilityError, DeviceError, PlugtraceError, UsageError
 
 HELP = "run a workload on a real io_uring device and record what happened"
 DESCRIPTION = """\
@@ -428,13 +427,12 @@ def _watched_device(text: str | None) -> str | None:
         return None
     if re.fullmatch(r"\d+:\d+", text):
         return text
+    from ..devices import block_dev_t
+
     try:
-        st = os.stat(text)
-    except OSError as exc:
-        raise UsageError(f"--watch-device {text}: {exc.strerror}") from None
-    if not stat.S_ISBLK(st.st_mode):
-        raise UsageError(f"--watch-device {text}: not a block device (give /dev/NAME or MAJ:MIN)")
-    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        return block_dev_t(text)
+    except DeviceError as exc:
+        raise UsageError(f"--watch-device: {exc.message} (give /dev/NAME or MAJ:MIN)") from None
 
 
 def _record_external(args, command: list[str], probes: list[str] | None) -> int:
