@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import platform
 import re
-from pathlib import Path
 
 import numpy as np
 
+from .capabilities import tracefs_root
 from .decode import LHIST_TOP
 from .probes import kernel_dev_t
 from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _ARRAY, _CURRENT_TASK_BTF, _KTIME,
@@ -570,14 +570,14 @@ def spells_zoned_ops() -> bool:
     """Whether this kernel's block tracepoints spell zoned operations (ZA, ZR, ...)
     rather than N. Their rwbs field grew from 9 to 10 characters with those
     spellings (Linux 6.17); without tracefs to read it, the version decides."""
-    for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        try:
-            fmt = Path(root, "events/block/block_rq_complete/format").read_text()
-        except OSError:
-            continue
-        found = re.search(r"char rwbs\[(\d+)\]", fmt)
-        if found:
-            return int(found.group(1)) >= 10
+    root = tracefs_root()
+    try:
+        found = root and re.search(r"char rwbs\[(\d+)\]",
+                                   (root / "events/block/block_rq_complete/format").read_text())
+    except OSError:
+        found = None
+    if found:
+        return int(found.group(1)) >= 10
     return tuple(int(x) for x in re.findall(r"\d+", platform.release())[:2]) >= (6, 17)
 
 
