@@ -4,7 +4,7 @@ IOPS ratios of traced and untraced fio move by several percent between runs on
 a shared VM, which hides what a single probe costs. The kernel can count each
 BPF program's runs and time spent (`kernel.bpf_stats_enabled`), so here fio
 runs once per device with all of our aggregate programs attached (filtered to
-fio, as `plugtrace record -- fio` does) plus an empty program on
+fio, as `plugtrace record --watch-device DEV -- fio` does) plus an empty program on
 io_uring_submit_req, and the table gives, per program: hits per I/O, ns per
 hit as counted, ns above the empty program (what the program's own
 instructions cost; the empty program's time is the counting itself and the
@@ -33,7 +33,9 @@ from bench.common import (default_aggregate_probes, device, empty_programs, fio_
 from plugtrace.tracing.rawbpf import Programs, bpf_stats
 from plugtrace.tracing.rawprobes import AGGREGATES
 
-DEFAULT_PROBES = default_aggregate_probes()
+#: what `record -- CMD` runs by default, and with --watch-device
+PROBE_SETS = {"traced program (default)": default_aggregate_probes(),
+              "with --watch-device": default_aggregate_probes(device_known=True)}
 _EMPTY_ON = "io_uring_submit_req"
 
 
@@ -93,7 +95,7 @@ def hit_cost(rounds: int, nops: int) -> dict:
             "ns_per_hit": min(traced) - min(bare), "rounds": rounds, "nops_per_round": nops}
 
 
-def measure(kind: str, runtime_s: float) -> tuple[list[dict], dict]:
+def measure(kind: str, runtime_s: float) -> tuple[list[dict], list[dict]]:
     with device(kind, "1G") as target:
         # fio waits for a line on stdin until the programs are attached, so the
         # job process it forks is followed from the start
@@ -102,8 +104,8 @@ def measure(kind: str, runtime_s: float) -> tuple[list[dict], dict]:
         try:
             with bpf_stats():
                 attached["(empty program)"] = empty_programs([_EMPTY_ON])
-                for name in DEFAULT_PROBES + ("enters",):
-                    attached[name] = AGGREGATES[name](fio.pid)
+                for name in PROBE_SETS["with --watch-device"] + ("enters",):
+                    attached[name] = AGGREGATES[name](fio.pid, target.dev_t)  # as --watch-device
                 out, _ = fio.communicate("go\n")
                 stats = {name: progs.run_stats() for name, progs in attached.items()}
         finally:
@@ -124,9 +126,14 @@ def measure(kind: str, runtime_s: float) -> tuple[list[dict], dict]:
             rows.append({"device": kind, "probe": name, "tracepoint": tracepoint, "hits_per_io": runs / ios,
                          "ns_per_hit": per_hit, "ns_above_empty": above,
                          "ns_per_io": None if above is None else above * runs / ios})
-    default_ns = sum(r["ns_per_io"] or 0 for r in rows if r["probe"] in DEFAULT_PROBES)
-    summary = {"device": kind, "fio_iops": iops, "fio_ns_per_io": 1e9 / iops, "default_probes_ns_per_io": default_ns,
-               "share_of_fio_time": default_ns * iops / 1e9, "empty_program_ns_per_hit": floor}
+    summary = []
+    for label, probes in PROBE_SETS.items():
+        mine = [r for r in rows if r["probe"] in probes]
+        ns_per_io = sum(r["ns_per_io"] or 0 for r in mine)
+        summary.append({"device": kind, "probes": f"{label}: {', '.join(probes)}", "fio_iops": iops,
+                        "fio_ns_per_io": 1e9 / iops, "hits_per_io": sum(r["hits_per_io"] for r in mine),
+                        "program_ns_per_io": ns_per_io, "share_of_fio_time": ns_per_io * iops / 1e9,
+                        "empty_program_ns_per_hit": floor})
     return rows, summary
 
 
@@ -146,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.devices:
         r, s = measure(kind, 1 if args.quick else args.runtime)
         rows += r
-        summaries.append(s)
+        summaries += s
     print_table("BPF program time per I/O, fio 4k randread iodepth 32 (kernel.bpf_stats_enabled)", rows,
                 ["device", "probe", "tracepoint", "hits_per_io", "ns_per_hit", "ns_above_empty", "ns_per_io"])
-    print_table(f"default aggregate probes ({', '.join(DEFAULT_PROBES)}): program time vs fio's time per I/O",
-                summaries, ["device", "fio_iops", "fio_ns_per_io", "default_probes_ns_per_io", "share_of_fio_time",
-                            "empty_program_ns_per_hit"])
+    print_table("aggregate probes of `record -- fio`: hits and program time vs fio's time per I/O (a hit also "
+                "costs about the empty program's ns before any program runs, not in program_ns_per_io)",
+                summaries, ["device", "probes", "fio_iops", "fio_ns_per_io", "hits_per_io", "program_ns_per_io",
+                            "share_of_fio_time", "empty_program_ns_per_hit"])
     write_json(args.json, {"benchmark": "probe_cost", "machine": machine(), "quick": args.quick, "hit_cost": hit,
                            "rows": rows, "summary": summaries})
     return 0

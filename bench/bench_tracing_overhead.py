@@ -3,27 +3,28 @@
 All in one run, on devices created for it and removed after:
 
 1. fio (io_uring, 4 KiB randread, iodepth 32, fio's defaults otherwise) on zram
-   and on a loop device: untraced; with an empty BPF program on each
-   tracepoint the default aggregate probes hit (the floor: what the hits cost
-   before any program runs, which no program on those hits can beat); under
-   `plugtrace record --mode aggregate` with its default probes (SQEs per enter
-   from io_uring's per-request tracepoint, block requests, unplugs); with only
-   the SQEs-per-enter probe; with the `enters` probe added (enter latency,
-   through the syscall tracepoints); and under `--mode events`. They alternate
-   and repeat (A B C ... A B C ...) so a noisy neighbour hits them alike; each
-   variant's ratio is the median over rounds of its IOPS / the untraced IOPS
-   of the same round.
+   and on a loop device: untraced; under `plugtrace record --mode aggregate
+   -- fio` with its default probes (SQEs per enter, from io_uring's
+   per-request tracepoint); with the block probes too (`--watch-device`:
+   block requests and their latency, unplugs); with an empty BPF program on
+   each tracepoint either of those hits (the floor: what the hits cost before
+   any program runs, which no program on those hits can beat); with the
+   `enters` probe (enter latency, through the syscall tracepoints); and under
+   `--mode events`. They alternate and repeat (A B C ... A B C ...) so a noisy
+   neighbour hits them alike; each variant's ratio is the median over rounds
+   of its IOPS / the untraced IOPS of the same round.
    Targets: aggregate / untraced >= 0.97 on loop, >= 0.7 on zram.
    This VM's speed drifts by several percent from one run to the next, so
-   part 1 also measures inside one fio run: the floor's empty programs, and
-   then the default aggregate programs (the ones `record` loads), are
-   attached and detached every second, and each window's completed I/Os
-   (the device's own count) are compared with the neighbouring window's.
-2. Events mode capture: fio at rising --rate_iops on zram under events mode;
-   rows captured per second and events lost. Target: >= 200k events/s lossless.
+   part 1 also measures inside one fio run: the programs (empty, then the
+   ones `record` loads, without and with the block probes) are attached and
+   detached every second, and each window's completed I/Os (the device's own
+   count) are compared with the neighbouring window's.
+2. Events mode capture: fio at rising --rate_iops on zram under events mode,
+   every probe running (--watch-device); rows captured per second and events
+   lost. Target: >= 200k events/s lossless.
 3. Memory of `plugtrace record` in events mode at the highest lossless rate,
-   sampled every second (the recording process, and its bpftrace and decoder
-   children apart). Target: <= 500 MB, flat.
+   every probe running, sampled every second (the recording process, and its
+   bpftrace and decoder children apart). Target: <= 500 MB, flat.
 4. Cross-check: the I/Os plugtrace counted equal fio's total_ios, and its
    SQEs-per-enter distribution matches fio's iodepth_submit histogram.
 
@@ -55,29 +56,33 @@ TARGET_LOSSLESS_EVENTS_S = 200_000
 TARGET_RSS_MB = 500
 
 
-#: tracing variants compared with untraced fio: label -> (mode, extra record arguments); mode "floor" is
-#: no plugtrace at all, only empty programs on the tracepoints the default aggregate probes hit
+#: tracing variants compared with untraced fio: label -> (mode, extra record arguments, "{device}" standing
+#: for the device's path); the "floor" modes are no plugtrace at all, only empty programs on the
+#: tracepoints the default aggregate probes hit ("floor:device": with --watch-device)
 VARIANTS = {
     "floor: empty programs": ("floor", []),
+    # the default: SQEs per enter, what a plain script on io_uring_enter() tells, without latency
     "aggregate": ("aggregate", []),
-    # the SQEs-per-enter probe alone: what a plain script on io_uring_enter() tells, without latency
-    "aggregate, SQEs per enter only": ("aggregate", ["--probes", "uring_requests"]),
-    # the enters probe adds io_uring_enter() latency through the syscall tracepoints
-    "aggregate + enters": ("aggregate", ["--probes", "enters,block_rq,block_unplug"]),
+    "floor with block probes: empty programs": ("floor:device", []),
+    "aggregate --watch-device": ("aggregate", ["--watch-device", "{device}"]),
+    # io_uring_enter() latency through the syscall tracepoints
+    "aggregate, enters probe": ("aggregate", ["--probes", "enters"]),
     "events": ("events", []),
 }
+#: each aggregate variant's floor
+FLOORS = {"aggregate": "floor: empty programs", "aggregate --watch-device": "floor with block probes: empty programs"}
 
 
 def run_fio(path: str, runtime_s: float, mode: str | None, workdir: Path, extra: list[str] | None = None,
             on_start=None, record_extra: list[str] | None = None) -> tuple[dict, Path | None]:
     """fio's job result, untraced (`mode` None), with empty programs on the default probes' tracepoints
-    ("floor") or under plugtrace record; and the run directory."""
+    ("floor", "floor:device") or under plugtrace record; and the run directory."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     fio_json = out / "fio.json"
     cmd = fio_command(path, runtime_s=runtime_s, extra=[f"--output={fio_json}", *(extra or [])])
-    if mode == "floor":
+    if mode in ("floor", "floor:device"):
         proc = held(cmd)
-        with contextlib.closing(empty_programs(tracepoints_of(default_aggregate_probes()))):
+        with contextlib.closing(empty_programs(tracepoints_of(default_aggregate_probes(mode == "floor:device")))):
             proc.communicate("go\n")
         if proc.returncode != 0:
             raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
@@ -106,7 +111,7 @@ def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path
     for _ in range(repeats):
         for label in iops:
             mode, extra = VARIANTS.get(label, (None, []))
-            job, run_dir = run_fio(path, runtime_s, mode, workdir, record_extra=extra)
+            job, run_dir = run_fio(path, runtime_s, mode, workdir, record_extra=[a.format(device=path) for a in extra])
             iops[label].append(fio_read(job)[0])
             if run_dir is not None:
                 checks.append(cross_check(kind, label, job, run_dir))
@@ -117,17 +122,22 @@ def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path
     for label, values in iops.items():
         # each round's traced run against the untraced run of the same round
         ratio = statistics.median(v / u for v, u in zip(values, iops["untraced"]) if u)
-        target = TARGETS[kind] if label == "aggregate" else None
         rows.append({"device": kind, "tracing": label, "median_iops": statistics.median(values),
-                     "runs": len(values), "ratio": ratio, "target": target,
-                     "met": None if target is None else ("yes" if ratio >= target else "NO")})
+                     "runs": len(values), "ratio": ratio})
     return rows, checks
 
 
-#: programs attached in the toggled windows: label -> f(pid of fio's job) -> what to close
+#: programs attached in the toggled windows, labelled as the VARIANTS they stand for:
+#: label -> f(pid of fio's job, device's major:minor) -> the programs (`Programs`); the A/A
+#: control attaches nothing, and shows what the method itself reads as a difference
 TOGGLED = {
-    "floor: empty programs": lambda pid: [empty_programs(tracepoints_of(default_aggregate_probes()))],
-    "aggregate programs": lambda pid: [AGGREGATES[name](pid) for name in default_aggregate_probes()],
+    "A/A control: nothing attached": lambda pid, dev: [],
+    "floor: empty programs": lambda pid, dev: [empty_programs(tracepoints_of(default_aggregate_probes()))],
+    "aggregate": lambda pid, dev: [AGGREGATES[name](pid) for name in default_aggregate_probes()],
+    "floor with block probes: empty programs":
+        lambda pid, dev: [empty_programs(tracepoints_of(default_aggregate_probes(device_known=True)))],
+    "aggregate --watch-device":
+        lambda pid, dev: [AGGREGATES[name](pid, dev) for name in default_aggregate_probes(device_known=True)],
 }
 
 
@@ -138,67 +148,90 @@ def _completed_ios(path: str) -> int:
 
 
 def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:
-    """For each of TOGGLED, one fio run in which its programs are attached and
-    detached every `window_s` (off-on, then on-off, ...). A window's rate is the
-    I/Os the device completed between its start and end, read after attaching
-    and before detaching, so the attaching itself is outside the windows; the
-    ratio is the median over pairs of the traced window's rate / its
-    untraced neighbour's."""
-    rows = []
-    for label, attach in TOGGLED.items():
-        fio = subprocess.Popen(fio_command(path, runtime_s=2 * pairs * window_s * 2 + 30),
-                               stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while not _children(fio.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            job = _children(fio.pid)
-            if not job:
-                raise SystemExit("fio did not start its job process")
-            time.sleep(1)  # past fio's ramp
-            ratios = []
-            for k in range(pairs):
+    """One fio run in which the programs of each of TOGGLED, loaded once, are
+    attached and detached in turn: for each label a pair of windows of
+    `window_s`, one without and one with its programs (in alternating order),
+    then the next label's pair, `pairs` times round. A window's rate is the
+    I/Os the device completed in it (the kernel's count), read after attaching
+    and before detaching. A label's ratio is its traced windows' I/Os over its
+    untraced windows' (they take turns, so slow drift cancels), with a 95%
+    interval from the spread of the pairs' ratios."""
+    dev = devices.block_dev_t(path)
+    per_pair = (window_s + 0.01) * 2 * len(TOGGLED)
+    fio = subprocess.Popen(fio_command(path, runtime_s=per_pair * pairs + 60), stdout=subprocess.DEVNULL)
+    opened: dict[str, list] = {}
+    ratios: dict[str, list[float]] = {label: [] for label in TOGGLED}
+    ios: dict[str, list[float]] = {label: [0.0, 0.0] for label in TOGGLED}
+    try:
+        deadline = time.monotonic() + 10
+        while not _children(fio.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = _children(fio.pid)
+        if not job:
+            raise SystemExit("fio did not start its job process")
+        for label, attach in TOGGLED.items():
+            opened[label] = attach(job[0], dev)
+            for progs in opened[label]:
+                progs.pause()
+        time.sleep(1)  # past fio's ramp
+        for k in range(pairs):
+            for label, progs_list in opened.items():
                 rates = {}
                 for traced in ((False, True) if k % 2 == 0 else (True, False)):
-                    opened = attach(job[0]) if traced else []
-                    try:
-                        n0, t0 = _completed_ios(path), time.monotonic()
-                        time.sleep(window_s)
-                        rates[traced] = (_completed_ios(path) - n0) / (time.monotonic() - t0)
-                    finally:
-                        for progs in opened:
-                            progs.close()
+                    for progs in progs_list if traced else []:
+                        progs.resume()
+                    n0, t0 = _completed_ios(path), time.monotonic()
+                    time.sleep(window_s)
+                    rates[traced] = (_completed_ios(path) - n0) / (time.monotonic() - t0)
+                    for progs in progs_list if traced else []:
+                        progs.pause()
                 if rates[False]:
-                    ratios.append(rates[True] / rates[False])
-        finally:
-            fio.send_signal(signal.SIGINT)
-            fio.wait()
-        q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-        rows.append({"device": kind, "tracing": label, "pairs": len(ratios), "window_s": window_s,
-                     "ratio": statistics.median(ratios), "ratio_q1": q1, "ratio_q3": q3})
+                    ratios[label].append(rates[True] / rates[False])
+                    ios[label][0] += rates[True]
+                    ios[label][1] += rates[False]
+    finally:
+        for progs_list in opened.values():
+            for progs in progs_list:
+                progs.close()
+        fio.send_signal(signal.SIGINT)
+        fio.wait()
+    rows = []
+    for label, r in ratios.items():
+        half = 1.96 * statistics.stdev(r) / len(r) ** 0.5 if len(r) > 1 else float("nan")
+        ratio = ios[label][0] / ios[label][1] if ios[label][1] else float("nan")
+        rows.append({"device": kind, "tracing": label, "pairs": len(r), "window_s": window_s, "ratio": ratio,
+                     "ci95_low": ratio - half, "ci95_high": ratio + half})
     return rows
 
 
-def floor_verdicts(rows: list[dict], windows: list[dict]) -> list[str]:
-    """What the floor says about each device's target: a ratio the empty programs
-    already fall below cannot be reached by any program on the same hits. The
-    toggled windows' floor decides where there is one (less drift between them)."""
+def verdicts(rows: list[dict], windows: list[dict]) -> list[str]:
+    """Each device's target for the default probes, judged on the toggled windows'
+    ratio (separate fio runs drift by more than the effect measured; the rounds'
+    ratio is given beside it), and what the block probes leave. The floor says
+    what any program on the same hits could reach at best."""
     out = []
     for kind in dict.fromkeys(r["device"] for r in rows):
         by = {r["tracing"]: r for r in rows if r["device"] == kind}
         win = {r["tracing"]: r for r in windows if r["device"] == kind}
-        floor, agg = by["floor: empty programs"], by["aggregate"]
-        # what the bare hits add to fio's time per I/O
-        hits_ns = 1e9 / floor["median_iops"] - 1e9 / by["untraced"]["median_iops"]
-        decisive = win.get("floor: empty programs", floor)["ratio"]
-        verdict = ("reachable" if decisive >= agg["target"] else
-                   "out of reach with these probes on this machine: the empty programs alone are below it")
-        toggled_text = "; toggled in one run: " + ", ".join(
-            f"{label} {r['ratio']:.3f} (quartiles {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f})"
-            for label, r in win.items()) if win else ""
-        out.append(f"{kind}: target >= {agg['target']}: aggregate {agg['ratio']:.3f}; floor {floor['ratio']:.3f} "
-                   f"(empty programs on {', '.join(tracepoints_of(default_aggregate_probes()))}: "
-                   f"{hits_ns:+.0f} ns per I/O){toggled_text}; so {verdict}")
+
+        def toggled_text(label: str) -> str:
+            if label not in win:
+                return "not measured toggled"
+            w = win[label]
+            return f"{w['ratio']:.3f} toggled (95% interval {w['ci95_low']:.3f}-{w['ci95_high']:.3f})"
+
+        target = TARGETS[kind]
+        for label, floor_label in FLOORS.items():
+            decisive = win.get(label, by[label])["ratio"]
+            hits = ", ".join(tracepoints_of(default_aggregate_probes(floor_label != "floor: empty programs")))
+            line = (f"{kind}, {label}: {toggled_text(label)}, {by[label]['ratio']:.3f} over rounds; floor (empty "
+                    f"programs on {hits}): {toggled_text(floor_label)}, {by[floor_label]['ratio']:.3f} over rounds")
+            if label == "aggregate":
+                line += f"; target >= {target}: {'met' if decisive >= target else 'MISSED'}"
+            out.append(line)
+        if "A/A control: nothing attached" in win:
+            out.append(f"{kind}, A/A control (the method with nothing attached): "
+                       f"{toggled_text('A/A control: nothing attached')}")
     return out
 
 
@@ -222,7 +255,8 @@ def cross_check(kind: str, mode: str, job: dict, run_dir: Path) -> dict:
 def capture_rates(path: str, rates: list[int], runtime_s: float, workdir: Path) -> list[dict]:
     rows = []
     for rate in rates:
-        job, run_dir = run_fio(path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"])
+        job, run_dir = run_fio(path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"],
+                               record_extra=["--watch-device", path])
         meta = json.loads((run_dir / "meta.json").read_text())
         rows_captured = sum(t["rows"] for name, t in meta["tables"].items())
         elapsed = meta["summary"]["elapsed_s"]
@@ -278,7 +312,8 @@ def memory(path: str, rate: int, runtime_s: float, workdir: Path) -> dict:
         threading.Thread(target=loop, daemon=True).start()
 
     try:
-        run_fio(path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"], on_start=sample)
+        run_fio(path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"], on_start=sample,
+                record_extra=["--watch-device", path])
     finally:
         done.set()
     rec = np.array([s[0] for s in samples]) if samples else np.zeros(1)
@@ -298,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--overhead-only", action="store_true", help="only part 1 (traced vs untraced fio)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of part 1, each running every variant (default 5)")
-    ap.add_argument("--pairs", type=int, default=15, help="traced/untraced window pairs per toggled run (default 15)")
+    ap.add_argument("--pairs", type=int, default=200,
+                    help="traced/untraced window pairs of each variant in the toggled run (default 200)")
+    ap.add_argument("--window", type=float, default=0.1, help="seconds of each toggled window (default 0.1)")
     ap.add_argument("--runtime", type=float, default=3.0, help="seconds of each fio run (default 3)")
     args = ap.parse_args(argv)
     require_root()
@@ -314,19 +351,21 @@ def main(argv: list[str] | None = None) -> int:
                 r, c = overhead(kind, target.path, runtime, repeats, workdir)
                 rows += r
                 checks += c
-                windows += toggled(kind, target.path, 0.3 if args.quick else 1.0, 2 if args.quick else args.pairs)
+                windows += toggled(kind, target.path, 0.05 if args.quick else args.window,
+                                   3 if args.quick else args.pairs)
                 if kind == "zram" and not args.overhead_only:
                     capture = capture_rates(target.path, rates, runtime, workdir)
                     lossless = [c for c in capture if c["lossless"]]
                     best = max(lossless, key=lambda c: c["events_per_s"]) if lossless else capture[0]
                     mem = memory(target.path, best["fio_rate_iops"], mem_seconds, workdir)
     print_table("fio traced by plugtrace vs untraced (ratio: median over rounds of traced / untraced IOPS)", rows,
-                ["device", "tracing", "median_iops", "runs", "ratio", "target", "met"])
-    print_table("inside one fio run, programs attached and detached every window (ratio: median over pairs of "
-                "traced / untraced window)", windows,
-                ["device", "tracing", "pairs", "window_s", "ratio", "ratio_q1", "ratio_q3"])
-    verdicts = floor_verdicts(rows, windows)
-    print("\n" + "\n".join(verdicts))
+                ["device", "tracing", "median_iops", "runs", "ratio"])
+    print_table("inside one fio run, each variant's programs attached and detached in turn (ratio: I/Os "
+                "completed in its traced windows / in its untraced ones; 95% interval from the pairs' spread)",
+                windows,
+                ["device", "tracing", "pairs", "window_s", "ratio", "ci95_low", "ci95_high"])
+    judged = verdicts(rows, windows)
+    print("\n" + "\n".join(judged))
     if capture:
         print_table("events mode: rows captured per second at a fixed fio rate (zram)", capture,
                     ["fio_rate_iops", "fio_iops", "events", "events_per_s", "events_lost", "lossless"])
@@ -345,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["device", "tracing", "fio_total_ios", "plugtrace_ios", "equal", "fio_submit_1_4_pct",
                  "plugtrace_submit_1_4_pct", "events_lost", "sqes_from"])
     write_json(args.json, {"benchmark": "tracing_overhead", "machine": machine(), "quick": args.quick,
-                           "overhead": rows, "toggled": windows, "floor_verdicts": verdicts, "capture": capture,
+                           "overhead": rows, "toggled": windows, "verdicts": judged, "capture": capture,
                            "memory": mem, "cross_check": checks})
     return 0
 

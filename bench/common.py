@@ -54,12 +54,14 @@ def held(cmd: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
 
 
-def default_aggregate_probes() -> tuple[str, ...]:
-    """The kernel probes `plugtrace record` runs in aggregate mode unless told otherwise."""
+def default_aggregate_probes(device_known: bool = False) -> tuple[str, ...]:
+    """The kernel probes `plugtrace record -- CMD` runs in aggregate mode unless told otherwise;
+    `device_known`: those it runs when the device is known (--watch-device, the engine's runs)."""
     from plugtrace.tracing.probes import PROBES
 
     return tuple(p.table for p in PROBES
-                 if "aggregate" in p.modes and "aggregate" not in p.only_when_asked and not p.needs_uprobes)
+                 if "aggregate" in p.modes and "aggregate" not in p.only_when_asked and not p.needs_uprobes
+                 and (device_known or not p.default_needs_device))
 
 
 def tracepoints_of(probes: tuple[str, ...]) -> list[str]:

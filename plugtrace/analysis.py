@@ -165,6 +165,11 @@ class Run:
         """Probe name -> why it could not run (meta.json's `probes.could_not_measure`)."""
         return (self.meta.get("probes") or {}).get("could_not_measure") or {}
 
+    @property
+    def not_asked(self) -> dict[str, str]:
+        """Probe name -> why it was off in this run though it could have run (meta.json's `probes.not_asked`)."""
+        return (self.meta.get("probes") or {}).get("not_asked") or {}
+
     def tables(self) -> list[str]:
         """Names of the tables this run has and that can be read."""
         return [t for t in store.table_names(self.path) if t not in self.unreadable]
@@ -180,6 +185,8 @@ class Run:
         for probe in (table, *PROBE_ALIASES.get(table, ())):
             if probe in self.could_not_measure:
                 return f"{why}; probe '{probe}' could not measure: {self.could_not_measure[probe]}"
+            if probe in self.not_asked:
+                return f"{why}; probe '{probe}' was not recorded: {self.not_asked[probe]}"
         return why
 
     def require(self, *tables: str | tuple[str, ...], user: str = "this analysis") -> None:

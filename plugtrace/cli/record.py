@@ -90,16 +90,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "markers (default: all, except enters in aggregate mode, where uring_requests counts SQEs "
                         "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
                         "latency, at the price of every system call of the machine passing a tracepoint; "
-                        "markers for a traced program only if it has plugtrace loaded or when named). "
+                        "for a traced program, markers only if it has plugtrace loaded, and block_rq and "
+                        "block_unplug only with --watch-device: they cost it 2-3 probe hits per I/O). "
                         "Every probe hit costs the traced program time: trace what you need")
     t.add_argument("--measure-overhead", action="store_true",
                    help="run the workload untraced first, then traced, and store both IOPS and the ratio")
     t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")
     t.add_argument("--watch-device", default=None, metavar="DEV",
-                   help="with --pid or a command: block probes count every request on this block device "
-                        "(/dev/NAME or MAJ:MIN), whoever issues it, instead of the requests the traced "
-                        "process issues itself (which leaves out requests the kernel dispatches from its "
-                        "own workers)")
+                   help="with --pid or a command: also run the block probes (block_rq, block_unplug), "
+                        "counting every request on this block device (/dev/NAME or MAJ:MIN), whoever "
+                        "issues it. Without it they are off for a traced program; named in --probes, they "
+                        "count the requests the traced process issues itself (which leaves out requests "
+                        "the kernel dispatches from its own workers)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-STRATEGY)")
     o.add_argument("--quiet", action="store_true", help="no progress display")
@@ -213,6 +215,11 @@ def _print_summary(meta: dict, run_dir: Path) -> None:
     missing = meta.get("probes", {}).get("could_not_measure", {})
     for name, why in missing.items():
         print(f"  could not measure {name}: {why}")
+    not_asked: dict[str, list[str]] = {}
+    for name, why in meta.get("probes", {}).get("not_asked", {}).items():
+        not_asked.setdefault(why, []).append(name)
+    for why, names in not_asked.items():
+        print(f"  not recorded {', '.join(names)}: {why}")
     integ = meta.get("integrity")
     if integ:
         verdict = "OK" if integ["mismatches"] == 0 else f"{integ['mismatches']} MISMATCHES at {integ['mismatch_offsets']}"
@@ -267,6 +274,7 @@ def _stop_tracer(tracer, writer, missing: dict) -> dict:
     info["probes"]["ran"] = got.get("probes", {}).get("ran", [])
     info["probes"]["could_not_measure"].update(got.get("probes", {}).get("could_not_measure", {}))
     info["probes"]["backends"] = got.get("probes", {}).get("backends", {})
+    info["probes"]["not_asked"] = got.get("probes", {}).get("not_asked", {})
     info["events_lost"] = got.get("events_lost")
     if got.get("error"):
         info["tracer_error"] = got["error"]

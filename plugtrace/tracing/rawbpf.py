@@ -375,6 +375,8 @@ class Programs:
         self.attached: list[str] = []
         #: (tracepoint, program fd) of each program attached
         self._programs: list[tuple[str, int]] = []
+        #: the raw tracepoint links that attach them (empty while paused)
+        self._links: list[int] = []
 
     def keep(self, fd: int) -> int:
         self._fds.append(fd)
@@ -412,12 +414,27 @@ class Programs:
     def attach(self, kernel: "_KernelTypes", tracepoint: str, code: bytes, name: str) -> None:
         """Load `code` as a BTF-typed program for raw tracepoint `tracepoint` and attach it."""
         prog = self.keep(_prog_load(_PROG_TRACING, code, name, kernel.tracepoint_id(tracepoint)))
-        try:
-            self.keep(_bpf(_RAW_TP_OPEN, struct.pack("<QI", 0, prog)))
-        except OSError as exc:
-            raise RawBpfError(exc.errno, f"attaching to raw tracepoint {tracepoint}: {exc.strerror}") from None
+        self._link(tracepoint, prog)
         self.attached.append(tracepoint)
         self._programs.append((tracepoint, prog))
+
+    def _link(self, tracepoint: str, prog: int) -> None:
+        try:
+            self._links.append(_bpf(_RAW_TP_OPEN, struct.pack("<QI", 0, prog)))
+        except OSError as exc:
+            raise RawBpfError(exc.errno, f"attaching to raw tracepoint {tracepoint}: {exc.strerror}") from None
+
+    def pause(self) -> None:
+        """Detach the raw tracepoint programs, keeping them and their maps (`resume()` attaches them again)."""
+        links, self._links = self._links, []
+        for fd in links:
+            os.close(fd)
+
+    def resume(self) -> None:
+        """Attach again what `pause()` detached."""
+        if not self._links:
+            for tracepoint, prog in self._programs:
+                self._link(tracepoint, prog)
 
     def run_stats(self) -> dict[str, tuple[int, int]]:
         """tracepoint -> (runs, total ns in the program) of each program attached.
@@ -459,6 +476,7 @@ class Programs:
         return out
 
     def close(self) -> None:
+        self.pause()
         fds, self._fds = self._fds, []
         for fd in reversed(fds):
             try:

@@ -36,7 +36,7 @@ import pyarrow as pa
 from ..errors import CapabilityError
 from .capabilities import Capabilities, cpu_ids
 from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
-from .probes import MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
+from .probes import BLOCK_PROBES_WITHOUT_A_DEVICE, MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
 
 MODES = ("aggregate", "events")
 
@@ -211,6 +211,8 @@ class Tracer:
         #: probe tables to run (None: all that suit the mode)
         self.only = set(probes) if probes else None
         self.could_not_measure: dict[str, str] = {}
+        #: probes that could run but are off by default in this recording, and why
+        self.not_asked: dict[str, str] = {}
         self._procs: list[_ProbeProcess] = []
         #: aggregate-mode probes running as our own raw tracepoint programs (rawprobes.py), by table
         self._raw: dict[str, Any] = {}
@@ -235,6 +237,9 @@ class Tracer:
             if self.mode not in spec.modes or (self.only is not None and spec.table not in self.only):
                 continue
             if self.mode in spec.only_when_asked and self.only is None:
+                continue
+            if spec.default_needs_device and self.only is None and self.device is None:
+                self.not_asked[spec.table] = BLOCK_PROBES_WITHOUT_A_DEVICE
                 continue
             if not spec.path.exists():
                 self.could_not_measure[spec.table] = f"the probe program {spec.path} is missing"
@@ -390,7 +395,7 @@ class Tracer:
     def stop(self, writer=None) -> dict[str, Any]:
         """Stop every probe and put what it captured into the run directory.
 
-        Returns ``{"probes": {"ran", "could_not_measure"}, "events_lost",
+        Returns ``{"probes": {"ran", "could_not_measure", "backends", "not_asked"}, "events_lost",
         "error", "kernel_summary"}``; "events_lost" counts bpftrace's lost
         events plus rows dropped over `max_events`. In aggregate mode the
         in-kernel maps become the `histograms` and `counters` tables.
@@ -464,7 +469,8 @@ class Tracer:
                    "events_kept": {p.spec.table: p.done.get("kept", 0) for p in self._procs if p.events}}
         self._procs = []
         return {
-            "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure), "backends": dict(self.backends)},
+            "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure), "backends": dict(self.backends),
+                       "not_asked": dict(self.not_asked)},
             "events_lost": lost + dropped,
             "error": "; ".join(errors) or None,
             "kernel_summary": summary,

@@ -233,6 +233,36 @@ def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
     assert p.returncode != 0 and "not a block device" in p.stderr
 
 
+def test_a_traced_program_gets_the_block_probes_when_its_device_is_named(tmp_path, bpf):
+    """Without --watch-device, a traced program's block probes are off, and the run says so and
+    how to turn them on; with it they count the device's requests and the program's unplugs."""
+    from plugtrace import devices
+
+    read = [sys.executable, "-c", "import sys; from tests.integration.test_rawbpf import _read_batches; "
+            "_read_batches(sys.argv[1], 6, 4)"]
+    env = {"PYTHONPATH": str(Path(__file__).parents[2])}
+    with devices.create_loop(16 << 20, str(tmp_path)) as dev:
+        p = record(tmp_path / "plain", "--", *read, dev.path, env=env)
+        meta = read_meta(tmp_path / "plain")
+        assert set(meta["probes"]["not_asked"]) == {"block_rq", "block_unplug"}
+        assert "--watch-device" in meta["probes"]["not_asked"]["block_rq"]
+        assert meta["probes"]["ran"] == ["histograms", "counters", "aggregate:uring_requests"]
+        assert "not recorded block_rq, block_unplug: " in p.stdout
+        before = block_stat(dev.path)["reads"]
+        record(tmp_path / "watched", "--watch-device", dev.path, "--", *read, dev.path, env=env)
+        done = block_stat(dev.path)["reads"] - before
+    meta = read_meta(tmp_path / "watched")
+    assert meta["probes"]["not_asked"] == {}
+    assert {"aggregate:block_rq", "aggregate:block_unplug"} <= set(meta["probes"]["ran"])
+    counters = dict(zip(*read_table(tmp_path / "watched", "counters")[["name", "value"]].T.values))
+    assert counters["nr_block_rq"] == done == 24, (counters, done)
+    hist = read_table(tmp_path / "watched", "histograms")
+    unplugs = hist[hist["name"] == "unplug_nr_rq"]
+    depths = dict(zip(unplugs["low"], unplugs["count"]))
+    # one flush of 4 requests per submit; Python reading its own files may unplug single requests
+    assert depths.get(4) == 6 and set(depths) <= {1, 4}, depths
+
+
 def test_a_traced_program_gets_the_markers_only_when_it_loads_plugtrace(tmp_path, bpf):
     """fio or QEMU never load our extension: no marker bpftrace for them. A running process
     that has it loaded (here a workload of ours with its own tracing off) gets them."""

@@ -155,6 +155,18 @@ def test_requires_names_the_missing_table_and_the_probe_reason(tmp_path):
     assert "tracepoint block:block_unplug not available" in message
 
 
+def test_a_probe_left_off_by_default_is_named_with_how_to_turn_it_on(tmp_path):
+    path = write_run(tmp_path / "r", requests=300, kernel="events", could_not_measure={"block_unplug": "-"})
+    meta = json.loads((path / "meta.json").read_text())
+    meta["probes"]["not_asked"] = {"block_unplug": meta["probes"]["could_not_measure"].pop("block_unplug")
+                                   .replace("-", "off unless asked for: --watch-device DEV")}
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(MissingTableError) as info:
+        df_unplugs(Run.open(path))
+    assert "probe 'block_unplug' was not recorded: off unless asked for: --watch-device DEV" in str(info.value)
+    assert "could not measure" not in str(info.value)
+
+
 def test_requires_decorator_records_and_checks_requirements(runs):
     @requires("markers")
     def df_markers(run):
