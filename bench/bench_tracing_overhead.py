@@ -10,15 +10,17 @@ All in one run, on devices created for it and removed after:
    each tracepoint either of those hits (the floor: what the hits cost before
    any program runs, which no program on those hits can beat); with the
    `enters` probe (enter latency, through the syscall tracepoints); and under
-   `--mode events`. They alternate and repeat (A B C ... A B C ...) so a noisy
-   neighbour hits them alike; each variant's ratio is the median over rounds
-   of its IOPS / the untraced IOPS of the same round.
+   `--mode events`. They alternate and repeat (A B C ..., then B C ... A, ...)
+   so a noisy neighbour hits them alike; each variant's ratio is the median
+   over rounds of its IOPS / the untraced IOPS of the same round.
    Targets: aggregate / untraced >= 0.97 on loop, >= 0.7 on zram.
-   This VM's speed drifts by several percent from one run to the next, so
-   part 1 also measures inside one fio run: the programs (empty, then the
-   ones `record` loads, without and with the block probes) are attached and
-   detached every second, and each window's completed I/Os (the device's own
-   count) are compared with the neighbouring window's.
+   This VM's speed drifts by several percent from one run to the next, more
+   than the effect measured, so part 1 also measures inside one fio run: the
+   programs of each variant (empty ones, the ones `record` loads, without
+   and with the block probes; and, as a control, none) are loaded once and
+   attached and detached in turn, in windows of 0.1 s, and each variant's
+   I/Os completed in its traced windows (the device's own count) are compared
+   with those in its untraced ones. The targets are judged on that ratio.
 2. Events mode capture: fio at rising --rate_iops on zram under events mode,
    every probe running (--watch-device); rows captured per second and events
    lost. Target: >= 200k events/s lossless.
@@ -108,8 +110,10 @@ def fio_read(job: dict) -> tuple[float, int]:
 def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path) -> tuple[list[dict], list[dict]]:
     iops: dict[str, list[float]] = {"untraced": [], **{label: [] for label in VARIANTS}}
     checks = []
-    for _ in range(repeats):
-        for label in iops:
+    labels = list(iops)
+    for k in range(repeats):
+        # each round starts one variant later, so no variant always runs first or right after another
+        for label in labels[k % len(labels):] + labels[:k % len(labels)]:
             mode, extra = VARIANTS.get(label, (None, []))
             job, run_dir = run_fio(path, runtime_s, mode, workdir, record_extra=[a.format(device=path) for a in extra])
             iops[label].append(fio_read(job)[0])

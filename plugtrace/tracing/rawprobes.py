@@ -30,7 +30,7 @@ import numpy as np
 from .capabilities import tracefs_root
 from .decode import LHIST_TOP
 from .probes import kernel_dev_t
-from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, _ARRAY, _CURRENT_TASK_BTF, _KTIME,
+from .rawbpf import (FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Programs, RawBpfError, _ARRAY, _CURRENT_TASK_BTF, _KTIME,
                      _LOOKUP, _PERCPU_ARRAY, _PID_TGID, _RB_NO_WAKEUP, _RINGBUF_OUTPUT, _TASK_STORAGE_GET,
                      _KernelTypes, _Prog, _test_bit, add, addr, and32, and64, call, exit_, ld_map, ldx, ldxb, ldxw,
                      lsh, mov, movr, rsh, std, stx, stxw, subr)
@@ -131,6 +131,29 @@ def _only_traced(p: _Prog, traced: int | None) -> None:
     _test_bit(p, traced, -8, "out")
 
 
+def _only_traced_request(p: _Prog, traced: int | None, kernel: _KernelTypes, req: int) -> None:
+    """`_only_traced` for an io_uring request in register `req`, without a helper call: the
+    submitting task is the request's (``req->tctx->task``; ``req->task`` before Linux 6.13), read
+    through its pointers. A helper call costs a hit ~20 ns on kernels that guard every return
+    (retpolines, Safe-RET), a third of what the hit costs before the program runs."""
+    if traced is None:
+        return
+    try:
+        path = [kernel.offset("io_kiocb", "tctx"), kernel.offset("io_uring_task", "task")]
+    except RawBpfError:
+        try:
+            path = [kernel.offset("io_kiocb", "task")]
+        except RawBpfError:
+            _only_traced(p, traced)
+            return
+    p.emit(movr(R1, req))
+    for off in path:
+        p.emit(ldx(R1, R1, off))
+        p.jump(0x15, R1, 0, "out")
+    p.emit(ldxw(R1, R1, kernel.offset("task_struct", "tgid")), stxw(FP, -8, R1))
+    _test_bit(p, traced, -8, "out")
+
+
 def _out(p: _Prog) -> bytes:
     return p.label("out").emit(mov(R0, 0), exit_()).bytes()
 
@@ -220,13 +243,14 @@ class SubmitAggregate(_Aggregate):
     (`decode.batch_sizes_from_positions`)."""
 
     layout = _Layout(("lhist", "uring_submit_pos"))
-    kernel_names = frozenset({"btf_trace_io_uring_submit_req", "io_kiocb", "io_ring_ctx", "io_rings", "io_uring"})
+    kernel_names = frozenset({"btf_trace_io_uring_submit_req", "io_kiocb", "io_ring_ctx", "io_rings", "io_uring",
+                              "io_uring_task", "task_struct"})
 
     def _attach(self, kernel, traced, device) -> None:
         c, base = self._counters, self.layout.base
         p = _Prog()  # io_uring_submit_req(struct io_kiocb *req)
         p.emit(ldx(R6, R1, 0))
-        _only_traced(p, traced)
+        _only_traced_request(p, traced, kernel, R6)
         sq_head = kernel.offset("io_rings", "sq") + kernel.offset("io_uring", "head")
         p.emit(ldx(R6, R6, kernel.offset("io_kiocb", "ctx")),
                ldxw(R7, R6, kernel.offset("io_ring_ctx", "cached_sq_head")),
