@@ -1,6 +1,7 @@
 """The HTML report as a reader sees it: written by the real CLI, opened in headless Chromium."""
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -105,7 +106,13 @@ def test_report_lists_what_could_not_be_measured(tmp_path):
     exe = chromium()
     why = "uprobes are not available on this test machine"
     partial = write_run(tmp_path / "partial", strategy="defer", requests=3000, kernel="events",
-                        could_not_measure={"markers": why}, events_lost=77)
+                        could_not_measure={"markers": why, "block_unplug": ""}, events_lost=77)
+    # a probe left off by default (a traced program's block probes without --watch-device)
+    meta = json.loads((partial / "meta.json").read_text())
+    off = "off for a traced program unless asked for: name its device with --watch-device DEV"
+    meta["probes"]["could_not_measure"].pop("block_unplug")
+    meta["probes"]["not_asked"] = {"block_unplug": off}
+    (partial / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "report.html"
     p = subprocess.run([*PLUGTRACE, "report", str(partial), str(DATA / "immediate"), "-o", str(out)],
                        capture_output=True, text=True, timeout=300)
@@ -113,6 +120,7 @@ def test_report_lists_what_could_not_be_measured(tmp_path):
     check_renders(exe, out, tmp_path, min_images=2)
     text = out.read_text()
     assert "could not measure" in text.lower() and why in text
+    assert "not recorded" in text and off in text
     assert "77" in text and "1,330" in text, "events lost, per run, must be shown"
 
 
