@@ -118,8 +118,8 @@ PROBES: tuple[ProbeSpec, ...] = (
 
 #: why the block probes stay off for a traced program (--pid, -- CMD) unless asked for. A block request
 #: costs a program on each of block_rq_issue, block_rq_complete and block_unplug a hit, ~55 ns each before
-#: the program runs on this kind of VM, so on a fast blk-mq device (fio on a loop device, ~5 us per I/O)
-#: they take 7-11% of the traced program's IOPS; the SQEs-per-enter probe alone takes 1-3%. Tracing should
+#: the program runs on this kind of VM, so on a fast blk-mq device (fio on a loop device, ~3.5 us per I/O)
+#: they take 7-8% of the traced program's IOPS; the SQEs-per-enter probe alone takes 1-2%. Tracing should
 #: not change what it measures, so they run when the user asks: with the device (--watch-device, which
 #: also counts the requests the kernel issues from its own workers), or by name in --probes. The
 #: engine's runs always know their device, and run them.
