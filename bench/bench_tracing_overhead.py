@@ -19,8 +19,9 @@ All in one run, on devices created for it and removed after:
    programs of each variant (empty ones, the ones `record` loads, without
    and with the block probes; and, as a control, none) are loaded once and
    attached and detached in turn, in windows of 0.1 s, and each variant's
-   I/Os completed in its traced windows (the device's own count) are compared
-   with those in its untraced ones. The targets are judged on that ratio.
+   mean rate of completed I/Os in its traced windows (the device's own count)
+   is compared with that in its untraced ones. The targets are judged on that
+   ratio.
 2. Events mode capture: fio at rising --rate_iops on zram under events mode,
    every probe running (--watch-device); rows captured per second and events
    lost. Target: >= 200k events/s lossless.
@@ -157,15 +158,15 @@ def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:
     `window_s`, one without and one with its programs (in alternating order),
     then the next label's pair, `pairs` times round. A window's rate is the
     I/Os the device completed in it (the kernel's count), read after attaching
-    and before detaching. A label's ratio is its traced windows' I/Os over its
-    untraced windows' (they take turns, so slow drift cancels), with a 95%
-    interval from the spread of the pairs' ratios."""
+    and before detaching. A label's ratio is the mean rate of its traced
+    windows over that of its untraced ones (they take turns, so slow drift
+    cancels), with a 95% interval from the spread of the pairs' ratios."""
     dev = devices.block_dev_t(path)
     per_pair = (window_s + 0.01) * 2 * len(TOGGLED)
     fio = subprocess.Popen(fio_command(path, runtime_s=per_pair * pairs + 60), stdout=subprocess.DEVNULL)
     opened: dict[str, list] = {}
     ratios: dict[str, list[float]] = {label: [] for label in TOGGLED}
-    ios: dict[str, list[float]] = {label: [0.0, 0.0] for label in TOGGLED}
+    rate_sums: dict[str, list[float]] = {label: [0.0, 0.0] for label in TOGGLED}  # [traced, untraced]
     try:
         deadline = time.monotonic() + 10
         while not _children(fio.pid) and time.monotonic() < deadline:
@@ -191,8 +192,8 @@ def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:
                         progs.pause()
                 if rates[False]:
                     ratios[label].append(rates[True] / rates[False])
-                    ios[label][0] += rates[True]
-                    ios[label][1] += rates[False]
+                    rate_sums[label][0] += rates[True]
+                    rate_sums[label][1] += rates[False]
     finally:
         for progs_list in opened.values():
             for progs in progs_list:
@@ -202,7 +203,8 @@ def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:
     rows = []
     for label, r in ratios.items():
         half = 1.96 * statistics.stdev(r) / len(r) ** 0.5 if len(r) > 1 else float("nan")
-        ratio = ios[label][0] / ios[label][1] if ios[label][1] else float("nan")
+        traced, untraced = rate_sums[label]
+        ratio = traced / untraced if untraced else float("nan")
         rows.append({"device": kind, "tracing": label, "pairs": len(r), "window_s": window_s, "ratio": ratio,
                      "ci95_low": ratio - half, "ci95_high": ratio + half})
     return rows
@@ -227,7 +229,7 @@ def verdicts(rows: list[dict], windows: list[dict]) -> list[str]:
         target = TARGETS[kind]
         for label, floor_label in FLOORS.items():
             decisive = win.get(label, by[label])["ratio"]
-            hits = ", ".join(tracepoints_of(default_aggregate_probes(floor_label != "floor: empty programs")))
+            hits = ", ".join(tracepoints_of(default_aggregate_probes(VARIANTS[floor_label][0] == "floor:device")))
             line = (f"{kind}, {label}: {toggled_text(label)}, {by[label]['ratio']:.3f} over rounds; floor (empty "
                     f"programs on {hits}): {toggled_text(floor_label)}, {by[floor_label]['ratio']:.3f} over rounds")
             if label == "aggregate":
@@ -364,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                     mem = memory(target.path, best["fio_rate_iops"], mem_seconds, workdir)
     print_table("fio traced by plugtrace vs untraced (ratio: median over rounds of traced / untraced IOPS)", rows,
                 ["device", "tracing", "median_iops", "runs", "ratio"])
-    print_table("inside one fio run, each variant's programs attached and detached in turn (ratio: I/Os "
-                "completed in its traced windows / in its untraced ones; 95% interval from the pairs' spread)",
+    print_table("inside one fio run, each variant's programs attached and detached in turn (ratio: mean rate "
+                "of completed I/Os in its traced windows / in its untraced ones; 95% interval from the pairs' "
+                "spread)",
                 windows,
                 ["device", "tracing", "pairs", "window_s", "ratio", "ci95_low", "ci95_high"])
     judged = verdicts(rows, windows)
