@@ -8,28 +8,37 @@ that lacks one (a probe this kernel could not attach, an untraced run, a traced
 program with no app-side log) gets a message naming the table and why it is
 missing instead of a KeyError.
 
-Tables are read column by column with pyarrow and only the columns a function
-needs, which keeps ten-million-event runs within seconds and a few hundred MB.
+Functions that summarise (distributions, percentiles, per-cause and
+per-device statistics, comparisons) run out of core through `plugtrace.query`:
+one streaming DuckDB query per question, exact, in bounded memory whatever the
+run's size, and `Runs` asks the same questions of many runs in one query.
+Functions that return one row per event (`df_submits`, `df_requests`,
+`df_deferrals`, `df_sections`) say so, and take a time window (`window_ms`)
+or a `sample` fraction for runs too big to hold.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 
 from . import store
 from .errors import PlugtraceError, RunDirError
+from .query import Aggregate, LocalEngine, TableFile, _bin, _file_source, default_engine, percentiles
 
 __all__ = [
     "Run",
+    "Runs",
     "MissingTableError",
     "requires",
     "CAUSES",
@@ -41,6 +50,9 @@ __all__ = [
     "df_deferral_stats",
     "df_unplugs",
     "df_latency_percentiles",
+    "df_latency_cdf",
+    "df_sqes_over_time",
+    "df_device_stats",
     "df_compare",
 ]
 
@@ -200,14 +212,36 @@ class Run:
                 reasons = "; or ".join(self.missing_reason(t) for t in options)
                 raise MissingTableError(f"{user} cannot run on {self.path}: {reasons}")
 
-    def arrow(self, name: str, columns: Sequence[str] | None = None, filters: Any = None) -> pa.Table:
-        """Read `columns` of table `name` as a pyarrow Table (row groups outside `filters` are skipped)."""
+    def arrow(self, name: str, columns: Sequence[str] | None = None, filters: Any = None,
+              sample: float | None = None) -> pa.Table:
+        """Read `columns` of table `name` as a pyarrow Table (row groups outside `filters` are skipped).
+
+        `sample`: keep each row with this probability (0-1], drawn batch by batch
+        with a fixed seed, so only the sample is ever held in memory.
+        """
         self.require(name, user=f"reading table '{name}'")
         file = self.path / "tables" / f"{name}.parquet"
         try:
-            return pq.read_table(file, columns=list(columns) if columns else None, filters=filters)
-        except (pa.ArrowException, OSError, ValueError) as exc:
+            if sample is None:
+                return pq.read_table(file, columns=list(columns) if columns else None, filters=filters)
+            if not 0 < sample <= 1:
+                raise ValueError(f"sample must be a fraction in (0, 1], not {sample!r}")
+            rng = np.random.default_rng(0)
+            dataset = pa_dataset.dataset(file, format="parquet")
+            expression = pq.filters_to_expression(filters) if filters else None
+            batches = [b.filter(pa.array(rng.random(len(b)) < sample))
+                       for b in dataset.to_batches(columns=list(columns) if columns else None, filter=expression)]
+            schema = dataset.schema if not columns else pa.schema([dataset.schema.field(c) for c in columns])
+            return pa.Table.from_batches(batches, schema=schema)
+        except (pa.ArrowException, OSError) as exc:
             raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None
+
+    def window_filters(self, column: str, window_ms: tuple[float, float] | None) -> list[tuple[str, str, int]] | None:
+        """Parquet filters keeping rows whose `column` (ns) lies in `window_ms` (start, end: ms from the run's start)."""
+        if window_ms is None:
+            return None
+        start, end = window_ms
+        return [(column, ">=", self.start_ns + int(start * 1e6)), (column, "<", self.start_ns + int(end * 1e6))]
 
     def table(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Read `columns` of table `name` as a DataFrame."""
@@ -294,8 +328,10 @@ def _time_sorted(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 @requires(("submits", "enters"))
-def df_submits(run: Run, source: str = "auto") -> pd.DataFrame:
-    """One row per `io_uring_enter()` that submitted SQEs, in time order.
+def df_submits(run: Run, source: str = "auto", window_ms: tuple[float, float] | None = None,
+               sample: float | None = None) -> pd.DataFrame:
+    """One row per `io_uring_enter()` that submitted SQEs, in time order: one row per event, so for
+    a big run pass a `window_ms` (start, end: ms since the run's start) or a `sample` fraction.
 
     `source`: ``"app"`` (the engine's `submits` log), ``"kernel"`` (the traced
     `enters` syscalls, e.g. of fio or QEMU, which have no app log), or ``"auto"``
@@ -309,21 +345,36 @@ def df_submits(run: Run, source: str = "auto") -> pd.DataFrame:
     source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
     if source == "app":
         run.require("submits", user="df_submits(source='app')")
-        table = run.arrow("submits", ["start_ns", "tid", "nr_sqes", "latency_ns", "ret"])
+        table = run.arrow("submits", ["start_ns", "tid", "nr_sqes", "latency_ns", "ret"],
+                          run.window_filters("start_ns", window_ms), sample)
     else:
         run.require("enters", user="df_submits(source='kernel')")
-        table = run.arrow("enters", ["ts_ns", "tid", "to_submit", "latency_ns", "ret"])
+        table = run.arrow("enters", ["ts_ns", "tid", "to_submit", "latency_ns", "ret"],
+                          run.window_filters("ts_ns", window_ms), sample)
         table = table.filter(pc.greater(table.column("to_submit"), 0))
     table = table.rename_columns(["ts_ns", "tid", "nr_sqes", "latency_ns", "ret"])
     # self_destruct frees each Arrow column once converted: one copy in memory, not two
     return _time_sorted(table.to_pandas(split_blocks=True, self_destruct=True), "ts_ns")
 
 
-def _distribution(values: np.ndarray, name: str) -> pd.DataFrame:
-    """Exact value counts of small non-negative integers as a bucket table."""
-    counts = np.bincount(values) if len(values) else np.zeros(0, np.int64)
-    present = np.flatnonzero(counts)
-    return _buckets(name, present, present + 1, counts[present])
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+def _histogram_percentile_row(metric: str, h: pd.DataFrame, percentiles: Sequence[float]) -> dict[str, Any]:
+    # A bucket only bounds its values: report each percentile as its bucket's
+    # upper bound, and the mean from bucket midpoints.
+    counts = h["count"].to_numpy()
+    high = h["high"].to_numpy().astype(np.float64)
+    cum = np.cumsum(counts)
+    total = int(cum[-1]) if len(cum) else 0
+    row: dict[str, Any] = {"metric": metric, "source": "histogram", "count": total, "approximate": True}
+    row["mean_ns"] = float(((h["low"] + h["high"]) / 2 * counts).sum() / total) if total else np.nan
+    for q in percentiles:
+        idx = int(np.searchsorted(cum, q / 100 * total)) if total else 0
+        row[f"p{q:g}_ns"] = float(high[min(idx, len(high) - 1)]) if total else np.nan
+    row["max_ns"] = float(high[-1]) if total else np.nan
+    return row
+
 
 
 def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) -> pd.DataFrame:
@@ -341,34 +392,351 @@ def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) ->
 #: the enters probe's (the syscall's result), then uring_requests' (request positions)
 SQES_HISTOGRAMS = ("enter_nr_sqes", "submit_nr_sqes")
 
-
-def _histogram(run: Run, hist: str | tuple[str, ...]) -> pd.DataFrame:
-    """Buckets of one in-kernel histogram: low, high (exclusive), count; sorted by low.
-    Given several names, the first the run has."""
-    names = (hist,) if isinstance(hist, str) else hist
-    for name in names:
-        table = run.arrow("histograms", ["name", "low", "high", "count"], filters=[("name", "=", name)])
-        df = table.to_pandas().sort_values("low", ignore_index=True)
-        if not df.empty:
-            return df
-    raise MissingTableError(f"{run.path}: the 'histograms' table has no {' or '.join(map(repr, names))} histogram")
+#: SQL: why a request waited (an index into CAUSES), from the `requests` table's columns
+_CAUSE_SQL = "CASE WHEN section_owner < 0 THEN 0 WHEN section_owner <> device THEN 2 ELSE 1 END"
+#: SQL: the requests `df_deferrals` covers (submitted, sync reads left out)
+_DEFERRED_SQL = "NOT sync AND submit_ns >= 0"
 
 
-def _events_or_histogram(run: Run, source: str, name: str, events: tuple[str, str], hist: str | tuple[str, ...],
-                         app: tuple[str, str] | None = None) -> pd.DataFrame:
-    """A distribution of `name` from event rows (app or kernel) or from an in-kernel histogram."""
-    choices = {"app": app[0]} if app else {}
-    choices |= {"kernel": events[0], "histogram": "histograms"}
-    source = _pick_source(run, source, choices)
-    if source == "histogram":
-        run.require("histograms", user=f"the {name} distribution from histograms")
-        h = _histogram(run, hist)
-        h = h[h["high"] > 1]  # the [0, 1) bucket counts calls that submitted nothing
-        return _buckets(name, h["low"].to_numpy(), h["high"].to_numpy(), h["count"].to_numpy())
-    table, column = app if source == "app" else events
-    run.require(table, user=f"the {name} distribution from '{table}'")
-    values = run.arrow(table, [column]).column(0).to_numpy()
-    return _distribution(values[values > 0], name)
+class _Distribution:
+    """How to count one distribution from events (app or kernel table) or an in-kernel histogram."""
+
+    def __init__(self, name: str, events: dict[str, tuple[str, str]], histograms: tuple[str, ...]):
+        self.name, self.events, self.histograms = name, events, histograms
+
+    def choices(self) -> dict[str, str]:
+        return {source: table for source, (table, _) in self.events.items()} | {"histogram": "histograms"}
+
+
+_BATCH_SIZES = _Distribution("nr_sqes", {"app": ("submits", "nr_sqes"), "kernel": ("enters", "to_submit")},
+                             SQES_HISTOGRAMS)
+_UNPLUGS = _Distribution("nr_rq", {"kernel": ("block_unplug", "nr_rq")}, ("unplug_nr_rq",))
+
+
+def _as_runs(runs: "Runs | Run | Iterable[Run]") -> "Runs":
+    if isinstance(runs, Runs):
+        return runs
+    return Runs([runs] if isinstance(runs, Run) else list(runs))
+
+
+def _one_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """A `Runs` result for a single run, without its `run` column."""
+    return frame.drop(columns="run").reset_index(drop=True)
+
+
+class Runs:
+    """Many run directories analysed as one set of tables.
+
+    `Runs("runs/*")`, `Runs("runs/")` (every run directory inside), or a list
+    of paths and `Run`s. Each summary is one query over the same table of all
+    the runs (`plugtrace.query`), so a question across hundreds of runs costs
+    about what it costs on their largest table, in bounded memory. Results
+    carry a ``run`` column (the directory name, or its path where names repeat)
+    and `meta()` gives each run's configuration as columns to join on.
+
+    `engine`: where queries run; the embedded DuckDB by default, or a
+    `plugtrace.query.DaskEngine` for a cluster. Runs lacking a table a summary
+    needs are left out of that summary's rows.
+    """
+
+    def __init__(self, runs: str | os.PathLike | Iterable[str | os.PathLike | Run], engine: Any = None):
+        items = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
+        self.runs: list[Run] = []
+        for item in items:
+            self.runs += [item] if isinstance(item, Run) else [Run.open(p) for p in _run_dirs(item)]
+        if not self.runs:
+            raise RunDirError(f"no run directories (with a meta.json) found in {', '.join(map(str, items)) or '[]'}")
+        self.engine = engine or default_engine()
+        names = [r.name for r in self.runs]
+        self.labels = [n if names.count(n) == 1 else str(r.path) for n, r in zip(names, self.runs)]
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __repr__(self) -> str:
+        return f"Runs({len(self.runs)} runs: {', '.join(self.labels[:4])}{', ...' if len(self) > 4 else ''})"
+
+    # -- plumbing ----------------------------------------------------------------------------------------------
+
+    def files(self, table: str, ids: Iterable[int] | None = None) -> list[TableFile]:
+        """The Parquet files of `table`, one per run that has it (of the runs numbered `ids`)."""
+        ids = range(len(self.runs)) if ids is None else ids
+        return [TableFile(i, str(self.runs[i].path / "tables" / f"{table}.parquet"))
+                for i in ids if self.runs[i].has(table)]
+
+    def aggregate(self, agg: Aggregate, ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """Run `agg` over the runs (numbered `ids`) that have its table; ``run_id`` numbers them."""
+        return self.engine.aggregate(agg, self.files(agg.table, ids))
+
+    def percentiles(self, table: str, value: str, qs: Sequence[float], by: dict[str, str] | None = None,
+                    where: str = "true", ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """Exact percentiles of SQL expression `value` per run (and `by` group); see `query.percentiles`."""
+        return percentiles(self.engine, self.files(table, ids), table, value, qs, by=by, where=where)
+
+    def _labelled(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` with ``run_id`` replaced by the run's label as its first column, ``run``."""
+        labels = np.asarray(self.labels, dtype=object)
+        out = frame.drop(columns="run_id")
+        out.insert(0, "run", labels[frame["run_id"].to_numpy(dtype=np.int64)] if len(frame) else [])
+        return out.reset_index(drop=True)
+
+    def _pick(self, source: str, choices: dict[str, str]) -> dict[str, list[int]]:
+        """Run numbers by the source each one uses (see `_pick_source`), runs with no source left out."""
+        picked: dict[str, list[int]] = {}
+        for i, run in enumerate(self.runs):
+            name = _pick_source(run, source, choices)
+            if run.has(choices[name]):
+                picked.setdefault(name, []).append(i)
+        return picked
+
+    def meta(self) -> pd.DataFrame:
+        """One row per run: ``run``, ``path``, ``status`` and every scalar of meta.json's config
+        (``strategy``, ``iodepth``, ...), summary (``summary.iops``, ...) and device (``device.kind``, ...)."""
+        rows = []
+        for label, run in zip(self.labels, self.runs):
+            row: dict[str, Any] = {"run": label, "path": str(run.path), "status": run.status}
+            row |= {k: v for k, v in run.config.items() if _scalar(v)}
+            for section in ("summary", "device"):
+                row |= {f"{section}.{k}": v for k, v in (run.meta.get(section) or {}).items() if _scalar(v)}
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run your own SQL over all the runs' tables with the embedded DuckDB.
+
+        Each table the runs have is a view of that name with a ``run`` column
+        first (``SELECT run, avg(nr_sqes) FROM submits GROUP BY run``), and
+        ``runs`` is `meta()`.
+        """
+        con = default_engine().connection if not isinstance(self.engine, LocalEngine) else self.engine.connection
+        con.register("runs", self.meta())
+        labels = pd.DataFrame({"run_id": np.arange(len(self.runs), dtype=np.int32), "run": self.labels})
+        con.register("run_labels", labels)
+        tables = sorted({t for run in self.runs for t in run.tables()})
+        try:
+            for table in tables:
+                source = _file_source(self.files(table))
+                con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT l.run, t.* EXCLUDE (run_id) '
+                            f"FROM {source} JOIN run_labels AS l USING (run_id)")
+            return con.execute(query).df()
+        finally:
+            for table in tables:
+                con.execute(f'DROP VIEW IF EXISTS "{table}"')
+            con.unregister("runs")
+            con.unregister("run_labels")
+
+    # -- summaries ---------------------------------------------------------------------------------------------
+
+    def _histograms(self, names: Sequence[str], ids: Iterable[int]) -> pd.DataFrame:
+        """Buckets of the named in-kernel histograms: run_id, name, low, high, count; each run's first name only."""
+        in_list = ", ".join(f"'{n}'" for n in names)
+        h = self.aggregate(Aggregate("histograms", {"name": "name", "low": "low", "high": "high"},
+                                     {"count": ("sum", "count")}, f"name IN ({in_list})"), ids)
+        rank = h["name"].map({n: i for i, n in enumerate(names)})
+        first = rank.groupby(h["run_id"]).transform("min")
+        return h[rank == first].sort_values(["run_id", "low"], ignore_index=True)
+
+    def _distribution(self, dist: _Distribution, source: str) -> pd.DataFrame:
+        parts = []
+        for name, ids in self._pick(source, dist.choices()).items():
+            if name == "histogram":
+                h = self._histograms(dist.histograms, ids)
+                h = h[h["high"] > 1]  # the [0, 1) bucket counts calls that submitted nothing
+                parts.append(h.rename(columns={"low": dist.name, "high": f"{dist.name}_high"}).drop(columns="name"))
+            else:
+                table, column = dist.events[name]
+                d = self.aggregate(Aggregate(table, {dist.name: column}, {"count": ("count", "*")},
+                                             f"{column} > 0"), ids)
+                d[f"{dist.name}_high"] = d[dist.name] + 1
+                parts.append(d)
+        columns = ["run_id", dist.name, f"{dist.name}_high", "count"]
+        if not parts:
+            return self._labelled(pd.DataFrame(columns=columns)).assign(fraction=pd.Series(dtype=np.float64))
+        frames = []
+        for run_id, d in pd.concat(parts, ignore_index=True)[columns].groupby("run_id", sort=True):
+            b = _buckets(dist.name, d[dist.name].to_numpy(), d[f"{dist.name}_high"].to_numpy(), d["count"].to_numpy())
+            frames.append(b.assign(run_id=run_id))
+        return self._labelled(pd.concat(frames, ignore_index=True)[["run_id", *_buckets_columns(dist.name)]])
+
+    def df_batch_sizes(self, source: str = "auto") -> pd.DataFrame:
+        """`df_batch_sizes` of every run, stacked: ``run`` then its columns."""
+        return self._distribution(_BATCH_SIZES, source)
+
+    def df_unplugs(self, source: str = "auto") -> pd.DataFrame:
+        """`df_unplugs` of every run that traced block unplugs, stacked: ``run`` then its columns."""
+        return self._distribution(_UNPLUGS, source)
+
+    def df_latency_percentiles(self, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> pd.DataFrame:
+        """`df_latency_percentiles` of every run, stacked: ``run`` then its columns (exact, out of core)."""
+        metrics = [  # metric, table, value, where
+            ("submit", "submits", "latency_ns", "true"),
+            ("enter", "enters", "latency_ns", "to_submit > 0"),
+            ("request_wait", "requests", "submit_ns - queue_ns", "submit_ns >= 0"),
+            ("request_service", "requests", "complete_ns - submit_ns", "submit_ns >= 0 AND complete_ns >= 0"),
+            ("request_total", "requests", "complete_ns - queue_ns", "submit_ns >= 0 AND complete_ns >= 0"),
+            ("block", "block_rq", "latency_ns", "true"),
+        ]
+        rows: list[dict[str, Any]] = []
+        for order, (metric, table, value, where) in enumerate(metrics):
+            ids = [i for i, run in enumerate(self.runs) if run.has(table)]
+            if not ids:
+                continue
+            found = self.percentiles(table, value, percentiles, where=where, ids=ids).set_index("run_id")
+            for i in ids:
+                row: dict[str, Any] = {"run_id": i, "_order": order, "metric": metric, "source": table}
+                stats = found.loc[i] if i in found.index else None
+                row.update(count=int(stats["count"]) if stats is not None else 0, approximate=False,
+                           mean_ns=float(stats["mean"]) if stats is not None else np.nan)
+                row.update({f"p{q:g}_ns": float(stats[f"p{q:g}"]) if stats is not None else np.nan
+                            for q in percentiles})
+                row["max_ns"] = float(stats["max"]) if stats is not None else np.nan
+                rows.append(row)
+        for order, (metric, hist) in enumerate((("enter", "enter_latency_ns"), ("block", "block_latency_ns")),
+                                               start=len(metrics)):
+            done = {r["run_id"] for r in rows if r["metric"] == metric}
+            ids = [i for i, run in enumerate(self.runs) if run.has("histograms") and i not in done]
+            if ids:
+                for run_id, h in self._histograms((hist,), ids).groupby("run_id"):
+                    rows.append({"run_id": run_id, "_order": order,
+                                 **_histogram_percentile_row(metric, h, percentiles)})
+        columns = ["metric", "source", "count", "approximate", "mean_ns", *(f"p{q:g}_ns" for q in percentiles),
+                   "max_ns"]
+        df = pd.DataFrame(rows, columns=["run_id", "_order", *columns])
+        return self._labelled(df.sort_values(["run_id", "_order"], kind="stable").drop(columns="_order"))
+
+    def _wait_stats(self, by: dict[str, str], qs: Sequence[float] = (50.0, 99.0)) -> pd.DataFrame:
+        """Exact wait percentiles of the requests `df_deferrals` covers, per run and `by` group."""
+        return self.percentiles("requests", "submit_ns - queue_ns", qs, by=by, where=_DEFERRED_SQL)
+
+    def _baseline_wait(self) -> pd.Series:
+        """Per run_id: the median wait of requests not deferred into another device's section (ns)."""
+        base = self.percentiles("requests", "submit_ns - queue_ns", (50.0,),
+                                where=f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) <> 2")
+        return base.set_index("run_id")["p50"].astype(np.float64)
+
+    def df_deferral_stats(self) -> pd.DataFrame:
+        """`df_deferral_stats` of every run with a request log, stacked: ``run`` then its columns."""
+        stats = self._wait_stats({"cause": _CAUSE_SQL}).set_index(["run_id", "cause"])
+        baseline = self._baseline_wait()
+        frames = []
+        for i, run in enumerate(self.runs):
+            if not run.has("requests"):
+                continue
+            rows = []
+            for code, cause in enumerate(CAUSES):
+                s = stats.loc[(i, code)] if (i, code) in stats.index else None
+                mean = float(s["mean"]) if s is not None else np.nan
+                rows.append({"run_id": i, "cause": cause, "count": int(s["count"]) if s is not None else 0,
+                             "mean_wait_ns": mean, "p50_wait_ns": float(s["p50"]) if s is not None else np.nan,
+                             "p99_wait_ns": float(s["p99"]) if s is not None else np.nan,
+                             "mean_extra_wait_ns": mean - float(baseline.get(i, 0.0))})
+            df = pd.DataFrame(rows)
+            df.insert(3, "fraction", df["count"] / max(int(df["count"].sum()), 1))
+            frames.append(df)
+        if not frames:
+            return self._labelled(pd.DataFrame(columns=["run_id", *_DEFERRAL_STATS_COLUMNS]))
+        return self._labelled(pd.concat(frames, ignore_index=True))
+
+    def df_device_stats(self) -> pd.DataFrame:
+        """Per run and emulated device: its submitted requests and how long they waited.
+
+        Columns: ``run``, ``device``, ``count`` (submitted requests, sync reads
+        left out), ``fraction`` (of the run's), ``mean_wait_ns``,
+        ``p50_wait_ns``, ``p99_wait_ns`` (queued to submitted, ns),
+        ``other_device_deferrals`` (of its requests, those queued inside another
+        device's section) and ``other_device_fraction``.
+        """
+        stats = self._wait_stats({"device": "device"})
+        other = self.aggregate(Aggregate("requests", {"device": "device"}, {"n": ("count", "*")},
+                                         f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) = 2")).set_index(["run_id", "device"])
+        df = pd.DataFrame({"run_id": stats["run_id"], "device": stats["device"].astype(np.int64),
+                           "count": stats["count"].astype(np.int64)})
+        df["fraction"] = df["count"] / df.groupby("run_id")["count"].transform("sum")
+        df["mean_wait_ns"], df["p50_wait_ns"], df["p99_wait_ns"] = stats["mean"], stats["p50"], stats["p99"]
+        keys = pd.MultiIndex.from_arrays([df["run_id"], df["device"]])
+        df["other_device_deferrals"] = other["n"].reindex(keys, fill_value=0).to_numpy(dtype=np.int64)
+        df["other_device_fraction"] = df["other_device_deferrals"] / df["count"]
+        return self._labelled(df)
+
+    def _iops(self) -> dict[int, float]:
+        """Per run_id: completed requests per second from the request log, else the recorded summary."""
+        done = self.aggregate(Aggregate("requests", {}, {
+            "done": ("count", "CASE WHEN complete_ns >= 0 THEN 1 END"),
+            "last": ("max", "CASE WHEN complete_ns >= 0 THEN complete_ns END"),
+            "first": ("min", "queue_ns")})).set_index("run_id")
+        iops = {}
+        for i, run in enumerate(self.runs):
+            if i not in done.index:
+                iops[i] = float(run.summary.get("iops", np.nan))
+            elif not done.at[i, "done"]:
+                iops[i] = 0.0
+            else:
+                span_s = (int(done.at[i, "last"]) - int(done.at[i, "first"])) / 1e9
+                iops[i] = int(done.at[i, "done"]) / span_s if span_s > 0 else np.nan
+        return iops
+
+    def df_compare(self) -> pd.DataFrame:
+        """`df_compare` of these runs: one row per run, each number one query over all runs."""
+        label = dict(enumerate(self.labels))
+        sizes = self.df_batch_sizes()
+        mean_sqes = (sizes["nr_sqes"] * sizes["fraction"]).groupby(sizes["run"]).sum()
+        lat = self.df_latency_percentiles((50.0, 99.0))
+        lat = lat[lat["metric"].isin(["submit", "enter"])].drop_duplicates("run").set_index("run")
+        has_lat = {r for r in lat.index}
+        deferrals = self.df_deferral_stats()
+        other = deferrals[deferrals["cause"] == "other_device_section"].set_index("run")
+        iops = self._iops()
+        rows = []
+        for i, run in enumerate(self.runs):
+            name = label[i]
+            row: dict[str, Any] = {"run": run.name, "strategy": run.strategy,
+                                   "interleave": run.config.get("interleave", np.nan), "status": run.status,
+                                   "iops": iops[i]}
+            row["mean_sqes_per_submit"] = (float(mean_sqes[name]) if name in mean_sqes.index
+                                           else run.summary.get("mean_sqes_per_submit", np.nan))
+            if name in has_lat:
+                row["submit_p50_ns"], row["submit_p99_ns"] = (float(lat.at[name, "p50_ns"]),
+                                                              float(lat.at[name, "p99_ns"]))
+            elif any(run.has(t) for t in ("requests", "block_rq", "histograms")):
+                row["submit_p50_ns"] = row["submit_p99_ns"] = np.nan
+            else:
+                row["submit_p50_ns"] = run.summary.get("submit_latency_p50_ns", np.nan)
+                row["submit_p99_ns"] = run.summary.get("submit_latency_p99_ns", np.nan)
+            if name in other.index:
+                row.update(other_device_deferrals=int(other.at[name, "count"]),
+                           other_device_fraction=other.at[name, "fraction"],
+                           deferral_extra_wait_mean_ns=other.at[name, "mean_extra_wait_ns"])
+            else:
+                row.update(other_device_deferrals=np.nan, other_device_fraction=np.nan,
+                           deferral_extra_wait_mean_ns=np.nan)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+_DEFERRAL_STATS_COLUMNS = ["cause", "count", "fraction", "mean_wait_ns", "p50_wait_ns", "p99_wait_ns",
+                           "mean_extra_wait_ns"]
+
+
+def _buckets_columns(name: str) -> list[str]:
+    return [name, f"{name}_high", "count", "fraction"]
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _run_dirs(path: str | os.PathLike) -> list[Path]:
+    """Run directories named by `path`: a run directory, a directory of them, or a glob pattern."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        found = [Path(p) for p in sorted(glob.glob(text))]
+    else:
+        p = Path(text)
+        found = [p] if (p / "meta.json").exists() or not p.is_dir() else sorted(p.iterdir())
+    return [p for p in found if (p / "meta.json").exists() or (p == Path(text) and not p.is_dir())]
 
 
 @requires(("submits", "enters", "histograms"))
@@ -379,13 +747,13 @@ def df_batch_sizes(run: Run, source: str = "auto") -> pd.DataFrame:
     in-kernel `enter_nr_sqes` histogram, or `submit_nr_sqes` that aggregate-mode
     runs count by default from io_uring's per-request tracepoint) or ``"auto"``
     (the first of these the run has). Enters that submitted nothing are left out.
+    Counted out of core: a run of any size takes a few MB.
 
     Columns: ``nr_sqes`` (bucket low bound, SQEs), ``nr_sqes_high`` (exclusive
     high bound; ``nr_sqes + 1`` for exact counts), ``count`` (submits),
     ``fraction`` (of all submits).
     """
-    return _events_or_histogram(run, source, "nr_sqes", ("enters", "to_submit"), SQES_HISTOGRAMS,
-                                app=("submits", "nr_sqes"))
+    return _single_distribution(run, _BATCH_SIZES, source, "the nr_sqes distribution")
 
 
 @requires(("block_unplug", "histograms"))
@@ -396,12 +764,147 @@ def df_unplugs(run: Run, source: str = "auto") -> pd.DataFrame:
     `unplug_nr_rq`) or ``"auto"``. Columns: ``nr_rq`` (bucket low bound,
     requests), ``nr_rq_high`` (exclusive), ``count`` (unplugs), ``fraction``.
     """
-    return _events_or_histogram(run, source, "nr_rq", ("block_unplug", "nr_rq"), "unplug_nr_rq")
+    return _single_distribution(run, _UNPLUGS, source, "the nr_rq distribution")
+
+
+def _single_distribution(run: Run, dist: _Distribution, source: str, what: str) -> pd.DataFrame:
+    picked = _pick_source(run, source, dist.choices())
+    table = dist.choices()[picked]
+    run.require(table, user=f"{what} from '{table}'")
+    df = _one_run(Runs([run])._distribution(dist, picked))
+    if picked == "histogram" and df.empty:
+        raise MissingTableError(f"{run.path}: the 'histograms' table has no "
+                                f"{' or '.join(map(repr, dist.histograms))} histogram")
+    return df
+
+
+@requires(("submits", "enters", "requests", "block_rq", "histograms"))
+def df_latency_percentiles(run: Run, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> pd.DataFrame:
+    """Latency percentiles of everything the run measured, one row per metric.
+
+    Metrics: ``submit`` (app-side io_uring_submit duration), ``enter`` (kernel
+    io_uring_enter duration), ``request_wait`` / ``request_service`` /
+    ``request_total`` (see `df_requests`), ``block`` (block request issue to
+    completion). Percentiles are exact (numpy's linear method), computed out of
+    core. Aggregate-only runs take ``enter`` and ``block`` from the in-kernel
+    histograms; those rows have ``approximate`` True and give each percentile as
+    its power-of-two bucket's upper bound.
+
+    Columns: ``metric``, ``source`` (table), ``count``, ``approximate``,
+    ``mean_ns``, ``p50_ns``, ... one ``p<q>_ns`` per percentile, ``max_ns``.
+    """
+    return _one_run(Runs([run]).df_latency_percentiles(percentiles))
+
+
+def df_deferral_stats(run_or_deferrals: Run | pd.DataFrame) -> pd.DataFrame:
+    """Deferrals summed up per cause (rows in `CAUSES` order, all present).
+
+    Given a Run, computed out of core from its `requests` table; given a
+    `df_deferrals` frame, from that frame.
+
+    Columns: ``cause``, ``count`` (requests), ``fraction`` (of submitted
+    requests), ``mean_wait_ns``, ``p50_wait_ns``, ``p99_wait_ns``,
+    ``mean_extra_wait_ns`` (ns; NaN where count is 0).
+    """
+    if isinstance(run_or_deferrals, Run):
+        run_or_deferrals.require("requests", user="df_deferral_stats()")
+        return _one_run(Runs([run_or_deferrals]).df_deferral_stats())
+    d = run_or_deferrals
+    grouped = d.groupby("cause", observed=False)
+    out = pd.DataFrame({
+        "count": grouped.size(),
+        "mean_wait_ns": grouped["wait_ns"].mean(),
+        "p50_wait_ns": grouped["wait_ns"].median(),
+        "p99_wait_ns": grouped["wait_ns"].quantile(0.99),
+        "mean_extra_wait_ns": grouped["extra_wait_ns"].mean(),
+    }).reindex(list(CAUSES))
+    out["count"] = out["count"].fillna(0).astype(np.int64)
+    out.insert(1, "fraction", out["count"] / max(int(out["count"].sum()), 1))
+    return out.rename_axis("cause").reset_index()
+
+
+@requires("requests")
+def df_device_stats(run: Run) -> pd.DataFrame:
+    """Per emulated device: submitted requests, their wait and how many were deferred into another
+    device's section (columns as `Runs.df_device_stats`, without ``run``). Out of core."""
+    return _one_run(Runs([run]).df_device_stats())
+
+
+def df_compare(runs: Iterable[Run] | Runs) -> pd.DataFrame:
+    """One row per run, for comparing strategies on the same workload.
+
+    Columns: ``run`` (directory name), ``strategy``, ``interleave``, ``status``,
+    ``iops`` (completed requests per second), ``mean_sqes_per_submit``,
+    ``submit_p50_ns``, ``submit_p99_ns``, ``other_device_deferrals`` (requests
+    deferred into another device's section), ``other_device_fraction`` (of
+    submitted requests), ``deferral_extra_wait_mean_ns`` (mean extra wait of
+    those, ns). Numbers a run cannot provide are NaN. Each column is one
+    out-of-core query over all the runs.
+    """
+    return _as_runs(runs).df_compare()
+
+
+@requires(("submits", "enters"))
+def df_sqes_over_time(run: Run, bins: int = 300, source: str = "auto") -> pd.DataFrame:
+    """SQEs per submitting io_uring_enter() in `bins` equal time bins over the run (out of core).
+
+    Columns: ``t_ms`` (bin middle, ms since the run's start), ``nr_submits``,
+    ``mean_nr_sqes``, ``max_nr_sqes`` (SQEs); bins without a submit are left out.
+    """
+    source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
+    table, ts, sqes, where = (("submits", "start_ns", "nr_sqes", "true") if source == "app"
+                              else ("enters", "ts_ns", "to_submit", "to_submit > 0"))
+    return _time_bins(Runs([run]), table, ts, sqes, where, bins, run.start_ns)
+
+
+def _time_bins(runs: Runs | pd.DataFrame, table: str, ts: str, value: str, where: str, bins: int,
+               start_ns: int) -> pd.DataFrame:
+    """Count, mean and max of `value` per time bin of `ts` (ns), for a run's table or a frame of it."""
+    def aggregate(agg: Aggregate) -> pd.DataFrame:
+        return (runs.aggregate(agg) if isinstance(runs, Runs) else default_engine().frame_aggregate(agg, runs))
+
+    span = aggregate(Aggregate(table, {}, {"lo": ("min", ts), "hi": ("max", ts)}, where))
+    columns = ["t_ms", "nr_submits", "mean_nr_sqes", "max_nr_sqes"]
+    if span.empty or pd.isna(span.at[0, "lo"]):
+        return pd.DataFrame(columns=columns)
+    lo, hi = int(span.at[0, "lo"]), int(span.at[0, "hi"])
+    width = max((hi - lo + 1) / bins, 1.0)
+    b = aggregate(Aggregate(table, {"bin": f"least(CAST(floor(({ts} - {lo}) / {width!r}) AS BIGINT), {bins - 1})"},
+                            {"n": ("count", "*"), "total": ("sum", value), "peak": ("max", value)}, where))
+    return pd.DataFrame({"t_ms": (lo + (b["bin"].to_numpy() + 0.5) * width - start_ns) / 1e6,
+                         "nr_submits": b["n"].to_numpy(dtype=np.int64),
+                         "mean_nr_sqes": b["total"].to_numpy(dtype=np.float64) / b["n"].to_numpy(),
+                         "max_nr_sqes": b["peak"].to_numpy(dtype=np.int64)})
+
+
+def df_latency_cdf(run: Run | pd.DataFrame, source: str = "auto") -> pd.DataFrame:
+    """The cumulative distribution of submit latency, exact at ~2% steps of latency (out of core).
+
+    `run`: a Run (its submits, else its kernel enters) or a `df_submits` frame.
+    Columns: ``latency_ns`` (largest latency in a bin), ``fraction`` (of
+    submits with a latency ≤ it).
+    """
+    if isinstance(run, Run):
+        source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
+        table, where = ("submits", "true") if source == "app" else ("enters", "to_submit > 0")
+        run.require(table, user="df_latency_cdf()")
+        bins = Runs([run]).aggregate(_cdf_bins(table, where))
+    else:
+        bins = default_engine().frame_aggregate(_cdf_bins("frame", "true"), run)
+    counts = bins["n"].to_numpy(dtype=np.int64)
+    total = counts.sum()
+    return pd.DataFrame({"latency_ns": bins["hi"].to_numpy(dtype=np.int64),
+                         "fraction": np.cumsum(counts) / total if total else np.zeros(len(counts))})
+
+
+def _cdf_bins(table: str, where: str) -> Aggregate:
+    return Aggregate(table, {"bin": _bin("latency_ns")}, {"n": ("count", "*"), "hi": ("max", "latency_ns")}, where)
 
 
 @requires("sections")
-def df_sections(run: Run) -> pd.DataFrame:
-    """One row per outermost plug / defer section, in time order.
+def df_sections(run: Run, window_ms: tuple[float, float] | None = None, sample: float | None = None) -> pd.DataFrame:
+    """One row per outermost plug / defer section, in time order (one row per event: see `df_submits`
+    for `window_ms` and `sample`).
 
     Columns: ``section_id``, ``thread``, ``tid``, ``owner`` (device whose handler
     opened it, -1: none), ``begin_ns``, ``end_ns`` (ns), ``duration_ns``,
@@ -409,25 +912,15 @@ def df_sections(run: Run) -> pd.DataFrame:
     ``nr_requests`` (requests queued in it, sync reads included) and
     ``nr_other_device_requests`` (of those, queued by another device's handler).
     """
-    df = run.table("sections")
+    df = run.arrow("sections", filters=run.window_filters("begin_ns", window_ms), sample=sample).to_pandas()
     df["duration_ns"] = df["end_ns"] - df["begin_ns"]
     if run.has("requests"):
-        req = run.arrow("requests", ["section_id", "device", "section_owner"])
-        sid = req.column("section_id").to_numpy()
-        other = _other_device(req.column("section_owner").to_numpy(), req.column("device").to_numpy())
-        inside = sid >= 0
-        df["nr_requests"] = _count_by(df["section_id"].to_numpy(), sid[inside])
-        df["nr_other_device_requests"] = _count_by(df["section_id"].to_numpy(), sid[inside & other])
+        per_section = Runs([run]).aggregate(Aggregate("requests", {"section_id": "section_id"}, {
+            "n": ("count", "*"), "other": ("count", f"CASE WHEN ({_CAUSE_SQL}) = 2 THEN 1 END")}, "section_id >= 0"))
+        counts = per_section.set_index("section_id").reindex(df["section_id"], fill_value=0)
+        df["nr_requests"] = counts["n"].to_numpy(dtype=np.int64)
+        df["nr_other_device_requests"] = counts["other"].to_numpy(dtype=np.int64)
     return _time_sorted(df, "begin_ns")
-
-
-def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each key, how many times it occurs in `values`."""
-    uniq, counts = np.unique(values, return_counts=True)
-    if not len(uniq):
-        return np.zeros(len(keys), dtype=np.int64)
-    pos = np.minimum(np.searchsorted(uniq, keys), len(uniq) - 1)
-    return np.where(uniq[pos] == keys, counts[pos], 0)
 
 
 def _other_device(section_owner: np.ndarray, device: np.ndarray) -> np.ndarray:
@@ -440,8 +933,10 @@ def _nan_where(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 @requires("requests")
-def df_requests(run: Run, kernel: bool = True) -> pd.DataFrame:
-    """One row per request with its lifecycle: queued -> submitted -> completed.
+def df_requests(run: Run, kernel: bool = True, window_ms: tuple[float, float] | None = None,
+                sample: float | None = None) -> pd.DataFrame:
+    """One row per request with its lifecycle: queued -> submitted -> completed (one row per event:
+    see `df_submits` for `window_ms` and `sample`, both of which leave the kernel columns out).
 
     Columns of the `requests` table (docs/run-format.md) plus ``wait_ns``
     (submit_ns - queue_ns: time spent queued before the io_uring_enter carrying
@@ -455,7 +950,8 @@ def df_requests(run: Run, kernel: bool = True) -> pd.DataFrame:
     ``block_complete_ns``, ``block_latency_ns`` (the block request for the same
     sector issued first after the submit).
     """
-    df = run.table("requests")
+    df = run.arrow("requests", filters=run.window_filters("queue_ns", window_ms), sample=sample).to_pandas()
+    kernel = kernel and window_ms is None and sample is None  # kernel events match requests by order over the run
     submitted = df["submit_ns"].to_numpy() >= 0
     completed = submitted & (df["complete_ns"].to_numpy() >= 0)
     df["wait_ns"] = _nan_where(submitted, (df["submit_ns"] - df["queue_ns"]).to_numpy())
@@ -502,8 +998,9 @@ def _join_block_rq(run: Run, df: pd.DataFrame) -> pd.DataFrame:
 
 
 @requires("requests")
-def df_deferrals(run: Run) -> pd.DataFrame:
-    """Why each request waited before submission, and how much longer than usual.
+def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample: float | None = None) -> pd.DataFrame:
+    """Why each request waited before submission, and how much longer than usual (one row per event:
+    see `df_submits` for `window_ms` and `sample`; the usual wait is always the whole run's).
 
     One row per submitted request, sync reads left out (they are submitted at
     once by design). ``cause`` is ``other_device_section`` when the request was
@@ -517,7 +1014,7 @@ def df_deferrals(run: Run) -> pd.DataFrame:
     the run's requests not deferred to another device; ns, may be negative).
     """
     t = run.arrow("requests", ["req_id", "thread", "device", "section_id", "section_owner", "sync",
-                               "queue_ns", "submit_ns"])
+                               "queue_ns", "submit_ns"], run.window_filters("queue_ns", window_ms), sample)
     keep = pc.and_(pc.invert(t.column("sync")), pc.greater_equal(t.column("submit_ns"), 0))
     t = t.filter(keep)
     device = t.column("device").to_numpy()
@@ -525,7 +1022,7 @@ def df_deferrals(run: Run) -> pd.DataFrame:
     other = _other_device(owner, device)
     codes = np.where(owner < 0, 0, np.where(other, 2, 1)).astype(np.int8)
     wait = t.column("submit_ns").to_numpy() - t.column("queue_ns").to_numpy()
-    baseline = float(np.median(wait[~other])) if (~other).any() else 0.0
+    baseline = float(Runs([run])._baseline_wait().get(0, 0.0))
     return pd.DataFrame({
         "req_id": t.column("req_id").to_numpy(),
         "thread": t.column("thread").to_numpy(),
@@ -536,157 +1033,3 @@ def df_deferrals(run: Run) -> pd.DataFrame:
         "wait_ns": wait,
         "extra_wait_ns": wait - baseline,
     })
-
-
-def df_deferral_stats(run_or_deferrals: Run | pd.DataFrame) -> pd.DataFrame:
-    """Deferrals summed up per cause (rows in `CAUSES` order, all present).
-
-    Columns: ``cause``, ``count`` (requests), ``fraction`` (of submitted
-    requests), ``mean_wait_ns``, ``p50_wait_ns``, ``p99_wait_ns``,
-    ``mean_extra_wait_ns`` (ns; NaN where count is 0).
-    """
-    d = df_deferrals(run_or_deferrals) if isinstance(run_or_deferrals, Run) else run_or_deferrals
-    grouped = d.groupby("cause", observed=False)
-    out = pd.DataFrame({
-        "count": grouped.size(),
-        "mean_wait_ns": grouped["wait_ns"].mean(),
-        "p50_wait_ns": grouped["wait_ns"].median(),
-        "p99_wait_ns": grouped["wait_ns"].quantile(0.99),
-        "mean_extra_wait_ns": grouped["extra_wait_ns"].mean(),
-    }).reindex(list(CAUSES))
-    out["count"] = out["count"].fillna(0).astype(np.int64)
-    out.insert(1, "fraction", out["count"] / max(int(out["count"].sum()), 1))
-    return out.rename_axis("cause").reset_index()
-
-
-DEFAULT_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
-
-
-def _percentile_row(metric: str, source: str, values: np.ndarray, percentiles: Sequence[float]) -> dict[str, Any]:
-    values = values[~np.isnan(values)] if values.dtype.kind == "f" else values
-    row: dict[str, Any] = {"metric": metric, "source": source, "count": len(values), "approximate": False}
-    row["mean_ns"] = float(values.mean()) if len(values) else np.nan
-    qs = np.percentile(values, percentiles) if len(values) else [np.nan] * len(percentiles)
-    row.update({f"p{q:g}_ns": float(v) for q, v in zip(percentiles, qs)})
-    row["max_ns"] = float(values.max()) if len(values) else np.nan
-    return row
-
-
-def _histogram_percentile_row(metric: str, h: pd.DataFrame, percentiles: Sequence[float]) -> dict[str, Any]:
-    # A bucket only bounds its values: report each percentile as its bucket's
-    # upper bound, and the mean from bucket midpoints.
-    counts = h["count"].to_numpy()
-    high = h["high"].to_numpy().astype(np.float64)
-    cum = np.cumsum(counts)
-    total = int(cum[-1]) if len(cum) else 0
-    row: dict[str, Any] = {"metric": metric, "source": "histogram", "count": total, "approximate": True}
-    row["mean_ns"] = float(((h["low"] + h["high"]) / 2 * counts).sum() / total) if total else np.nan
-    for q in percentiles:
-        idx = int(np.searchsorted(cum, q / 100 * total)) if total else 0
-        row[f"p{q:g}_ns"] = float(high[min(idx, len(high) - 1)]) if total else np.nan
-    row["max_ns"] = float(high[-1]) if total else np.nan
-    return row
-
-
-@requires(("submits", "enters", "requests", "block_rq", "histograms"))
-def df_latency_percentiles(run: Run, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> pd.DataFrame:
-    """Latency percentiles of everything the run measured, one row per metric.
-
-    Metrics: ``submit`` (app-side io_uring_submit duration), ``enter`` (kernel
-    io_uring_enter duration), ``request_wait`` / ``request_service`` /
-    ``request_total`` (see `df_requests`), ``block`` (block request issue to
-    completion). Aggregate-only runs take ``enter`` and ``block`` from the
-    in-kernel histograms; those rows have ``approximate`` True and give each
-    percentile as its power-of-two bucket's upper bound.
-
-    Columns: ``metric``, ``source`` (table), ``count``, ``mean_ns``,
-    ``p50_ns``, ... one ``p<q>_ns`` per percentile, ``max_ns``, ``approximate``.
-    """
-    rows = []
-    if run.has("submits"):
-        rows.append(_percentile_row("submit", "submits", run.arrow("submits", ["latency_ns"]).column(0).to_numpy(),
-                                    percentiles))
-    if run.has("enters"):
-        rows.append(_percentile_row("enter", "enters", df_submits(run, "kernel")["latency_ns"].to_numpy(),
-                                    percentiles))
-    if run.has("requests"):
-        t = run.arrow("requests", ["queue_ns", "submit_ns", "complete_ns"])
-        queue, submit, complete = (t.column(i).to_numpy() for i in range(3))
-        submitted = submit >= 0
-        completed = submitted & (complete >= 0)
-        for metric, values in (("request_wait", (submit - queue)[submitted]),
-                               ("request_service", (complete - submit)[completed]),
-                               ("request_total", (complete - queue)[completed])):
-            rows.append(_percentile_row(metric, "requests", values, percentiles))
-    if run.has("block_rq"):
-        rows.append(_percentile_row("block", "block_rq", run.arrow("block_rq", ["latency_ns"]).column(0).to_numpy(),
-                                    percentiles))
-    if run.has("histograms"):
-        done = {r["metric"] for r in rows}
-        for metric, hist in (("enter", "enter_latency_ns"), ("block", "block_latency_ns")):
-            if metric not in done:
-                try:
-                    rows.append(_histogram_percentile_row(metric, _histogram(run, hist), percentiles))
-                except MissingTableError:
-                    pass  # this histogram was not collected; the others still say something
-    return pd.DataFrame(rows)
-
-
-def _submit_latency(run: Run) -> tuple[float, float]:
-    """p50 and p99 submit latency (ns) from the best source the run has."""
-    lp = df_latency_percentiles(run, (50.0, 99.0))
-    for metric in ("submit", "enter"):
-        row = lp[lp["metric"] == metric]
-        if len(row):
-            return float(row["p50_ns"].iloc[0]), float(row["p99_ns"].iloc[0])
-    return np.nan, np.nan
-
-
-def _iops(run: Run) -> float:
-    """Completed requests per second from the request log, else the recorded summary."""
-    if not run.has("requests"):
-        return float(run.summary.get("iops", np.nan))
-    t = run.arrow("requests", ["queue_ns", "complete_ns"])
-    complete = t.column("complete_ns").to_numpy()
-    done = complete[complete >= 0]
-    if not len(done):
-        return 0.0
-    span_s = (done.max() - pc.min(t.column("queue_ns")).as_py()) / 1e9
-    return len(done) / span_s if span_s > 0 else np.nan
-
-
-def df_compare(runs: Iterable[Run]) -> pd.DataFrame:
-    """One row per run, for comparing strategies on the same workload.
-
-    Columns: ``run`` (directory name), ``strategy``, ``interleave``, ``status``,
-    ``iops`` (completed requests per second), ``mean_sqes_per_submit``,
-    ``submit_p50_ns``, ``submit_p99_ns``, ``other_device_deferrals`` (requests
-    deferred into another device's section), ``other_device_fraction`` (of
-    submitted requests), ``deferral_extra_wait_mean_ns`` (mean extra wait of
-    those, ns). Numbers a run cannot provide are NaN.
-    """
-    rows = []
-    for run in runs:
-        row: dict[str, Any] = {
-            "run": run.name, "strategy": run.strategy, "interleave": run.config.get("interleave", np.nan),
-            "status": run.status, "iops": _iops(run),
-        }
-        try:
-            sizes = df_batch_sizes(run)
-            row["mean_sqes_per_submit"] = float((sizes["nr_sqes"] * sizes["fraction"]).sum())
-        except MissingTableError:
-            row["mean_sqes_per_submit"] = run.summary.get("mean_sqes_per_submit", np.nan)
-        try:
-            row["submit_p50_ns"], row["submit_p99_ns"] = _submit_latency(run)
-        except MissingTableError:
-            row["submit_p50_ns"] = run.summary.get("submit_latency_p50_ns", np.nan)
-            row["submit_p99_ns"] = run.summary.get("submit_latency_p99_ns", np.nan)
-        if run.has("requests"):
-            other = df_deferral_stats(run).set_index("cause").loc["other_device_section"]
-            row.update(other_device_deferrals=int(other["count"]), other_device_fraction=other["fraction"],
-                       deferral_extra_wait_mean_ns=other["mean_extra_wait_ns"])
-        else:
-            row.update(other_device_deferrals=np.nan, other_device_fraction=np.nan,
-                       deferral_extra_wait_mean_ns=np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows)
