@@ -845,23 +845,42 @@ def df_compare(runs: Iterable[Run] | Runs) -> pd.DataFrame:
 
 
 @requires(("submits", "enters"))
-def df_sqes_over_time(run: Run, bins: int = 300, source: str = "auto") -> pd.DataFrame:
+def df_sqes_over_time(run: Run | pd.DataFrame, bins: int = 300, source: str = "auto",
+                      start_ns: int | None = None) -> pd.DataFrame:
     """SQEs per submitting io_uring_enter() in `bins` equal time bins over the run (out of core).
 
-    Columns: ``t_ms`` (bin middle, ms since the run's start), ``nr_submits``,
-    ``mean_nr_sqes``, ``max_nr_sqes`` (SQEs); bins without a submit are left out.
+    `run`: a Run, or a `df_submits` frame. Columns: ``t_ms`` (bin middle, ms
+    since `start_ns`: by default the run's start, or the frame's first submit),
+    ``nr_submits``, ``mean_nr_sqes``, ``max_nr_sqes`` (SQEs); bins without a
+    submit are left out.
     """
+    if isinstance(run, pd.DataFrame):
+        start = int(run["ts_ns"].min()) if start_ns is None and len(run) else (start_ns or 0)
+        return _time_bins(run, "frame", "ts_ns", "nr_sqes", "true", bins, start)
     source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
     table, ts, sqes, where = (("submits", "start_ns", "nr_sqes", "true") if source == "app"
                               else ("enters", "ts_ns", "to_submit", "to_submit > 0"))
-    return _time_bins(Runs([run]), table, ts, sqes, where, bins, run.start_ns)
+    return _time_bins(Runs([run]), table, ts, sqes, where, bins, run.start_ns if start_ns is None else start_ns)
+
+
+def _aggregate(source: Runs | pd.DataFrame, agg: Aggregate) -> pd.DataFrame:
+    """`agg` over the runs' tables, or over a DataFrame holding such a table's rows."""
+    return source.aggregate(agg) if isinstance(source, Runs) else default_engine().aggregate(agg, source)
+
+
+def _source_percentiles(source: Runs | pd.DataFrame, table: str, value: str, qs: Sequence[float],
+                        by: dict[str, str] | None = None, where: str = "true") -> pd.DataFrame:
+    """`query.percentiles` over the runs' `table`, or over a DataFrame holding its rows."""
+    if isinstance(source, Runs):
+        return source.percentiles(table, value, qs, by=by, where=where)
+    return percentiles(default_engine(), source, table, value, qs, by=by, where=where)
 
 
 def _time_bins(runs: Runs | pd.DataFrame, table: str, ts: str, value: str, where: str, bins: int,
                start_ns: int) -> pd.DataFrame:
     """Count, mean and max of `value` per time bin of `ts` (ns), for a run's table or a frame of it."""
     def aggregate(agg: Aggregate) -> pd.DataFrame:
-        return (runs.aggregate(agg) if isinstance(runs, Runs) else default_engine().frame_aggregate(agg, runs))
+        return _aggregate(runs, agg)
 
     span = aggregate(Aggregate(table, {}, {"lo": ("min", ts), "hi": ("max", ts)}, where))
     columns = ["t_ms", "nr_submits", "mean_nr_sqes", "max_nr_sqes"]
@@ -895,6 +914,69 @@ def df_latency_cdf(run: Run | pd.DataFrame, source: str = "auto") -> pd.DataFram
     total = counts.sum()
     return pd.DataFrame({"latency_ns": bins["hi"].to_numpy(dtype=np.int64),
                          "fraction": np.cumsum(counts) / total if total else np.zeros(len(counts))})
+
+
+def submit_latency_percentiles(run: Run | pd.DataFrame, qs: Sequence[float] = (50.0, 99.0),
+                               source: str = "auto") -> list[float]:
+    """Exact percentiles (ns) of submit latency: a Run's submits (else its kernel enters) or a `df_submits` frame."""
+    if isinstance(run, Run):
+        source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
+        table, where = ("submits", "true") if source == "app" else ("enters", "to_submit > 0")
+        run.require(table, user="submit latency percentiles")
+        found = Runs([run]).percentiles(table, "latency_ns", qs, where=where)
+    else:
+        found = _source_percentiles(run, "frame", "latency_ns", qs)
+    return [float(found[f"p{q:g}"].iloc[0]) if len(found) else np.nan for q in qs]
+
+
+def df_wait_histogram(run_or_deferrals: Run | pd.DataFrame, bins: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How long requests waited before submission, by cause, as a log-spaced histogram (out of core).
+
+    `run_or_deferrals`: a Run (its `requests`) or a `df_deferrals` frame.
+    Returns (histogram, stats): histogram columns ``cause``, ``low_us``,
+    ``high_us`` (bin bounds, µs, log-spaced between the smallest and largest
+    wait, waits below 1 ns counted as 1 ns), ``count``; stats columns
+    ``cause``, ``count``, ``p50_wait_ns`` (exact median). Causes without
+    requests are left out of both; the others have every bin, empty ones too.
+    """
+    if isinstance(run_or_deferrals, Run):
+        run_or_deferrals.require("requests", user="df_wait_histogram()")
+        source: Runs | pd.DataFrame = Runs([run_or_deferrals])
+        table, wait, cause, where = "requests", "submit_ns - queue_ns", _CAUSE_SQL, _DEFERRED_SQL
+    else:
+        d = run_or_deferrals
+        source = pd.DataFrame({"wait_ns": d["wait_ns"].to_numpy(), "cause": d["cause"].cat.codes.to_numpy()})
+        table, wait, cause, where = "frame", "wait_ns", "cause", "true"
+    stats = _source_percentiles(source, table, wait, (50.0,), by={"cause": cause}, where=where)
+    hist_columns = ["cause", "low_us", "high_us", "count"]
+    if stats.empty:
+        return pd.DataFrame(columns=hist_columns), pd.DataFrame(columns=["cause", "count", "p50_wait_ns"])
+    lo = float(np.log10(max(float(stats["min"].min()), 1.0) / 1e3))
+    hi = float(np.log10(max(float(stats["max"].max()), 1.0) / 1e3)) + 1e-9
+    step = (hi - lo) / bins
+    log_us = f"log10(greatest({wait}, 1) / 1000.0)"
+    h = _aggregate(source, Aggregate(table, {"cause": cause, "bin": f"least(CAST(floor(({log_us} - {lo!r}) / "
+                                                                     f"{step!r}) AS BIGINT), {bins - 1})"},
+                                     {"count": ("count", "*")}, where))
+    names = np.asarray(CAUSES, dtype=object)
+    edges = 10 ** (lo + np.arange(bins + 1) * step)
+    present = stats["cause"].to_numpy(dtype=np.int64)
+    counts = np.zeros((len(CAUSES), bins), dtype=np.int64)
+    counts[h["cause"].to_numpy(dtype=np.int64), h["bin"].to_numpy(dtype=np.int64)] = h["count"].to_numpy()
+    hist = pd.DataFrame({"cause": np.repeat(names[present], bins), "low_us": np.tile(edges[:-1], len(present)),
+                         "high_us": np.tile(edges[1:], len(present)), "count": counts[present].ravel()})
+    stats = pd.DataFrame({"cause": names[stats["cause"].to_numpy(dtype=np.int64)],
+                          "count": stats["count"].to_numpy(dtype=np.int64), "p50_wait_ns": stats["p50"]})
+    return hist, stats
+
+
+def first_other_device_deferral_ns(run: Run) -> int | None:
+    """When the first request deferred into another device's section was queued (ns), or None."""
+    if not run.has("requests"):
+        return None
+    found = Runs([run]).aggregate(Aggregate("requests", {}, {"first": ("min", "queue_ns")},
+                                            f"({_CAUSE_SQL}) = 2"))
+    return None if found.empty or pd.isna(found.at[0, "first"]) else int(found.at[0, "first"])
 
 
 def _cdf_bins(table: str, where: str) -> Aggregate:

@@ -5,8 +5,10 @@ optional matplotlib Axes, draws on it and returns it. Without an Axes a new
 figure is made with pyplot, which is what notebooks want; the HTML report
 passes Axes of pyplot-free Figures instead.
 
-Large runs are thinned for drawing only (time bins, quantile points, a time
-window); percentiles and other numbers shown on plots come from all the data.
+Large runs are summarised out of core before drawing (time bins, histogram
+bins, a time window), so a plot of a 100M-event run needs no more memory than
+one of a small run; percentiles and other numbers shown on plots are exact and
+come from all the data.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from .analysis import (  # noqa: E402
     Run,
     df_batch_sizes,
     df_compare,
-    df_deferrals,
-    df_submits,
+    df_latency_cdf,
+    df_sqes_over_time,
+    df_wait_histogram,
+    first_other_device_deferral_ns,
     requires,
+    submit_latency_percentiles,
 )
 
 __all__ = [
@@ -45,8 +50,6 @@ __all__ = [
     "plot_compare",
 ]
 
-#: points drawn at most per line; more is invisible at report resolution
-MAX_POINTS = 2000
 CAUSE_COLORS = {"none": "tab:gray", "own_section": "tab:blue", "other_device_section": "tab:red"}
 
 
@@ -95,37 +98,18 @@ def plot_sqes_over_time(data: Run | pd.DataFrame, ax: Axes | None = None, bins: 
     `data`: a Run or a `df_submits` frame. x: time in ms from `start_ns` (ns),
     by default the run's start, or a frame's first submit.
     """
-    submits = _frame(data, df_submits)
-    if start_ns is not None:
-        start = start_ns
-    else:
-        start = data.start_ns if isinstance(data, Run) else int(submits["ts_ns"].min())
+    bins_df = df_sqes_over_time(data, bins=bins, start_ns=start_ns)
     ax = _axes(ax)
-    t_ms = (submits["ts_ns"].to_numpy() - start) / 1e6
-    sqes = submits["nr_sqes"].to_numpy()
-    if len(t_ms):
-        edges = np.linspace(t_ms.min(), t_ms.max() + 1e-9, min(bins, len(t_ms)) + 1)
-        which = np.clip(np.searchsorted(edges, t_ms, side="right") - 1, 0, len(edges) - 2)
-        count = np.bincount(which, minlength=len(edges) - 1)
-        total = np.bincount(which, weights=sqes, minlength=len(edges) - 1)
-        peak = np.zeros(len(edges) - 1)
-        np.maximum.at(peak, which, sqes)
-        used = count > 0
-        mid = (edges[:-1] + edges[1:])[used] / 2
-        ax.fill_between(mid, 0, peak[used], color="tab:blue", alpha=0.2, step="mid", label="max in bin")
-        ax.plot(mid, total[used] / count[used], color="tab:blue", drawstyle="steps-mid", label="mean in bin")
+    if len(bins_df):
+        mid = bins_df["t_ms"].to_numpy()
+        ax.fill_between(mid, 0, bins_df["max_nr_sqes"], color="tab:blue", alpha=0.2, step="mid", label="max in bin")
+        ax.plot(mid, bins_df["mean_nr_sqes"], color="tab:blue", drawstyle="steps-mid", label="mean in bin")
         ax.legend(loc="upper right")
     ax.set_xlabel("time since run start (ms)")
     ax.set_ylabel("SQEs per io_uring_enter()")
     ax.set_ylim(bottom=0)
     _title(ax, "Batch size over time", data)
     return ax
-
-
-def _cdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(value, cumulative fraction) at up to MAX_POINTS quantiles, plus the extremes."""
-    q = np.linspace(0, 1, min(MAX_POINTS, len(values)))
-    return np.quantile(values, q), q
 
 
 @requires(("submits", "enters", "histograms"))
@@ -148,10 +132,9 @@ def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, so
         p50, p99 = (x_us[min(np.searchsorted(cum, q), len(cum) - 1)] for q in (0.5, 0.99))
         ax.step(x_us, y, where="post", color="tab:blue", label="in-kernel histogram (bucket bounds)")
     else:
-        lat_us = _frame(data, df_submits, source=source)["latency_ns"].to_numpy() / 1e3
-        p50, p99 = np.percentile(lat_us, [50, 99])
-        x_us, y = _cdf_points(lat_us)
-        ax.plot(x_us, y, color="tab:blue", label="submits")
+        cdf = df_latency_cdf(data, source=source)
+        p50, p99 = (v / 1e3 for v in submit_latency_percentiles(data, source=source))
+        ax.step(cdf["latency_ns"] / 1e3, cdf["fraction"], where="post", color="tab:blue", label="submits")
     for value, name, color in ((p50, "p50", "tab:green"), (p99, "p99", "tab:red")):
         ax.axvline(value, color=color, linestyle="--", label=f"{name} {value:.1f} µs")
     ax.set_xscale("log")
@@ -169,13 +152,9 @@ def _default_window(run: Run) -> tuple[float, float]:
     rate = run.summary.get("nr_submits", 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
     length_ms = 40 / rate * 1e3 if rate > 0 else 1.0
     start_ms = 0.0
-    if run.has("requests"):
-        req = run.arrow("requests", ["queue_ns", "device", "section_owner"])
-        owner, device = req.column("section_owner").to_numpy(), req.column("device").to_numpy()
-        deferred = np.flatnonzero((owner >= 0) & (owner != device))
-        if len(deferred):
-            first = req.column("queue_ns").to_numpy()[deferred].min()
-            start_ms = max((first - run.start_ns) / 1e6 - length_ms / 4, 0.0)
+    first = first_other_device_deferral_ns(run)
+    if first is not None:
+        start_ms = max((first - run.start_ns) / 1e6 - length_ms / 4, 0.0)
     return start_ms, length_ms
 
 
@@ -270,20 +249,17 @@ def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins:
     device's section, deferred into another device's section (aio_poll
     interleaving); the legend gives each one's count and median wait.
     """
-    d = _frame(data, df_deferrals)
+    hist, stats = df_wait_histogram(data, bins=bins)
     ax = _axes(ax)
-    wait_us = np.maximum(d["wait_ns"].to_numpy(), 1) / 1e3
-    codes = d["cause"].cat.codes.to_numpy()
-    log_wait = np.log10(wait_us)
-    edges = np.linspace(log_wait.min(), log_wait.max() + 1e-9, bins + 1) if len(d) else np.linspace(0, 1, bins + 1)
-    for code, cause in enumerate(CAUSES):
-        mine = log_wait[codes == code]
+    for cause in CAUSES:
+        mine = hist[hist["cause"] == cause]
         if not len(mine):
             continue
-        counts, _ = np.histogram(mine, bins=edges)
-        median = 10 ** np.median(mine)
-        ax.stairs(counts, 10**edges, color=CAUSE_COLORS[cause], linewidth=1.5,
-                  label=f"{cause.replace('_', ' ')}: {len(mine):,} requests, median {median:.1f} µs")
+        s = stats[stats["cause"] == cause].iloc[0]
+        edges = np.append(mine["low_us"].to_numpy(), mine["high_us"].to_numpy()[-1])
+        ax.stairs(mine["count"].to_numpy(), edges, color=CAUSE_COLORS[cause], linewidth=1.5,
+                  label=f"{cause.replace('_', ' ')}: {int(s['count']):,} requests, "
+                        f"median {s['p50_wait_ns'] / 1e3:.1f} µs")
     ax.set_xscale("log")
     ax.set_xlabel("wait from queued to submitted (µs, log scale)")
     ax.set_ylabel("requests per bin")

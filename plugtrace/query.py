@@ -146,7 +146,10 @@ class LocalEngine:
             self._con = _connect(self.threads, self.memory_limit, self.temp_dir)
         return self._con
 
-    def aggregate(self, agg: Aggregate, files: Sequence[TableFile]) -> pd.DataFrame:
+    def aggregate(self, agg: Aggregate, files: Sequence[TableFile] | pd.DataFrame) -> pd.DataFrame:
+        """`agg` over the files (or over a DataFrame already in memory, see `frame_aggregate`)."""
+        if isinstance(files, pd.DataFrame):
+            return self.frame_aggregate(agg, files)
         if not files:
             return agg.merge([])
         return agg.merge([_run_sql(self.connection, agg, _file_source(files))])
@@ -219,7 +222,9 @@ class DaskEngine:
     def __init__(self, client: Any, rows_per_piece: int = 4_000_000, threads_per_task: int = 1):
         self.client, self.rows_per_piece, self.threads_per_task = client, rows_per_piece, threads_per_task
 
-    def aggregate(self, agg: Aggregate, files: Sequence[TableFile]) -> pd.DataFrame:
+    def aggregate(self, agg: Aggregate, files: Sequence[TableFile] | pd.DataFrame) -> pd.DataFrame:
+        if isinstance(files, pd.DataFrame):
+            return self.frame_aggregate(agg, files)
         pieces = _pieces(files, self.rows_per_piece)
         futures = self.client.map(_aggregate_piece, [agg] * len(pieces), pieces,
                                   [self.threads_per_task] * len(pieces), pure=False)
@@ -291,9 +296,11 @@ def _ordered_clusters(bins: pd.DataFrame) -> np.ndarray:
     return np.cumsum(starts) - 1
 
 
-def percentiles(engine: Any, files: Sequence[TableFile], table: str, value: str, qs: Sequence[float],
+def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: str, value: str, qs: Sequence[float],
                 by: Mapping[str, str] | None = None, where: str = "true") -> pd.DataFrame:
     """Exact percentiles of the integer SQL expression `value` over `table`, per run and `by` group.
+
+    `files`: the table's files, or a DataFrame holding the table's rows.
 
     Returns one row per (run_id, group) that has values: ``run_id``, the `by`
     columns, ``count``, ``mean``, ``min``, ``max`` and ``p<q>`` per percentile

@@ -21,11 +21,10 @@ from .. import __version__
 from ..analysis import (
     MissingTableError,
     Run,
+    Runs,
     df_compare,
     df_deferral_stats,
-    df_deferrals,
     df_latency_percentiles,
-    df_submits,
 )
 from ..plots import (
     plot_batch_sizes,
@@ -104,19 +103,17 @@ def _run_view(run: Run, index: int) -> _RunView:
         if png is not None:
             view.plots.append(_Plot(title, png))
 
-    # Each frame is computed once and handed to the plots and tables that need it.
-    submits = _add(view, "Submits", lambda: df_submits(run))
-    deferrals = _add(view, "Deferrals", lambda: df_deferrals(run))
+    # Every plot and table summarises the run out of core: a report of a run of any size holds no table.
     plot("Batch sizes", lambda ax: plot_batch_sizes(run, ax=ax))
-    if submits is not None:
-        plot("Batch size over time", lambda ax: plot_sqes_over_time(submits, ax=ax, start_ns=run.start_ns))
-        plot("Submit latency", lambda ax: plot_submit_latency_cdf(submits, ax=ax))
-    else:
-        plot("Submit latency", lambda ax: plot_submit_latency_cdf(run, ax=ax))
+    if run.has("submits") or run.has("enters"):
+        plot("Batch size over time", lambda ax: plot_sqes_over_time(run, ax=ax))
+    plot("Submit latency", lambda ax: plot_submit_latency_cdf(run, ax=ax))
     plot("Timeline", lambda ax: plot_timeline(run, ax=ax), figsize=(11, 4.5))
-    if deferrals is not None:
-        plot("Wait before submission, by cause", lambda ax: plot_deferral_delays(deferrals, ax=ax))
-        view.tables.append(("Deferrals by cause", _html_table(df_deferral_stats(deferrals))))
+    if run.has("requests"):
+        plot("Wait before submission, by cause", lambda ax: plot_deferral_delays(run, ax=ax))
+        view.tables.append(("Deferrals by cause", _html_table(df_deferral_stats(run))))
+    else:
+        _add(view, "Deferrals", lambda: run.require("requests", user="the deferral analysis"))
     latency = _add(view, "Latency percentiles", lambda: df_latency_percentiles(run))
     if latency is not None:
         view.tables.append(("Latency percentiles", _html_table(latency)))
@@ -164,7 +161,7 @@ def _status_note(run: Run) -> str | None:
     return None
 
 
-def render(runs: Sequence[Run]) -> str:
+def render(runs: Sequence[Run] | Runs) -> str:
     """One self-contained HTML page about `runs`: environment, config, summary,
     plots, what could not be measured, and a comparison when there are several."""
     views = [_run_view(run, i) for i, run in enumerate(runs)]
