@@ -276,11 +276,12 @@ def _numpy_positions(n: int, qs: Sequence[float]) -> list[tuple[int, int, float]
     return out
 
 
-def _lerp(a: float, b: float, t: float) -> float:
-    """numpy's linear interpolation, including its choice of formula for t >= 0.5."""
-    a64, b64, t64 = np.float64(a), np.float64(b), np.float64(t)
-    diff = b64 - a64
-    return float(b64 - diff * (1 - t64)) if t64 >= 0.5 else float(a64 + diff * t64)
+def _lerp(a: np.generic, b: np.generic, t: float) -> float:
+    """numpy's linear interpolation of two values of the column's own type (the difference is taken
+    in that type, as numpy does), including its choice of formula for t >= 0.5."""
+    diff = b - a
+    t64 = np.float64(t)
+    return float(b - diff * (1 - t64)) if t64 >= 0.5 else float(a + diff * t64)
 
 
 def _ordered_clusters(bins: pd.DataFrame) -> np.ndarray:
@@ -345,12 +346,12 @@ def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: s
         row.update(count=n, mean=float(bins["total"].sum()) / n,
                    min=bins["lo"].min(), max=bins["hi"].max())
 
-        def at(rank: int) -> float:
+        def at(rank: int) -> np.generic:
             c = int(np.searchsorted(ends, rank, side="right"))
             mine = values[values["_cluster"] == c].sort_values("value")
             before = int(ends[c - 1]) if c else 0
             cum = np.cumsum(mine["n"].to_numpy())
-            return float(mine["value"].to_numpy()[np.searchsorted(cum, rank - before, side="right")])
+            return mine["value"].to_numpy()[np.searchsorted(cum, rank - before, side="right")]
 
         for q, (low, high, t) in zip(qs, positions):
             row[f"p{q:g}"] = _lerp(at(low), at(high), t)
