@@ -5,21 +5,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..analysis import Run
+from ..analysis import Runs
 from ..errors import PlugtraceError
 
 HELP = "write an HTML report about one or more run directories"
 DESCRIPTION = """\
 Write one self-contained HTML file (plots inline, no network needed) with each
 run's environment, configuration, summary, plots and what could not be
-measured. Given several runs, it also compares them side by side.
+measured. Given several runs, it also compares them side by side, each number
+one query over all of them. A RUN may be a run directory, a directory of run
+directories, or a quoted glob; past 12 runs each run's section has no plots.
+Runs of any size are summarised out of core: a report needs no more memory for
+a 100M-event run than for a small one.
 
   plugtrace report runs/defer runs/immediate -o report.html
+  plugtrace report runs/sweep/ -o sweep.html
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by plugtrace record")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run directories written by plugtrace record, directories of them, or globs")
     parser.add_argument("-o", "--output", default="report.html", type=Path,
                         help="HTML file to write (default: %(default)s)")
 
@@ -27,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..report import render
 
-    runs = [Run.open(path) for path in args.runs]  # RunDirError names the faulty file
+    runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
     html = render(runs)
     try:
         args.output.write_text(html, encoding="utf-8")

@@ -95,8 +95,10 @@ def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
         return None
 
 
-def _run_view(run: Run, index: int) -> _RunView:
+def _run_view(run: Run, index: int, plots: bool = True) -> _RunView:
     view = _RunView(run, anchor=f"run-{index}")
+    if not plots:
+        return view
 
     def plot(title: str, draw: Callable[[Any], Any], figsize: tuple[float, float] = (6.3, 3.5)) -> None:
         png = _add(view, title, lambda: _png(lambda fig: draw(fig.subplots()), figsize))
@@ -161,10 +163,16 @@ def _status_note(run: Run) -> str | None:
     return None
 
 
+#: runs a report draws plots for, each; past this it compares them and summarises each without plots
+MAX_PLOTTED_RUNS = 12
+
+
 def render(runs: Sequence[Run] | Runs) -> str:
     """One self-contained HTML page about `runs`: environment, config, summary,
-    plots, what could not be measured, and a comparison when there are several."""
-    views = [_run_view(run, i) for i, run in enumerate(runs)]
+    plots, what could not be measured, and a comparison when there are several.
+    Past `MAX_PLOTTED_RUNS` runs, each run's section has no plots."""
+    plots = len(runs) <= MAX_PLOTTED_RUNS
+    views = [_run_view(run, i, plots) for i, run in enumerate(runs)]
     comparison = None
     if len(runs) > 1:
         compare = df_compare(runs)
