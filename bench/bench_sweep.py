@@ -5,19 +5,25 @@ strategy, how IOPS and the batch size grow with the queue depth. Writes a PNG
 with both panels and the numbers as JSON.
 
     python -m bench.bench_sweep [--device zram] [--quick] [--png sweep.png] [--json out.json]
+    python -m bench.bench_sweep --quick --runs-dir runs/sweep   # also a run directory per point
+
+With --runs-dir each point is recorded as a user records it, by `plugtrace
+record` (aggregate mode, its own device each time), into DIR/STRATEGY-qdN: the
+set of runs notebook 06-many-runs and `plugtrace report DIR` read at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from plugtrace.engine import STRATEGIES, WorkloadConfig, run_workload
 
-from .common import device, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, device, machine, print_table, require_root, write_json
 
 
 def _run(target, strategy: str, iodepth: int, seconds: float) -> dict:
@@ -32,6 +38,20 @@ def _run(target, strategy: str, iodepth: int, seconds: float) -> dict:
     sq = np.concatenate(nr_sqes) if nr_sqes else np.zeros(0)
     return {"strategy": strategy, "iodepth": iodepth, "iops": r.iops,
             "sqes_per_enter": float(sq.mean()) if len(sq) else None, "enters": int(len(sq))}
+
+
+def record_runs(runs_dir: Path, device_kind: str, strategies: list[str], depths: list[int], seconds: float) -> list[Path]:
+    """Record one run directory per (strategy, iodepth) with `plugtrace record`; returns their paths."""
+    made = []
+    for strategy in strategies:
+        for depth in depths:
+            out = runs_dir / f"{strategy}-qd{depth}"
+            subprocess.run([*PLUGTRACE, "record", "--device", device_kind, "--size", "256M", "--strategy", strategy,
+                            "--iodepth", str(depth), "--devices", "2", "--duration", str(seconds), "--quiet",
+                            "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
+            made.append(out)
+            print(f"recorded {out}")
+    return made
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
@@ -68,13 +88,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--png", default=None, help="plot file (default: beside --json, else bench-sweep.png)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--runs-dir", type=Path, default=None,
+                    help="also record each point with plugtrace record into DIR/STRATEGY-qdN")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all)")
     args = ap.parse_args(argv)
     require_root()
     depths = [1, 8, 32] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128]
     seconds = 0.3 if args.quick else args.seconds
+    strategies = args.strategies.split(",")
+    if args.runs_dir:
+        record_runs(args.runs_dir, args.device, strategies, depths, seconds)
     rows = []
     with device(args.device, "256M" if args.quick else "1G") as target:
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             for depth in depths:
                 rows.append(_run(target, strategy, depth, seconds))
     print_table(f"sweep on {args.device} (2 virtio-blk devices, one thread, 4k randread)", rows,

@@ -30,6 +30,8 @@ def parameters_for(name: str, runs: dict) -> str:
         return f"RUN_CALM = {str(runs['defer'])!r}\nRUN_INTERLEAVED = {str(runs['defer-interleave'])!r}"
     if name.startswith("04"):
         return f"RUNS = {[str(runs[s]) for s in STRATEGIES]!r}"
+    if name.startswith("06"):
+        return f"RUNS = {[str(path) for path in runs.values()]!r}"
     return f"RUN = {str(runs['defer-interleave'])!r}"
 
 
@@ -57,3 +59,26 @@ def test_notebook_runs_on_synthetic_runs(path, runs):
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_runs_on_the_shipped_sample_data(path):
     execute(path)
+
+
+@pytest.mark.slow
+def test_many_runs_notebook_on_a_recorded_sweep(tmp_path):
+    """Notebook 06 on real runs: an iodepth x strategy sweep recorded by plugtrace record on zram."""
+    import subprocess
+    import sys
+
+    from .conftest import require_root
+
+    require_root()
+    sweep = tmp_path / "sweep"
+    subprocess.run([sys.executable, "-m", "bench.bench_sweep", "--quick", "--strategies", "defer,immediate",
+                    "--runs-dir", str(sweep), "--json", str(tmp_path / "sweep.json")],
+                   check=True, cwd=NOTEBOOKS.parent, stdout=subprocess.DEVNULL)
+    from plugtrace.analysis import Runs
+
+    summary = Runs(sweep).df_compare().set_index("run")
+    assert len(summary) == 6 and (summary["status"] == "complete").all()
+    # batching works: defer's batches grow with the queue depth, immediate's stay at one SQE
+    assert summary.loc["defer-qd32", "mean_sqes_per_submit"] > summary.loc["defer-qd1", "mean_sqes_per_submit"]
+    assert summary.loc["immediate-qd32", "mean_sqes_per_submit"] == 1.0
+    execute(NOTEBOOKS / "06-many-runs.ipynb", f"RUNS = {str(sweep / '*')!r}")
