@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -59,24 +59,18 @@ class Aggregate:
     `keys` and `values` map output column names to SQL expressions over the
     table's columns; a value is ``(op, expression)`` with op one of count
     (rows where the expression is not NULL; ``"*"`` for all), sum, min, max.
-    `only` keeps the rows whose key columns (those named in its columns, with
-    ``run_id``) appear in that small frame: the second pass of a percentile.
     """
 
     table: str
     keys: Mapping[str, str]
     values: Mapping[str, tuple[str, str]]
     where: str = "true"
-    only: pd.DataFrame | None = field(default=None, compare=False)
 
     def sql(self, source: str) -> str:
         """The query over `source`, a relation with a ``run_id`` column and the table's columns."""
         selected = [f"({expr}) AS {name}" for name, expr in self.keys.items()]
         selected += [f"({expr}) AS _v_{name}" for name, (op, expr) in self.values.items() if expr != "*"]
         rows = f"SELECT run_id{''.join(', ' + s for s in selected)} FROM {source} WHERE {self.where}"
-        if self.only is not None:
-            using = ", ".join(self.only.columns)
-            rows = f"SELECT * FROM ({rows}) AS r SEMI JOIN only_keys USING ({using})"
         out = ["run_id", *self.keys]
         for name, (op, expr) in self.values.items():
             if op not in _MERGE:
@@ -112,13 +106,7 @@ def _connect(threads: int | None, memory_limit: str | None, temp_dir: str | None
 
 
 def _run_sql(con: Any, agg: Aggregate, source: str) -> pd.DataFrame:
-    if agg.only is not None:
-        con.register("only_keys", agg.only)
-    try:
-        return con.execute(agg.sql(source)).df()
-    finally:
-        if agg.only is not None:
-            con.unregister("only_keys")
+    return con.execute(agg.sql(source)).df()
 
 
 def _file_source(files: Sequence[TableFile]) -> str:
@@ -256,6 +244,13 @@ def _bin(value: str) -> str:
             f"ELSE -1 - CAST(floor(log2(-({value})) * {_BINS_PER_OCTAVE}) AS BIGINT) END")
 
 
+def _literal(value: Any) -> str:
+    """A group key as an SQL literal."""
+    if isinstance(value, (str, bytes)):
+        return _quote(value if isinstance(value, str) else value.decode())
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _numpy_positions(n: int, qs: Sequence[float]) -> list[tuple[int, int, float]]:
     """For each percentile, the two ranks numpy's linear method interpolates between, and the weight.
 
@@ -318,7 +313,7 @@ def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: s
     columns = [*groups, "count", "mean", "min", "max", *(f"p{q:g}" for q in qs)]
     if first.empty:
         return pd.DataFrame(columns=columns)
-    wanted: list[dict[str, Any]] = []  # (group, cluster) whose values the second pass fetches
+    wanted: list[str] = []  # SQL: the value ranges (clusters of bins) whose values the second pass fetches
     plans = []
     for key, bins in first.groupby(groups, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -329,26 +324,28 @@ def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: s
         n = int(ends[-1])
         positions = _numpy_positions(n, qs)
         ranks = sorted({r for low, high, _ in positions for r in (low, high)})
-        need = set(np.searchsorted(ends, ranks, side="right").tolist())
-        for c in need:
-            for b in bins["bin"].to_numpy()[cluster == c]:
-                wanted.append({**dict(zip(groups, key)), "bin": int(b), "_cluster": int(c)})
-        plans.append((key, bins, n, ends, positions))
-    only = pd.DataFrame(wanted)
-    second = engine.aggregate(Aggregate(table, {**by, "bin": _bin(value), "value": value}, {"n": ("count", "*")},
-                                        where, only=only[[*groups, "bin"]].drop_duplicates()), files)
-    second = second.merge(only, on=[*groups, "bin"])
+        ranges = {}
+        for c in set(np.searchsorted(ends, ranks, side="right").tolist()):
+            mine = bins[cluster == c]
+            ranges[c] = (int(mine["lo"].min()), int(mine["hi"].max()))
+        match = " AND ".join(f"({expr}) = {_literal(v)}" for expr, v in zip(["run_id", *by.values()], key))
+        wanted += [f"({match} AND ({value}) BETWEEN {lo} AND {hi})" for lo, hi in ranges.values()]
+        plans.append((key, bins, n, ends, positions, ranges))
+    # value ranges, not bins: the second pass compares, it computes no logarithm and joins nothing
+    second = engine.aggregate(Aggregate(table, {**by, "value": value}, {"n": ("count", "*")},
+                                        f"({where}) AND ({' OR '.join(wanted)})"), files)
     by_group = {k if isinstance(k, tuple) else (k,): g for k, g in second.groupby(groups, sort=False, dropna=False)}
     rows = []
-    for key, bins, n, ends, positions in plans:
-        values = by_group[key]
+    for key, bins, n, ends, positions, ranges in plans:
+        values = by_group[key].sort_values("value")
         row: dict[str, Any] = dict(zip(groups, key))
         row.update(count=n, mean=float(bins["total"].sum()) / n,
                    min=bins["lo"].min(), max=bins["hi"].max())
 
         def at(rank: int) -> np.generic:
             c = int(np.searchsorted(ends, rank, side="right"))
-            mine = values[values["_cluster"] == c].sort_values("value")
+            lo, hi = ranges[c]
+            mine = values[(values["value"] >= lo) & (values["value"] <= hi)]
             before = int(ends[c - 1]) if c else 0
             cum = np.cumsum(mine["n"].to_numpy())
             return mine["value"].to_numpy()[np.searchsorted(cum, rank - before, side="right")]
