@@ -12,8 +12,8 @@ process, with the embedded engine (DuckDB, plugtrace.query):
   100M; <= 5 MB);
 * the peak RSS of all of it (target: <= 1 GB).
 
-    python -m bench.bench_analysis                    # 10M events, ~1.3 GB of disk in a temp dir
-    python -m bench.bench_analysis --events 100000000 # 100M events, ~13 GB of disk, ~3 min to generate
+    python -m bench.bench_analysis                    # 10M events: 0.6 GB of disk in a temp dir
+    python -m bench.bench_analysis --events 100000000 # 100M events: 5.7 GB of disk, minutes to generate
     python -m bench.bench_analysis --quick            # 20k events, a smoke test
 """
 

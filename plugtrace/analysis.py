@@ -120,6 +120,8 @@ class Run:
         #: table name -> why it cannot be read
         self.unreadable = unreadable
         self._start_ns: int | None = None
+        #: percentile queries already answered (see Runs.percentiles)
+        self._percentiles: dict[tuple, pd.DataFrame] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":
@@ -473,8 +475,20 @@ class Runs:
 
     def percentiles(self, table: str, value: str, qs: Sequence[float], by: dict[str, str] | None = None,
                     where: str = "true", ids: Iterable[int] | None = None) -> pd.DataFrame:
-        """Exact percentiles of SQL expression `value` per run (and `by` group); see `query.percentiles`."""
-        return percentiles(self.engine, self.files(table, ids), table, value, qs, by=by, where=where)
+        """Exact percentiles of SQL expression `value` per run (and `by` group); see `query.percentiles`.
+
+        Kept on a single finished run, whose tables no longer change: a report
+        asks the same question for a table and a plot, which then scans once.
+        """
+        files = self.files(table, ids)
+        key = (table, value, tuple(qs), tuple(sorted((by or {}).items())), where)
+        cache = self.runs[0]._percentiles if len(files) == 1 and len(self.runs) == 1 else None
+        if cache is not None and self.runs[0].status != store.STATUS_RECORDING and key in cache:
+            return cache[key].copy()
+        found = percentiles(self.engine, files, table, value, qs, by=by, where=where)
+        if cache is not None:
+            cache[key] = found.copy()
+        return found
 
     def _labelled(self, frame: pd.DataFrame) -> pd.DataFrame:
         """`frame` with ``run_id`` replaced by the run's label as its first column, ``run``."""
@@ -916,7 +930,7 @@ def df_latency_cdf(run: Run | pd.DataFrame, source: str = "auto") -> pd.DataFram
                          "fraction": np.cumsum(counts) / total if total else np.zeros(len(counts))})
 
 
-def submit_latency_percentiles(run: Run | pd.DataFrame, qs: Sequence[float] = (50.0, 99.0),
+def submit_latency_percentiles(run: Run | pd.DataFrame, qs: Sequence[float] = DEFAULT_PERCENTILES,
                                source: str = "auto") -> list[float]:
     """Exact percentiles (ns) of submit latency: a Run's submits (else its kernel enters) or a `df_submits` frame."""
     if isinstance(run, Run):
@@ -947,7 +961,7 @@ def df_wait_histogram(run_or_deferrals: Run | pd.DataFrame, bins: int = 60) -> t
         d = run_or_deferrals
         source = pd.DataFrame({"wait_ns": d["wait_ns"].to_numpy(), "cause": d["cause"].cat.codes.to_numpy()})
         table, wait, cause, where = "frame", "wait_ns", "cause", "true"
-    stats = _source_percentiles(source, table, wait, (50.0,), by={"cause": cause}, where=where)
+    stats = _source_percentiles(source, table, wait, (50.0, 99.0), by={"cause": cause}, where=where)
     hist_columns = ["cause", "low_us", "high_us", "count"]
     if stats.empty:
         return pd.DataFrame(columns=hist_columns), pd.DataFrame(columns=["cause", "count", "p50_wait_ns"])

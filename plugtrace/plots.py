@@ -29,6 +29,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from .analysis import (  # noqa: E402
     CAUSES,
+    DEFAULT_PERCENTILES,
     MissingTableError,
     Run,
     df_batch_sizes,
@@ -133,7 +134,8 @@ def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, so
         ax.step(x_us, y, where="post", color="tab:blue", label="in-kernel histogram (bucket bounds)")
     else:
         cdf = df_latency_cdf(data, source=source)
-        p50, p99 = (v / 1e3 for v in submit_latency_percentiles(data, source=source))
+        us = {q: v / 1e3 for q, v in zip(DEFAULT_PERCENTILES, submit_latency_percentiles(data, source=source))}
+        p50, p99 = us[50.0], us[99.0]
         ax.step(cdf["latency_ns"] / 1e3, cdf["fraction"], where="post", color="tab:blue", label="submits")
     for value, name, color in ((p50, "p50", "tab:green"), (p99, "p99", "tab:red")):
         ax.axvline(value, color=color, linestyle="--", label=f"{name} {value:.1f} µs")
