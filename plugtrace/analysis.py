@@ -583,9 +583,11 @@ class Runs:
         """`df_unplugs` of every run that traced block unplugs, stacked: ``run`` then its columns."""
         return self._distribution(_UNPLUGS, source)
 
-    def df_latency_percentiles(self, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> pd.DataFrame:
-        """`df_latency_percentiles` of every run, stacked: ``run`` then its columns (exact, out of core)."""
-        metrics = [  # metric, table, value, where
+    def df_latency_percentiles(self, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+                               metrics: Sequence[str] | None = None) -> pd.DataFrame:
+        """`df_latency_percentiles` of every run, stacked: ``run`` then its columns (exact, out of core).
+        `metrics`: only these (default: all)."""
+        all_metrics = [  # metric, table, value, where
             ("submit", "submits", "latency_ns", "true"),
             ("enter", "enters", "latency_ns", "to_submit > 0"),
             ("request_wait", "requests", "submit_ns - queue_ns", "submit_ns >= 0"),
@@ -593,9 +595,10 @@ class Runs:
             ("request_total", "requests", "complete_ns - queue_ns", "submit_ns >= 0 AND complete_ns >= 0"),
             ("block", "block_rq", "latency_ns", "true"),
         ]
+        wanted = set(metrics or [m[0] for m in all_metrics])
         rows: list[dict[str, Any]] = []
-        for order, (metric, table, value, where) in enumerate(metrics):
-            ids = [i for i, run in enumerate(self.runs) if run.has(table)]
+        for order, (metric, table, value, where) in enumerate(all_metrics):
+            ids = [i for i, run in enumerate(self.runs) if run.has(table) and metric in wanted]
             if not ids:
                 continue
             found = self.percentiles(table, value, percentiles, where=where, ids=ids).set_index("run_id")
@@ -609,9 +612,10 @@ class Runs:
                 row["max_ns"] = float(stats["max"]) if stats is not None else np.nan
                 rows.append(row)
         for order, (metric, hist) in enumerate((("enter", "enter_latency_ns"), ("block", "block_latency_ns")),
-                                               start=len(metrics)):
+                                               start=len(all_metrics)):
             done = {r["run_id"] for r in rows if r["metric"] == metric}
-            ids = [i for i, run in enumerate(self.runs) if run.has("histograms") and i not in done]
+            ids = [i for i, run in enumerate(self.runs) if run.has("histograms") and i not in done
+                   and metric in wanted]
             if ids:
                 for run_id, h in self._histograms((hist,), ids).groupby("run_id"):
                     rows.append({"run_id": run_id, "_order": order,
@@ -694,24 +698,21 @@ class Runs:
 
     def df_compare(self) -> pd.DataFrame:
         """`df_compare` of these runs: one row per run, each number one query over all runs."""
-        label = dict(enumerate(self.labels))
         sizes = self.df_batch_sizes()
         mean_sqes = (sizes["nr_sqes"] * sizes["fraction"]).groupby(sizes["run"]).sum()
-        lat = self.df_latency_percentiles((50.0, 99.0))
-        lat = lat[lat["metric"].isin(["submit", "enter"])].drop_duplicates("run").set_index("run")
-        has_lat = {r for r in lat.index}
+        lat = self.df_latency_percentiles((50.0, 99.0), metrics=("submit", "enter"))
+        lat = lat.drop_duplicates("run").set_index("run")  # a run's submit row comes before its enter row
         deferrals = self.df_deferral_stats()
         other = deferrals[deferrals["cause"] == "other_device_section"].set_index("run")
         iops = self._iops()
         rows = []
-        for i, run in enumerate(self.runs):
-            name = label[i]
+        for i, (name, run) in enumerate(zip(self.labels, self.runs)):
             row: dict[str, Any] = {"run": run.name, "strategy": run.strategy,
                                    "interleave": run.config.get("interleave", np.nan), "status": run.status,
                                    "iops": iops[i]}
             row["mean_sqes_per_submit"] = (float(mean_sqes[name]) if name in mean_sqes.index
                                            else run.summary.get("mean_sqes_per_submit", np.nan))
-            if name in has_lat:
+            if name in lat.index:
                 row["submit_p50_ns"], row["submit_p99_ns"] = (float(lat.at[name, "p50_ns"]),
                                                               float(lat.at[name, "p99_ns"]))
             elif any(run.has(t) for t in ("requests", "block_rq", "histograms")):
