@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{int(lat['count'].sum()):,} values")
 
         t = time.perf_counter()
-        html = render([run])
+        html = render([Run.open(run_path)])  # a fresh Run: nothing answered above is reused
         elapsed = time.perf_counter() - t
         size_mb = len(html.encode()) / 1e6
         (workdir / "report.html").write_text(html, encoding="utf-8")
