@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -54,6 +55,7 @@ __all__ = [
     "df_sqes_over_time",
     "df_device_stats",
     "df_compare",
+    "df_diff",
 ]
 
 #: where each table comes from, for messages about a missing one
@@ -450,7 +452,9 @@ class Runs:
             raise RunDirError(f"no run directories (with a meta.json) found in {', '.join(map(str, items)) or '[]'}")
         self.engine = engine or default_engine()
         names = [r.name for r in self.runs]
-        self.labels = [n if names.count(n) == 1 else str(r.path) for n, r in zip(names, self.runs)]
+        labels = [n if names.count(n) == 1 else str(r.path) for n, r in zip(names, self.runs)]
+        #: a unique name per run: its directory's name, its path where names repeat, numbered where paths do
+        self.labels = [lab if labels.count(lab) == 1 else f"{lab} [{i}]" for i, lab in enumerate(labels)]
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -1130,3 +1134,108 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
         "wait_ns": wait,
         "extra_wait_ns": wait - baseline,
     })
+
+
+#: the numbers `df_diff` compares (besides the two distributions), in its row order
+DIFF_NUMBERS = ("iops", "mean_sqes_per_submit", "submit_p50_ns", "submit_p99_ns", "other_device_fraction",
+                "deferral_extra_wait_mean_ns")
+
+#: the relative change of a number beyond which `df_diff` calls it beyond run-to-run noise, by default:
+#: the README's benchmarks see separate runs of the same workload on one VM move by up to ~5-12%
+DEFAULT_NOISE = 0.10
+#: a two-sample test must give a p-value below this, too
+SIGNIFICANCE = 0.01
+#: and two distributions must differ by at least this much (Kolmogorov-Smirnov D: largest gap of their CDFs)
+MIN_KS_DISTANCE = 0.05
+
+
+def _ks(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov test on two distributions given as counts per ordered key.
+
+    Returns (D, p-value) with the asymptotic Kolmogorov distribution. Keys are
+    exact values or shared bins; on bins D can only be smaller than on values,
+    so the test is conservative.
+    """
+    keys = a.index.union(b.index).sort_values()
+    ca, cb = a.reindex(keys, fill_value=0).to_numpy(float), b.reindex(keys, fill_value=0).to_numpy(float)
+    na, nb = ca.sum(), cb.sum()
+    if not na or not nb:
+        return np.nan, np.nan
+    d = float(np.abs(np.cumsum(ca) / na - np.cumsum(cb) / nb).max())
+    ne = na * nb / (na + nb)
+    lam = (np.sqrt(ne) + 0.12 + 0.11 / np.sqrt(ne)) * d
+    k = np.arange(1, 101)
+    p = float(np.clip(2 * np.sum((-1.0) ** (k - 1) * np.exp(-2 * k**2 * lam**2)), 0, 1)) if lam > 0 else 1.0
+    return d, p
+
+
+def _welch(mean_a: float, var_a: float, n_a: int, mean_b: float, var_b: float, n_b: int) -> float:
+    """Two-sided p-value of Welch's test that two means are equal (normal approximation: runs have many submits)."""
+    se = np.sqrt(var_a / n_a + var_b / n_b) if n_a and n_b else np.nan
+    if not se or np.isnan(se):
+        return 0.0 if se == 0 and mean_a != mean_b else 1.0 if se == 0 else np.nan
+    return float(math.erfc(abs(mean_b - mean_a) / se / np.sqrt(2)))
+
+
+def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
+    """What changed from run `a` to run `b`, and whether it is beyond run-to-run noise.
+
+    One row per metric: ``iops``, ``mean_sqes_per_submit``, ``submit_p50_ns``,
+    ``submit_p99_ns``, ``other_device_fraction``, ``deferral_extra_wait_mean_ns``
+    and two distributions, ``batch_size_distribution`` and
+    ``submit_latency_distribution``. Columns: ``metric``, ``a``, ``b``,
+    ``change`` (b - a), ``change_pct`` (of a), ``test`` (``threshold``,
+    ``welch`` or ``ks``), ``statistic`` (KS D for distributions), ``p_value``,
+    ``beyond_noise``.
+
+    A number is beyond noise when it moved by at least `noise` (a fraction of
+    `a`; separate runs of one workload move by several percent on a VM) and,
+    where a test applies, the test says so too (p < `SIGNIFICANCE`): Welch's
+    test on the submits' batch sizes for their mean, a two-sample
+    Kolmogorov-Smirnov test on whole distributions, which must also differ by
+    D ≥ `MIN_KS_DISTANCE`. Everything is computed out of core.
+    """
+    runs = Runs([a, b])
+    compare = runs.df_compare().set_index(pd.Index([0, 1]))
+    rows: list[dict[str, Any]] = []
+
+    def add(metric: str, va: float, vb: float, test: str = "threshold", statistic: float = np.nan,
+            p: float = np.nan) -> None:
+        change = vb - va
+        pct = change / abs(va) if va else (np.nan if change == 0 or np.isnan(change) else np.inf * np.sign(change))
+        moved = bool(abs(pct) >= noise) if not np.isnan(pct) else False
+        beyond = moved and (test == "threshold" or (not np.isnan(p) and p < SIGNIFICANCE))
+        rows.append({"metric": metric, "a": va, "b": vb, "change": change, "change_pct": pct * 100, "test": test,
+                     "statistic": statistic, "p_value": p, "beyond_noise": beyond})
+
+    sizes = runs.df_batch_sizes()
+    dist = {i: sizes[sizes["run"] == label].set_index("nr_sqes")["count"] for i, label in enumerate(runs.labels)}
+    stats = []
+    for i in (0, 1):
+        counts = dist[i]
+        n = int(counts.sum())
+        mean = float((counts.index.to_numpy() * counts.to_numpy()).sum() / n) if n else np.nan
+        var = float(((counts.index.to_numpy() - mean) ** 2 * counts.to_numpy()).sum() / max(n - 1, 1)) if n else np.nan
+        stats.append((mean, var, n))
+    add("iops", float(compare.at[0, "iops"]), float(compare.at[1, "iops"]))
+    p = _welch(*stats[0], *stats[1]) if stats[0][2] and stats[1][2] else np.nan
+    add("mean_sqes_per_submit", float(compare.at[0, "mean_sqes_per_submit"]),
+        float(compare.at[1, "mean_sqes_per_submit"]), "welch" if not np.isnan(p) else "threshold", p=p)
+    for metric in DIFF_NUMBERS[2:]:
+        add(metric, float(compare.at[0, metric]), float(compare.at[1, metric]))
+    d, p = _ks(dist[0], dist[1])
+    rows.append({"metric": "batch_size_distribution", "a": np.nan, "b": np.nan, "change": np.nan,
+                 "change_pct": np.nan, "test": "ks", "statistic": d, "p_value": p,
+                 "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE)})
+    latency = {}
+    for i, run in enumerate((a, b)):
+        source = _pick_source(run, "auto", {"app": "submits", "kernel": "enters"})
+        table, where = ("submits", "true") if source == "app" else ("enters", "to_submit > 0")
+        if run.has(table):
+            binned = Runs([run]).aggregate(_cdf_bins(table, where))
+            latency[i] = binned.set_index("bin")["n"]
+    d, p = _ks(latency[0], latency[1]) if len(latency) == 2 else (np.nan, np.nan)
+    rows.append({"metric": "submit_latency_distribution", "a": np.nan, "b": np.nan, "change": np.nan,
+                 "change_pct": np.nan, "test": "ks", "statistic": d, "p_value": p,
+                 "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE)})
+    return pd.DataFrame(rows)

@@ -23,7 +23,9 @@ from ..analysis import (
     Run,
     Runs,
     df_compare,
+    DEFAULT_NOISE,
     df_deferral_stats,
+    df_diff,
     df_latency_percentiles,
 )
 from ..plots import (
@@ -84,6 +86,14 @@ def _us(df: pd.DataFrame) -> pd.DataFrame:
 def _html_table(df: pd.DataFrame) -> str:
     return _us(df).to_html(index=False, classes="data", border=0, na_rep="–",
                            float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}")
+
+
+def _diff_table(diff: pd.DataFrame) -> str:
+    """`df_diff` as HTML, its verdict in words (the CLI's `plugtrace diff` prints the same)."""
+    shown = diff.assign(verdict=diff["beyond_noise"].map({True: "CHANGED", False: "within noise"}))
+    return shown.drop(columns="beyond_noise").to_html(
+        index=False, classes="data", border=0, na_rep="–",
+        float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}")
 
 
 def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
@@ -177,7 +187,9 @@ def render(runs: Sequence[Run] | Runs) -> str:
     if len(runs) > 1:
         compare = df_compare(runs)
         png = _png(lambda fig: plot_compare(compare, axes=fig.subplots(1, 3)), (13, 4))
-        comparison = {"table": _html_table(compare), "plot": png}
+        comparison = {"table": _html_table(compare), "plot": png, "diff": None, "noise_pct": DEFAULT_NOISE * 100}
+        if len(runs) == 2:
+            comparison["diff"] = _diff_table(df_diff(*runs))
     return _env.get_template("report.html.j2").render(
         views=views, comparison=comparison, compact=False, version=__version__, status_note=_status_note,
     )
