@@ -278,6 +278,12 @@ class Run:
             mins.append(stats.min)
         return int(min(mins)) if mins else None
 
+    def to_perfetto(self, path: str | os.PathLike, window_ms: tuple[float, float] | None = None) -> dict[str, int]:
+        """Write this run as a Perfetto trace at `path` (see `plugtrace.export.to_perfetto`)."""
+        from .export import to_perfetto
+
+        return to_perfetto(self, path, window_ms)
+
     def _repr_html_(self) -> str:
         from .report import render_summary
 

@@ -19,7 +19,7 @@ import sys
 
 from ..errors import PlugtraceError
 
-SUBCOMMANDS = ("record", "report", "diff", "devices", "doctor")
+SUBCOMMANDS = ("record", "report", "diff", "export", "devices", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
