@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc)
+DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc python3-venv)
 # Debian's own Python needs these to make a venv and build the extension;
 # another Python (pyenv, a container's) brings its own.
 python3 -c 'import ensurepip, os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \

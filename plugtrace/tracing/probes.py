@@ -16,8 +16,19 @@ from pathlib import Path
 
 import pyarrow as pa
 
-#: probes/ beside the package (source checkout or editable install)
-PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+
+def _probes_dir() -> Path:
+    """probes/ of a checkout, else the copy an installed wheel carries as the package plugtrace.probes."""
+    checkout = Path(__file__).resolve().parents[2] / "probes"
+    if checkout.is_dir():
+        return checkout
+    import importlib.util
+
+    spec = importlib.util.find_spec("plugtrace.probes")
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else checkout
+
+
+PROBES_DIR = _probes_dir()
 
 
 @dataclass(frozen=True)
