@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
 
 from .analysis import Run, df_requests
 from .errors import PlugtraceError
@@ -130,10 +129,26 @@ class _Writer:
         return self.packets
 
 
-def _in_window(df: pd.DataFrame, column: str, lo: int | None, hi: int | None) -> pd.DataFrame:
-    if lo is None:
-        return df
-    return df[(df[column] >= lo) & (df[column] < hi)].reset_index(drop=True)
+class _Links:
+    """For each row of one table, the flow ids of the rows of another that share its key (CSR, no Python lists)."""
+
+    def __init__(self, keys: np.ndarray, flows: np.ndarray):
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.flows = keys[order], flows[order]
+
+    def ranges(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.searchsorted(self.keys, keys, "left"), np.searchsorted(self.keys, keys, "right")
+
+
+def _key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two int columns as one sortable key."""
+    return a.astype(np.int64) * (1 << 40) + b.astype(np.int64)
+
+
+def _track_ids(w: _Writer, groups: np.ndarray, describe: Any) -> np.ndarray:
+    """A track uuid per row, one track per distinct group value (`describe(value)` makes it)."""
+    values, inverse = np.unique(groups, return_inverse=True)
+    return np.array([describe(v) for v in values.tolist()], dtype=np.int64)[inverse.ravel()]
 
 
 def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float] | None = None) -> ExportSummary:
@@ -159,17 +174,18 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
     def thread_track(tid: int) -> int:
         return w.track(("thread", tid), f"engine thread (tid {tid})", parent=process, thread=(1, tid))
 
-    def slices(track_ids: np.ndarray, begin: np.ndarray, end: np.ndarray, names: list[str] | np.ndarray,
-               flows: dict[int, list[int]] | None = None, terminating: dict[int, list[int]] | None = None,
+    def slices(track_ids: np.ndarray, begin: np.ndarray, end: np.ndarray, name: Any,
+               flows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, terminating: bool = False,
                annotations: dict[str, np.ndarray] | None = None) -> None:
+        """Slices [begin, end) on their tracks; `name(i)` names the i-th; `flows` = (start, end, ids): the
+        i-th slice carries ids[start[i]:end[i]] (as terminating flows when `terminating`)."""
         def emit_begin(ev: Any, i: int) -> None:
             ev.type = T.TYPE_SLICE_BEGIN
             ev.track_uuid = int(track_ids[i])
-            ev.name = str(names[i])
-            if flows and i in flows:
-                ev.flow_ids.extend(flows[i])
-            if terminating and i in terminating:
-                ev.terminating_flow_ids.extend(terminating[i])
+            ev.name = name(i)
+            if flows is not None and flows[1][i] > flows[0][i]:
+                ids = flows[2][flows[0][i]:flows[1][i]].tolist()
+                (ev.terminating_flow_ids if terminating else ev.flow_ids).extend(ids)
             for key, values in (annotations or {}).items():
                 a = ev.debug_annotations.add()
                 a.name = key
@@ -191,92 +207,102 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
         w.add(ts, 1, emit)
         summary["counter_values"] += len(ts)
 
-    # requests, their submits and their block requests first: the flows join them
-    flow_of_submit: dict[tuple[int, int], list[int]] = {}
-    flow_of_block: dict[tuple[int, int], list[int]] = {}
+    def columns(table: str, names: list[str], time_column: str) -> dict[str, np.ndarray]:
+        """Columns of `table` as arrays, rows starting in the window."""
+        t = run.arrow(table, names, run.window_filters(time_column, window_ms))
+        return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+
+    # requests first: the flows of submits and block requests are theirs
+    to_submit = to_block = None
     if run.has("requests"):
-        req = df_requests(run, kernel=run.has("block_rq") and window_ms is None)
-        req = _in_window(req, "queue_ns", lo, hi)
-        done = req["complete_ns"].to_numpy() >= 0
-        req = req[done].reset_index(drop=True)
-        flow = req["req_id"].to_numpy(dtype=np.int64) + 1
-        for (thread, seq), ids in pd.Series(flow).groupby([req["thread"].to_numpy(),
-                                                           req["submit_seq"].to_numpy()]):
-            if seq >= 0:
-                flow_of_submit[(int(thread), int(seq))] = ids.tolist()
-        if "block_issue_ns" in req:
-            issued = req["block_issue_ns"].notna().to_numpy()
-            for key, ids in pd.Series(flow[issued]).groupby(
-                    [(req["offset_bytes"].to_numpy()[issued] // 512), req["block_issue_ns"].to_numpy()[issued]]):
-                flow_of_block[(int(key[0]), int(key[1]))] = ids.tolist()
-        device = req["device"].to_numpy()
-        tracks = np.zeros(len(req), dtype=np.int64)
+        wanted = ["req_id", "thread", "device", "op", "offset_bytes", "len_bytes", "queue_ns", "complete_ns",
+                  "submit_seq", "sync"]
+        if run.has("block_rq") and window_ms is None:  # df_requests finds each request's block request
+            req = df_requests(run)
+            r = {c: req[c].to_numpy() for c in [*wanted, "block_issue_ns"]}
+            del req
+        else:
+            r = columns("requests", wanted, "queue_ns")
+        done = r["complete_ns"] >= 0
+        r = {c: v[done] for c, v in r.items()}
+        flow = r["req_id"].astype(np.int64) + 1
+        submitted = r["submit_seq"] >= 0
+        to_submit = _Links(_key(r["thread"][submitted], r["submit_seq"][submitted]), flow[submitted])
+        if "block_issue_ns" in r:
+            issued = ~np.isnan(r["block_issue_ns"])
+            to_block = _Links(_key(r["offset_bytes"][issued] // 512, r["block_issue_ns"][issued].astype(np.int64)),
+                              flow[issued])
+        device = r["device"].astype(np.int64)
+        slot = np.zeros(len(flow), dtype=np.int64)
         for d in np.unique(device):
             mine = np.flatnonzero(device == d)
-            parent = w.track(("device", int(d)), f"device {int(d)} requests", parent=process)
-            slot = _slots(req["queue_ns"].to_numpy()[mine], req["complete_ns"].to_numpy()[mine])
-            tracks[mine] = [w.track(("slot", int(d), int(s)), f"device {int(d)} in flight #{int(s)}", parent=parent)
-                            for s in slot]
-        ops = np.where(req["op"].astype(str).str.contains("write|1", regex=True), "write", "read")
-        names = [f"{op} {n} B @ {off}{' (sync)' if s else ''}" for op, n, off, s in
-                 zip(ops, req["len_bytes"], req["offset_bytes"], req["sync"])]
-        slices(tracks, req["queue_ns"].to_numpy(), req["complete_ns"].to_numpy(), names,
-               flows={i: [int(f)] for i, f in enumerate(flow)}, annotations={"req_id": req["req_id"].to_numpy()})
-        summary["requests"] = len(req)
-        summary["flows"] = len(req)
-        ts = np.concatenate([req["queue_ns"].to_numpy(), req["complete_ns"].to_numpy()])
-        step = np.concatenate([np.ones(len(req), np.int64), -np.ones(len(req), np.int64)])
+            slot[mine] = _slots(r["queue_ns"][mine], r["complete_ns"][mine])
+        parents = {int(d): w.track(("device", int(d)), f"device {int(d)} requests", parent=process)
+                   for d in np.unique(device)}
+        tracks = _track_ids(w, _key(device, slot), lambda k: w.track(
+            ("slot", k), f"device {k >> 40} in flight #{k & ((1 << 40) - 1)}", parent=parents[k >> 40]))
+        ops, sizes, offsets, sync = r["op"], r["len_bytes"], r["offset_bytes"], r["sync"]  # op: 0 read, 1 write
+        slices(tracks, r["queue_ns"], r["complete_ns"],
+               lambda i: f"{'write' if ops[i] == 1 else 'read'} {sizes[i]} B @ {offsets[i]}{' (sync)' if sync[i] else ''}",
+               flows=(np.arange(len(flow)), np.arange(1, len(flow) + 1), flow),
+               annotations={"req_id": r["req_id"]})
+        summary["requests"] = summary["flows"] = len(flow)
+        ts = np.concatenate([r["queue_ns"], r["complete_ns"]])
+        step = np.concatenate([np.ones(len(flow), np.int64), -np.ones(len(flow), np.int64)])
         order = np.lexsort((step, ts))
         counter(w.track("inflight", "requests in flight", parent=process, counter="requests"), ts[order],
                 np.cumsum(step[order]))
+        del r, ts, step, order
 
     if run.has("sections"):
-        sec = _in_window(run.table("sections"), "begin_ns", lo, hi)
-        owner = sec["owner"].to_numpy()
-        names = [f"plug section (device {o})" if o >= 0 else "plug section (no device)" for o in owner]
-        slices(np.array([thread_track(int(t)) for t in sec["tid"]], dtype=np.int64), sec["begin_ns"].to_numpy(),
-               sec["end_ns"].to_numpy(), names, annotations={"section_id": sec["section_id"].to_numpy(),
-                                                            "nr_deferred_calls": sec["nr_deferred_calls"].to_numpy(),
-                                                            "nr_nested_polls": sec["nr_nested_polls"].to_numpy()})
-        summary["sections"] = len(sec)
+        sec = columns("sections", ["section_id", "tid", "owner", "begin_ns", "end_ns", "nr_deferred_calls",
+                                   "nr_nested_polls"], "begin_ns")
+        owner = sec["owner"]
+        slices(_track_ids(w, sec["tid"], thread_track), sec["begin_ns"], sec["end_ns"],
+               lambda i: f"plug section (device {owner[i]})" if owner[i] >= 0 else "plug section (no device)",
+               annotations={k: sec[k] for k in ("section_id", "nr_deferred_calls", "nr_nested_polls")})
+        summary["sections"] = len(owner)
 
+    sqes_track = None
     if run.has("submits"):
-        sub = _in_window(run.table("submits"), "start_ns", lo, hi)
-        tracks = np.array([w.track(("submits", int(t)), "submits (engine)", parent=thread_track(int(t)))
-                           for t in sub["tid"]], dtype=np.int64)
-        keys = list(zip(sub["thread"].to_numpy().tolist(), sub["submit_seq"].to_numpy().tolist()))
-        flows = {i: flow_of_submit[k] for i, k in enumerate(keys) if k in flow_of_submit}
-        slices(tracks, sub["start_ns"].to_numpy(), sub["end_ns"].to_numpy(),
-               [f"submit {n} SQEs" for n in sub["nr_sqes"]], flows=flows)
-        counter(w.track("sqes", "SQEs per submit", parent=process, counter="SQEs"), sub["start_ns"].to_numpy(),
-                sub["nr_sqes"].to_numpy())
-        summary["submits"] = len(sub)
+        sub = columns("submits", ["thread", "tid", "submit_seq", "start_ns", "end_ns", "nr_sqes"], "start_ns")
+        tracks = _track_ids(w, sub["tid"], lambda tid: w.track(("submits", tid), "submits (engine)",
+                                                               parent=thread_track(tid)))
+        nr = sub["nr_sqes"]
+        links = None
+        if to_submit is not None:
+            first, last = to_submit.ranges(_key(sub["thread"], sub["submit_seq"]))
+            links = (first, last, to_submit.flows)
+        slices(tracks, sub["start_ns"], sub["end_ns"], lambda i: f"submit {nr[i]} SQEs", flows=links)
+        sqes_track = w.track("sqes", "SQEs per submit", parent=process, counter="SQEs")
+        counter(sqes_track, sub["start_ns"], nr)
+        summary["submits"] = len(nr)
 
     if run.has("enters"):
-        ent = _in_window(run.table("enters", ["ts_ns", "tid", "to_submit", "latency_ns"]), "ts_ns", lo, hi)
-        tracks = np.array([w.track(("enters", int(t)), "io_uring_enter (kernel)", parent=thread_track(int(t)))
-                           for t in ent["tid"]], dtype=np.int64)
-        slices(tracks, ent["ts_ns"].to_numpy(), (ent["ts_ns"] + ent["latency_ns"]).to_numpy(),
-               [f"io_uring_enter to_submit={n}" for n in ent["to_submit"]])
-        if not run.has("submits"):
-            submitting = ent[ent["to_submit"] > 0]
-            counter(w.track("sqes", "SQEs per submit", parent=process, counter="SQEs"),
-                    submitting["ts_ns"].to_numpy(), submitting["to_submit"].to_numpy())
-        summary["enters"] = len(ent)
+        ent = columns("enters", ["ts_ns", "tid", "to_submit", "latency_ns"], "ts_ns")
+        tracks = _track_ids(w, ent["tid"], lambda tid: w.track(("enters", tid), "io_uring_enter (kernel)",
+                                                               parent=thread_track(tid)))
+        n = ent["to_submit"]
+        slices(tracks, ent["ts_ns"], ent["ts_ns"] + ent["latency_ns"], lambda i: f"io_uring_enter to_submit={n[i]}")
+        if sqes_track is None:
+            submitting = n > 0
+            counter(w.track("sqes", "SQEs per submit", parent=process, counter="SQEs"), ent["ts_ns"][submitting],
+                    n[submitting])
+        summary["enters"] = len(n)
 
     if run.has("block_rq"):
-        blk = _in_window(run.table("block_rq", ["issue_ns", "complete_ns", "sector", "nr_bytes", "rwbs"]),
-                         "issue_ns", lo, hi)
+        blk = columns("block_rq", ["issue_ns", "complete_ns", "sector", "nr_bytes", "rwbs"], "issue_ns")
         parent = w.track("block", "block requests (kernel)", parent=process)
-        slot = _slots(blk["issue_ns"].to_numpy(), blk["complete_ns"].to_numpy())
-        tracks = np.array([w.track(("block", int(s)), f"block in flight #{int(s)}", parent=parent) for s in slot],
-                          dtype=np.int64)
-        keys = zip(blk["sector"].to_numpy().tolist(), blk["issue_ns"].to_numpy().tolist())
-        terminating = {i: flow_of_block[k] for i, k in enumerate(keys) if k in flow_of_block}
-        slices(tracks, blk["issue_ns"].to_numpy(), blk["complete_ns"].to_numpy(),
-               [f"{r} {n} B @ sector {s}" for r, n, s in zip(blk["rwbs"], blk["nr_bytes"], blk["sector"])],
-               terminating=terminating)
-        summary["block_requests"] = len(blk)
+        tracks = _track_ids(w, _slots(blk["issue_ns"], blk["complete_ns"]),
+                            lambda s: w.track(("block", s), f"block in flight #{s}", parent=parent))
+        rwbs, nbytes, sector = blk["rwbs"], blk["nr_bytes"], blk["sector"]
+        links = None
+        if to_block is not None:
+            first, last = to_block.ranges(_key(sector, blk["issue_ns"]))
+            links = (first, last, to_block.flows)
+        slices(tracks, blk["issue_ns"], blk["complete_ns"], lambda i: f"{rwbs[i]} {nbytes[i]} B @ sector {sector[i]}",
+               flows=links, terminating=True)
+        summary["block_requests"] = len(sector)
 
     summary["packets"] = w.finish()
     summary["bytes"] = out.stat().st_size
