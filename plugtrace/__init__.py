@@ -8,4 +8,11 @@ notebooks and HTML reports.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    """``%load_ext plugtrace`` in Jupyter: the `%plugtrace` magic (see plugtrace.magic)."""
+    from .magic import load_ipython_extension as load
+
+    load(ipython)
