@@ -23,6 +23,7 @@ import functools
 import glob
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -1002,6 +1003,43 @@ def first_other_device_deferral_ns(run: Run) -> int | None:
     found = Runs([run]).aggregate(Aggregate("requests", {}, {"first": ("min", "queue_ns")},
                                             f"({_CAUSE_SQL}) = 2"))
     return None if found.empty or pd.isna(found.at[0, "first"]) else int(found.at[0, "first"])
+
+
+@dataclass
+class TimelineWindow:
+    """The rows of a short window of a run, for timelines: `frames` maps a table name to the rows that
+    start in [start_ms, start_ms + window_ms) (ms since the run's start); tables the run lacks are absent."""
+
+    start_ms: float
+    window_ms: float
+    frames: dict[str, pd.DataFrame]
+
+
+#: what a timeline shows of each table: its columns, the first being the time a row is placed by
+TIMELINE_COLUMNS = {
+    "sections": ["begin_ns", "tid", "owner", "end_ns"],
+    "requests": ["queue_ns", "tid", "device", "submit_ns", "section_owner"],
+    "submits": ["start_ns", "tid", "nr_sqes"],
+    "enters": ["ts_ns", "tid", "to_submit"],
+    "block_rq": ["issue_ns"],
+}
+
+
+def timeline_window(run: Run, start_ms: float | None = None, window_ms: float | None = None) -> TimelineWindow:
+    """A short window of the run, read with Parquet filters (row groups outside it are skipped).
+
+    By default the window holds about 40 submits and starts a little before the
+    first request deferred into another device's section, when there is one.
+    """
+    rate = run.summary.get("nr_submits", 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
+    if window_ms is None:
+        window_ms = 40 / rate * 1e3 if rate > 0 else 1.0
+    if start_ms is None:
+        first = first_other_device_deferral_ns(run)
+        start_ms = max((first - run.start_ns) / 1e6 - window_ms / 4, 0.0) if first is not None else 0.0
+    frames = {table: run.arrow(table, columns, run.window_filters(columns[0], (start_ms, start_ms + window_ms)))
+              .to_pandas() for table, columns in TIMELINE_COLUMNS.items() if run.has(table)}
+    return TimelineWindow(start_ms, window_ms, frames)
 
 
 def _cdf_bins(table: str, where: str) -> Aggregate:

@@ -37,9 +37,9 @@ from .analysis import (  # noqa: E402
     df_latency_cdf,
     df_sqes_over_time,
     df_wait_histogram,
-    first_other_device_deferral_ns,
     requires,
     submit_latency_percentiles,
+    timeline_window,
 )
 
 __all__ = [
@@ -148,18 +148,6 @@ def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, so
     return ax
 
 
-def _default_window(run: Run) -> tuple[float, float]:
-    """A window (start, length in ms) showing about 40 submits, placed at the first
-    request deferred into another device's section when there is one."""
-    rate = run.summary.get("nr_submits", 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
-    length_ms = 40 / rate * 1e3 if rate > 0 else 1.0
-    start_ms = 0.0
-    first = first_other_device_deferral_ns(run)
-    if first is not None:
-        start_ms = max((first - run.start_ns) / 1e6 - length_ms / 4, 0.0)
-    return start_ms, length_ms
-
-
 class _Lanes:
     """Horizontal lanes of a timeline, created in the order first used."""
 
@@ -184,16 +172,8 @@ def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = Non
     SQEs), and, when traced, block requests issued. x: ms from the run's start.
     By default the window holds about 40 submits around the first deferral.
     """
-    auto_start, auto_len = _default_window(run)
-    start_ms = auto_start if start_ms is None else start_ms
-    window_ms = auto_len if window_ms is None else window_ms
-    lo = run.start_ns + int(start_ms * 1e6)
-    hi = lo + int(window_ms * 1e6)
-
-    def rows(table: str, columns: list[str], time_column: str) -> pd.DataFrame | None:
-        if not run.has(table):
-            return None
-        return run.arrow(table, columns, filters=[(time_column, ">=", lo), (time_column, "<", hi)]).to_pandas()
+    tl = timeline_window(run, start_ms, window_ms)
+    start_ms, window_ms, rows = tl.start_ms, tl.window_ms, tl.frames
 
     def ms(ns: Any) -> Any:
         return (np.asarray(ns) - run.start_ns) / 1e6
@@ -201,14 +181,14 @@ def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = Non
     ax = _axes(ax, (11, 5))
     lane = _Lanes()
     devices: set[int] = set()
-    sections = rows("sections", ["tid", "owner", "begin_ns", "end_ns"], "begin_ns")
+    sections = rows.get("sections")
     if sections is not None:
         for (tid, owner), s in sections.groupby(["tid", "owner"]):
             devices.add(owner)
             y = lane(f"tid {tid} plug sections")
             spans = list(zip(ms(s["begin_ns"]), (s["end_ns"] - s["begin_ns"]) / 1e6))
             ax.broken_barh(spans, (y - 0.35, 0.7), color=_device_color(owner), alpha=0.6)
-    requests = rows("requests", ["tid", "device", "queue_ns", "submit_ns", "section_owner"], "queue_ns")
+    requests = rows.get("requests")
     if requests is not None:
         for tid, r in requests.groupby("tid"):
             y = lane(f"tid {tid} requests queued")
@@ -219,14 +199,14 @@ def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = Non
                       color="tab:red", linewidth=1)
     for table, columns, label in (("submits", ["tid", "start_ns", "nr_sqes"], "submits (app)"),
                                   ("enters", ["tid", "ts_ns", "to_submit"], "io_uring_enter (kernel)")):
-        events = rows(table, columns, columns[1])
+        events = rows.get(table)
         if events is None:
             continue
         for tid, e in events[events[columns[2]] > 0].groupby("tid"):
             y = lane(f"tid {tid} {label}")
             ax.scatter(ms(e[columns[1]]), np.full(len(e), y), s=8 * e[columns[2]], marker="|",
                        color="black" if table == "submits" else "tab:purple")
-    block = rows("block_rq", ["issue_ns"], "issue_ns")
+    block = rows.get("block_rq")
     if block is not None and len(block):
         ax.scatter(ms(block["issue_ns"]), np.full(len(block), lane("block requests issued (kernel)")),
                    marker="|", color="tab:brown", s=40)

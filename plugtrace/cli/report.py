@@ -28,13 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directories written by plugtrace record, directories of them, or globs")
     parser.add_argument("-o", "--output", default="report.html", type=Path,
                         help="HTML file to write (default: %(default)s)")
+    parser.add_argument("--static", action="store_true",
+                        help="every plot as a PNG, no JavaScript (default: batch sizes, latency and the timeline "
+                             "zoom and pan, with BokehJS inlined)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..report import render
 
     runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
-    html = render(runs)
+    html = render(runs, interactive=not args.static)
     try:
         args.output.write_text(html, encoding="utf-8")
     except OSError as exc:

@@ -37,6 +37,9 @@ from ..plots import (
     plot_timeline,
 )
 
+from . import interactive as interactive_plots
+from .interactive import embed
+
 __all__ = ["render", "render_summary"]
 
 _env = jinja2.Environment(
@@ -53,7 +56,9 @@ _DPI = 90
 @dataclass
 class _Plot:
     title: str
-    png_base64: str
+    png_base64: str = ""
+    #: an interactive figure's <div> and <script> (instead of a PNG)
+    html: str = ""
 
 
 @dataclass
@@ -105,22 +110,30 @@ def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
         return None
 
 
-def _run_view(run: Run, index: int, plots: bool = True) -> _RunView:
+def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = False) -> _RunView:
     view = _RunView(run, anchor=f"run-{index}")
     if not plots:
         return view
 
-    def plot(title: str, draw: Callable[[Any], Any], figsize: tuple[float, float] = (6.3, 3.5)) -> None:
+    def plot(title: str, draw: Callable[[Any], Any], figsize: tuple[float, float] = (6.3, 3.5),
+             zoomable: Callable[[Run], Any] | None = None) -> None:
+        if interactive and zoomable is not None:
+            html = _add(view, title, lambda: embed(zoomable(run)))
+            if html is not None:
+                view.plots.append(_Plot(title, html=html))
+            return
         png = _add(view, title, lambda: _png(lambda fig: draw(fig.subplots()), figsize))
         if png is not None:
             view.plots.append(_Plot(title, png))
 
     # Every plot and table summarises the run out of core: a report of a run of any size holds no table.
-    plot("Batch sizes", lambda ax: plot_batch_sizes(run, ax=ax))
+    plot("Batch sizes", lambda ax: plot_batch_sizes(run, ax=ax), zoomable=interactive_plots.batch_sizes)
     if run.has("submits") or run.has("enters"):
-        plot("Batch size over time", lambda ax: plot_sqes_over_time(run, ax=ax))
-    plot("Submit latency", lambda ax: plot_submit_latency_cdf(run, ax=ax))
-    plot("Timeline", lambda ax: plot_timeline(run, ax=ax), figsize=(11, 4.5))
+        plot("Batch size over time", lambda ax: plot_sqes_over_time(run, ax=ax),
+             zoomable=interactive_plots.sqes_over_time)
+    plot("Submit latency", lambda ax: plot_submit_latency_cdf(run, ax=ax),
+         zoomable=interactive_plots.submit_latency if run.has("submits") or run.has("enters") else None)
+    plot("Timeline", lambda ax: plot_timeline(run, ax=ax), figsize=(11, 4.5), zoomable=interactive_plots.timeline)
     if run.has("requests"):
         plot("Wait before submission, by cause", lambda ax: plot_deferral_delays(run, ax=ax))
         view.tables.append(("Deferrals by cause", _html_table(df_deferral_stats(run))))
@@ -177,12 +190,16 @@ def _status_note(run: Run) -> str | None:
 MAX_PLOTTED_RUNS = 12
 
 
-def render(runs: Sequence[Run] | Runs) -> str:
+def render(runs: Sequence[Run] | Runs, interactive: bool = True) -> str:
     """One self-contained HTML page about `runs`: environment, config, summary,
     plots, what could not be measured, and a comparison when there are several.
-    Past `MAX_PLOTTED_RUNS` runs, each run's section has no plots."""
+    Past `MAX_PLOTTED_RUNS` runs, each run's section has no plots.
+
+    `interactive`: the batch-size, batch-over-time, submit-latency and timeline
+    plots as zoomable Bokeh figures (BokehJS inlined, ~1.3 MB; still offline);
+    otherwise every plot is a PNG."""
     plots = len(runs) <= MAX_PLOTTED_RUNS
-    views = [_run_view(run, i, plots) for i, run in enumerate(runs)]
+    views = [_run_view(run, i, plots, interactive) for i, run in enumerate(runs)]
     comparison = None
     if len(runs) > 1:
         compare = df_compare(runs)
@@ -190,8 +207,10 @@ def render(runs: Sequence[Run] | Runs) -> str:
         comparison = {"table": _html_table(compare), "plot": png, "diff": None, "noise_pct": DEFAULT_NOISE * 100}
         if len(runs) == 2:
             comparison["diff"] = _diff_table(df_diff(*runs))
+    uses_bokeh = any(p.html for v in views for p in v.plots)
     return _env.get_template("report.html.j2").render(
         views=views, comparison=comparison, compact=False, version=__version__, status_note=_status_note,
+        bokeh_js=interactive_plots.bokeh_js() if uses_bokeh else "",
     )
 
 
