@@ -95,3 +95,18 @@ def test_cli_export(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "plugtrace", "export", str(DATA / "defer")], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "--perfetto" in bad.stderr
+
+
+@pytest.mark.parametrize("kernel", ["events", "aggregate"])
+def test_a_traced_programs_run_exports_what_it_has(tmp_path, kernel):
+    """A traced program (fio, QEMU) has no engine log: its kernel events, or nothing to draw but counters."""
+    run = Run.open(write_run(tmp_path / "fio", strategy="immediate", app=False, kernel=kernel, requests=3000))
+    summary = run.to_perfetto(tmp_path / "fio.pftrace")
+    names, begins, ends, counters, *_ = _parse(tmp_path / "fio.pftrace")
+    assert summary["requests"] == summary["sections"] == summary["submits"] == 0
+    if kernel == "events":
+        assert begins["io_uring_enter (kernel)"] == len(run.table("enters")) > 0
+        submitting = run.table("enters")["to_submit"]
+        assert sorted(counters["SQEs per submit"]) == sorted(submitting[submitting > 0].tolist())
+    else:
+        assert summary["packets"] == 1  # only the process track: an aggregate-only run has no events
