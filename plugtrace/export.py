@@ -109,8 +109,8 @@ class _Writer:
         ts = np.asarray(ts, dtype=np.int64)
         self.ts.append(ts)
         self.rank.append(np.full(len(ts), rank, dtype=np.int8))
-        self.kind.append(np.full(len(ts), len(self.emitters), dtype=np.int32))
-        self.row.append(np.arange(len(ts), dtype=np.int64))
+        self.kind.append(np.full(len(ts), len(self.emitters), dtype=np.int16))
+        self.row.append(np.arange(len(ts), dtype=np.int32))  # a table of more than 2**31 rows is not exported whole
         self.emitters.append(emit)
 
     def finish(self) -> int:

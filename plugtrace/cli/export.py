@@ -22,6 +22,10 @@ machine) or query it with trace_processor.
 """
 
 
+#: past this many requests, suggest a window (each request makes ~10 packets, ~340 bytes in all)
+BIG_RUN_REQUESTS = 2_000_000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run directory written by plugtrace record")
     parser.add_argument("--perfetto", action="store_true", help="write a Perfetto trace (the only format so far)")
@@ -40,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--window-ms START END needs START < END")
     source = Run.open(args.run)
     out = args.output or Path(f"{source.name}.pftrace")
+    requests = (source.meta.get("tables") or {}).get("requests", {}).get("rows", 0)
+    if requests > BIG_RUN_REQUESTS and not args.window_ms:
+        print(f"note: {requests:,} requests make a trace of several GB, more than Perfetto's UI opens in a browser "
+              "tab (about 1-2 GB); --window-ms START END exports part of the run")
     try:
         summary = to_perfetto(source, out, window_ms=tuple(args.window_ms) if args.window_ms else None)
     except OSError as exc:
