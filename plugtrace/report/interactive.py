@@ -78,7 +78,7 @@ def sqes_over_time(run: Run) -> Any:
     from bokeh.models import ColumnDataSource, HoverTool
 
     bins = df_sqes_over_time(run)
-    source = ColumnDataSource(bins)
+    source = ColumnDataSource({column: bins[column].to_numpy() for column in bins.columns})
     fig = _figure(f"Batch size over time — {run.name}", "time since run start (ms)", "SQEs per io_uring_enter()",
                   name="sqes_over_time")
     fig.varea(x="t_ms", y1=0, y2="max_nr_sqes", source=source, fill_alpha=0.2, fill_color="#1f77b4",
