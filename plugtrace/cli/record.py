@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -90,7 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "markers (default: all, except enters in aggregate mode, where uring_requests counts SQEs "
                         "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
                         "latency, at the price of every system call of the machine passing a tracepoint; "
-                        "for a traced program, markers only if it has plugtrace loaded, and block_rq and "
+                        "markers, the uprobes on plugtrace's own plug sections, only when named: the engine "
+                        "logs its sections itself and a uprobe trap per marker costs it about half its IOPS; "
+                        "for a traced program, block_rq and "
                         "block_unplug only with --watch-device: they cost it 2-3 probe hits per I/O). "
                         "Every probe hit costs the traced program time: trace what you need")
     t.add_argument("--measure-overhead", action="store_true",
@@ -335,8 +338,12 @@ def run(args) -> int:
         overhead = None
         if args.measure_overhead and args.mode != "off":
             print("measuring untraced baseline ...", file=sys.stderr)
-            baseline = run_workload(cfg, target.path, target.size_bytes, lambda name, cols: None,
-                                    progress=_Progress(cfg.duration_s, args.quiet))
+            # the baseline writes its log too, beside the run, as the traced run will: the ratio is tracing's alone
+            with tempfile.TemporaryDirectory(prefix=".untraced-baseline-", dir=out) as scratch:
+                scratch_log = RunWriter(Path(scratch) / "run", {"config": config})
+                baseline = run_workload(cfg, target.path, target.size_bytes, scratch_log.append,
+                                        progress=_Progress(cfg.duration_s, args.quiet))
+                scratch_log.close_tables()
             overhead = {"untraced_iops": round(baseline.iops, 1)}
         tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer,
                                         probes)

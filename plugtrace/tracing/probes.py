@@ -54,6 +54,8 @@ class ProbeSpec:
     only_when_asked: tuple[str, ...] = ()
     #: runs by default only when the block device is known (see `BLOCK_PROBES_WITHOUT_A_DEVICE`)
     default_needs_device: bool = False
+    #: why it is off unless named in --probes, and how to turn it on (recorded in meta.json's probes.not_asked)
+    off_by_default: str = ""
     #: what it tells, for messages and `plugtrace doctor`
     purpose: str = ""
 
@@ -67,6 +69,13 @@ class ProbeSpec:
 
 
 I64, I32 = pa.int64(), pa.int32()
+
+#: why the uprobes on our plug-section markers stay off unless asked for. The engine logs every section,
+#: request and submit itself; a uprobe traps into the kernel at each marker it fires (two per section, and
+#: in events mode one per request), which costs the engine about half its IOPS (README, "Tracing").
+MARKERS_OFF_BY_DEFAULT = ("off by default: the engine logs its sections itself, and a uprobe trap per "
+                          "marker costs it about half its IOPS; name markers in --probes to see the sections "
+                          "from the kernel's side too")
 
 PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec(
@@ -117,12 +126,15 @@ PROBES: tuple[ProbeSpec, ...] = (
         needs_uprobes=True,
         labels=(("marker", ("section_begin", "section_end", "deferred_run", "request_queued", "submit")),),
         modes=("events",),
+        only_when_asked=("events",),
+        off_by_default=MARKERS_OFF_BY_DEFAULT,
         purpose="plugtrace's plug sections and requests (uprobes on the extension's markers)",
     ),
     # aggregate mode: the same table name, without the per-request marker (a
     # uprobe hit per request would cost more than everything else together)
     ProbeSpec(
         "markers", "section_markers.bt", (), (), needs_uprobes=True, modes=("aggregate",),
+        only_when_asked=("aggregate",), off_by_default=MARKERS_OFF_BY_DEFAULT,
         purpose="plugtrace's plug sections, counted (uprobes on the extension's markers)",
     ),
 )

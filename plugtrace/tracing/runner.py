@@ -237,6 +237,8 @@ class Tracer:
             if self.mode not in spec.modes or (self.only is not None and spec.table not in self.only):
                 continue
             if self.mode in spec.only_when_asked and self.only is None:
+                if spec.off_by_default and not (spec.needs_uprobes and self.marker_lib is None):
+                    self.not_asked[spec.table] = spec.off_by_default
                 continue
             if spec.default_needs_device and self.only is None and self.device is None:
                 self.not_asked[spec.table] = BLOCK_PROBES_WITHOUT_A_DEVICE

@@ -145,9 +145,11 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
     # the tracer's stop / table finishing; both modes, both device kinds
     for i, delay in enumerate([0.05, 0.6, rng.uniform(1.0, 2.5), 3.2, 3.6]):
         out = tmp_path / f"r{i}"
+        # every probe, markers too: a bpftrace process among them, attaching or stopping when the signal lands
+        probes = ("enters," if i % 2 else "") + "uring_requests,block_rq,block_unplug,markers"
         proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram" if i % 2 else "loop", "--size", "128M",
                                  "--mode", "events" if i % 2 else "aggregate", "--duration", "2", "--quiet",
-                                 "-o", str(out)],
+                                 "--probes", probes, "-o", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         proc.send_signal(sig)

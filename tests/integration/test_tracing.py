@@ -120,7 +120,7 @@ def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
 def test_markers_give_one_begin_end_pair_per_section(tmp_path, bpf):
     out = tmp_path / "run"
     record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "8",
-           "--interleave", "0.2", "--requests", "5000", "--mode", "events")
+           "--interleave", "0.2", "--requests", "5000", "--mode", "events", "--probes", "markers,enters")
     markers = read_table(out, "markers")
     sections = read_table(out, "sections")
     begins = markers[markers["marker"] == "section_begin"]
@@ -273,10 +273,13 @@ def test_a_traced_program_gets_the_markers_only_when_it_loads_plugtrace(tmp_path
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(3)  # its extension loaded and its sections running
-        record(tmp_path / "attached", "--pid", str(ours.pid), "--duration", "2")
+        record(tmp_path / "default", "--pid", str(ours.pid), "--duration", "1")
+        record(tmp_path / "attached", "--pid", str(ours.pid), "--duration", "2", "--probes", "uring_requests,markers")
     finally:
         ours.terminate()
         ours.wait(30)
+    # off by default even then (a uprobe trap per marker), and the run says how to turn them on
+    assert "--probes" in read_meta(tmp_path / "default")["probes"]["not_asked"]["markers"]
     counters = dict(zip(*read_table(tmp_path / "attached", "counters")[["name", "value"]].T.values))
     assert counters.get("nr_markers_section_begin", 0) > 0, counters
 
@@ -294,8 +297,8 @@ def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
     """The markers' events come from bpftrace (uprobes; the others from our ring buffer readers)."""
     out = tmp_path / "run"
     proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--duration", "8",
-                             "--mode", "events", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--mode", "events", "--probes", "enters,uring_requests,block_rq,block_unplug,markers",
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     victim = None
     while victim is None and time.monotonic() < deadline:
