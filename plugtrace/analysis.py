@@ -50,6 +50,7 @@ __all__ = [
     "df_requests",
     "df_deferrals",
     "df_deferral_stats",
+    "df_interleaving_delays",
     "df_unplugs",
     "df_latency_percentiles",
     "df_latency_cdf",
@@ -69,6 +70,7 @@ TABLE_SOURCES = {
     "block_rq": "the block request probe (events mode)",
     "block_unplug": "the block unplug probe (events mode)",
     "markers": "the uprobe marker probe (events mode)",
+    "handlers": "the engine's handler log (written by plugtrace record since handler runs are logged)",
     "histograms": "the in-kernel histograms (aggregate mode)",
     "counters": "the in-kernel counters (aggregate mode)",
 }
@@ -996,6 +998,42 @@ def df_wait_histogram(run_or_deferrals: Run | pd.DataFrame, bins: int = 60) -> t
     return hist, stats
 
 
+@requires("requests")
+def df_interleaving_delays(run: Run) -> pd.DataFrame:
+    """The exact delay `aio_poll()` interleaving caused each request it deferred (out of core).
+
+    One row per submitted request queued inside a section another device's
+    handler opened (cause ``other_device_section``). Its own handler's section
+    ended inside that outer section (the `handlers` table logs when); without
+    the outer section its requests would have left right then. A device with
+    no handler section (IDE) would have submitted at once, when it queued.
+
+    Columns: ``req_id``, ``thread``, ``device``, ``section_owner`` (whose
+    section held it), ``queue_ns``, ``submit_ns``, ``handler_end_ns`` (its own
+    handler's section end, ns; NaN when it had none), ``deferral_ns``
+    (submit_ns minus that end, or minus queue_ns without one; 0 when it left
+    no later than that anyway). Runs recorded before handlers were logged have
+    no `handlers` table: their ``deferral_ns`` is NaN.
+    """
+    requests = _file_source(Runs([run]).files("requests"))
+    deferred = f"SELECT * FROM {requests} WHERE {_DEFERRED_SQL} AND ({_CAUSE_SQL}) = 2"
+    columns = "r.req_id, r.thread, r.device, r.section_owner, r.queue_ns, r.submit_ns"
+    if run.has("handlers"):
+        handlers = _file_source(Runs([run]).files("handlers"))
+        query = (f"SELECT {columns}, CASE WHEN h.end_ns >= r.queue_ns THEN h.end_ns END AS handler_end_ns "
+                 f"FROM ({deferred}) AS r ASOF LEFT JOIN (SELECT thread, device, begin_ns, end_ns FROM {handlers}) AS h "
+                 f"ON r.thread = h.thread AND r.device = h.device AND r.queue_ns >= h.begin_ns ORDER BY r.queue_ns")
+    else:
+        query = f"SELECT {columns}, NULL::BIGINT AS handler_end_ns FROM ({deferred}) AS r ORDER BY r.queue_ns"
+    df = default_engine().connection.execute(query).df()
+    end = df["handler_end_ns"].to_numpy(dtype=np.float64)
+    base = np.where(np.isnan(end), df["queue_ns"].to_numpy(dtype=np.float64), end)
+    df["handler_end_ns"] = end
+    df["deferral_ns"] = (np.maximum(df["submit_ns"].to_numpy(dtype=np.float64) - base, 0.0)
+                         if run.has("handlers") else np.full(len(df), np.nan))
+    return df
+
+
 def first_other_device_deferral_ns(run: Run) -> int | None:
     """When the first request deferred into another device's section was queued (ns), or None."""
     if not run.has("requests"):
@@ -1156,7 +1194,10 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     Columns: ``req_id``, ``thread``, ``device``, ``section_id``,
     ``section_owner``, ``cause`` (categorical, see `CAUSES`), ``wait_ns``
     (submit_ns - queue_ns), ``extra_wait_ns`` (wait_ns minus the median wait of
-    the run's requests not deferred to another device; ns, may be negative).
+    the run's requests not deferred to another device; ns, may be negative),
+    ``deferral_ns`` (the delay the interleaving caused, exactly: see
+    `df_interleaving_delays`; 0 for requests not deferred into another
+    device's section; NaN for runs without a `handlers` table).
     """
     t = run.arrow("requests", ["req_id", "thread", "device", "section_id", "section_owner", "sync",
                                "queue_ns", "submit_ns"], run.window_filters("queue_ns", window_ms), sample)
@@ -1168,6 +1209,11 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     codes = np.where(owner < 0, 0, np.where(other, 2, 1)).astype(np.int8)
     wait = t.column("submit_ns").to_numpy() - t.column("queue_ns").to_numpy()
     baseline = float(Runs([run])._baseline_wait().get(0, 0.0))
+    delays = df_interleaving_delays(run).set_index("req_id")["deferral_ns"]
+    req_id = t.column("req_id").to_numpy()
+    deferral = np.where(other, delays.reindex(req_id).to_numpy(dtype=np.float64), 0.0)
+    if not run.has("handlers"):
+        deferral = np.full(len(req_id), np.nan)
     return pd.DataFrame({
         "req_id": t.column("req_id").to_numpy(),
         "thread": t.column("thread").to_numpy(),
@@ -1177,6 +1223,7 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
         "cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)),
         "wait_ns": wait,
         "extra_wait_ns": wait - baseline,
+        "deferral_ns": deferral,
     })
 
 

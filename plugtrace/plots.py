@@ -34,6 +34,7 @@ from .analysis import (  # noqa: E402
     Run,
     df_batch_sizes,
     df_compare,
+    df_interleaving_delays,
     df_latency_cdf,
     df_sqes_over_time,
     df_wait_histogram,
@@ -48,6 +49,7 @@ __all__ = [
     "plot_submit_latency_cdf",
     "plot_timeline",
     "plot_deferral_delays",
+    "plot_interleaving_delays",
     "plot_compare",
 ]
 
@@ -247,6 +249,39 @@ def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins:
     ax.set_ylabel("requests per bin")
     ax.legend(fontsize="small")
     _title(ax, "Wait before submission, by cause", data)
+    return ax
+
+
+@requires("handlers")
+def plot_interleaving_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 50) -> Axes:
+    """How long aio_poll() interleaving held back each request it deferred (x: µs, log), per device.
+
+    `data`: a Run or a `df_interleaving_delays` frame. The delay runs from the
+    end of the request's own handler section to its submit (see
+    `df_interleaving_delays`); the legend gives each device's count, median
+    and p99 delay and their sum.
+    """
+    d = _frame(data, df_interleaving_delays)
+    d = d[d["deferral_ns"].notna()]
+    ax = _axes(ax)
+    delay_us = np.maximum(d["deferral_ns"].to_numpy(), 1) / 1e3
+    if len(d):
+        edges = np.logspace(np.log10(delay_us.min()), np.log10(delay_us.max()) + 1e-9, bins + 1)
+        for device, mine in d.groupby("device"):
+            us = np.maximum(mine["deferral_ns"].to_numpy(), 1) / 1e3
+            counts, _ = np.histogram(us, bins=edges)
+            p50, p99 = np.percentile(mine["deferral_ns"].to_numpy(), [50, 99]) / 1e3
+            ax.stairs(counts, edges, color=_device_color(device), linewidth=1.5,
+                      label=f"device {device}: {len(mine):,} requests, median {p50:.1f} µs, p99 {p99:.1f} µs, "
+                            f"{mine['deferral_ns'].sum() / 1e6:.2f} ms in all")
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no request was deferred into another device's section", ha="center",
+                transform=ax.transAxes)
+    ax.set_xscale("log")
+    ax.set_xlabel("delay caused by interleaving: own section end to submit (µs, log scale)")
+    ax.set_ylabel("requests per bin")
+    _title(ax, "Delay caused by aio_poll() interleaving", data)
     return ax
 
 

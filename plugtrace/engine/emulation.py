@@ -25,9 +25,13 @@ from typing import Callable
 
 import numpy as np
 
+from .. import plug
+from ..uring._binding import lib
 from .driver import OP_READ, OP_WRITE, IoUringDriver
 from .eventloop import EventLoop
 from .strategies import Strategy
+
+now_ns = lib.pt_now_ns
 
 __all__ = ["Device", "VirtioBlk", "Ide", "Guest", "DEVICE_KINDS"]
 
@@ -50,6 +54,8 @@ class Device:
         self.region_bytes = region_bytes
         #: device-plug strategy: this device's own plug count (bdrv_io_plug)
         self.io_plugged = 0
+        #: called with (device, begin_ns, end_ns, outermost section id, its owner) after each handler run
+        self.on_handler: Callable[[int, int, int, int, int], None] | None = None
         self.bs = 0
         self.done: Callable[[int, int], None] | None = None
 
@@ -90,8 +96,10 @@ class VirtioBlk(Device):
     def handle_vq(self) -> None:
         self.in_handler = True
         strategy = self.strategy
+        begin_ns = now_ns()
         try:
             strategy.handler_begin(self)
+            section = plug.current_section()
             try:
                 if self.interleave and self.loop.depth == 1 and self.rng.random() < self.interleave:
                     self._synchronous_read()
@@ -100,6 +108,10 @@ class VirtioBlk(Device):
                     self.vq_ops, self.vq_offsets = [], []
                     self.driver.submit_requests(self.fd, ops, offsets, self.bs, self.index, self.done)
             finally:
+                # the handler's own section ends here: inside another device's section, this is when its
+                # requests would have left had that section not been open (the delay interleaving causes)
+                if self.on_handler is not None:
+                    self.on_handler(self.index, begin_ns, now_ns(), *section)
                 strategy.handler_end(self)
         finally:
             self.in_handler = False

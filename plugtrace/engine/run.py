@@ -136,6 +136,8 @@ class _SectionLog(plug.SectionHooks):
         self.thread = thread
         self.tid = tid
         self.rows: list[tuple] = []
+        #: one row per virtio-blk handler run (see `handler`)
+        self.handler_rows: list[tuple] = []
         self._begin_ns = 0
         self._polls = 0
         self._calls = 0
@@ -157,6 +159,19 @@ class _SectionLog(plug.SectionHooks):
             (section_id, self.thread, self.tid, owner, self._begin_ns, lib.pt_now_ns(), self._calls,
              self.loop.nested_polls - self._polls)
         )
+
+    def handler(self, device, begin_ns, end_ns, section_id, section_owner):
+        """A device's handler ran from `begin_ns` until its own section ended at `end_ns`, inside the
+        outermost section `section_id` opened by `section_owner` (another device's: it was interleaved)."""
+        self.handler_rows.append((self.thread, self.tid, device, begin_ns, end_ns, section_id, section_owner))
+
+    def handlers_table(self) -> dict[str, np.ndarray]:
+        cols = list(zip(*self.handler_rows)) if self.handler_rows else [[]] * 7
+        names = ("thread", "tid", "device", "begin_ns", "end_ns", "section_id", "section_owner")
+        types = ("i4", "i4", "i4", "i8", "i8", "i8", "i4")
+        out = {n: np.asarray(c, dtype=t) for n, c, t in zip(names, cols, types)}
+        self.handler_rows = []
+        return out
 
     def table(self) -> dict[str, np.ndarray]:
         cols = list(zip(*self.rows)) if self.rows else [[]] * 8
@@ -330,6 +345,7 @@ def run_workload(
                     per_guest = max(1, config.requests // ndev)
                 guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest,
                               seed=rng.getrandbits(63), on_written=written.mark if written else None)
+                dev.on_handler = hooks.handler
                 state["devices"].append(dev)
                 state["guests"].append(guest)
             all_started.wait()
@@ -346,6 +362,8 @@ def run_workload(
                 if check_every & 15 == 0 or driver.in_flight == 0:
                     if len(hooks.rows) >= SECTION_FLUSH_ROWS:  # the log stays small however long the run
                         logs.put("sections", hooks.table())
+                    if len(hooks.handler_rows) >= SECTION_FLUSH_ROWS:
+                        logs.put("handlers", hooks.handlers_table())
                     if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                         for g in guests:
                             g.stop()
@@ -372,6 +390,8 @@ def run_workload(
                     driver.close()
                 if hooks is not None and hooks.rows:  # also when the run failed: keep what was logged
                     logs.put("sections", hooks.table())
+                if hooks is not None and hooks.handler_rows:
+                    logs.put("handlers", hooks.handlers_table())
                 loop.close()
             except BaseException as exc:
                 errors.append(exc)

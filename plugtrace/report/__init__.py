@@ -32,6 +32,7 @@ from ..plots import (
     plot_batch_sizes,
     plot_compare,
     plot_deferral_delays,
+    plot_interleaving_delays,
     plot_sqes_over_time,
     plot_submit_latency_cdf,
     plot_timeline,
@@ -136,6 +137,7 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
     plot("Timeline", lambda ax: plot_timeline(run, ax=ax), figsize=(11, 4.5), zoomable=interactive_plots.timeline)
     if run.has("requests"):
         plot("Wait before submission, by cause", lambda ax: plot_deferral_delays(run, ax=ax))
+        plot("Delay caused by aio_poll() interleaving", lambda ax: plot_interleaving_delays(run, ax=ax))
         view.tables.append(("Deferrals by cause", _html_table(df_deferral_stats(run))))
     else:
         _add(view, "Deferrals", lambda: run.require("requests", user="the deferral analysis"))

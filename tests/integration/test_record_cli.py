@@ -159,3 +159,25 @@ def test_signal_mid_record_keeps_data_and_leaves_nothing_behind(tmp_path, sig, d
     assert pq.read_table(out / "tables" / "requests.parquet").num_rows > 0
     assert loop_devices() == loops, "a loop device was left behind"
     assert zram_devices() == zrams, "a zram device was left behind"
+
+
+def test_the_delay_interleaving_causes_is_measured_on_a_real_run(tmp_path):
+    """Handlers of other devices run inside a polling section; each request they queue is held from
+    its own handler's section end until the outer section ends, and the run says by how long."""
+    require_root()
+    from plugtrace.analysis import Run, df_deferrals
+
+    out = tmp_path / "run"
+    p = run("record", "--device", "zram", "--size", "128M", "--devices", "3", "--interleave", "0.3",
+            "--iodepth", "16", "--requests", "20000", "--mode", "off", "--quiet", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    r = Run.open(out)
+    handlers = r.table("handlers")
+    nested = handlers[handlers["section_owner"] != handlers["device"]]
+    assert len(nested) > 10, "other devices' handlers ran inside a polling section"
+    d = df_deferrals(r)
+    other = d[d["cause"] == "other_device_section"]
+    assert len(other) > 100
+    assert (other["deferral_ns"] >= 0).all() and (other["deferral_ns"] <= other["wait_ns"]).all()
+    assert (other["deferral_ns"] > 0).mean() > 0.5
+    assert (d.loc[d["cause"] != "other_device_section", "deferral_ns"] == 0).all()
