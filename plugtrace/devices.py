@@ -21,8 +21,11 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .errors import CapabilityError, DeviceError, UsageError
 
@@ -142,17 +145,41 @@ def _require_root(what: str) -> None:
         raise CapabilityError(f"{what} needs root (run as root, or use --device file:PATH)")
 
 
-def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None) -> Target:
-    """A loop device with direct I/O over a new sparse file in `directory` (default /var/tmp)."""
+#: bytes written per call when filling a loop device's backing file
+_FILL_CHUNK = 4 << 20
+
+
+def _fill(fd: int, size_bytes: int) -> None:
+    """Write data over the whole file (a fixed pseudo-random chunk, repeated), on disk, out of the page cache."""
+    chunk = np.random.default_rng(0x9E3779B9).integers(0, 256, _FILL_CHUNK, dtype=np.uint8).tobytes()
+    view = memoryview(chunk)
+    offset = 0
+    while offset < size_bytes:
+        offset += os.pwrite(fd, view[:min(_FILL_CHUNK, size_bytes - offset)], offset)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, size_bytes, os.POSIX_FADV_DONTNEED)  # reads must come from the disk, not memory
+
+
+def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None, sparse: bool = False) -> Target:
+    """A loop device with direct I/O over a new file in `directory` (default /var/tmp).
+
+    The file is filled with data first, so that reads reach storage as they
+    would on a real disk: a sparse file's holes read as zeros from no storage
+    at all, which flatters every number. `sparse` skips the filling.
+    """
     _require_root("creating a loop device")
     directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
     fd, backing = tempfile.mkstemp(prefix="plugtrace-loop-", suffix=".img", dir=directory)
+    t0 = time.monotonic()
     try:
         os.ftruncate(fd, size_bytes)
+        if not sparse:
+            _fill(fd, size_bytes)
     except OSError as exc:
         os.close(fd)
         _unlink(backing)
         raise DeviceError(f"cannot make a {size_bytes}-byte backing file in {directory}: {exc.strerror}") from None
+    fill_s = time.monotonic() - t0
     os.close(fd)
     try:
         path = _run(["losetup", "--direct-io=on", "--find", "--show", backing])
@@ -162,6 +189,9 @@ def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None) ->
     target = _register(Target("loop", path, size_bytes, True, True, backing_file=backing))
     dio = Path(f"/sys/block/{os.path.basename(path)}/loop/dio")
     target.extra["direct_io"] = dio.exists() and dio.read_text().strip() == "1"
+    target.extra["backing"] = "sparse" if sparse else "filled"
+    if not sparse:
+        target.extra["fill_s"] = round(fill_s, 3)
     return target
 
 
@@ -291,10 +321,11 @@ def block_stat(path: str) -> dict[str, int]:
     return dict(zip(_STAT_FIELDS, map(int, fields)))
 
 
-def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False) -> Target:
-    """`loop`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours to write)."""
+def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False, sparse: bool = False) -> Target:
+    """`loop`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours to write).
+    `sparse`: a loop device over a sparse file, not filled with data first."""
     if spec == "loop":
-        return create_loop(size_bytes)
+        return create_loop(size_bytes, sparse=sparse)
     if spec == "zram":
         return create_zram(size_bytes)
     if spec.startswith("file:"):

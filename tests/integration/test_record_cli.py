@@ -181,3 +181,17 @@ def test_the_delay_interleaving_causes_is_measured_on_a_real_run(tmp_path):
     assert (other["deferral_ns"] >= 0).all() and (other["deferral_ns"] <= other["wait_ns"]).all()
     assert (other["deferral_ns"] > 0).mean() > 0.5
     assert (d.loc[d["cause"] != "other_device_section", "deferral_ns"] == 0).all()
+
+
+def test_loop_devices_are_filled_with_data_unless_sparse(tmp_path):
+    """A sparse backing file reads holes from no storage; by default the file holds data, and the run says which."""
+    require_root()
+    for extra, backing in (((), "filled"), (("--sparse",), "sparse")):
+        out = tmp_path / backing
+        p = run("record", "--device", "loop", "--size", "64M", "--mode", "off", "--requests", "2000", *extra,
+                "-o", str(out))
+        assert p.returncode == 0, p.stderr
+        device = json.loads((out / "meta.json").read_text())["device"]
+        assert device["backing"] == backing
+        assert ("fill_s" in device) == (backing == "filled")
+        assert ("filled the loop device's backing file" in p.stderr) == (backing == "filled")
