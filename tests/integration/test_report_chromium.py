@@ -174,7 +174,8 @@ def test_report_lists_what_could_not_be_measured(tmp_path):
     meta["probes"]["not_asked"] = {"block_unplug": off}
     (partial / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "report.html"
-    p = subprocess.run([*PLUGTRACE, "report", str(partial), str(DATA / "immediate"), "-o", str(out)],
+    lossy = write_run(tmp_path / "lossy", strategy="immediate", requests=3000, kernel="events", events_lost=1330)
+    p = subprocess.run([*PLUGTRACE, "report", str(partial), str(lossy), "-o", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     check_renders(exe, out, tmp_path, min_images=2)
