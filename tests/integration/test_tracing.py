@@ -97,8 +97,9 @@ def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
     if backend == "raw tracepoints":
         require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
     out = tmp_path / "run"
-    record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "32",
-           "--requests", "20000", "--probes", "enters,uring_requests,markers",
+    # a sparse loop device is fast enough that batches of many sizes happen (on a filled one all are full)
+    record(out, "--device", "loop", "--sparse", "--size", "128M", "--strategy", "defer", "--devices", "2",
+           "--iodepth", "32", "--requests", "20000", "--probes", "enters,uring_requests,markers",
            env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
     meta = read_meta(out)
     assert meta["probes"]["backends"]["enters"].startswith(backend)
@@ -328,7 +329,7 @@ def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
 def test_a_missing_capability_is_listed_and_the_rest_is_measured(tmp_path, bpf, forced, probe):
     out = tmp_path / "run"
     p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000", "--mode", "events",
-               env={"PLUGTRACE_FORCE_MISSING": forced})
+               "--probes", f"uring_requests,{probe}", env={"PLUGTRACE_FORCE_MISSING": forced})
     meta = read_meta(out)
     assert meta["status"] == "complete"
     assert forced in meta["probes"]["could_not_measure"][probe]
