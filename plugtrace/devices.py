@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +30,7 @@ import numpy as np
 
 from .errors import CapabilityError, DeviceError, UsageError
 
-__all__ = ["Target", "open_target", "cleanup_all", "parse_size", "is_mounted"]
+__all__ = ["Target", "open_target", "cleanup_all", "cleanup_orphans", "parse_size", "is_mounted"]
 
 DEFAULT_SIZE = 1 << 30
 
@@ -58,6 +59,9 @@ class Target:
     zram_index: int | None = None
     extra: dict = field(default_factory=dict)
     _closed: bool = False
+    #: an open fd on a loop device we made: while it is open the device stays; when this process
+    #: ends, however it ends, the kernel closes it and the device clears itself (LO_FLAGS_AUTOCLEAR)
+    _hold_fd: int | None = None
 
     @property
     def dev_t(self) -> str | None:
@@ -89,10 +93,14 @@ class Target:
             return
         if self.kind == "loop":
             _run(["losetup", "-d", self.path], check=False)
+            if self._hold_fd is not None:
+                os.close(self._hold_fd)  # the last opener: the device clears itself now
+                self._hold_fd = None
             if self.backing_file:
                 _unlink(self.backing_file)
         elif self.kind == "zram" and self.zram_index is not None:
             _zram_remove(self.zram_index)
+            _unlink(str(_zram_owner_file(self.zram_index)))
         elif self.kind == "file":
             _unlink(self.path)
 
@@ -187,12 +195,83 @@ def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None, sp
         _unlink(backing)
         raise
     target = _register(Target("loop", path, size_bytes, True, True, backing_file=backing))
+    try:
+        target._hold_fd = os.open(path, os.O_RDONLY)
+        _set_autoclear(target._hold_fd)
+    finally:
+        # attached, the file lives as long as the device: gone from the directory, nothing to leave behind
+        _unlink(backing)
     dio = Path(f"/sys/block/{os.path.basename(path)}/loop/dio")
     target.extra["direct_io"] = dio.exists() and dio.read_text().strip() == "1"
     target.extra["backing"] = "sparse" if sparse else "filled"
     if not sparse:
         target.extra["fill_s"] = round(fill_s, 3)
     return target
+
+
+#: LOOP_GET_STATUS64 / LOOP_SET_STATUS64 (linux/loop.h), the size of struct loop_info64, where its
+#: lo_flags field lies, and the flag that detaches a loop device when its last opener closes it
+_LOOP_GET_STATUS64, _LOOP_SET_STATUS64, _LOOP_INFO64_SIZE, _LO_FLAGS_OFFSET = 0x4C05, 0x4C04, 232, 52
+_LO_FLAGS_AUTOCLEAR = 4
+
+
+def _set_autoclear(fd: int) -> None:
+    """Make the loop device open on `fd` detach itself when its last opener closes it."""
+    import fcntl
+    import struct
+
+    info = bytearray(_LOOP_INFO64_SIZE)
+    fcntl.ioctl(fd, _LOOP_GET_STATUS64, info)
+    flags = struct.unpack_from("=I", info, _LO_FLAGS_OFFSET)[0]
+    struct.pack_into("=I", info, _LO_FLAGS_OFFSET, flags | _LO_FLAGS_AUTOCLEAR)
+    fcntl.ioctl(fd, _LOOP_SET_STATUS64, bytes(info))
+
+
+#: where a zram device we made says whose it is (the kernel cannot clear a zram device by itself)
+ZRAM_OWNERS = Path("/run/plugtrace")
+
+
+def _zram_owner_file(index: int) -> Path:
+    return ZRAM_OWNERS / f"zram{index}.owner"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot), or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _claim_zram(index: int) -> None:
+    ZRAM_OWNERS.mkdir(parents=True, exist_ok=True)
+    _zram_owner_file(index).write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+
+
+def orphaned_zram() -> list[int]:
+    """zram devices plugtrace made for a recorder that is gone (killed, machine not rebooted since)."""
+    found = []
+    for owner in sorted(ZRAM_OWNERS.glob("zram*.owner")) if ZRAM_OWNERS.is_dir() else []:
+        try:
+            pid, start = owner.read_text().split()
+            index = int(owner.name[len("zram"):-len(".owner")])
+        except (OSError, ValueError):
+            continue
+        if _process_start(int(pid)) != start and Path(f"/sys/block/zram{index}").exists():
+            found.append(index)
+        elif not Path(f"/sys/block/zram{index}").exists():
+            _unlink(str(owner))
+    return found
+
+
+def cleanup_orphans() -> list[str]:
+    """Remove the zram devices of dead recorders (never a live one's, never one we did not make)."""
+    removed = []
+    for index in orphaned_zram():
+        _zram_remove(index)
+        _unlink(str(_zram_owner_file(index)))
+        removed.append(f"/dev/zram{index}")
+    return removed
 
 
 def _zram_remove(index: int) -> None:
@@ -220,6 +299,7 @@ def create_zram(size_bytes: int = DEFAULT_SIZE) -> Target:
     except OSError as exc:
         raise DeviceError(f"zram hot_add failed: {exc.strerror}") from None
     target = _register(Target("zram", f"/dev/zram{index}", size_bytes, True, True, zram_index=index))
+    _claim_zram(index)
     try:
         Path(f"/sys/block/zram{index}/disksize").write_text(str(size_bytes))
     except OSError as exc:
@@ -323,7 +403,11 @@ def block_stat(path: str) -> dict[str, int]:
 
 def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False, sparse: bool = False) -> Target:
     """`loop`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours to write).
-    `sparse`: a loop device over a sparse file, not filled with data first."""
+    `sparse`: a loop device over a sparse file, not filled with data first. Before making a
+    device, the zram devices a killed recorder left behind are removed."""
+    if spec in ("loop", "zram") and os.geteuid() == 0:
+        for name in cleanup_orphans():
+            print(f"plugtrace: removed {name}, left behind by a recorder that was killed", file=sys.stderr)
     if spec == "loop":
         return create_loop(size_bytes, sparse=sparse)
     if spec == "zram":

@@ -12,14 +12,21 @@ Lists the machine's block devices with size, whether each is mounted or held
 by another device, and so whether `plugtrace record --device /dev/NAME` would
 accept it. Also says whether plugtrace can create loop and zram devices here.
 A device you name is only ever read, unless you add --allow-write.
+
+Loop devices plugtrace makes clear themselves when it ends, however it ends.
+A zram device cannot: one left by a recorder that was killed is listed as
+such, removed by the next record that makes a device, or now by --cleanup
+(never a running recorder's, never one plugtrace did not make).
 """
 
 
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove the zram devices that killed plugtrace recorders left behind (root)")
 
 
-def _describe(name: str) -> dict:
+def _describe(name: str, orphans: set[str]) -> dict:
     from ..devices import is_mounted
 
     sys_dir = Path("/sys/block") / name
@@ -28,7 +35,9 @@ def _describe(name: str) -> dict:
     holders = sorted(h.name for h in (sys_dir / "holders").iterdir()) if (sys_dir / "holders").is_dir() else []
     mounted = is_mounted(dev_t)
     ro = (sys_dir / "ro").read_text().strip() == "1"
-    if size == 0:
+    if f"/dev/{name}" in orphans:
+        verdict = "no: left behind by a plugtrace recorder that was killed (plugtrace devices --cleanup)"
+    elif size == 0:
         verdict = "no: size 0"
     elif mounted:
         verdict = f"no: mounted on {mounted}"
@@ -41,7 +50,17 @@ def _describe(name: str) -> dict:
 
 
 def run(args) -> int:
-    rows = [_describe(p.name) for p in sorted(Path("/sys/block").iterdir())]
+    from ..devices import cleanup_orphans, orphaned_zram
+    from ..errors import CapabilityError
+
+    if args.cleanup:
+        if os.geteuid() != 0:
+            raise CapabilityError("removing zram devices needs root")
+        removed = cleanup_orphans()
+        print(f"removed {', '.join(removed)}" if removed else "nothing left behind by a killed recorder")
+        return 0
+    orphans = {f"/dev/zram{i}" for i in orphaned_zram()}
+    rows = [_describe(p.name, orphans) for p in sorted(Path("/sys/block").iterdir())]
     rows = [r for r in rows if not (r["size_bytes"] == 0 and r["device"].startswith(("/dev/loop", "/dev/ram")))]
     root = os.geteuid() == 0
     can = {

@@ -241,11 +241,32 @@ def _default_output(label: str) -> Path:
 
 
 class _Terminate(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so it unwinds exactly like Ctrl-C."""
+    """SIGTERM, SIGHUP (the terminal closed) or SIGQUIT, raised in the main thread so it unwinds
+    exactly like Ctrl-C: what was recorded is kept, devices we made are removed."""
 
 
 def _on_sigterm(signum, frame):
     raise _Terminate()
+
+
+#: the signals that end a recording as Ctrl-C does
+TERMINATING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _catch_terminating() -> dict:
+    """Turn `TERMINATING` signals into `_Terminate`; returns the old handlers for `_restore`."""
+    return {sig: signal.signal(sig, _on_sigterm) for sig in TERMINATING}
+
+
+def _ignore_terminating() -> None:
+    """While cleaning up: a second signal must not cut the clean-up short."""
+    for sig in TERMINATING:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _restore(old: dict) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer,
@@ -322,7 +343,7 @@ def run(args) -> int:
         raise UsageError("--max-events: must be positive")
     size = devices.parse_size(args.size)
     out = Path(args.output) if args.output else _default_output(cfg.strategy)
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_term = _catch_terminating()
     target = tracer = writer = None
     status = STATUS_FAILED
     try:
@@ -403,7 +424,7 @@ def run(args) -> int:
             writer.meta["error"] = msg
         raise PlugtraceError(msg) from None
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_terminating()
         try:
             if tracer is not None:
                 info = _stop_tracer(tracer, writer, {})
@@ -420,7 +441,7 @@ def run(args) -> int:
             if target is not None:
                 target.close()
             devices.cleanup_all()
-            signal.signal(signal.SIGTERM, old_term)
+            _restore(old_term)
 
 
 def _child_signals_and_fd(r: int) -> None:
@@ -473,7 +494,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     watched = _watched_device(args.watch_device)
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_term = _catch_terminating()
     writer = tracer = proc = None
     status = STATUS_COMPLETE
     started = time.monotonic()
@@ -532,7 +553,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_terminating()
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -545,4 +566,4 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
                 writer.meta.update(info)
         if writer is not None and writer.meta.get("status") == "recording":
             writer.close(STATUS_INTERRUPTED if status != STATUS_COMPLETE else "failed")
-        signal.signal(signal.SIGTERM, old_term)
+        _restore(old_term)

@@ -291,3 +291,81 @@ def test_tracing_a_program_with_nothing_measurable_is_refused_clearly(tmp_path):
     assert p.returncode == 4
     assert "bpftrace is not installed" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_the_terminal_closing_ends_a_recording_like_ctrl_c(tmp_path, sig):
+    """SIGHUP (the terminal closed) and SIGQUIT unwind as Ctrl-C does: run kept and marked, devices removed."""
+    require_root()
+    left = LeftBehind()
+    for device in ("loop", "zram"):
+        out = tmp_path / f"{device}-{int(sig)}"
+        proc = subprocess.Popen([*PLUGTRACE, "record", "--device", device, "--size", "64M", "--mode", "off",
+                                 "--duration", "20", "--quiet", "-o", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (out / "tables" / "requests.parquet").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+        assert json.loads((out / "meta.json").read_text())["status"] == "interrupted"
+        left.check()
+    assert not list(Path("/var/tmp").glob("plugtrace-loop-*")), "a loop backing file was left behind"
+
+
+def _pid_devices(out: Path, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return json.loads((out / "meta.json").read_text())["device"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
+    raise AssertionError("the recording never wrote its meta.json")
+
+
+def test_sigkill_leaves_no_loop_device_and_the_next_record_removes_the_zram(tmp_path):
+    """SIGKILL runs no clean-up at all: the loop device clears itself (autoclear, its backing file already
+    unlinked), and the zram device, which cannot, is recognised as a dead recorder's and removed."""
+    require_root()
+    left = LeftBehind()
+    for device in ("loop", "zram"):
+        out = tmp_path / device
+        proc = subprocess.Popen([*PLUGTRACE, "record", "--device", device, "--size", "64M", "--mode", "off",
+                                 "--duration", "20", "--quiet", "-o", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        made = _pid_devices(out)
+        time.sleep(1)
+        proc.kill()
+        proc.wait(30)
+        if device == "loop":
+            deadline = time.monotonic() + 10
+            while made["path"] in loop_devices() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert made["path"] not in loop_devices(), "the loop device outlived its recorder"
+            assert not os.path.exists(made["backing_file"])
+        else:
+            assert Path(f"/sys/block/{Path(made['path']).name}").exists(), "zram cannot clear itself"
+            listed = subprocess.run([*PLUGTRACE, "devices"], capture_output=True, text=True).stdout
+            assert "left behind by a plugtrace recorder that was killed" in listed
+            cleaned = subprocess.run([*PLUGTRACE, "devices", "--cleanup"], capture_output=True, text=True)
+            assert cleaned.returncode == 0 and made["path"] in cleaned.stdout, cleaned.stderr
+    left.check()
+
+
+def test_cleanup_never_touches_a_live_recorders_zram(tmp_path):
+    require_root()
+    out = tmp_path / "live"
+    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram", "--size", "64M", "--mode", "off",
+                             "--duration", "6", "--quiet", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        made = _pid_devices(out)
+        cleaned = subprocess.run([*PLUGTRACE, "devices", "--cleanup"], capture_output=True, text=True)
+        assert made["path"] not in cleaned.stdout
+        assert Path(f"/sys/block/{Path(made['path']).name}").exists()
+    finally:
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert json.loads((out / "meta.json").read_text())["status"] == "complete"
