@@ -230,8 +230,8 @@ class RunWriter:
         self._release_reserve()
         self.close_tables()
         first_error = self._close_error
-        if first_error is not None and status == STATUS_COMPLETE:
-            status = STATUS_INCOMPLETE
+        if (first_error is not None or self.meta.get("damaged_tables")) and status == STATUS_COMPLETE:
+            status = STATUS_INCOMPLETE  # complete only when every table is whole
         self.meta.update(fields)
         self.meta["status"] = status
         self.meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import CapabilityError
+from ..errors import CapabilityError, PlugtraceError
 from .capabilities import Capabilities, cpu_ids
 from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
 from .probes import BLOCK_PROBES_WITHOUT_A_DEVICE, MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
@@ -461,10 +461,12 @@ class Tracer:
             ran.append(p.spec.table)
             _add_maps(maps, hist_rows, counters)
         if self.mode == "aggregate" and writer is not None:
-            if hist_rows["name"]:
-                writer.append("histograms", pa.table(hist_rows, schema=_HIST_SCHEMA))
-            if counters["name"]:
-                writer.append("counters", pa.table(counters, schema=_COUNTER_SCHEMA))
+            for name, rows, schema in (("histograms", hist_rows, _HIST_SCHEMA), ("counters", counters, _COUNTER_SCHEMA)):
+                if rows["name"]:
+                    try:
+                        writer.append(name, pa.table(rows, schema=schema))
+                    except PlugtraceError as exc:  # a full disk: the run says so, the rest still finishes
+                        errors.append(exc.message)
         if self.mode == "aggregate" and ran:
             ran = ["histograms", "counters", *(f"aggregate:{t}" for t in ran)]
         summary = {"bpftrace_lost_events": lost, "dropped_over_max_events": dropped,
