@@ -60,7 +60,8 @@ class Target:
     extra: dict = field(default_factory=dict)
     _closed: bool = False
     #: an open fd on a loop device we made: while it is open the device stays; when this process
-    #: ends, however it ends, the kernel closes it and the device clears itself (LO_FLAGS_AUTOCLEAR)
+    #: ends, however it ends, the kernel closes it and the device clears itself (LO_FLAGS_AUTOCLEAR).
+    #: On a user's block device: the exclusive open that keeps other recorders off it during the run.
     _hold_fd: int | None = None
 
     @property
@@ -90,6 +91,9 @@ class Target:
             if self in _created:
                 _created.remove(self)
         if not self.created_by_plugtrace:
+            if self._hold_fd is not None:  # a user's device: let others have it again
+                os.close(self._hold_fd)
+                self._hold_fd = None
             return
         if self.kind == "loop":
             _run(["losetup", "-d", self.path], check=False)
@@ -378,13 +382,13 @@ def open_block_device(path: str, allow_write: bool = False) -> Target:
         if exc.errno == errno.EROFS:
             raise DeviceError(f"{path}: read-only device; drop --allow-write") from None
         raise DeviceError(f"{path}: cannot open: {exc.strerror}") from None
-    try:
-        size = os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
+    size = os.lseek(fd, 0, os.SEEK_END)
     if size == 0:
+        os.close(fd)
         raise DeviceError(f"{path}: size 0 (no medium, or a loop device with no backing file)")
-    return Target("block", path, size, allow_write, False)
+    # held exclusively until the run ends: a second recorder is told the device is busy, instead of
+    # counting this run's requests as its own (or, writing, corrupting what this one verifies)
+    return Target("block", path, size, allow_write, False, _hold_fd=fd)
 
 
 #: the fields of /sys/block/NAME/stat, in order (Documentation/block/stat.rst)

@@ -370,3 +370,27 @@ def test_cleanup_never_touches_a_live_recorders_zram(tmp_path):
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert json.loads((out / "meta.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("allow_write", [False, True])
+def test_a_users_device_is_held_for_the_whole_run(tmp_path, loop_device, allow_write):
+    """A second recorder on the same device is refused while the first runs (instead of both counting
+    each other's requests, or both writing and reporting false MISMATCHES), and gets it afterwards."""
+    write = ["--allow-write", "--rw", "randwrite"] if allow_write else []
+    first = subprocess.Popen([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off", "--duration", "4",
+                              "--quiet", *write, "-o", str(tmp_path / "first")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "first" / "meta.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = subprocess.run([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off",
+                                 "--requests", "100", *write, "-o", str(tmp_path / "second")],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 5 and "busy" in second.stderr, second.stderr
+    finally:
+        _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr
+    after = subprocess.run([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off", "--requests", "100",
+                            *write, "-o", str(tmp_path / "after")], capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0, after.stderr
