@@ -580,10 +580,14 @@ class Runs:
                 d[f"{dist.name}_high"] = d[dist.name] + 1
                 parts.append(d)
         columns = ["run_id", dist.name, f"{dist.name}_high", "count"]
-        if not parts:
-            return self._labelled(pd.DataFrame(columns=columns)).assign(fraction=pd.Series(dtype=np.float64))
+        parts = [p for p in parts if len(p)]
+        if not parts:  # no run has any: an empty table of the documented columns
+            return self._labelled(pd.DataFrame({c: pd.Series(dtype=np.int64) for c in columns})).assign(
+                fraction=pd.Series(dtype=np.float64))
         frames = []
         for run_id, d in pd.concat(parts, ignore_index=True)[columns].groupby("run_id", sort=True):
+            if d.empty:
+                continue
             b = _buckets(dist.name, d[dist.name].to_numpy(), d[f"{dist.name}_high"].to_numpy(), d["count"].to_numpy())
             frames.append(b.assign(run_id=run_id))
         return self._labelled(pd.concat(frames, ignore_index=True)[["run_id", *_buckets_columns(dist.name)]])

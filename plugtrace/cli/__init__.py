@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import PlugtraceError
+
+#: exit status when stdout was closed under us, as a shell reports a command killed by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 SUBCOMMANDS = ("record", "report", "diff", "export", "devices", "doctor")
 
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C before a command had anything to keep (e.g. while starting up)
         print("plugtrace: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`plugtrace devices | head`): nothing to say, nor anyone to say it
+        # to; stdout goes to /dev/null so that Python's own flush at exit does not complain either
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +128,14 @@ def _probe_list(text: str | None) -> list[str] | None:
     if bad or not names:
         raise UsageError(f"--probes: unknown probe {', '.join(bad) or repr(text)} (choose from {', '.join(sorted(known))})")
     return names
+
+
+def _check_numbers(args) -> None:
+    """Refuse values that would be stored as invalid JSON or overflow later."""
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise UsageError(f"--duration: a positive number of seconds, not {args.duration}")
+    if hasattr(args, "seed") and not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed: 0 to 2**63-1, not {args.seed}")
 
 
 def _config_from_args(args):
@@ -325,6 +335,7 @@ def _add_kernel_summary(info: dict, run_dir: Path) -> None:
 
 def run(args) -> int:
     probes = _probe_list(args.probes)  # a bad list is refused before anything is created
+    _check_numbers(args)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -371,6 +382,8 @@ def run(args) -> int:
                 baseline = run_workload(cfg, target.path, target.size_bytes, scratch_log.append,
                                         progress=_Progress(cfg.duration_s, args.quiet))
                 scratch_log.close_tables()
+            if baseline.interrupted:  # Ctrl-C or SIGTERM during the baseline ends the recording too
+                raise KeyboardInterrupt
             overhead = {"untraced_iops": round(baseline.iops, 1)}
         tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer,
                                         probes)
@@ -444,6 +457,23 @@ def run(args) -> int:
             _restore(old_term)
 
 
+def _end_process_group(proc: subprocess.Popen) -> None:
+    """End a traced command and everything it started (its process group): politely, then not."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what ignored SIGTERM, or outlived its parent
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def _child_signals_and_fd(r: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     os.dup2(r, 3)
@@ -468,6 +498,8 @@ def _watched_device(text: str | None) -> str | None:
     if text is None:
         return None
     if re.fullmatch(r"\d+:\d+", text):
+        if not Path(f"/sys/dev/block/{text}").exists():
+            raise UsageError(f"--watch-device: no block device {text} on this machine")
         return text
     from ..devices import block_dev_t
 
@@ -491,6 +523,11 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         raise UsageError("give --pid or a command after --, not both")
     if args.pid is not None and not Path(f"/proc/{args.pid}").exists():
         raise UsageError(f"--pid: no process {args.pid}")
+    if command and args.duration is not None:
+        raise UsageError("--duration is for --pid and plugtrace's own workload; a command is traced until it "
+                         "exits (give it its own time limit, e.g. fio's --runtime)")
+    if command and shutil.which(command[0]) is None:
+        raise UsageError(f"cannot run {command[0]}: not found, or not executable")
     watched = _watched_device(args.watch_device)
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
@@ -519,6 +556,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
                     proc = subprocess.Popen(
                         ["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-child", *command],
                         pass_fds=(r,), preexec_fn=lambda: _child_signals_and_fd(r),
+                        start_new_session=True,  # its own process group: its children are ended with it
                     )
             except OSError as exc:
                 raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
@@ -552,14 +590,16 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         status = STATUS_INTERRUPTED
         print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
         return 130
+    except OSError as exc:  # the run directory: a file in the way, a read-only file system, ...
+        msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+        if writer is not None:
+            writer.meta["error"] = msg
+        status = "failed"
+        raise PlugtraceError(msg) from None
     finally:
         _ignore_terminating()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is not None:
+            _end_process_group(proc)
         if tracer is not None:
             info = _stop_tracer(tracer, writer, {})
             if writer is not None:

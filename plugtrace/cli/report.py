@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..analysis import Runs
-from ..errors import PlugtraceError
+from ..errors import PlugtraceError, UsageError
 
 HELP = "write an HTML report about one or more run directories"
 DESCRIPTION = """\
@@ -37,10 +38,18 @@ def run(args: argparse.Namespace) -> int:
     from ..report import render
 
     runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
+    out = args.output.resolve()
+    for run in runs:
+        if out.is_relative_to(run.path.resolve()):
+            raise UsageError(f"-o {args.output}: inside the run directory {run.path}; write the report elsewhere")
     html = render(runs, interactive=not args.static)
+    # written beside, then renamed over: a failed write never leaves half a report in place of the old one
+    tmp = out.with_name(f".{out.name}.partial")
     try:
-        args.output.write_text(html, encoding="utf-8")
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, out)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise PlugtraceError(f"cannot write {args.output}: {exc.strerror}") from None
     print(f"wrote {args.output.resolve()} ({len(html.encode()) / 1e6:.1f} MB, {len(runs)} run{'s' * (len(runs) != 1)})")
     return 0

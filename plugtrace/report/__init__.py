@@ -13,8 +13,10 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import duckdb
 import jinja2
 import pandas as pd
+import pyarrow as pa
 from matplotlib.figure import Figure
 
 from .. import __version__
@@ -102,13 +104,21 @@ def _diff_table(diff: pd.DataFrame) -> str:
         float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}")
 
 
+#: what reading a table whose columns are not what the format says raises (a corrupt or foreign run)
+_CORRUPT_TABLE = (ValueError, TypeError, KeyError, pa.ArrowException, duckdb.Error)
+
+
 def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
-    """Run one analysis for the report; a missing table becomes a 'could not measure' line."""
+    """Run one analysis for the report; a missing table becomes a 'could not measure' line, and one
+    that cannot be read as the format says, a line saying so: the rest of the report still renders."""
     try:
         return compute()
     except MissingTableError as exc:
         view.not_measured.append((title, str(exc)))
-        return None
+    except _CORRUPT_TABLE as exc:
+        view.not_measured.append((title, f"could not compute it from this run's tables ({type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:200]}); a table may be corrupt"))
+    return None
 
 
 def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = False) -> _RunView:

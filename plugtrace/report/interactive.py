@@ -60,6 +60,8 @@ def batch_sizes(run: Run) -> Any:
     from bokeh.models import HoverTool, Span
 
     sizes = df_batch_sizes(run)
+    if sizes.empty:
+        raise MissingTableError(f"{run.path}: no submit in this run")
     fig = _figure(f"Batch sizes — {run.name}", "SQEs per io_uring_enter() (batch size)", "fraction of submits",
                   name="batch_sizes")
     bars = fig.quad(left=sizes["nr_sqes"], right=sizes["nr_sqes_high"], bottom=0, top=sizes["fraction"],
@@ -78,6 +80,8 @@ def sqes_over_time(run: Run) -> Any:
     from bokeh.models import ColumnDataSource, HoverTool
 
     bins = df_sqes_over_time(run)
+    if bins.empty:
+        raise MissingTableError(f"{run.path}: no submit in this run")
     source = ColumnDataSource({column: bins[column].to_numpy() for column in bins.columns})
     fig = _figure(f"Batch size over time — {run.name}", "time since run start (ms)", "SQEs per io_uring_enter()",
                   name="sqes_over_time")
@@ -98,6 +102,8 @@ def submit_latency(run: Run) -> Any:
         raise MissingTableError(f"{run.path}: no submit or enter events (the interactive latency plot needs them; "
                                 "the static one draws the in-kernel histogram)")
     cdf = df_latency_cdf(run)
+    if cdf.empty:
+        raise MissingTableError(f"{run.path}: no submit in this run")
     source = ColumnDataSource({"latency_us": cdf["latency_ns"] / 1e3, "fraction": cdf["fraction"]})
     fig = _figure(f"Submit latency — {run.name}", "submit latency (µs, log scale)", "fraction of submits ≤ x",
                   x_axis_type="log", name="submit_latency")

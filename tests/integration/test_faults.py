@@ -394,3 +394,130 @@ def test_a_users_device_is_held_for_the_whole_run(tmp_path, loop_device, allow_w
     after = subprocess.run([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off", "--requests", "100",
                             *write, "-o", str(tmp_path / "after")], capture_output=True, text=True, timeout=60)
     assert after.returncode == 0, after.stderr
+
+
+def test_closed_stdout_is_not_a_traceback():
+    """`plugtrace devices | head -1` and the like: the reader goes away, plugtrace ends quietly."""
+    for args in (["devices"], ["doctor"], ["report", "--help"]):
+        proc = subprocess.Popen([*PLUGTRACE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        proc.wait(60)
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr, (args, stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--duration", "nan"], "--duration: a positive number"),
+    (["--duration", "inf"], "--duration: a positive number"),
+    (["--seed", "-1"], "--seed: 0 to 2**63-1"),
+    (["--watch-device", "999:999", "--", "true"], "no block device 999:999"),
+    (["--", "/nonexistent/cmd"], "cannot run /nonexistent/cmd: not found"),
+    (["--duration", "3", "--", "true"], "--duration is for --pid"),
+])
+def test_bad_values_are_refused_before_anything_is_made(tmp_path, args, message):
+    out = tmp_path / "r"
+    p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), *args], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not out.exists()
+
+
+def test_a_traced_command_is_ended_with_everything_it_started(tmp_path):
+    """A command that ignores SIGTERM and leaves children: all of its process group goes when record ends."""
+    require_root()
+    require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
+    # the marker is put together inside bash, so that no command line but the sleeps' holds it whole
+    head, tail = "plugtrace-orph", f"an-{os.getpid()}"
+    marker = head + tail
+    script = "trap '' TERM; (exec -a \"$0$1-child\" sleep 1000) & exec -a \"$0$1\" sleep 1000"
+    proc = subprocess.Popen([*PLUGTRACE, "record", "--quiet", "-o", str(tmp_path / "r"), "--", "bash", "-c", script,
+                             head, tail], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()) < 2:
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0, "left running"
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"] == "interrupted"
+
+
+def test_output_onto_a_file_is_one_line(tmp_path):
+    require_root()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    p = subprocess.run([*PLUGTRACE, "record", "-o", str(blocker), "--", "true"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert blocker.read_text() == "mine"
+
+
+def test_ctrl_c_during_the_overhead_baseline_ends_the_recording(tmp_path):
+    require_root()
+    out = tmp_path / "r"
+    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram", "--size", "64M", "--duration", "8",
+                             "--measure-overhead", "--quiet", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # inside the untraced baseline
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "interrupted"
+
+
+def _run_copy(tmp_path, name="defer"):
+    shutil.copytree(Path(__file__).resolve().parents[2] / "data" / name, tmp_path / name)
+    return tmp_path / name
+
+
+def test_report_refuses_to_write_into_a_run_and_never_leaves_half_a_file(tmp_path):
+    run = _run_copy(tmp_path)
+    meta = (run / "meta.json").read_text()
+    p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(run / "meta.json")], capture_output=True, text=True)
+    assert p.returncode == 2 and "inside the run directory" in p.stderr
+    assert (run / "meta.json").read_text() == meta
+    old = tmp_path / "report.html"
+    old.write_text("the previous report")
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o500)
+    p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(tmp_path / "ro" / "r.html")], capture_output=True,
+                       text=True)
+    os.chmod(tmp_path / "ro", 0o700)
+    if os.geteuid() != 0:  # root writes anywhere: the atomic rename is checked through its temporary name
+        assert p.returncode == 1 and "cannot write" in p.stderr
+    assert not list((tmp_path / "ro").glob(".*partial"))
+
+
+@pytest.mark.parametrize("field, value", [("config", "x"), ("environment", 7), ("events_lost", "lots")])
+def test_report_of_a_run_with_wrong_meta_types_is_a_clear_error(tmp_path, field, value):
+    run = _run_copy(tmp_path)
+    meta = json.loads((run / "meta.json").read_text())
+    meta[field] = value
+    (run / "meta.json").write_text(json.dumps(meta))
+    p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(tmp_path / "r.html")], capture_output=True, text=True)
+    assert p.returncode == 3 and f"'{field}' should be" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
+    import pyarrow as pa
+
+    from plugtrace.store import RunWriter
+
+    RunWriter(tmp_path / "failed", {"config": {"strategy": "defer"}}).close("failed")
+    w = RunWriter(tmp_path / "empty", {"config": {"strategy": "defer"}})
+    w.append("submits", pa.table({"start_ns": pa.array([], pa.int64()), "tid": pa.array([], pa.int32()),
+                                  "nr_sqes": pa.array([], pa.int32()), "latency_ns": pa.array([], pa.int64()),
+                                  "ret": pa.array([], pa.int32())}))
+    w.close("complete")
+    w = RunWriter(tmp_path / "corrupt", {"config": {"strategy": "defer"}})
+    w.append("submits", pa.table({"start_ns": ["a", "b"], "tid": [1, 1], "nr_sqes": [1, 2], "latency_ns": [5, 6],
+                                  "ret": [1, 2]}))
+    w.close("complete")
+    out = tmp_path / "r.html"
+    p = subprocess.run([*PLUGTRACE, "report", *(str(tmp_path / n) for n in ("failed", "empty", "corrupt")),
+                        str(_run_copy(tmp_path)), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    text = out.read_text()
+    assert "the run failed" in text and "a table may be corrupt" in text
