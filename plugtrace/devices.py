@@ -327,7 +327,13 @@ def open_file(path: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = Fal
     if not p.parent.is_dir():
         raise DeviceError(f"{path}: directory {p.parent} does not exist")
     with open(p, "wb") as fh:
-        fh.truncate(size_bytes)
+        try:
+            # the space is taken now: a full file system is told here, not as failed writes mid-run
+            os.posix_fallocate(fh.fileno(), 0, size_bytes)
+        except OSError as exc:
+            fh.close()
+            _unlink(str(p))
+            raise DeviceError(f"{path}: cannot make a {size_bytes}-byte file: {exc.strerror}") from None
     return _register(Target("file", str(p), size_bytes, True, True))
 
 

@@ -205,7 +205,13 @@ def _app_summary(run_dir: Path, elapsed_s: float, nr_requests: int) -> dict:
     return summary
 
 
-def _print_summary(meta: dict, run_dir: Path) -> None:
+def _print_summary(meta: dict, run_dir: Path, file=None) -> None:
+    """The run's headline numbers: on stdout, or `file` (stderr when a traced command owns stdout)."""
+    import builtins
+
+    def print(*args, **kw):  # noqa: A001 - every line of the summary goes to the same place
+        builtins.print(*args, **kw, file=file or sys.stdout)
+
     s = meta.get("summary", {})
 
     def ns(v):
@@ -457,6 +463,23 @@ def run(args) -> int:
             _restore(old_term)
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes `pid` started (and theirs), from /proc: what a fork-follower cannot catch any more."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat_file.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return sorted(found)
+
+
 def _end_process_group(proc: subprocess.Popen) -> None:
     """End a traced command and everything it started (its process group): politely, then not."""
     try:
@@ -529,6 +552,13 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     if command and shutil.which(command[0]) is None:
         raise UsageError(f"cannot run {command[0]}: not found, or not executable")
     watched = _watched_device(args.watch_device)
+    untraced = _descendants(args.pid) if args.pid is not None else []
+    if untraced:
+        shown = ", ".join(map(str, untraced[:8])) + (", ..." if len(untraced) > 8 else "")
+        print(f"plugtrace: note: process {args.pid} already has {len(untraced)} child process(es) ({shown}); "
+              "their I/O is not traced, only children started from now on are (fio runs its jobs in such "
+              "children: give a job's pid to --pid, or start fio under plugtrace record -- fio ...)",
+              file=sys.stderr)
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
     old_term = _catch_terminating()
@@ -540,7 +570,8 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             "plugtrace_version": __import__("plugtrace").__version__,
             "command": sys.argv,
             "config": {"external": command or None, "pid": args.pid, "mode": args.mode,
-                       "duration_s": args.duration, "strategy": None, "watch_device": args.watch_device},
+                       "duration_s": args.duration, "strategy": None, "watch_device": args.watch_device,
+                       "untraced_children": untraced or None},
             "environment": describe_environment(),
             "device": None,
             "events_lost": None,
@@ -584,7 +615,8 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         _add_kernel_summary(info, out)
         writer.close(status, summary={"elapsed_s": round(elapsed, 3),
                                       "exit_code": proc.returncode if proc else None}, **info)
-        _print_summary(writer.meta, out)
+        # a traced command owns stdout: the summary goes beside its output, not into it
+        _print_summary(writer.meta, out, file=sys.stderr if proc is not None else None)
         return 0 if proc is None else (proc.returncode or 0)
     except (KeyboardInterrupt, _Terminate):
         status = STATUS_INTERRUPTED
@@ -606,4 +638,6 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
                 writer.meta.update(info)
         if writer is not None and writer.meta.get("status") == "recording":
             writer.close(STATUS_INTERRUPTED if status != STATUS_COMPLETE else "failed")
+            if writer.meta["status"] == STATUS_INTERRUPTED:  # what was traced until Ctrl-C
+                _print_summary(writer.meta, out, file=sys.stderr)
         _restore(old_term)

@@ -199,6 +199,10 @@ class IoUringDriver:
     def pattern_seed(self, seed: int) -> None:
         self._d.seed = seed
 
+    def request(self, slot: int):
+        """The C record of the request in `slot` (op, orig_offset, orig_len, ...), valid until it is reused."""
+        return self._reqs[slot]
+
     def free_slots(self) -> int:
         return len(self._free)
 

@@ -239,8 +239,6 @@ class Guest:
         j = self._pos = i + n
         self.issued += n
         self.outstanding += n
-        if self.on_written is not None:
-            self.on_written(self._offsets_np[i:j][self._ops_np[i:j] == OP_WRITE])
         self.device.guest_submit(self._ops[i:j], self._offsets[i:j])
 
     def _complete(self, slot: int, res: int) -> None:
@@ -249,6 +247,12 @@ class Guest:
         if res < 0:
             self.errors += 1
             self.first_error = self.first_error or res
+        elif self.on_written is not None:
+            # a block counts as written, and is verified later, only once a write to it succeeded (its slot
+            # cannot be reused before this returns: the guest queues new requests later, from a bottom half)
+            req = self.device.driver.request(slot)
+            if req.op == OP_WRITE:
+                self.on_written(np.array([req.orig_offset], dtype=np.int64))
         bh = self._refill_bh
         if not bh.scheduled:
             bh.schedule()

@@ -73,11 +73,14 @@ class Capabilities:
     raw_tracepoints: tuple[bool, str] = (False, "not checked")
 
     def can_trace(self) -> tuple[bool, str]:
-        """Whether any probe can run at all, and if not the first reason."""
-        for name in ("root", "bpftrace", "tracefs"):
+        """Whether any probe can run at all, and if not the first reason: root and tracefs, and a way to
+        load programs (our own on raw tracepoints, or bpftrace for the rest)."""
+        for name in ("root", "tracefs"):
             ok, why = getattr(self, name)
             if not ok:
                 return False, why
+        if not (self.bpftrace[0] or self.raw_tracepoints[0]):
+            return False, f"{self.bpftrace[1]}, and our own programs cannot load: {self.raw_tracepoints[1]}"
         return True, ""
 
     def tracepoint(self, name: str) -> tuple[bool, str]:

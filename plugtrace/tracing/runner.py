@@ -294,6 +294,10 @@ class Tracer:
             if why_not_raw == "":
                 self.backends[spec.table] = "raw tracepoints"
                 continue
+            if not self.caps.bpftrace[0]:  # our own programs could not take it, and there is no fallback
+                self.could_not_measure[spec.table] = self.caps.bpftrace[1] + (
+                    f"; our own programs: {why_not_raw}" if why_not_raw else "; it has no form as our own programs")
+                continue
             self.backends[spec.table] = "bpftrace" + (f" (raw tracepoints: {why_not_raw})" if why_not_raw else "")
             argv = [exe, "-f", "json", str(spec.path),
                     *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]

@@ -288,10 +288,23 @@ def test_tracing_a_program_with_nothing_measurable_is_refused_clearly(tmp_path):
     require_root()
     out = tmp_path / "r"
     p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), "--", "true"], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace"})
+                       timeout=60, env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"})
     assert p.returncode == 4
     assert "bpftrace is not installed" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_without_bpftrace_our_own_programs_still_trace_a_program(tmp_path):
+    """As doctor says: the default probes are programs of our own; bpftrace is only their fallback."""
+    require_root()
+    out = tmp_path / "r"
+    p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), "--", "dd", "if=/dev/zero", "of=/dev/null",
+                        "count=1"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace"})
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["probes"]["backends"]["uring_requests"] == "raw tracepoints"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])

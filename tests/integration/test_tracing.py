@@ -248,7 +248,8 @@ def test_a_traced_program_gets_the_block_probes_when_its_device_is_named(tmp_pat
         assert set(meta["probes"]["not_asked"]) == {"block_rq", "block_unplug"}
         assert "--watch-device" in meta["probes"]["not_asked"]["block_rq"]
         assert meta["probes"]["ran"] == ["histograms", "counters", "aggregate:uring_requests"]
-        assert "not recorded block_rq, block_unplug: " in p.stdout
+        # a traced command owns stdout: the summary goes to stderr
+        assert "not recorded block_rq, block_unplug: " in p.stderr and "not recorded" not in p.stdout
         before = block_stat(dev.path)["reads"]
         record(tmp_path / "watched", "--watch-device", dev.path, "--", *read, dev.path, env=env)
         done = block_stat(dev.path)["reads"] - before
@@ -338,10 +339,10 @@ def test_a_missing_capability_is_listed_and_the_rest_is_measured(tmp_path, bpf, 
     assert f"could not measure {probe}" in p.stdout + p.stderr
 
 
-def test_without_bpftrace_the_app_log_is_still_recorded(tmp_path, bpf):
+def test_with_no_way_to_load_programs_the_app_log_is_still_recorded(tmp_path, bpf):
     out = tmp_path / "run"
     p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000",
-               env={"PLUGTRACE_FORCE_MISSING": "bpftrace"})
+               env={"PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"})
     meta = read_meta(out)
     assert meta["status"] == "complete"
     assert "bpftrace is not installed" in meta["probes"]["could_not_measure"]["kernel"]
@@ -359,3 +360,14 @@ def test_doctor_reports_each_capability(bpf):
                        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,block:block_unplug"})
     assert p.returncode == 4
     assert "bpftrace is not installed" in p.stdout and "block:block_unplug" in p.stdout
+
+
+def test_without_bpftrace_our_own_programs_run_and_bpftrace_only_probes_are_listed(tmp_path, bpf):
+    out = tmp_path / "run"
+    p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000", "--probes",
+               "uring_requests,block_rq,markers", env={"PLUGTRACE_FORCE_MISSING": "bpftrace"})
+    meta = read_meta(out)
+    assert meta["status"] == "complete"
+    assert meta["probes"]["backends"]["uring_requests"] == "raw tracepoints"
+    assert "bpftrace is not installed" in meta["probes"]["could_not_measure"]["markers"]
+    assert "could not measure markers" in p.stdout + p.stderr
