@@ -196,6 +196,9 @@ def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None, sp
     try:
         path = _run(["losetup", "--direct-io=on", "--find", "--show", backing])
     except BaseException:
+        # a signal may land after losetup attached the file but before it said where: detach what it made
+        for line in subprocess.run(["losetup", "-j", backing], capture_output=True, text=True).stdout.splitlines():
+            subprocess.run(["losetup", "-d", line.split(":", 1)[0]], capture_output=True)
         _unlink(backing)
         raise
     target = _register(Target("loop", path, size_bytes, True, True, backing_file=backing))

@@ -50,6 +50,8 @@ ATTACH_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 5.0
 #: how long bpftrace may take to print its maps and exit after SIGINT
 STOP_TIMEOUT_S = 20.0
+#: after this long stopping, the user is told what the recording waits for
+STOP_SLOW_S = 3.0
 #: at stop, events mode waits until output has been quiet this long (bpftrace
 #: polls its perf buffers every 100 ms), but no longer than DRAIN_MAX_S
 DRAIN_QUIET_S = 0.3
@@ -426,7 +428,12 @@ class Tracer:
         for p in self._procs:
             try:
                 for proc in p.processes:
-                    proc.wait(STOP_TIMEOUT_S)
+                    try:
+                        proc.wait(STOP_SLOW_S)
+                    except subprocess.TimeoutExpired:  # say why the recording does not end yet
+                        print(f"plugtrace: waiting for {p.what} to stop (at most {STOP_TIMEOUT_S:.0f} s) ...",
+                              file=sys.stderr, flush=True)
+                        proc.wait(STOP_TIMEOUT_S - STOP_SLOW_S)
             except subprocess.TimeoutExpired:
                 self._kill(p)
                 errors.append(f"{p.what} did not stop within {STOP_TIMEOUT_S:.0f} s: killed")

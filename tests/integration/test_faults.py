@@ -534,3 +534,28 @@ def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     text = out.read_text()
     assert "the run failed" in text and "a table may be corrupt" in text
+
+
+def test_a_hanging_bpftrace_is_waited_for_aloud_then_killed(tmp_path):
+    """A bpftrace that does not stop (stopped by SIGSTOP here): record says what it waits for, kills it after
+    its bound, and marks the run incomplete; nothing is left behind."""
+    require_root()
+    require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
+    left = LeftBehind()
+    out = tmp_path / "r"
+    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram", "--size", "64M", "--duration", "3", "--quiet",
+                             "--probes", "uring_requests,markers", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not bpftrace_pids().split() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    victims = [int(pid) for pid in bpftrace_pids().split() if str(pid) not in left.tracers.split()]
+    assert victims, "bpftrace never started"
+    time.sleep(1)  # attached
+    for pid in victims:
+        os.kill(pid, signal.SIGSTOP)
+    _, stderr = proc.communicate(timeout=120)
+    assert "waiting for bpftrace" in stderr and "Traceback" not in stderr, stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "incomplete" and "did not stop" in meta["tracer_error"]
+    left.check()
