@@ -245,7 +245,8 @@ def _print_summary(meta: dict, run_dir: Path, file=None) -> None:
     integ = meta.get("integrity")
     if integ:
         verdict = "OK" if integ["mismatches"] == 0 else f"{integ['mismatches']} MISMATCHES at {integ['mismatch_offsets']}"
-        print(f"  data integrity:          {integ['checked_blocks']:,} blocks read back, {verdict}")
+        of = f" of {integ['of_blocks']:,} (interrupted)" if integ.get("interrupted") else ""
+        print(f"  data integrity:          {integ['checked_blocks']:,}{of} blocks read back, {verdict}")
     if meta.get("tracing_overhead"):
         o = meta["tracing_overhead"]
         print(f"  tracing overhead:        traced/untraced IOPS = {o['ratio']:.3f}")

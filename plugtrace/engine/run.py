@@ -452,6 +452,7 @@ def run_workload(
             from .verify import verify_blocks
 
             result.integrity = verify_blocks(fd, written.bitmap, config.bs, config.seed)
+            result.interrupted = bool(result.integrity.get("interrupted"))
     finally:
         os.close(fd)
     return result

@@ -23,11 +23,24 @@ def verify_blocks(fd: int, written: np.ndarray, bs: int, seed: int, max_report: 
     """Read every block flagged in `written` (one flag per `bs` bytes) and check it.
 
     Returns ``{"checked_blocks", "mismatches", "mismatch_offsets"}`` (byte
-    offsets of the first `max_report` bad blocks).
+    offsets of the first `max_report` bad blocks). Ctrl-C or SIGTERM stops it:
+    the result then says ``"interrupted": True``, counts the blocks checked by
+    then, and gives in ``of_blocks`` how many there were to check.
     """
     blocks = np.flatnonzero(written)
-    mismatches = 0
     bad: list[int] = []
+    progress = {"checked": 0, "mismatches": 0}
+    try:
+        _verify(fd, blocks, bs, seed, bad, max_report, progress)
+    except KeyboardInterrupt:  # SIGTERM too: record raises a subclass of it
+        return {"checked_blocks": progress["checked"], "of_blocks": int(len(blocks)),
+                "mismatches": progress["mismatches"], "mismatch_offsets": bad, "interrupted": True}
+    return {"checked_blocks": progress["checked"], "mismatches": progress["mismatches"], "mismatch_offsets": bad}
+
+
+def _verify(fd: int, blocks: np.ndarray, bs: int, seed: int, bad: list[int], max_report: int,
+            progress: dict[str, int]) -> None:
+    """Check `blocks` in batches of reads, counting into `progress` as it goes."""
     bufs = mmap.mmap(-1, bs * _BATCH)
     base = ffi.from_buffer(bufs)
     with Ring(_BATCH) as ring:
@@ -46,7 +59,7 @@ def verify_blocks(fd: int, written: np.ndarray, bs: int, seed: int, max_report: 
                     done += 1
                     offset = int(chunk[c.user_data]) * bs
                     if c.res != bs or lib.pt_check_pattern(base + c.user_data * bs, bs, offset, seed) >= 0:
-                        mismatches += 1
+                        progress["mismatches"] += 1
                         if len(bad) < max_report:
                             bad.append(offset)
-    return {"checked_blocks": int(len(blocks)), "mismatches": mismatches, "mismatch_offsets": bad}
+            progress["checked"] += len(chunk)
