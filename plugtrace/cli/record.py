@@ -464,23 +464,6 @@ def run(args) -> int:
             _restore(old_term)
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes `pid` started (and theirs), from /proc: what a fork-follower cannot catch any more."""
-    children: dict[int, list[int]] = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat_file.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return sorted(found)
-
-
 def _end_process_group(proc: subprocess.Popen) -> None:
     """End a traced command and everything it started (its process group): politely, then not."""
     try:
@@ -553,13 +536,14 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     if command and shutil.which(command[0]) is None:
         raise UsageError(f"cannot run {command[0]}: not found, or not executable")
     watched = _watched_device(args.watch_device)
-    untraced = _descendants(args.pid) if args.pid is not None else []
-    if untraced:
-        shown = ", ".join(map(str, untraced[:8])) + (", ..." if len(untraced) > 8 else "")
-        print(f"plugtrace: note: process {args.pid} already has {len(untraced)} child process(es) ({shown}); "
-              "their I/O is not traced, only children started from now on are (fio runs its jobs in such "
-              "children: give a job's pid to --pid, or start fio under plugtrace record -- fio ...)",
-              file=sys.stderr)
+    from ..tracing.rawbpf import descendants
+
+    children = descendants(args.pid) if args.pid is not None else []
+    if children:
+        shown = ", ".join(map(str, children[:8])) + (", ..." if len(children) > 8 else "")
+        print(f"plugtrace: note: process {args.pid} already has {len(children)} child process(es) ({shown}); "
+              "our own programs trace them too, bpftrace-based probes (markers, fallbacks) only the children "
+              "started from now on", file=sys.stderr)
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
     old_term = _catch_terminating()
@@ -572,7 +556,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             "command": sys.argv,
             "config": {"external": command or None, "pid": args.pid, "mode": args.mode,
                        "duration_s": args.duration, "strategy": None, "watch_device": args.watch_device,
-                       "untraced_children": untraced or None},
+                       "children_at_start": children or None},
             "environment": describe_environment(),
             "device": None,
             "events_lost": None,

@@ -44,6 +44,23 @@ _TASK_STORAGE_GET, _CURRENT_TASK_BTF, _RINGBUF_OUTPUT = 156, 158, 130
 _RINGBUF, _RB_NO_WAKEUP = 27, 1
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started (and theirs), from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat_file.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return sorted(found)
+
+
 def _pid_max() -> int:
     try:
         return int(Path("/proc/sys/kernel/pid_max").read_text())
@@ -409,6 +426,13 @@ class Programs:
                                                                   fields["child_pid"]), "pt_fork"))
         # one perf event is enough: the program belongs to the tracepoint and runs on every CPU
         self._perf_tracepoint(tp_id, 0, fork)
+        # the children it forked before now (fio's jobs, say): found after the fork program is on, so
+        # that none falls between the two
+        words_set: dict[int, int] = {pid >> 6: 1 << (pid & 63)}
+        for child in descendants(pid):
+            words_set[child >> 6] = words_set.get(child >> 6, 0) | 1 << (child & 63)
+        for word, bits in words_set.items():
+            self.update(traced, struct.pack("<I", word), struct.pack("<Q", bits))
         return traced
 
     def attach(self, kernel: "_KernelTypes", tracepoint: str, code: bytes, name: str) -> None:

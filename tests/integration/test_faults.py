@@ -588,3 +588,35 @@ def test_ctrl_c_during_write_verification_keeps_what_was_checked(tmp_path):
     assert 0 <= result["checked_blocks"] < 65536
     # zeros are not the pattern: every block checked before the interruption is a mismatch, and counted
     assert result["mismatches"] == result["checked_blocks"]
+
+
+def test_ctrl_c_on_pid_prints_what_was_traced(tmp_path):
+    require_root()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        proc = subprocess.Popen([*PLUGTRACE, "record", "--pid", str(sleeper.pid), "-o", str(tmp_path / "r")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "r" / "meta.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # attached
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert "run directory:" in stderr and "status: interrupted" in stderr, stderr
+
+
+def test_default_output_in_a_read_only_directory_is_one_line(tmp_path):
+    require_root()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        p = subprocess.run([*PLUGTRACE, "record", "--", "true"], capture_output=True, text=True, timeout=60, cwd=ro)
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Read-only file system" in p.stderr, p.stderr

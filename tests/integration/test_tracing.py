@@ -371,3 +371,26 @@ def test_without_bpftrace_our_own_programs_run_and_bpftrace_only_probes_are_list
     assert meta["probes"]["backends"]["uring_requests"] == "raw tracepoints"
     assert "bpftrace is not installed" in meta["probes"]["could_not_measure"]["markers"]
     assert "could not measure markers" in p.stdout + p.stderr
+
+
+def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bpf):
+    """fio's main process forks its jobs before we attach: --pid of it traces them too."""
+    require(shutil.which("fio") is not None, "fio is not installed")
+    target = tmp_path / "f.img"
+    fio = subprocess.Popen(["fio", "--name=t", f"--filename={target}", "--size=64M", "--ioengine=io_uring",
+                            "--rw=randread", "--bs=4k", "--iodepth=8", "--numjobs=2", "--time_based",
+                            "--runtime=8", "--direct=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from plugtrace.tracing.rawbpf import descendants
+
+        deadline = time.monotonic() + 30
+        while len(descendants(fio.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # the jobs are running
+        p = record(tmp_path / "run", "--pid", str(fio.pid), "--duration", "2")
+    finally:
+        fio.terminate()
+        fio.wait(30)
+    assert "already has" in p.stderr
+    meta = read_meta(tmp_path / "run")
+    assert meta["kernel_summary"]["nr_enters"] > 1000, meta["kernel_summary"]
