@@ -287,9 +287,10 @@ def _restore(old: dict) -> None:
 
 
 def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer,
-                  probes: list[str] | None = None, markers: bool = True):
+                  probes: list[str] | None = None, markers: bool = True, existing_children: bool = False):
     """Start bpftrace when this machine can; returns (tracer or None, could_not_measure).
-    `markers`: put uprobes on our extension's plug-section markers."""
+    `markers`: put uprobes on our extension's plug-section markers; `existing_children`: trace the
+    children `pid` forked already too (--pid)."""
     if mode == "off":
         return None, {"kernel": "tracing turned off (--mode off)"}
     if os.geteuid() != 0:
@@ -302,7 +303,7 @@ def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int,
 
     caps = detect_capabilities()
     tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path if markers else None,
-                    max_events=max_events, capabilities=caps, probes=probes)
+                    max_events=max_events, capabilities=caps, probes=probes, existing_children=existing_children)
     try:
         tracer.start(writer)
     except CapabilityError as exc:
@@ -581,7 +582,8 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         else:
             pid = args.pid
         tracer, missing = _start_tracer(args.mode, pid, [watched] if watched else [], args.max_events, writer,
-                                        probes, markers=_uses_our_extension(pid, probes))
+                                        probes, markers=_uses_our_extension(pid, probes),
+                                        existing_children=args.pid is not None)
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()

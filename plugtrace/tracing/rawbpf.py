@@ -412,7 +412,7 @@ class Programs:
         self.keep(btf)
         return self.keep(fd)
 
-    def follow(self, pid: int) -> int:
+    def follow(self, pid: int, existing_children: bool = False) -> int:
         """A bitmap (array map of u64 words, one bit per tgid up to pid_max) of
         traced tgids holding `pid`, to which a program on `sched_process_fork`
         adds the children a traced process forks. An array lookup is inlined
@@ -426,10 +426,10 @@ class Programs:
                                                                   fields["child_pid"]), "pt_fork"))
         # one perf event is enough: the program belongs to the tracepoint and runs on every CPU
         self._perf_tracepoint(tp_id, 0, fork)
-        # the children it forked before now (fio's jobs, say): found after the fork program is on, so
-        # that none falls between the two
+        # with `existing_children`, the children it forked before now too (fio's jobs, say): found after
+        # the fork program is on, so that none falls between the two
         words_set: dict[int, int] = {pid >> 6: 1 << (pid & 63)}
-        for child in descendants(pid):
+        for child in descendants(pid) if existing_children else []:
             words_set[child >> 6] = words_set.get(child >> 6, 0) | 1 << (child & 63)
         for word, bits in words_set.items():
             self.update(traced, struct.pack("<I", word), struct.pack("<Q", bits))

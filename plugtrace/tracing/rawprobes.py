@@ -162,19 +162,19 @@ class _Aggregate(Programs):
     """Attach on construction; `read()` the maps any time; `close()` detaches.
 
     `pid`: the process to trace, with the children it forks (None or 0: every
-    process); `device`: "major:minor" of the block device to watch (block
+    process), and with `existing_children` those it forked already; `device`: "major:minor" of the block device to watch (block
     requests only; None: the traced process's requests on any device)."""
 
     layout: _Layout
     #: names in the kernel's BTF the programs need
     kernel_names: frozenset[str] = frozenset()
 
-    def __init__(self, pid: int | None = None, device: str | None = None):
+    def __init__(self, pid: int | None = None, device: str | None = None, existing_children: bool = False):
         super().__init__()
         try:
             kernel = _KernelTypes(set(self.kernel_names))
             self._counters = self.map(_PERCPU_ARRAY, 4, 8, self.layout.size)
-            traced = self.follow(pid) if pid else None
+            traced = self.follow(pid, existing_children) if pid else None
             self._attach(kernel, traced, device)
         except BaseException:
             self.close()
@@ -383,14 +383,15 @@ class _Events(Programs):
     record: list[tuple[str, str]]
     kernel_names: frozenset[str] = frozenset()
 
-    def __init__(self, pid: int | None = None, device: str | None = None, ring_bytes: int = RING_BYTES):
+    def __init__(self, pid: int | None = None, device: str | None = None, ring_bytes: int = RING_BYTES,
+                 existing_children: bool = False):
         super().__init__()
         self.ring = None
         try:
             kernel = _KernelTypes(set(self.kernel_names))
             self._lost = self.map(_PERCPU_ARRAY, 4, 8, 1)
             self.ring = super().ring(ring_bytes, np.dtype(_RB_HEADER + self.record))
-            traced = self.follow(pid) if pid else None
+            traced = self.follow(pid, existing_children) if pid else None
             self._attach(kernel, traced, device)
         except BaseException:
             self.close()

@@ -45,12 +45,13 @@ def to_table(values: dict, spec) -> pa.Table:
     return pa.Table.from_arrays(cols, names=[n for n, _ in spec.columns])
 
 
-def run(table: str, out: str, pid: int | None, device: str | None, max_events: int | None) -> dict:
+def run(table: str, out: str, pid: int | None, device: str | None, max_events: int | None,
+        existing_children: bool = False) -> dict:
     spec = next(p for p in PROBES if p.table == table and "events" in p.modes)
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(1))
-    progs = EVENTS[table](pid, device)
+    progs = EVENTS[table](pid, device, existing_children=existing_children)
     _say({"attached_probes": len(progs.attached)})
     sink = _TableFile(out)
     pending: list[pa.Table] = []
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("table", choices=sorted(EVENTS))
     parser.add_argument("out", help="Parquet file to write")
     parser.add_argument("--pid", type=int, default=None, help="process to trace, with its children (default: all)")
+    parser.add_argument("--existing-children", action="store_true",
+                        help="also the children --pid forked before tracing began")
     parser.add_argument("--device", default=None, help="MAJ:MIN of the block device to watch")
     parser.add_argument("--max-events", type=int, default=None, help="keep at most this many rows")
     args = parser.parse_args(argv)
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # the small, short-lived buffers of each read back; one reader runs per probe
     pa.set_memory_pool(pa.system_memory_pool())
     try:
-        done = run(args.table, args.out, args.pid, args.device, args.max_events)
+        done = run(args.table, args.out, args.pid, args.device, args.max_events, args.existing_children)
     except OSError as exc:
         print(f"our {args.table} programs could not attach: {exc}", file=sys.stderr)
         return 1

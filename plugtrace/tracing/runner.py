@@ -197,15 +197,19 @@ class Tracer:
     followed); `devices`: "major:minor" of the block device to watch (block
     probes), empty to watch the traced process's I/O on any device;
     `marker_lib`: our extension, for the marker uprobes (None: no markers).
+    `existing_children`: our own programs also trace the children `pid`
+    forked before tracing began (bpftrace's scripts follow new ones only).
     """
 
     def __init__(self, mode: str = "aggregate", pid: int | None = None, devices: list[str | None] | None = None,
                  marker_lib: str | None = None, max_events: int = 5_000_000,
-                 capabilities: Capabilities | None = None, probes: list[str] | None = None):
+                 capabilities: Capabilities | None = None, probes: list[str] | None = None,
+                 existing_children: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
         self.pid = pid
+        self.existing_children = existing_children
         self.device = next((d for d in devices or [] if d), None)
         self.marker_lib = marker_lib
         self.max_events = max_events
@@ -360,7 +364,8 @@ class Tracer:
             return ""
         if ok:
             try:
-                self._raw[spec.table] = AGGREGATES[spec.table](self.pid, self.device)
+                self._raw[spec.table] = AGGREGATES[spec.table](self.pid, self.device,
+                                                               existing_children=self.existing_children)
                 return ""
             except OSError as exc:
                 why = str(exc)
@@ -370,7 +375,7 @@ class Tracer:
         """An events-mode probe as our own programs, read by `ringworker.py` in a process of its own."""
         argv = [sys.executable, "-m", "plugtrace.tracing.ringworker", spec.table, self._table_path(spec)]
         if self.pid:
-            argv += ["--pid", str(self.pid)]
+            argv += ["--pid", str(self.pid)] + (["--existing-children"] if self.existing_children else [])
         if self.device:
             argv += ["--device", self.device]
         if self.max_events:
