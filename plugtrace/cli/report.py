@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
     out = args.output.resolve()
-    for run in runs:
-        if out.is_relative_to(run.path.resolve()):
-            raise UsageError(f"-o {args.output}: inside the run directory {run.path}; write the report elsewhere")
+    for run in runs:  # a report may sit in a run directory, but never over the run's own files
+        own = run.path.resolve()
+        if out == own / "meta.json" or out.is_relative_to(own / "tables") or out == own:
+            raise UsageError(f"-o {args.output}: that is part of the run {run.path}; write the report elsewhere")
     html = render(runs, interactive=not args.static)
     # written beside, then renamed over: a failed write never leaves half a report in place of the old one
     tmp = out.with_name(f".{out.name}.partial")

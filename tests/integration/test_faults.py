@@ -488,9 +488,13 @@ def _run_copy(tmp_path, name="defer"):
 def test_report_refuses_to_write_into_a_run_and_never_leaves_half_a_file(tmp_path):
     run = _run_copy(tmp_path)
     meta = (run / "meta.json").read_text()
-    p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(run / "meta.json")], capture_output=True, text=True)
-    assert p.returncode == 2 and "inside the run directory" in p.stderr
+    for target in (run / "meta.json", run / "tables" / "requests.parquet"):
+        p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(target)], capture_output=True, text=True)
+        assert p.returncode == 2 and "part of the run" in p.stderr
     assert (run / "meta.json").read_text() == meta
+    beside = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(run / "report.html")], capture_output=True,
+                            text=True)
+    assert beside.returncode == 0, "a report may sit in the run directory, as the demo puts it"
     old = tmp_path / "report.html"
     old.write_text("the previous report")
     (tmp_path / "ro").mkdir()
