@@ -389,7 +389,6 @@ def _histogram_percentile_row(metric: str, h: pd.DataFrame, percentiles: Sequenc
     return row
 
 
-
 def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) -> pd.DataFrame:
     count = np.asarray(count, dtype=np.int64)
     total = count.sum()
@@ -404,6 +403,16 @@ def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) ->
 #: the in-kernel histograms of SQEs per submitting io_uring_enter(), preferred first:
 #: the enters probe's (the syscall's result), then uring_requests' (request positions)
 SQES_HISTOGRAMS = ("enter_nr_sqes", "submit_nr_sqes")
+
+#: a run's submits by source: (table, time column, SQEs column, SQL for the rows that submitted something)
+_SUBMIT_SOURCES = {"app": ("submits", "start_ns", "nr_sqes", "true"),
+                   "kernel": ("enters", "ts_ns", "to_submit", "to_submit > 0")}
+
+
+def _submit_source(run: Run, source: str = "auto") -> tuple[str, str, str, str]:
+    """Where `run`'s submits are (see `_SUBMIT_SOURCES`): the app log when present ("auto"), else the kernel's."""
+    return _SUBMIT_SOURCES[_pick_source(run, source, {"app": "submits", "kernel": "enters"})]
+
 
 #: SQL: why a request waited (an index into CAUSES), from the `requests` table's columns
 _CAUSE_SQL = "CASE WHEN section_owner < 0 THEN 0 WHEN section_owner <> device THEN 2 ELSE 1 END"
@@ -889,9 +898,7 @@ def df_sqes_over_time(run: Run | pd.DataFrame, bins: int = 300, source: str = "a
     if isinstance(run, pd.DataFrame):
         start = int(run["ts_ns"].min()) if start_ns is None and len(run) else (start_ns or 0)
         return _time_bins(run, "frame", "ts_ns", "nr_sqes", "true", bins, start)
-    source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
-    table, ts, sqes, where = (("submits", "start_ns", "nr_sqes", "true") if source == "app"
-                              else ("enters", "ts_ns", "to_submit", "to_submit > 0"))
+    table, ts, sqes, where = _submit_source(run, source)
     return _time_bins(Runs([run]), table, ts, sqes, where, bins, run.start_ns if start_ns is None else start_ns)
 
 
@@ -911,17 +918,15 @@ def _source_percentiles(source: Runs | pd.DataFrame, table: str, value: str, qs:
 def _time_bins(runs: Runs | pd.DataFrame, table: str, ts: str, value: str, where: str, bins: int,
                start_ns: int) -> pd.DataFrame:
     """Count, mean and max of `value` per time bin of `ts` (ns), for a run's table or a frame of it."""
-    def aggregate(agg: Aggregate) -> pd.DataFrame:
-        return _aggregate(runs, agg)
-
-    span = aggregate(Aggregate(table, {}, {"lo": ("min", ts), "hi": ("max", ts)}, where))
+    span = _aggregate(runs, Aggregate(table, {}, {"lo": ("min", ts), "hi": ("max", ts)}, where))
     columns = ["t_ms", "nr_submits", "mean_nr_sqes", "max_nr_sqes"]
     if span.empty or pd.isna(span.at[0, "lo"]):
         return pd.DataFrame(columns=columns)
     lo, hi = int(span.at[0, "lo"]), int(span.at[0, "hi"])
     width = max((hi - lo + 1) / bins, 1.0)
-    b = aggregate(Aggregate(table, {"bin": f"least(CAST(floor(({ts} - {lo}) / {width!r}) AS BIGINT), {bins - 1})"},
-                            {"n": ("count", "*"), "total": ("sum", value), "peak": ("max", value)}, where))
+    b = _aggregate(runs, Aggregate(table, {"bin": f"least(CAST(floor(({ts} - {lo}) / {width!r}) AS BIGINT), "
+                                                   f"{bins - 1})"},
+                                   {"n": ("count", "*"), "total": ("sum", value), "peak": ("max", value)}, where))
     return pd.DataFrame({"t_ms": (lo + (b["bin"].to_numpy() + 0.5) * width - start_ns) / 1e6,
                          "nr_submits": b["n"].to_numpy(dtype=np.int64),
                          "mean_nr_sqes": b["total"].to_numpy(dtype=np.float64) / b["n"].to_numpy(),
@@ -936,12 +941,11 @@ def df_latency_cdf(run: Run | pd.DataFrame, source: str = "auto") -> pd.DataFram
     submits with a latency ≤ it).
     """
     if isinstance(run, Run):
-        source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
-        table, where = ("submits", "true") if source == "app" else ("enters", "to_submit > 0")
+        table, _, _, where = _submit_source(run, source)
         run.require(table, user="df_latency_cdf()")
         bins = Runs([run]).aggregate(_cdf_bins(table, where))
     else:
-        bins = default_engine().frame_aggregate(_cdf_bins("frame", "true"), run)
+        bins = _aggregate(run, _cdf_bins("frame", "true"))
     counts = bins["n"].to_numpy(dtype=np.int64)
     total = counts.sum()
     return pd.DataFrame({"latency_ns": bins["hi"].to_numpy(dtype=np.int64),
@@ -952,8 +956,7 @@ def submit_latency_percentiles(run: Run | pd.DataFrame, qs: Sequence[float] = DE
                                source: str = "auto") -> list[float]:
     """Exact percentiles (ns) of submit latency: a Run's submits (else its kernel enters) or a `df_submits` frame."""
     if isinstance(run, Run):
-        source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
-        table, where = ("submits", "true") if source == "app" else ("enters", "to_submit > 0")
+        table, _, _, where = _submit_source(run, source)
         run.require(table, user="submit latency percentiles")
         found = Runs([run]).percentiles(table, "latency_ns", qs, where=where)
     else:
@@ -1213,13 +1216,14 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     codes = np.where(owner < 0, 0, np.where(other, 2, 1)).astype(np.int8)
     wait = t.column("submit_ns").to_numpy() - t.column("queue_ns").to_numpy()
     baseline = float(Runs([run])._baseline_wait().get(0, 0.0))
-    delays = df_interleaving_delays(run).set_index("req_id")["deferral_ns"]
     req_id = t.column("req_id").to_numpy()
-    deferral = np.where(other, delays.reindex(req_id).to_numpy(dtype=np.float64), 0.0)
-    if not run.has("handlers"):
+    if run.has("handlers"):
+        delays = df_interleaving_delays(run).set_index("req_id")["deferral_ns"]
+        deferral = np.where(other, delays.reindex(req_id).to_numpy(dtype=np.float64), 0.0)
+    else:  # no handler log: the delay is unknown, even for requests that were not deferred
         deferral = np.full(len(req_id), np.nan)
     return pd.DataFrame({
-        "req_id": t.column("req_id").to_numpy(),
+        "req_id": req_id,
         "thread": t.column("thread").to_numpy(),
         "device": device,
         "section_id": t.column("section_id").to_numpy(),
@@ -1318,19 +1322,17 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
         float(compare.at[1, "mean_sqes_per_submit"]), "welch" if not np.isnan(p) else "threshold", p=p)
     for metric in DIFF_NUMBERS[2:]:
         add(metric, float(compare.at[0, metric]), float(compare.at[1, metric]))
-    d, p = _ks(dist[0], dist[1])
-    rows.append({"metric": "batch_size_distribution", "a": np.nan, "b": np.nan, "change": np.nan,
-                 "change_pct": np.nan, "test": "ks", "statistic": d, "p_value": p,
-                 "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE)})
+    def add_distribution(metric: str, d: float, p: float) -> None:
+        rows.append({"metric": metric, "a": np.nan, "b": np.nan, "change": np.nan, "change_pct": np.nan,
+                     "test": "ks", "statistic": d, "p_value": p,
+                     "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE)})
+
+    add_distribution("batch_size_distribution", *_ks(dist[0], dist[1]))
     latency = {}
     for i, run in enumerate((a, b)):
-        source = _pick_source(run, "auto", {"app": "submits", "kernel": "enters"})
-        table, where = ("submits", "true") if source == "app" else ("enters", "to_submit > 0")
+        table, _, _, where = _submit_source(run)
         if run.has(table):
-            binned = Runs([run]).aggregate(_cdf_bins(table, where))
-            latency[i] = binned.set_index("bin")["n"]
-    d, p = _ks(latency[0], latency[1]) if len(latency) == 2 else (np.nan, np.nan)
-    rows.append({"metric": "submit_latency_distribution", "a": np.nan, "b": np.nan, "change": np.nan,
-                 "change_pct": np.nan, "test": "ks", "statistic": d, "p_value": p,
-                 "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE)})
+            latency[i] = Runs([run]).aggregate(_cdf_bins(table, where)).set_index("bin")["n"]
+    add_distribution("submit_latency_distribution",
+                     *(_ks(latency[0], latency[1]) if len(latency) == 2 else (np.nan, np.nan)))
     return pd.DataFrame(rows)

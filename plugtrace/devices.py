@@ -90,16 +90,15 @@ class Target:
         with _lock:
             if self in _created:
                 _created.remove(self)
+        if self._hold_fd is not None:
+            # a user's device: others may have it again; a loop device of ours: the last opener is gone,
+            # the device clears itself now (losetup -d below is for one whose autoclear could not be set)
+            os.close(self._hold_fd)
+            self._hold_fd = None
         if not self.created_by_plugtrace:
-            if self._hold_fd is not None:  # a user's device: let others have it again
-                os.close(self._hold_fd)
-                self._hold_fd = None
             return
         if self.kind == "loop":
             _run(["losetup", "-d", self.path], check=False)
-            if self._hold_fd is not None:
-                os.close(self._hold_fd)  # the last opener: the device clears itself now
-                self._hold_fd = None
             if self.backing_file:
                 _unlink(self.backing_file)
         elif self.kind == "zram" and self.zram_index is not None:

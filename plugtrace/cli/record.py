@@ -134,7 +134,7 @@ def _check_numbers(args) -> None:
     """Refuse values that would be stored as invalid JSON or overflow later."""
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise UsageError(f"--duration: a positive number of seconds, not {args.duration}")
-    if hasattr(args, "seed") and not 0 <= args.seed < 2**63:
+    if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed: 0 to 2**63-1, not {args.seed}")
 
 
