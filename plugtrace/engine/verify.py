@@ -29,17 +29,19 @@ def verify_blocks(fd: int, written: np.ndarray, bs: int, seed: int, max_report: 
     """
     blocks = np.flatnonzero(written)
     bad: list[int] = []
-    progress = {"checked": 0, "mismatches": 0}
+    progress = {"counts": (0, 0)}  # (checked, mismatches), stored together
     try:
         _verify(fd, blocks, bs, seed, bad, max_report, progress)
     except KeyboardInterrupt:  # SIGTERM too: record raises a subclass of it
-        return {"checked_blocks": progress["checked"], "of_blocks": int(len(blocks)),
-                "mismatches": progress["mismatches"], "mismatch_offsets": bad, "interrupted": True}
-    return {"checked_blocks": progress["checked"], "mismatches": progress["mismatches"], "mismatch_offsets": bad}
+        checked, mismatches = progress["counts"]
+        return {"checked_blocks": checked, "of_blocks": int(len(blocks)),
+                "mismatches": mismatches, "mismatch_offsets": bad, "interrupted": True}
+    checked, mismatches = progress["counts"]
+    return {"checked_blocks": checked, "mismatches": mismatches, "mismatch_offsets": bad}
 
 
 def _verify(fd: int, blocks: np.ndarray, bs: int, seed: int, bad: list[int], max_report: int,
-            progress: dict[str, int]) -> None:
+            progress: dict[str, tuple[int, int]]) -> None:
     """Check `blocks` in batches of reads, counting into `progress` as it goes."""
     bufs = mmap.mmap(-1, bs * _BATCH)
     base = ffi.from_buffer(bufs)
@@ -58,8 +60,10 @@ def _verify(fd: int, blocks: np.ndarray, bs: int, seed: int, bad: list[int], max
                 for c in ring.peek_batch():
                     done += 1
                     offset = int(chunk[c.user_data]) * bs
-                    if c.res != bs or lib.pt_check_pattern(base + c.user_data * bs, bs, offset, seed) >= 0:
-                        progress["mismatches"] += 1
-                        if len(bad) < max_report:
-                            bad.append(offset)
-            progress["checked"] += len(chunk)
+                    ok = c.res == bs and lib.pt_check_pattern(base + c.user_data * bs, bs, offset, seed) < 0
+                    if not ok and len(bad) < max_report:
+                        bad.append(offset)
+                    # one store per block, so an interruption never finds a block counted as checked
+                    # and not as bad, or the other way round
+                    checked, mismatches = progress["counts"]
+                    progress["counts"] = (checked + 1, mismatches + (not ok))
