@@ -22,8 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # another apt (unattended upgrades, a second set-up) may hold the lock: wait for it
+    apt_opts=(-o DPkg::Lock::Timeout=600)
+    apt-get "${apt_opts[@]}" update -qq
+    apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # tracefs is where bpftrace finds tracepoints
