@@ -11,8 +11,33 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_ipython_extension"]
 
 
+def _show_runs_in_notebooks() -> None:
+    """In a running IPython, show a `Run` as its summary card (`plugtrace.report.render_summary`).
+
+    Registered by name, so the data classes never import the report; outside
+    IPython this does nothing and imports nothing.
+    """
+    import sys
+
+    ipython_module = sys.modules.get("IPython")
+    shell = ipython_module.get_ipython() if ipython_module is not None else None
+    if shell is None:
+        return
+
+    def run_html(run):  # type: ignore[no-untyped-def]
+        from .report import render_summary
+
+        return render_summary(run)
+
+    shell.display_formatter.formatters["text/html"].for_type_by_name("plugtrace.analysis", "Run", run_html)
+
+
+_show_runs_in_notebooks()
+
+
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     """``%load_ext plugtrace`` in Jupyter: the `%plugtrace` magic (see plugtrace.magic)."""
     from .magic import load_ipython_extension as load
 
+    _show_runs_in_notebooks()
     load(ipython)

@@ -287,11 +287,6 @@ class Run:
 
         return to_perfetto(self, path, window_ms)
 
-    def _repr_html_(self) -> str:
-        from .report import render_summary
-
-        return render_summary(self)
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -964,6 +959,7 @@ def submit_latency_percentiles(run: Run | pd.DataFrame, qs: Sequence[float] = DE
     return [float(found[f"p{q:g}"].iloc[0]) if len(found) else np.nan for q in qs]
 
 
+@requires("requests")
 def df_wait_histogram(run_or_deferrals: Run | pd.DataFrame, bins: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
     """How long requests waited before submission, by cause, as a log-spaced histogram (out of core).
 
@@ -975,7 +971,6 @@ def df_wait_histogram(run_or_deferrals: Run | pd.DataFrame, bins: int = 60) -> t
     requests are left out of both; the others have every bin, empty ones too.
     """
     if isinstance(run_or_deferrals, Run):
-        run_or_deferrals.require("requests", user="df_wait_histogram()")
         source: Runs | pd.DataFrame = Runs([run_or_deferrals])
         table, wait, cause, where = "requests", "submit_ns - queue_ns", _CAUSE_SQL, _DEFERRED_SQL
     else:

@@ -13,21 +13,17 @@ come from all the data.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
-import matplotlib
+# matplotlib picks its backend itself (Agg where there is no display; the
+# inline one in notebooks); the report draws on pyplot-free Figures
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 
-if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
-    matplotlib.use("Agg")  # headless: CI, the report command, notebooks run by nbclient
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from .analysis import (  # noqa: E402
+from .analysis import (
     CAUSES,
     DEFAULT_PERCENTILES,
     MissingTableError,
@@ -74,7 +70,7 @@ def _frame(data: Run | pd.DataFrame, df_function: Any, **kwargs: Any) -> pd.Data
     return df_function(data, **kwargs) if isinstance(data, Run) else data
 
 
-@requires(("submits", "enters", "histograms"))
+@requires(*df_batch_sizes.required_tables)
 def plot_batch_sizes(data: Run | pd.DataFrame, ax: Axes | None = None, source: str = "auto") -> Axes:
     """Bar chart of SQEs per io_uring_enter(): fraction of submits (y) per batch size (x, SQEs).
 
@@ -93,7 +89,7 @@ def plot_batch_sizes(data: Run | pd.DataFrame, ax: Axes | None = None, source: s
     return ax
 
 
-@requires(("submits", "enters"))
+@requires(*df_sqes_over_time.required_tables)
 def plot_sqes_over_time(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 300,
                         start_ns: int | None = None) -> Axes:
     """SQEs per io_uring_enter() over time: mean (line) and max (shade) per time bin.
@@ -115,7 +111,7 @@ def plot_sqes_over_time(data: Run | pd.DataFrame, ax: Axes | None = None, bins: 
     return ax
 
 
-@requires(("submits", "enters", "histograms"))
+@requires(("submits", "enters", "histograms"))  # more than df_latency_cdf: it can draw the histogram
 def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, source: str = "auto") -> Axes:
     """Cumulative distribution of submit latency (x: µs, log scale) with p50 and p99 marked.
 
@@ -225,7 +221,7 @@ def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = Non
     return ax
 
 
-@requires("requests")
+@requires(*df_wait_histogram.required_tables)
 def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 60) -> Axes:
     """Distribution of how long requests waited before submission (x: µs, log), one curve per cause.
 
@@ -252,7 +248,7 @@ def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins:
     return ax
 
 
-@requires("handlers")
+@requires("handlers")  # more than df_interleaving_delays: without handlers there is no delay to draw
 def plot_interleaving_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 50) -> Axes:
     """How long aio_poll() interleaving held back each request it deferred (x: µs, log), per device.
 

@@ -1,8 +1,8 @@
 """HTML reports: one self-contained file per report, no network needed to view it.
 
 `render(runs)` returns the page `plugtrace report` writes; `render_summary(run)`
-is the compact single-run view that `Run._repr_html_` shows in Jupyter. Both fill
-the same Jinja2 template. Plots are PNGs inlined as base64 data URIs and the CSS
+is the compact single-run view Jupyter shows for a `Run` (`plugtrace` registers
+it with IPython). Both fill the same Jinja2 template. Plots are PNGs inlined as base64 data URIs and the CSS
 is inline, so the file can be mailed or attached to a bug as it is.
 """
 

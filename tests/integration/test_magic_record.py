@@ -16,4 +16,6 @@ def test_record_magic_returns_the_run(tmp_path):
                             f"--strategy defer --requests 3000\n-o {tmp_path / 'run'}\n")
     assert run is not None and run.status == "complete"
     assert run.summary["nr_requests"] >= 3000
-    assert "plugtrace" in run._repr_html_()
+    # the notebook shows the run as its summary card
+    html, _ = ip.display_formatter.format(run, include=["text/html"])
+    assert "plugtrace" in html["text/html"] and run.name in html["text/html"]
