@@ -43,7 +43,7 @@ def _generate(path: str, events: int) -> None:
     write_run(path, strategy="immediate", requests=events, devices=4, threads=2, interleave=0.05, kernel="both")
 
 
-def _in_memory_batch_sizes(path: str, table: str, column: str, out: "multiprocessing.Queue") -> None:
+def _in_memory_batch_sizes(path: str, table: str, column: str, out: multiprocessing.Queue) -> None:
     """The batch-size distribution as it was computed before the analysis went out of core: the whole
     column read into memory, then counted with numpy. Runs in a child, so its memory is its own."""
     import numpy as np
@@ -109,22 +109,40 @@ def main(argv: list[str] | None = None) -> int:
             sizes = df_batch_sizes(run, source=source)
             elapsed = time.perf_counter() - t
             ok &= elapsed <= target_df_s
-            results.append({"what": f"df_batch_sizes ({source})", "seconds": elapsed, "target_s": target_df_s,
-                            "submits": int(sizes["count"].sum())})
-            print(f"df_batch_sizes ({source:6}): {elapsed:6.2f} s for {int(sizes['count'].sum()):,} submits  "
-                  f"[target <= {target_df_s:g} s: {_verdict(elapsed, target_df_s)}]")
+            results.append(
+                {
+                    "what": f"df_batch_sizes ({source})",
+                    "seconds": elapsed,
+                    "target_s": target_df_s,
+                    "submits": int(sizes["count"].sum()),
+                }
+            )
+            print(
+                f"df_batch_sizes ({source:6}): {elapsed:6.2f} s for {int(sizes['count'].sum()):,} submits  "
+                f"[target <= {target_df_s:g} s: {_verdict(elapsed, target_df_s)}]"
+            )
             mem_s, mem_n, mem_mb = _side_by_side(run_path, source)
             assert mem_n == int(sizes["count"].sum()), "the in-memory count disagrees"
             results.append({"what": f"in memory, whole column ({source})", "seconds": mem_s, "peak_rss_mb": mem_mb})
-            print(f"  side by side, the whole column in memory (numpy): {mem_s:6.2f} s, peak RSS {mem_mb:,.0f} MB "
-                  f"of its own; out of core is {mem_s / max(elapsed, 1e-9):.1f}x as fast")
+            print(
+                f"  side by side, the whole column in memory (numpy): {mem_s:6.2f} s, peak RSS {mem_mb:,.0f} MB "
+                f"of its own; out of core is {mem_s / max(elapsed, 1e-9):.1f}x as fast"
+            )
         t = time.perf_counter()
         lat = df_latency_percentiles(run)
         elapsed = time.perf_counter() - t
-        results.append({"what": "df_latency_percentiles (exact)", "seconds": elapsed, "metrics": len(lat),
-                        "values": int(lat["count"].sum())})
-        print(f"df_latency_percentiles, exact: {elapsed:6.2f} s for {len(lat)} metrics over "
-              f"{int(lat['count'].sum()):,} values")
+        results.append(
+            {
+                "what": "df_latency_percentiles (exact)",
+                "seconds": elapsed,
+                "metrics": len(lat),
+                "values": int(lat["count"].sum()),
+            }
+        )
+        print(
+            f"df_latency_percentiles, exact: {elapsed:6.2f} s for {len(lat)} metrics over "
+            f"{int(lat['count'].sum()):,} values"
+        )
 
         t = time.perf_counter()
         html = render([Run.open(run_path)])  # a fresh Run: nothing answered above is reused
@@ -132,21 +150,40 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = len(html.encode()) / 1e6
         (workdir / "report.html").write_text(html, encoding="utf-8")
         ok &= elapsed <= target_render_s and size_mb <= TARGET_REPORT_MB
-        results.append({"what": "report render", "seconds": elapsed, "target_s": target_render_s,
-                        "mb": size_mb, "target_mb": TARGET_REPORT_MB})
-        print(f"report render: {elapsed:6.2f} s  [target <= {target_render_s:g} s: "
-              f"{_verdict(elapsed, target_render_s)}], {size_mb:.2f} MB  [target <= {TARGET_REPORT_MB:g} MB: "
-              f"{_verdict(size_mb, TARGET_REPORT_MB)}]")
+        results.append(
+            {
+                "what": "report render",
+                "seconds": elapsed,
+                "target_s": target_render_s,
+                "mb": size_mb,
+                "target_mb": TARGET_REPORT_MB,
+            }
+        )
+        print(
+            f"report render: {elapsed:6.2f} s  [target <= {target_render_s:g} s: "
+            f"{_verdict(elapsed, target_render_s)}], {size_mb:.2f} MB  [target <= {TARGET_REPORT_MB:g} MB: "
+            f"{_verdict(size_mb, TARGET_REPORT_MB)}]"
+        )
         rss = _peak_rss_mb()
         ok &= rss <= TARGET_RSS_MB
         results.append({"what": "peak RSS", "mb": rss, "target_mb": TARGET_RSS_MB})
-        print(f"peak RSS of the analysis and the report: {rss:,.0f} MB  [target <= {TARGET_RSS_MB} MB: "
-              f"{_verdict(rss, TARGET_RSS_MB)}]")
+        print(
+            f"peak RSS of the analysis and the report: {rss:,.0f} MB  [target <= {TARGET_RSS_MB} MB: "
+            f"{_verdict(rss, TARGET_RSS_MB)}]"
+        )
         print("all targets met" if ok else "some targets MISSED")
         from bench.common import machine, write_json
 
-        write_json(args.json, {"benchmark": "analysis", "events": events, "machine": machine(),
-                               "all_targets_met": ok, "results": results})
+        write_json(
+            args.json,
+            {
+                "benchmark": "analysis",
+                "events": events,
+                "machine": machine(),
+                "all_targets_met": ok,
+                "results": results,
+            },
+        )
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

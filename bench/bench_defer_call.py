@@ -48,10 +48,20 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for calls, distinct in ((32, 1), (32, 4), (128, 1)):
         us = _per_call_us(n, calls, distinct)
-        rows.append({"calls_per_section": calls, "distinct_pairs": distinct, "us_per_call": us,
-                     "target_us": TARGET_US, "met": us <= TARGET_US})
-    print_table("defer_call() inside a section (best of 5, includes the section's begin/end and runs)",
-                rows, ["calls_per_section", "distinct_pairs", "us_per_call", "target_us", "met"])
+        rows.append(
+            {
+                "calls_per_section": calls,
+                "distinct_pairs": distinct,
+                "us_per_call": us,
+                "target_us": TARGET_US,
+                "met": us <= TARGET_US,
+            }
+        )
+    print_table(
+        "defer_call() inside a section (best of 5, includes the section's begin/end and runs)",
+        rows,
+        ["calls_per_section", "distinct_pairs", "us_per_call", "target_us", "met"],
+    )
     result = {"benchmark": "defer_call", "machine": machine(), "rows": rows}
     write_json(args.json, result)
     return result

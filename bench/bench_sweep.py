@@ -36,19 +36,46 @@ def _run(target, strategy: str, iodepth: int, seconds: float) -> dict:
     cfg = WorkloadConfig(strategy=strategy, iodepth=iodepth, duration_s=seconds, rw="randread", devices=2)
     r = run_workload(cfg, target.path, target.size_bytes, sink)
     sq = np.concatenate(nr_sqes) if nr_sqes else np.zeros(0)
-    return {"strategy": strategy, "iodepth": iodepth, "iops": r.iops,
-            "sqes_per_enter": float(sq.mean()) if len(sq) else None, "enters": int(len(sq))}
+    return {
+        "strategy": strategy,
+        "iodepth": iodepth,
+        "iops": r.iops,
+        "sqes_per_enter": float(sq.mean()) if len(sq) else None,
+        "enters": int(len(sq)),
+    }
 
 
-def record_runs(runs_dir: Path, device_kind: str, strategies: list[str], depths: list[int], seconds: float) -> list[Path]:
+def record_runs(
+    runs_dir: Path, device_kind: str, strategies: list[str], depths: list[int], seconds: float
+) -> list[Path]:
     """Record one run directory per (strategy, iodepth) with `plugtrace record`; returns their paths."""
     made = []
     for strategy in strategies:
         for depth in depths:
             out = runs_dir / f"{strategy}-qd{depth}"
-            subprocess.run([*PLUGTRACE, "record", "--device", device_kind, "--size", "256M", "--strategy", strategy,
-                            "--iodepth", str(depth), "--devices", "2", "--duration", str(seconds), "--quiet",
-                            "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    *PLUGTRACE,
+                    "record",
+                    "--device",
+                    device_kind,
+                    "--size",
+                    "256M",
+                    "--strategy",
+                    strategy,
+                    "--iodepth",
+                    str(depth),
+                    "--devices",
+                    "2",
+                    "--duration",
+                    str(seconds),
+                    "--quiet",
+                    "-o",
+                    str(out),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             made.append(out)
             print(f"recorded {out}")
     return made
@@ -88,8 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--png", default=None, help="plot file (default: beside --json, else bench-sweep.png)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--runs-dir", type=Path, default=None,
-                    help="also record each point with plugtrace record into DIR/STRATEGY-qdN")
+    ap.add_argument(
+        "--runs-dir", type=Path, default=None, help="also record each point with plugtrace record into DIR/STRATEGY-qdN"
+    )
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all)")
     args = ap.parse_args(argv)
     require_root()
@@ -103,8 +131,11 @@ def main(argv: list[str] | None = None) -> dict:
         for strategy in strategies:
             for depth in depths:
                 rows.append(_run(target, strategy, depth, seconds))
-    print_table(f"sweep on {args.device} (2 virtio-blk devices, one thread, 4k randread)", rows,
-                ["strategy", "iodepth", "iops", "sqes_per_enter", "enters"])
+    print_table(
+        f"sweep on {args.device} (2 virtio-blk devices, one thread, 4k randread)",
+        rows,
+        ["strategy", "iodepth", "iops", "sqes_per_enter", "enters"],
+    )
     png = args.png or (str(Path(args.json).with_suffix(".png")) if args.json else "bench-sweep.png")
     plot(rows, png, f"plugtrace engine on {args.device}: 2 virtio-blk devices, 4k randread")
     result = {"benchmark": "sweep", "device": args.device, "machine": machine(), "rows": rows}

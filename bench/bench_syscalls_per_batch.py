@@ -30,9 +30,28 @@ from .common import PLUGTRACE, machine, print_table, require_root, write_json
 
 def measure(kind: str, seconds: float, iodepth: int, workdir: Path, extra: list[str]) -> dict:
     out = workdir / f"run-{kind}"
-    cmd = [*PLUGTRACE, "record", "--device", kind, "--size", "256M", "--strategy", "defer", "--iodepth",
-           str(iodepth), "--mode", "aggregate", "--duration", str(seconds), "--quiet", "-o", str(out),
-           "--probes", "enters", *extra]  # enters: the syscalls themselves, also those that only reap
+    cmd = [
+        *PLUGTRACE,
+        "record",
+        "--device",
+        kind,
+        "--size",
+        "256M",
+        "--strategy",
+        "defer",
+        "--iodepth",
+        str(iodepth),
+        "--mode",
+        "aggregate",
+        "--duration",
+        str(seconds),
+        "--quiet",
+        "-o",
+        str(out),
+        "--probes",
+        "enters",
+        *extra,
+    ]  # enters: the syscalls themselves, also those that only reap
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
@@ -46,13 +65,21 @@ def measure(kind: str, seconds: float, iodepth: int, workdir: Path, extra: list[
     ebpf_sqes = meta["kernel_summary"].get("mean_sqes_per_enter")  # from the in-kernel histogram
     ready = float(batches["nr_sqes"].mean()) if len(batches) else None
     return {
-        "device": kind, "iodepth": iodepth, "requests": requests, "app_batches": int(len(batches)),
-        "ebpf_submitting_enters": enters, "enters_per_batch": enters / len(batches) if len(batches) else None,
-        "ebpf_sqes_per_enter": ebpf_sqes, "ready_per_batch": ready,
+        "device": kind,
+        "iodepth": iodepth,
+        "requests": requests,
+        "app_batches": int(len(batches)),
+        "ebpf_submitting_enters": enters,
+        "enters_per_batch": enters / len(batches) if len(batches) else None,
+        "ebpf_sqes_per_enter": ebpf_sqes,
+        "ready_per_batch": ready,
         "sqes_over_ready": ebpf_sqes / ready if ebpf_sqes and ready else None,
         "submit_enters_per_request": enters / requests if requests else None,
         "reap_only_enters_per_request": waits / requests if requests else None,
-        "met": bool(len(batches)) and enters == len(batches) and ebpf_sqes is not None and ready is not None
+        "met": bool(len(batches))
+        and enters == len(batches)
+        and ebpf_sqes is not None
+        and ready is not None
         and abs(ebpf_sqes / ready - 1) < 0.02,
     }
 
@@ -69,12 +96,28 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = 1.0 if args.quick else args.duration
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(kind, seconds, args.iodepth, Path(tmp), []) for kind in args.devices]
-    print_table("syscalls per batch: defer, virtio-blk, eBPF count vs the engine's batches", rows,
-                ["device", "requests", "app_batches", "ebpf_submitting_enters", "enters_per_batch",
-                 "ebpf_sqes_per_enter", "ready_per_batch", "submit_enters_per_request",
-                 "reap_only_enters_per_request", "met"])
-    result = {"benchmark": "syscalls_per_batch", "machine": machine(), "rows": rows,
-              "targets": {"enters_per_batch": 1.0, "sqes_over_ready": 1.0}}
+    print_table(
+        "syscalls per batch: defer, virtio-blk, eBPF count vs the engine's batches",
+        rows,
+        [
+            "device",
+            "requests",
+            "app_batches",
+            "ebpf_submitting_enters",
+            "enters_per_batch",
+            "ebpf_sqes_per_enter",
+            "ready_per_batch",
+            "submit_enters_per_request",
+            "reap_only_enters_per_request",
+            "met",
+        ],
+    )
+    result = {
+        "benchmark": "syscalls_per_batch",
+        "machine": machine(),
+        "rows": rows,
+        "targets": {"enters_per_batch": 1.0, "sqes_over_ready": 1.0},
+    }
     write_json(args.json, result)
     return result
 

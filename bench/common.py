@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from plugtrace import devices
 from plugtrace.environment import describe_environment
@@ -27,31 +27,58 @@ def device(kind: str, size: str = "1G") -> Iterator[devices.Target]:
         target.close()
 
 
-def fio_command(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runtime_s: float = 5,
-                extra: list[str] | None = None) -> list[str]:
+def fio_command(
+    path: str,
+    rw: str = "randread",
+    bs: int = 4096,
+    iodepth: int = 32,
+    runtime_s: float = 5,
+    extra: list[str] | None = None,
+) -> list[str]:
     """fio's io_uring engine on `path`, JSON output, fio's defaults otherwise."""
     if not shutil.which("fio"):
         raise SystemExit("fio is not installed (make install)")
-    return [
-        shutil.which("fio"), "--name=bench", f"--filename={path}", "--direct=1", "--ioengine=io_uring", f"--rw={rw}",
-        f"--bs={bs}", f"--iodepth={iodepth}", "--time_based", f"--runtime={runtime_s}s",
-        "--output-format=json", "--group_reporting",
-    ] + (["--readonly"] if rw in ("read", "randread") else []) + (extra or [])
+    return (
+        [
+            shutil.which("fio"),
+            "--name=bench",
+            f"--filename={path}",
+            "--direct=1",
+            "--ioengine=io_uring",
+            f"--rw={rw}",
+            f"--bs={bs}",
+            f"--iodepth={iodepth}",
+            "--time_based",
+            f"--runtime={runtime_s}s",
+            "--output-format=json",
+            "--group_reporting",
+        ]
+        + (["--readonly"] if rw in ("read", "randread") else [])
+        + (extra or [])
+    )
 
 
-def fio(path: str, rw: str = "randread", bs: int = 4096, iodepth: int = 32, runtime_s: float = 5,
-        extra: list[str] | None = None) -> dict:
+def fio(
+    path: str,
+    rw: str = "randread",
+    bs: int = 4096,
+    iodepth: int = 32,
+    runtime_s: float = 5,
+    extra: list[str] | None = None,
+) -> dict:
     """Run fio's io_uring engine on `path`; returns fio's JSON job result (read/write sections)."""
-    out = subprocess.run(fio_command(path, rw, bs, iodepth, runtime_s, extra), capture_output=True, text=True,
-                         check=True).stdout
-    return json.loads(out[out.index("{"):])["jobs"][0]
+    out = subprocess.run(
+        fio_command(path, rw, bs, iodepth, runtime_s, extra), capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out[out.index("{") :])["jobs"][0]
 
 
 def held(cmd: list[str]) -> subprocess.Popen:
     """`cmd` started but held until a line comes on its stdin (`proc.communicate("go\\n")`),
     so that programs can be attached to its process before it does any I/O."""
-    return subprocess.Popen(["sh", "-c", 'read _; exec "$@"', "held", *cmd], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["sh", "-c", 'read _; exec "$@"', "held", *cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
 
 
 def default_aggregate_probes(device_known: bool = False) -> tuple[str, ...]:
@@ -59,20 +86,26 @@ def default_aggregate_probes(device_known: bool = False) -> tuple[str, ...]:
     `device_known`: those it runs when the device is known (--watch-device, the engine's runs)."""
     from plugtrace.tracing.probes import PROBES
 
-    return tuple(p.table for p in PROBES
-                 if "aggregate" in p.modes and "aggregate" not in p.only_when_asked and not p.needs_uprobes
-                 and (device_known or not p.default_needs_device))
+    return tuple(
+        p.table
+        for p in PROBES
+        if "aggregate" in p.modes
+        and "aggregate" not in p.only_when_asked
+        and not p.needs_uprobes
+        and (device_known or not p.default_needs_device)
+    )
 
 
 def tracepoints_of(probes: tuple[str, ...]) -> list[str]:
     """The raw tracepoints the aggregate-mode programs of `probes` attach to."""
     from plugtrace.tracing.rawprobes import AGGREGATES
 
-    return sorted({n.removeprefix("btf_trace_") for p in probes for n in AGGREGATES[p].kernel_names
-                   if n.startswith("btf_trace_")})
+    return sorted(
+        {n.removeprefix("btf_trace_") for p in probes for n in AGGREGATES[p].kernel_names if n.startswith("btf_trace_")}
+    )
 
 
-def empty_programs(tracepoints: list[str]) -> "object":
+def empty_programs(tracepoints: list[str]) -> object:
     """An empty BPF program on each raw tracepoint (`Programs`; close() detaches): what
     a hit costs the traced program before a program does any work."""
     from plugtrace.tracing.rawbpf import R0, Programs, _KernelTypes, _Prog, exit_, mov
@@ -92,7 +125,7 @@ def fio_iops(job: dict) -> float:
     return float(job["read"]["iops"] + job["write"]["iops"])
 
 
-def engine(path: str, size_bytes: int, **config) -> "object":
+def engine(path: str, size_bytes: int, **config) -> object:
     """Run plugtrace's engine with the app-side log produced but not stored."""
     from plugtrace.engine import WorkloadConfig, run_workload
 

@@ -23,9 +23,10 @@ import functools
 import glob
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -129,7 +130,7 @@ class Run:
         self._percentiles: dict[tuple, pd.DataFrame] = {}
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Run":
+    def open(cls, path: str | os.PathLike) -> Run:
         """Open the run directory at `path`; raises RunDirError naming the faulty file."""
         run_path = Path(path)
         meta = store.read_meta(run_path)
@@ -219,8 +220,9 @@ class Run:
                 reasons = "; or ".join(self.missing_reason(t) for t in options)
                 raise MissingTableError(f"{user} cannot run on {self.path}: {reasons}")
 
-    def arrow(self, name: str, columns: Sequence[str] | None = None, filters: Any = None,
-              sample: float | None = None) -> pa.Table:
+    def arrow(
+        self, name: str, columns: Sequence[str] | None = None, filters: Any = None, sample: float | None = None
+    ) -> pa.Table:
         """Read `columns` of table `name` as a pyarrow Table (row groups outside `filters` are skipped).
 
         `sample`: keep each row with this probability (0-1], drawn batch by batch
@@ -236,15 +238,17 @@ class Run:
             rng = np.random.default_rng(0)
             dataset = pa_dataset.dataset(file, format="parquet")
             expression = pq.filters_to_expression(filters) if filters else None
-            batches = [b.filter(pa.array(rng.random(len(b)) < sample))
-                       for b in dataset.to_batches(columns=list(columns) if columns else None, filter=expression)]
+            batches = [
+                b.filter(pa.array(rng.random(len(b)) < sample))
+                for b in dataset.to_batches(columns=list(columns) if columns else None, filter=expression)
+            ]
             schema = dataset.schema if not columns else pa.schema([dataset.schema.field(c) for c in columns])
             return pa.Table.from_batches(batches, schema=schema)
         except (pa.ArrowException, OSError) as exc:
             raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None
 
     def window_filters(self, column: str, window_ms: tuple[float, float] | None) -> list[tuple[str, str, int]] | None:
-        """Parquet filters keeping rows whose `column` (ns) lies in `window_ms` (start, end: ms from the run's start)."""
+        """Parquet filters keeping rows whose `column` (ns) lies in `window_ms` (start, end: ms from run start)."""
         if window_ms is None:
             return None
         start, end = window_ms
@@ -336,8 +340,9 @@ def _time_sorted(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 @requires(("submits", "enters"))
-def df_submits(run: Run, source: str = "auto", window_ms: tuple[float, float] | None = None,
-               sample: float | None = None) -> pd.DataFrame:
+def df_submits(
+    run: Run, source: str = "auto", window_ms: tuple[float, float] | None = None, sample: float | None = None
+) -> pd.DataFrame:
     """One row per `io_uring_enter()` that submitted SQEs, in time order: one row per event, so for
     a big run pass a `window_ms` (start, end: ms since the run's start) or a `sample` fraction.
 
@@ -353,12 +358,17 @@ def df_submits(run: Run, source: str = "auto", window_ms: tuple[float, float] | 
     source = _pick_source(run, source, {"app": "submits", "kernel": "enters"})
     if source == "app":
         run.require("submits", user="df_submits(source='app')")
-        table = run.arrow("submits", ["start_ns", "tid", "nr_sqes", "latency_ns", "ret"],
-                          run.window_filters("start_ns", window_ms), sample)
+        table = run.arrow(
+            "submits",
+            ["start_ns", "tid", "nr_sqes", "latency_ns", "ret"],
+            run.window_filters("start_ns", window_ms),
+            sample,
+        )
     else:
         run.require("enters", user="df_submits(source='kernel')")
-        table = run.arrow("enters", ["ts_ns", "tid", "to_submit", "latency_ns", "ret"],
-                          run.window_filters("ts_ns", window_ms), sample)
+        table = run.arrow(
+            "enters", ["ts_ns", "tid", "to_submit", "latency_ns", "ret"], run.window_filters("ts_ns", window_ms), sample
+        )
         table = table.filter(pc.greater(table.column("to_submit"), 0))
     table = table.rename_columns(["ts_ns", "tid", "nr_sqes", "latency_ns", "ret"])
     # self_destruct frees each Arrow column once converted: one copy in memory, not two
@@ -387,12 +397,14 @@ def _histogram_percentile_row(metric: str, h: pd.DataFrame, percentiles: Sequenc
 def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) -> pd.DataFrame:
     count = np.asarray(count, dtype=np.int64)
     total = count.sum()
-    return pd.DataFrame({
-        name: np.asarray(low, dtype=np.int64),
-        f"{name}_high": np.asarray(high, dtype=np.int64),
-        "count": count,
-        "fraction": count / total if total else np.zeros(len(count)),
-    })
+    return pd.DataFrame(
+        {
+            name: np.asarray(low, dtype=np.int64),
+            f"{name}_high": np.asarray(high, dtype=np.int64),
+            "count": count,
+            "fraction": count / total if total else np.zeros(len(count)),
+        }
+    )
 
 
 #: the in-kernel histograms of SQEs per submitting io_uring_enter(), preferred first:
@@ -400,8 +412,10 @@ def _buckets(name: str, low: np.ndarray, high: np.ndarray, count: np.ndarray) ->
 SQES_HISTOGRAMS = ("enter_nr_sqes", "submit_nr_sqes")
 
 #: a run's submits by source: (table, time column, SQEs column, SQL for the rows that submitted something)
-_SUBMIT_SOURCES = {"app": ("submits", "start_ns", "nr_sqes", "true"),
-                   "kernel": ("enters", "ts_ns", "to_submit", "to_submit > 0")}
+_SUBMIT_SOURCES = {
+    "app": ("submits", "start_ns", "nr_sqes", "true"),
+    "kernel": ("enters", "ts_ns", "to_submit", "to_submit > 0"),
+}
 
 
 def _submit_source(run: Run, source: str = "auto") -> tuple[str, str, str, str]:
@@ -425,12 +439,13 @@ class _Distribution:
         return {source: table for source, (table, _) in self.events.items()} | {"histogram": "histograms"}
 
 
-_BATCH_SIZES = _Distribution("nr_sqes", {"app": ("submits", "nr_sqes"), "kernel": ("enters", "to_submit")},
-                             SQES_HISTOGRAMS)
+_BATCH_SIZES = _Distribution(
+    "nr_sqes", {"app": ("submits", "nr_sqes"), "kernel": ("enters", "to_submit")}, SQES_HISTOGRAMS
+)
 _UNPLUGS = _Distribution("nr_rq", {"kernel": ("block_unplug", "nr_rq")}, ("unplug_nr_rq",))
 
 
-def _as_runs(runs: "Runs | Run | Iterable[Run]") -> "Runs":
+def _as_runs(runs: Runs | Run | Iterable[Run]) -> Runs:
     if isinstance(runs, Runs):
         return runs
     return Runs([runs] if isinstance(runs, Run) else list(runs))
@@ -483,15 +498,23 @@ class Runs:
     def files(self, table: str, ids: Iterable[int] | None = None) -> list[TableFile]:
         """The Parquet files of `table`, one per run that has it (of the runs numbered `ids`)."""
         ids = range(len(self.runs)) if ids is None else ids
-        return [TableFile(i, str(self.runs[i].path / "tables" / f"{table}.parquet"))
-                for i in ids if self.runs[i].has(table)]
+        return [
+            TableFile(i, str(self.runs[i].path / "tables" / f"{table}.parquet")) for i in ids if self.runs[i].has(table)
+        ]
 
     def aggregate(self, agg: Aggregate, ids: Iterable[int] | None = None) -> pd.DataFrame:
         """Run `agg` over the runs (numbered `ids`) that have its table; ``run_id`` numbers them."""
         return self.engine.aggregate(agg, self.files(agg.table, ids))
 
-    def percentiles(self, table: str, value: str, qs: Sequence[float], by: dict[str, str] | None = None,
-                    where: str = "true", ids: Iterable[int] | None = None) -> pd.DataFrame:
+    def percentiles(
+        self,
+        table: str,
+        value: str,
+        qs: Sequence[float],
+        by: dict[str, str] | None = None,
+        where: str = "true",
+        ids: Iterable[int] | None = None,
+    ) -> pd.DataFrame:
         """Exact percentiles of SQL expression `value` per run (and `by` group); see `query.percentiles`.
 
         Kept on a single finished run, whose tables no longer change: a report
@@ -550,8 +573,10 @@ class Runs:
         try:
             for table in tables:
                 source = _file_source(self.files(table))
-                con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT l.run, t.* EXCLUDE (run_id) '
-                            f"FROM {source} JOIN run_labels AS l USING (run_id)")
+                con.execute(
+                    f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT l.run, t.* EXCLUDE (run_id) '
+                    f"FROM {source} JOIN run_labels AS l USING (run_id)"
+                )
             return con.execute(query).df()
         finally:
             for table in tables:
@@ -564,8 +589,15 @@ class Runs:
     def _histograms(self, names: Sequence[str], ids: Iterable[int]) -> pd.DataFrame:
         """Buckets of the named in-kernel histograms: run_id, name, low, high, count; each run's first name only."""
         in_list = ", ".join(f"'{n}'" for n in names)
-        h = self.aggregate(Aggregate("histograms", {"name": "name", "low": "low", "high": "high"},
-                                     {"count": ("sum", "count")}, f"name IN ({in_list})"), ids)
+        h = self.aggregate(
+            Aggregate(
+                "histograms",
+                {"name": "name", "low": "low", "high": "high"},
+                {"count": ("sum", "count")},
+                f"name IN ({in_list})",
+            ),
+            ids,
+        )
         rank = h["name"].map({n: i for i, n in enumerate(names)})
         first = rank.groupby(h["run_id"]).transform("min")
         return h[rank == first].sort_values(["run_id", "low"], ignore_index=True)
@@ -579,15 +611,17 @@ class Runs:
                 parts.append(h.rename(columns={"low": dist.name, "high": f"{dist.name}_high"}).drop(columns="name"))
             else:
                 table, column = dist.events[name]
-                d = self.aggregate(Aggregate(table, {dist.name: column}, {"count": ("count", "*")},
-                                             f"{column} > 0"), ids)
+                d = self.aggregate(
+                    Aggregate(table, {dist.name: column}, {"count": ("count", "*")}, f"{column} > 0"), ids
+                )
                 d[f"{dist.name}_high"] = d[dist.name] + 1
                 parts.append(d)
         columns = ["run_id", dist.name, f"{dist.name}_high", "count"]
         parts = [p for p in parts if len(p)]
         if not parts:  # no run has any: an empty table of the documented columns
             return self._labelled(pd.DataFrame({c: pd.Series(dtype=np.int64) for c in columns})).assign(
-                fraction=pd.Series(dtype=np.float64))
+                fraction=pd.Series(dtype=np.float64)
+            )
         frames = []
         for run_id, d in pd.concat(parts, ignore_index=True)[columns].groupby("run_id", sort=True):
             if d.empty:
@@ -604,8 +638,9 @@ class Runs:
         """`df_unplugs` of every run that traced block unplugs, stacked: ``run`` then its columns."""
         return self._distribution(_UNPLUGS, source)
 
-    def df_latency_percentiles(self, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-                               metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    def df_latency_percentiles(
+        self, percentiles: Sequence[float] = DEFAULT_PERCENTILES, metrics: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """`df_latency_percentiles` of every run, stacked: ``run`` then its columns (exact, out of core).
         `metrics`: only these (default: all)."""
         all_metrics = [  # metric, table, value, where
@@ -626,23 +661,35 @@ class Runs:
             for i in ids:
                 row: dict[str, Any] = {"run_id": i, "_order": order, "metric": metric, "source": table}
                 stats = found.loc[i] if i in found.index else None
-                row.update(count=int(stats["count"]) if stats is not None else 0, approximate=False,
-                           mean_ns=float(stats["mean"]) if stats is not None else np.nan)
-                row.update({f"p{q:g}_ns": float(stats[f"p{q:g}"]) if stats is not None else np.nan
-                            for q in percentiles})
+                row.update(
+                    count=int(stats["count"]) if stats is not None else 0,
+                    approximate=False,
+                    mean_ns=float(stats["mean"]) if stats is not None else np.nan,
+                )
+                row.update(
+                    {f"p{q:g}_ns": float(stats[f"p{q:g}"]) if stats is not None else np.nan for q in percentiles}
+                )
                 row["max_ns"] = float(stats["max"]) if stats is not None else np.nan
                 rows.append(row)
-        for order, (metric, hist) in enumerate((("enter", "enter_latency_ns"), ("block", "block_latency_ns")),
-                                               start=len(all_metrics)):
+        for order, (metric, hist) in enumerate(
+            (("enter", "enter_latency_ns"), ("block", "block_latency_ns")), start=len(all_metrics)
+        ):
             done = {r["run_id"] for r in rows if r["metric"] == metric}
-            ids = [i for i, run in enumerate(self.runs) if run.has("histograms") and i not in done
-                   and metric in wanted]
+            ids = [i for i, run in enumerate(self.runs) if run.has("histograms") and i not in done and metric in wanted]
             if ids:
                 for run_id, h in self._histograms((hist,), ids).groupby("run_id"):
-                    rows.append({"run_id": run_id, "_order": order,
-                                 **_histogram_percentile_row(metric, h, percentiles)})
-        columns = ["metric", "source", "count", "approximate", "mean_ns", *(f"p{q:g}_ns" for q in percentiles),
-                   "max_ns"]
+                    rows.append(
+                        {"run_id": run_id, "_order": order, **_histogram_percentile_row(metric, h, percentiles)}
+                    )
+        columns = [
+            "metric",
+            "source",
+            "count",
+            "approximate",
+            "mean_ns",
+            *(f"p{q:g}_ns" for q in percentiles),
+            "max_ns",
+        ]
         df = pd.DataFrame(rows, columns=["run_id", "_order", *columns])
         return self._labelled(df.sort_values(["run_id", "_order"], kind="stable").drop(columns="_order"))
 
@@ -652,8 +699,9 @@ class Runs:
 
     def _baseline_wait(self) -> pd.Series:
         """Per run_id: the median wait of requests not deferred into another device's section (ns)."""
-        base = self.percentiles("requests", "submit_ns - queue_ns", (50.0,),
-                                where=f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) <> 2")
+        base = self.percentiles(
+            "requests", "submit_ns - queue_ns", (50.0,), where=f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) <> 2"
+        )
         return base.set_index("run_id")["p50"].astype(np.float64)
 
     def df_deferral_stats(self) -> pd.DataFrame:
@@ -668,10 +716,17 @@ class Runs:
             for code, cause in enumerate(CAUSES):
                 s = stats.loc[(i, code)] if (i, code) in stats.index else None
                 mean = float(s["mean"]) if s is not None else np.nan
-                rows.append({"run_id": i, "cause": cause, "count": int(s["count"]) if s is not None else 0,
-                             "mean_wait_ns": mean, "p50_wait_ns": float(s["p50"]) if s is not None else np.nan,
-                             "p99_wait_ns": float(s["p99"]) if s is not None else np.nan,
-                             "mean_extra_wait_ns": mean - float(baseline.get(i, 0.0))})
+                rows.append(
+                    {
+                        "run_id": i,
+                        "cause": cause,
+                        "count": int(s["count"]) if s is not None else 0,
+                        "mean_wait_ns": mean,
+                        "p50_wait_ns": float(s["p50"]) if s is not None else np.nan,
+                        "p99_wait_ns": float(s["p99"]) if s is not None else np.nan,
+                        "mean_extra_wait_ns": mean - float(baseline.get(i, 0.0)),
+                    }
+                )
             df = pd.DataFrame(rows)
             df.insert(3, "fraction", df["count"] / max(int(df["count"].sum()), 1))
             frames.append(df)
@@ -689,10 +744,18 @@ class Runs:
         device's section) and ``other_device_fraction``.
         """
         stats = self._wait_stats({"device": "device"})
-        other = self.aggregate(Aggregate("requests", {"device": "device"}, {"n": ("count", "*")},
-                                         f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) = 2")).set_index(["run_id", "device"])
-        df = pd.DataFrame({"run_id": stats["run_id"], "device": stats["device"].astype(np.int64),
-                           "count": stats["count"].astype(np.int64)})
+        other = self.aggregate(
+            Aggregate(
+                "requests", {"device": "device"}, {"n": ("count", "*")}, f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) = 2"
+            )
+        ).set_index(["run_id", "device"])
+        df = pd.DataFrame(
+            {
+                "run_id": stats["run_id"],
+                "device": stats["device"].astype(np.int64),
+                "count": stats["count"].astype(np.int64),
+            }
+        )
         df["fraction"] = df["count"] / df.groupby("run_id")["count"].transform("sum")
         df["mean_wait_ns"], df["p50_wait_ns"], df["p99_wait_ns"] = stats["mean"], stats["p50"], stats["p99"]
         keys = pd.MultiIndex.from_arrays([df["run_id"], df["device"]])
@@ -702,10 +765,17 @@ class Runs:
 
     def _iops(self) -> dict[int, float]:
         """Per run_id: completed requests per second from the request log, else the recorded summary."""
-        done = self.aggregate(Aggregate("requests", {}, {
-            "done": ("count", "CASE WHEN complete_ns >= 0 THEN 1 END"),
-            "last": ("max", "CASE WHEN complete_ns >= 0 THEN complete_ns END"),
-            "first": ("min", "queue_ns")})).set_index("run_id")
+        done = self.aggregate(
+            Aggregate(
+                "requests",
+                {},
+                {
+                    "done": ("count", "CASE WHEN complete_ns >= 0 THEN 1 END"),
+                    "last": ("max", "CASE WHEN complete_ns >= 0 THEN complete_ns END"),
+                    "first": ("min", "queue_ns"),
+                },
+            )
+        ).set_index("run_id")
         iops = {}
         for i, run in enumerate(self.runs):
             if i not in done.index:
@@ -728,32 +798,49 @@ class Runs:
         iops = self._iops()
         rows = []
         for i, (name, run) in enumerate(zip(self.labels, self.runs)):
-            row: dict[str, Any] = {"run": run.name, "strategy": run.strategy,
-                                   "interleave": run.config.get("interleave", np.nan), "status": run.status,
-                                   "iops": iops[i]}
-            row["mean_sqes_per_submit"] = (float(mean_sqes[name]) if name in mean_sqes.index
-                                           else run.summary.get("mean_sqes_per_submit", np.nan))
+            row: dict[str, Any] = {
+                "run": run.name,
+                "strategy": run.strategy,
+                "interleave": run.config.get("interleave", np.nan),
+                "status": run.status,
+                "iops": iops[i],
+            }
+            row["mean_sqes_per_submit"] = (
+                float(mean_sqes[name]) if name in mean_sqes.index else run.summary.get("mean_sqes_per_submit", np.nan)
+            )
             if name in lat.index:
-                row["submit_p50_ns"], row["submit_p99_ns"] = (float(lat.at[name, "p50_ns"]),
-                                                              float(lat.at[name, "p99_ns"]))
+                row["submit_p50_ns"], row["submit_p99_ns"] = (
+                    float(lat.at[name, "p50_ns"]),
+                    float(lat.at[name, "p99_ns"]),
+                )
             elif any(run.has(t) for t in ("requests", "block_rq", "histograms")):
                 row["submit_p50_ns"] = row["submit_p99_ns"] = np.nan
             else:
                 row["submit_p50_ns"] = run.summary.get("submit_latency_p50_ns", np.nan)
                 row["submit_p99_ns"] = run.summary.get("submit_latency_p99_ns", np.nan)
             if name in other.index:
-                row.update(other_device_deferrals=int(other.at[name, "count"]),
-                           other_device_fraction=other.at[name, "fraction"],
-                           deferral_extra_wait_mean_ns=other.at[name, "mean_extra_wait_ns"])
+                row.update(
+                    other_device_deferrals=int(other.at[name, "count"]),
+                    other_device_fraction=other.at[name, "fraction"],
+                    deferral_extra_wait_mean_ns=other.at[name, "mean_extra_wait_ns"],
+                )
             else:
-                row.update(other_device_deferrals=np.nan, other_device_fraction=np.nan,
-                           deferral_extra_wait_mean_ns=np.nan)
+                row.update(
+                    other_device_deferrals=np.nan, other_device_fraction=np.nan, deferral_extra_wait_mean_ns=np.nan
+                )
             rows.append(row)
         return pd.DataFrame(rows)
 
 
-_DEFERRAL_STATS_COLUMNS = ["cause", "count", "fraction", "mean_wait_ns", "p50_wait_ns", "p99_wait_ns",
-                           "mean_extra_wait_ns"]
+_DEFERRAL_STATS_COLUMNS = [
+    "cause",
+    "count",
+    "fraction",
+    "mean_wait_ns",
+    "p50_wait_ns",
+    "p99_wait_ns",
+    "mean_extra_wait_ns",
+]
 
 
 def _buckets_columns(name: str) -> list[str]:
@@ -809,8 +896,9 @@ def _single_distribution(run: Run, dist: _Distribution, source: str, what: str) 
     run.require(table, user=f"{what} from '{table}'")
     df = _one_run(Runs([run])._distribution(dist, picked))
     if picked == "histogram" and df.empty:
-        raise MissingTableError(f"{run.path}: the 'histograms' table has no "
-                                f"{' or '.join(map(repr, dist.histograms))} histogram")
+        raise MissingTableError(
+            f"{run.path}: the 'histograms' table has no {' or '.join(map(repr, dist.histograms))} histogram"
+        )
     return df
 
 
@@ -847,13 +935,15 @@ def df_deferral_stats(run_or_deferrals: Run | pd.DataFrame) -> pd.DataFrame:
         return _one_run(Runs([run_or_deferrals]).df_deferral_stats())
     d = run_or_deferrals
     grouped = d.groupby("cause", observed=False)
-    out = pd.DataFrame({
-        "count": grouped.size(),
-        "mean_wait_ns": grouped["wait_ns"].mean(),
-        "p50_wait_ns": grouped["wait_ns"].median(),
-        "p99_wait_ns": grouped["wait_ns"].quantile(0.99),
-        "mean_extra_wait_ns": grouped["extra_wait_ns"].mean(),
-    }).reindex(list(CAUSES))
+    out = pd.DataFrame(
+        {
+            "count": grouped.size(),
+            "mean_wait_ns": grouped["wait_ns"].mean(),
+            "p50_wait_ns": grouped["wait_ns"].median(),
+            "p99_wait_ns": grouped["wait_ns"].quantile(0.99),
+            "mean_extra_wait_ns": grouped["extra_wait_ns"].mean(),
+        }
+    ).reindex(list(CAUSES))
     out["count"] = out["count"].fillna(0).astype(np.int64)
     out.insert(1, "fraction", out["count"] / max(int(out["count"].sum()), 1))
     return out.rename_axis("cause").reset_index()
@@ -881,8 +971,9 @@ def df_compare(runs: Iterable[Run] | Runs) -> pd.DataFrame:
 
 
 @requires(("submits", "enters"))
-def df_sqes_over_time(run: Run | pd.DataFrame, bins: int = 300, source: str = "auto",
-                      start_ns: int | None = None) -> pd.DataFrame:
+def df_sqes_over_time(
+    run: Run | pd.DataFrame, bins: int = 300, source: str = "auto", start_ns: int | None = None
+) -> pd.DataFrame:
     """SQEs per submitting io_uring_enter() in `bins` equal time bins over the run (out of core).
 
     `run`: a Run, or a `df_submits` frame. Columns: ``t_ms`` (bin middle, ms
@@ -902,16 +993,23 @@ def _aggregate(source: Runs | pd.DataFrame, agg: Aggregate) -> pd.DataFrame:
     return source.aggregate(agg) if isinstance(source, Runs) else default_engine().aggregate(agg, source)
 
 
-def _source_percentiles(source: Runs | pd.DataFrame, table: str, value: str, qs: Sequence[float],
-                        by: dict[str, str] | None = None, where: str = "true") -> pd.DataFrame:
+def _source_percentiles(
+    source: Runs | pd.DataFrame,
+    table: str,
+    value: str,
+    qs: Sequence[float],
+    by: dict[str, str] | None = None,
+    where: str = "true",
+) -> pd.DataFrame:
     """`query.percentiles` over the runs' `table`, or over a DataFrame holding its rows."""
     if isinstance(source, Runs):
         return source.percentiles(table, value, qs, by=by, where=where)
     return percentiles(default_engine(), source, table, value, qs, by=by, where=where)
 
 
-def _time_bins(runs: Runs | pd.DataFrame, table: str, ts: str, value: str, where: str, bins: int,
-               start_ns: int) -> pd.DataFrame:
+def _time_bins(
+    runs: Runs | pd.DataFrame, table: str, ts: str, value: str, where: str, bins: int, start_ns: int
+) -> pd.DataFrame:
     """Count, mean and max of `value` per time bin of `ts` (ns), for a run's table or a frame of it."""
     span = _aggregate(runs, Aggregate(table, {}, {"lo": ("min", ts), "hi": ("max", ts)}, where))
     columns = ["t_ms", "nr_submits", "mean_nr_sqes", "max_nr_sqes"]
@@ -919,13 +1017,23 @@ def _time_bins(runs: Runs | pd.DataFrame, table: str, ts: str, value: str, where
         return pd.DataFrame(columns=columns)
     lo, hi = int(span.at[0, "lo"]), int(span.at[0, "hi"])
     width = max((hi - lo + 1) / bins, 1.0)
-    b = _aggregate(runs, Aggregate(table, {"bin": f"least(CAST(floor(({ts} - {lo}) / {width!r}) AS BIGINT), "
-                                                   f"{bins - 1})"},
-                                   {"n": ("count", "*"), "total": ("sum", value), "peak": ("max", value)}, where))
-    return pd.DataFrame({"t_ms": (lo + (b["bin"].to_numpy() + 0.5) * width - start_ns) / 1e6,
-                         "nr_submits": b["n"].to_numpy(dtype=np.int64),
-                         "mean_nr_sqes": b["total"].to_numpy(dtype=np.float64) / b["n"].to_numpy(),
-                         "max_nr_sqes": b["peak"].to_numpy(dtype=np.int64)})
+    b = _aggregate(
+        runs,
+        Aggregate(
+            table,
+            {"bin": f"least(CAST(floor(({ts} - {lo}) / {width!r}) AS BIGINT), {bins - 1})"},
+            {"n": ("count", "*"), "total": ("sum", value), "peak": ("max", value)},
+            where,
+        ),
+    )
+    return pd.DataFrame(
+        {
+            "t_ms": (lo + (b["bin"].to_numpy() + 0.5) * width - start_ns) / 1e6,
+            "nr_submits": b["n"].to_numpy(dtype=np.int64),
+            "mean_nr_sqes": b["total"].to_numpy(dtype=np.float64) / b["n"].to_numpy(),
+            "max_nr_sqes": b["peak"].to_numpy(dtype=np.int64),
+        }
+    )
 
 
 def df_latency_cdf(run: Run | pd.DataFrame, source: str = "auto") -> pd.DataFrame:
@@ -943,12 +1051,17 @@ def df_latency_cdf(run: Run | pd.DataFrame, source: str = "auto") -> pd.DataFram
         bins = _aggregate(run, _cdf_bins("frame", "true"))
     counts = bins["n"].to_numpy(dtype=np.int64)
     total = counts.sum()
-    return pd.DataFrame({"latency_ns": bins["hi"].to_numpy(dtype=np.int64),
-                         "fraction": np.cumsum(counts) / total if total else np.zeros(len(counts))})
+    return pd.DataFrame(
+        {
+            "latency_ns": bins["hi"].to_numpy(dtype=np.int64),
+            "fraction": np.cumsum(counts) / total if total else np.zeros(len(counts)),
+        }
+    )
 
 
-def submit_latency_percentiles(run: Run | pd.DataFrame, qs: Sequence[float] = DEFAULT_PERCENTILES,
-                               source: str = "auto") -> list[float]:
+def submit_latency_percentiles(
+    run: Run | pd.DataFrame, qs: Sequence[float] = DEFAULT_PERCENTILES, source: str = "auto"
+) -> list[float]:
     """Exact percentiles (ns) of submit latency: a Run's submits (else its kernel enters) or a `df_submits` frame."""
     if isinstance(run, Run):
         table, _, _, where = _submit_source(run, source)
@@ -985,18 +1098,35 @@ def df_wait_histogram(run_or_deferrals: Run | pd.DataFrame, bins: int = 60) -> t
     hi = float(np.log10(max(float(stats["max"].max()), 1.0) / 1e3)) + 1e-9
     step = (hi - lo) / bins
     log_us = f"log10(greatest({wait}, 1) / 1000.0)"
-    h = _aggregate(source, Aggregate(table, {"cause": cause, "bin": f"least(CAST(floor(({log_us} - {lo!r}) / "
-                                                                     f"{step!r}) AS BIGINT), {bins - 1})"},
-                                     {"count": ("count", "*")}, where))
+    h = _aggregate(
+        source,
+        Aggregate(
+            table,
+            {"cause": cause, "bin": f"least(CAST(floor(({log_us} - {lo!r}) / {step!r}) AS BIGINT), {bins - 1})"},
+            {"count": ("count", "*")},
+            where,
+        ),
+    )
     names = np.asarray(CAUSES, dtype=object)
     edges = 10 ** (lo + np.arange(bins + 1) * step)
     present = stats["cause"].to_numpy(dtype=np.int64)
     counts = np.zeros((len(CAUSES), bins), dtype=np.int64)
     counts[h["cause"].to_numpy(dtype=np.int64), h["bin"].to_numpy(dtype=np.int64)] = h["count"].to_numpy()
-    hist = pd.DataFrame({"cause": np.repeat(names[present], bins), "low_us": np.tile(edges[:-1], len(present)),
-                         "high_us": np.tile(edges[1:], len(present)), "count": counts[present].ravel()})
-    stats = pd.DataFrame({"cause": names[stats["cause"].to_numpy(dtype=np.int64)],
-                          "count": stats["count"].to_numpy(dtype=np.int64), "p50_wait_ns": stats["p50"]})
+    hist = pd.DataFrame(
+        {
+            "cause": np.repeat(names[present], bins),
+            "low_us": np.tile(edges[:-1], len(present)),
+            "high_us": np.tile(edges[1:], len(present)),
+            "count": counts[present].ravel(),
+        }
+    )
+    stats = pd.DataFrame(
+        {
+            "cause": names[stats["cause"].to_numpy(dtype=np.int64)],
+            "count": stats["count"].to_numpy(dtype=np.int64),
+            "p50_wait_ns": stats["p50"],
+        }
+    )
     return hist, stats
 
 
@@ -1022,17 +1152,22 @@ def df_interleaving_delays(run: Run) -> pd.DataFrame:
     columns = "r.req_id, r.thread, r.device, r.section_owner, r.queue_ns, r.submit_ns"
     if run.has("handlers"):
         handlers = _file_source(Runs([run]).files("handlers"))
-        query = (f"SELECT {columns}, CASE WHEN h.end_ns >= r.queue_ns THEN h.end_ns END AS handler_end_ns "
-                 f"FROM ({deferred}) AS r ASOF LEFT JOIN (SELECT thread, device, begin_ns, end_ns FROM {handlers}) AS h "
-                 f"ON r.thread = h.thread AND r.device = h.device AND r.queue_ns >= h.begin_ns ORDER BY r.queue_ns")
+        query = (
+            f"SELECT {columns}, CASE WHEN h.end_ns >= r.queue_ns THEN h.end_ns END AS handler_end_ns "
+            f"FROM ({deferred}) AS r ASOF LEFT JOIN (SELECT thread, device, begin_ns, end_ns FROM {handlers}) AS h "
+            f"ON r.thread = h.thread AND r.device = h.device AND r.queue_ns >= h.begin_ns ORDER BY r.queue_ns"
+        )
     else:
         query = f"SELECT {columns}, NULL::BIGINT AS handler_end_ns FROM ({deferred}) AS r ORDER BY r.queue_ns"
     df = default_engine().connection.execute(query).df()
     end = df["handler_end_ns"].to_numpy(dtype=np.float64)
     base = np.where(np.isnan(end), df["queue_ns"].to_numpy(dtype=np.float64), end)
     df["handler_end_ns"] = end
-    df["deferral_ns"] = (np.maximum(df["submit_ns"].to_numpy(dtype=np.float64) - base, 0.0)
-                         if run.has("handlers") else np.full(len(df), np.nan))
+    df["deferral_ns"] = (
+        np.maximum(df["submit_ns"].to_numpy(dtype=np.float64) - base, 0.0)
+        if run.has("handlers")
+        else np.full(len(df), np.nan)
+    )
     return df
 
 
@@ -1040,8 +1175,7 @@ def first_other_device_deferral_ns(run: Run) -> int | None:
     """When the first request deferred into another device's section was queued (ns), or None."""
     if not run.has("requests"):
         return None
-    found = Runs([run]).aggregate(Aggregate("requests", {}, {"first": ("min", "queue_ns")},
-                                            f"({_CAUSE_SQL}) = 2"))
+    found = Runs([run]).aggregate(Aggregate("requests", {}, {"first": ("min", "queue_ns")}, f"({_CAUSE_SQL}) = 2"))
     return None if found.empty or pd.isna(found.at[0, "first"]) else int(found.at[0, "first"])
 
 
@@ -1077,8 +1211,11 @@ def timeline_window(run: Run, start_ms: float | None = None, window_ms: float | 
     if start_ms is None:
         first = first_other_device_deferral_ns(run)
         start_ms = max((first - run.start_ns) / 1e6 - window_ms / 4, 0.0) if first is not None else 0.0
-    frames = {table: run.arrow(table, columns, run.window_filters(columns[0], (start_ms, start_ms + window_ms)))
-              .to_pandas() for table, columns in TIMELINE_COLUMNS.items() if run.has(table)}
+    frames = {
+        table: run.arrow(table, columns, run.window_filters(columns[0], (start_ms, start_ms + window_ms))).to_pandas()
+        for table, columns in TIMELINE_COLUMNS.items()
+        if run.has(table)
+    }
     return TimelineWindow(start_ms, window_ms, frames)
 
 
@@ -1100,8 +1237,14 @@ def df_sections(run: Run, window_ms: tuple[float, float] | None = None, sample: 
     df = run.arrow("sections", filters=run.window_filters("begin_ns", window_ms), sample=sample).to_pandas()
     df["duration_ns"] = df["end_ns"] - df["begin_ns"]
     if run.has("requests"):
-        per_section = Runs([run]).aggregate(Aggregate("requests", {"section_id": "section_id"}, {
-            "n": ("count", "*"), "other": ("count", f"CASE WHEN ({_CAUSE_SQL}) = 2 THEN 1 END")}, "section_id >= 0"))
+        per_section = Runs([run]).aggregate(
+            Aggregate(
+                "requests",
+                {"section_id": "section_id"},
+                {"n": ("count", "*"), "other": ("count", f"CASE WHEN ({_CAUSE_SQL}) = 2 THEN 1 END")},
+                "section_id >= 0",
+            )
+        )
         counts = per_section.set_index("section_id").reindex(df["section_id"], fill_value=0)
         df["nr_requests"] = counts["n"].to_numpy(dtype=np.int64)
         df["nr_other_device_requests"] = counts["other"].to_numpy(dtype=np.int64)
@@ -1118,8 +1261,9 @@ def _nan_where(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 @requires("requests")
-def df_requests(run: Run, kernel: bool = True, window_ms: tuple[float, float] | None = None,
-                sample: float | None = None) -> pd.DataFrame:
+def df_requests(
+    run: Run, kernel: bool = True, window_ms: tuple[float, float] | None = None, sample: float | None = None
+) -> pd.DataFrame:
     """One row per request with its lifecycle: queued -> submitted -> completed (one row per event:
     see `df_submits` for `window_ms` and `sample`, both of which leave the kernel columns out).
 
@@ -1168,13 +1312,18 @@ def _join_uring_submits(run: Run, df: pd.DataFrame) -> pd.DataFrame:
 
 def _join_block_rq(run: Run, df: pd.DataFrame) -> pd.DataFrame:
     blk = run.table("block_rq", ["issue_ns", "complete_ns", "latency_ns", "sector"])
-    blk = blk.rename(columns={"issue_ns": "block_issue_ns", "complete_ns": "block_complete_ns",
-                              "latency_ns": "block_latency_ns"}).sort_values("block_issue_ns", kind="stable")
-    left = pd.DataFrame({"row": np.arange(len(df)), "submit_ns": df["submit_ns"].to_numpy(),
-                         "sector": df["offset_bytes"].to_numpy() // 512})
+    blk = blk.rename(
+        columns={"issue_ns": "block_issue_ns", "complete_ns": "block_complete_ns", "latency_ns": "block_latency_ns"}
+    ).sort_values("block_issue_ns", kind="stable")
+    left = pd.DataFrame(
+        {
+            "row": np.arange(len(df)),
+            "submit_ns": df["submit_ns"].to_numpy(),
+            "sector": df["offset_bytes"].to_numpy() // 512,
+        }
+    )
     left = left[left["submit_ns"] >= 0].sort_values("submit_ns", kind="stable")
-    joined = pd.merge_asof(left, blk, left_on="submit_ns", right_on="block_issue_ns", by="sector",
-                           direction="forward")
+    joined = pd.merge_asof(left, blk, left_on="submit_ns", right_on="block_issue_ns", by="sector", direction="forward")
     for column in ("block_issue_ns", "block_complete_ns", "block_latency_ns"):
         values = np.full(len(df), np.nan)
         values[joined["row"].to_numpy()] = joined[column].to_numpy(dtype=np.float64)
@@ -1201,8 +1350,12 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     `df_interleaving_delays`; 0 for requests not deferred into another
     device's section; NaN for runs without a `handlers` table).
     """
-    t = run.arrow("requests", ["req_id", "thread", "device", "section_id", "section_owner", "sync",
-                               "queue_ns", "submit_ns"], run.window_filters("queue_ns", window_ms), sample)
+    t = run.arrow(
+        "requests",
+        ["req_id", "thread", "device", "section_id", "section_owner", "sync", "queue_ns", "submit_ns"],
+        run.window_filters("queue_ns", window_ms),
+        sample,
+    )
     keep = pc.and_(pc.invert(t.column("sync")), pc.greater_equal(t.column("submit_ns"), 0))
     t = t.filter(keep)
     device = t.column("device").to_numpy()
@@ -1217,22 +1370,30 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
         deferral = np.where(other, delays.reindex(req_id).to_numpy(dtype=np.float64), 0.0)
     else:  # no handler log: the delay is unknown, even for requests that were not deferred
         deferral = np.full(len(req_id), np.nan)
-    return pd.DataFrame({
-        "req_id": req_id,
-        "thread": t.column("thread").to_numpy(),
-        "device": device,
-        "section_id": t.column("section_id").to_numpy(),
-        "section_owner": owner,
-        "cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)),
-        "wait_ns": wait,
-        "extra_wait_ns": wait - baseline,
-        "deferral_ns": deferral,
-    })
+    return pd.DataFrame(
+        {
+            "req_id": req_id,
+            "thread": t.column("thread").to_numpy(),
+            "device": device,
+            "section_id": t.column("section_id").to_numpy(),
+            "section_owner": owner,
+            "cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)),
+            "wait_ns": wait,
+            "extra_wait_ns": wait - baseline,
+            "deferral_ns": deferral,
+        }
+    )
 
 
 #: the numbers `df_diff` compares (besides the two distributions), in its row order
-DIFF_NUMBERS = ("iops", "mean_sqes_per_submit", "submit_p50_ns", "submit_p99_ns", "other_device_fraction",
-                "deferral_extra_wait_mean_ns")
+DIFF_NUMBERS = (
+    "iops",
+    "mean_sqes_per_submit",
+    "submit_p50_ns",
+    "submit_p99_ns",
+    "other_device_fraction",
+    "deferral_extra_wait_mean_ns",
+)
 
 #: the relative change of a number beyond which `df_diff` calls it beyond run-to-run noise, by default:
 #: the README's benchmarks see separate runs of the same workload on one VM move by up to ~5-12%
@@ -1293,14 +1454,26 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
     compare = runs.df_compare().set_index(pd.Index([0, 1]))
     rows: list[dict[str, Any]] = []
 
-    def add(metric: str, va: float, vb: float, test: str = "threshold", statistic: float = np.nan,
-            p: float = np.nan) -> None:
+    def add(
+        metric: str, va: float, vb: float, test: str = "threshold", statistic: float = np.nan, p: float = np.nan
+    ) -> None:
         change = vb - va
         pct = change / abs(va) if va else (np.nan if change == 0 or np.isnan(change) else np.inf * np.sign(change))
         moved = bool(abs(pct) >= noise) if not np.isnan(pct) else False
         beyond = moved and (test == "threshold" or (not np.isnan(p) and p < SIGNIFICANCE))
-        rows.append({"metric": metric, "a": va, "b": vb, "change": change, "change_pct": pct * 100, "test": test,
-                     "statistic": statistic, "p_value": p, "beyond_noise": beyond})
+        rows.append(
+            {
+                "metric": metric,
+                "a": va,
+                "b": vb,
+                "change": change,
+                "change_pct": pct * 100,
+                "test": test,
+                "statistic": statistic,
+                "p_value": p,
+                "beyond_noise": beyond,
+            }
+        )
 
     sizes = runs.df_batch_sizes()
     dist = {i: sizes[sizes["run"] == label].set_index("nr_sqes")["count"] for i, label in enumerate(runs.labels)}
@@ -1313,14 +1486,30 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
         stats.append((mean, var, n))
     add("iops", float(compare.at[0, "iops"]), float(compare.at[1, "iops"]))
     p = _welch(*stats[0], *stats[1]) if stats[0][2] and stats[1][2] else np.nan
-    add("mean_sqes_per_submit", float(compare.at[0, "mean_sqes_per_submit"]),
-        float(compare.at[1, "mean_sqes_per_submit"]), "welch" if not np.isnan(p) else "threshold", p=p)
+    add(
+        "mean_sqes_per_submit",
+        float(compare.at[0, "mean_sqes_per_submit"]),
+        float(compare.at[1, "mean_sqes_per_submit"]),
+        "welch" if not np.isnan(p) else "threshold",
+        p=p,
+    )
     for metric in DIFF_NUMBERS[2:]:
         add(metric, float(compare.at[0, metric]), float(compare.at[1, metric]))
+
     def add_distribution(metric: str, d: float, p: float) -> None:
-        rows.append({"metric": metric, "a": np.nan, "b": np.nan, "change": np.nan, "change_pct": np.nan,
-                     "test": "ks", "statistic": d, "p_value": p,
-                     "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE)})
+        rows.append(
+            {
+                "metric": metric,
+                "a": np.nan,
+                "b": np.nan,
+                "change": np.nan,
+                "change_pct": np.nan,
+                "test": "ks",
+                "statistic": d,
+                "p_value": p,
+                "beyond_noise": bool(not np.isnan(p) and p < SIGNIFICANCE and d >= MIN_KS_DISTANCE),
+            }
+        )
 
     add_distribution("batch_size_distribution", *_ks(dist[0], dist[1]))
     latency = {}
@@ -1328,6 +1517,7 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
         table, _, _, where = _submit_source(run)
         if run.has(table):
             latency[i] = Runs([run]).aggregate(_cdf_bins(table, where)).set_index("bin")["n"]
-    add_distribution("submit_latency_distribution",
-                     *(_ks(latency[0], latency[1]) if len(latency) == 2 else (np.nan, np.nan)))
+    add_distribution(
+        "submit_latency_distribution", *(_ks(latency[0], latency[1]) if len(latency) == 2 else (np.nan, np.nan))
+    )
     return pd.DataFrame(rows)

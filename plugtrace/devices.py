@@ -34,7 +34,7 @@ __all__ = ["Target", "open_target", "cleanup_all", "cleanup_orphans", "parse_siz
 
 DEFAULT_SIZE = 1 << 30
 
-_created: list["Target"] = []
+_created: list[Target] = []
 _lock = threading.Lock()
 
 
@@ -74,8 +74,12 @@ class Target:
 
     def describe(self) -> dict:
         d = {
-            "kind": self.kind, "path": self.path, "size_bytes": self.size_bytes, "writable": self.writable,
-            "created_by_plugtrace": self.created_by_plugtrace, "dev_t": self.dev_t,
+            "kind": self.kind,
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "writable": self.writable,
+            "created_by_plugtrace": self.created_by_plugtrace,
+            "dev_t": self.dev_t,
         }
         if self.backing_file:
             d["backing_file"] = self.backing_file
@@ -107,7 +111,7 @@ class Target:
         elif self.kind == "file":
             _unlink(self.path)
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -166,7 +170,7 @@ def _fill(fd: int, size_bytes: int) -> None:
     view = memoryview(chunk)
     offset = 0
     while offset < size_bytes:
-        offset += os.pwrite(fd, view[:min(_FILL_CHUNK, size_bytes - offset)], offset)
+        offset += os.pwrite(fd, view[: min(_FILL_CHUNK, size_bytes - offset)], offset)
     os.fsync(fd)
     os.posix_fadvise(fd, 0, size_bytes, os.POSIX_FADV_DONTNEED)  # reads must come from the disk, not memory
 
@@ -260,7 +264,7 @@ def orphaned_zram() -> list[int]:
     for owner in sorted(ZRAM_OWNERS.glob("zram*.owner")) if ZRAM_OWNERS.is_dir() else []:
         try:
             pid, start = owner.read_text().split()
-            index = int(owner.name[len("zram"):-len(".owner")])
+            index = int(owner.name[len("zram") : -len(".owner")])
         except (OSError, ValueError):
             continue
         if _process_start(int(pid)) != start and Path(f"/sys/block/zram{index}").exists():
@@ -400,9 +404,25 @@ def open_block_device(path: str, allow_write: bool = False) -> Target:
 
 
 #: the fields of /sys/block/NAME/stat, in order (Documentation/block/stat.rst)
-_STAT_FIELDS = ("reads", "read_merges", "read_sectors", "read_ticks", "writes", "write_merges", "write_sectors",
-                "write_ticks", "in_flight", "io_ticks", "time_in_queue", "discards", "discard_merges",
-                "discard_sectors", "discard_ticks", "flushes", "flush_ticks")
+_STAT_FIELDS = (
+    "reads",
+    "read_merges",
+    "read_sectors",
+    "read_ticks",
+    "writes",
+    "write_merges",
+    "write_sectors",
+    "write_ticks",
+    "in_flight",
+    "io_ticks",
+    "time_in_queue",
+    "discards",
+    "discard_merges",
+    "discard_sectors",
+    "discard_ticks",
+    "flushes",
+    "flush_ticks",
+)
 
 
 def block_stat(path: str) -> dict[str, int]:

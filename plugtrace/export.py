@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -76,8 +77,15 @@ class _Writer:
         self.row: list[np.ndarray] = []
         self.emitters: list[Any] = []
 
-    def track(self, key: Any, name: str, parent: int | None = None, thread: tuple[int, int] | None = None,
-              process: tuple[int, str] | None = None, counter: str | None = None) -> int:
+    def track(
+        self,
+        key: Any,
+        name: str,
+        parent: int | None = None,
+        thread: tuple[int, int] | None = None,
+        process: tuple[int, str] | None = None,
+        counter: str | None = None,
+    ) -> int:
         """The uuid of the track for `key`, described on first use."""
         if key in self.tracks:
             return self.tracks[key]
@@ -167,24 +175,30 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
     out = Path(path)
     w = _Writer(out)
     T = w.TrackEvent
-    summary = ExportSummary(sections=0, submits=0, enters=0, requests=0, block_requests=0, flows=0,
-                            counter_values=0)
+    summary = ExportSummary(sections=0, submits=0, enters=0, requests=0, block_requests=0, flows=0, counter_values=0)
     process = w.track("process", "", process=(1, f"plugtrace run {run.name} ({run.strategy})"))
 
     def thread_track(tid: int) -> int:
         return w.track(("thread", tid), f"engine thread (tid {tid})", parent=process, thread=(1, tid))
 
-    def slices(track_ids: np.ndarray, begin: np.ndarray, end: np.ndarray, name: Any,
-               flows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, terminating: bool = False,
-               annotations: dict[str, np.ndarray] | None = None) -> None:
+    def slices(
+        track_ids: np.ndarray,
+        begin: np.ndarray,
+        end: np.ndarray,
+        name: Any,
+        flows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        terminating: bool = False,
+        annotations: dict[str, np.ndarray] | None = None,
+    ) -> None:
         """Slices [begin, end) on their tracks; `name(i)` names the i-th; `flows` = (start, end, ids): the
         i-th slice carries ids[start[i]:end[i]] (as terminating flows when `terminating`)."""
+
         def emit_begin(ev: Any, i: int) -> None:
             ev.type = T.TYPE_SLICE_BEGIN
             ev.track_uuid = int(track_ids[i])
             ev.name = name(i)
             if flows is not None and flows[1][i] > flows[0][i]:
-                ids = flows[2][flows[0][i]:flows[1][i]].tolist()
+                ids = flows[2][flows[0][i] : flows[1][i]].tolist()
                 (ev.terminating_flow_ids if terminating else ev.flow_ids).extend(ids)
             for key, values in (annotations or {}).items():
                 a = ev.debug_annotations.add()
@@ -215,8 +229,18 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
     # requests first: the flows of submits and block requests are theirs
     to_submit = to_block = None
     if run.has("requests"):
-        wanted = ["req_id", "thread", "device", "op", "offset_bytes", "len_bytes", "queue_ns", "complete_ns",
-                  "submit_seq", "sync"]
+        wanted = [
+            "req_id",
+            "thread",
+            "device",
+            "op",
+            "offset_bytes",
+            "len_bytes",
+            "queue_ns",
+            "complete_ns",
+            "submit_seq",
+            "sync",
+        ]
         if run.has("block_rq") and window_ms is None:  # df_requests finds each request's block request
             req = df_requests(run)
             r = {c: req[c].to_numpy() for c in [*wanted, "block_issue_ns"]}
@@ -230,44 +254,66 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
         to_submit = _Links(_key(r["thread"][submitted], r["submit_seq"][submitted]), flow[submitted])
         if "block_issue_ns" in r:
             issued = ~np.isnan(r["block_issue_ns"])
-            to_block = _Links(_key(r["offset_bytes"][issued] // 512, r["block_issue_ns"][issued].astype(np.int64)),
-                              flow[issued])
+            to_block = _Links(
+                _key(r["offset_bytes"][issued] // 512, r["block_issue_ns"][issued].astype(np.int64)), flow[issued]
+            )
         device = r["device"].astype(np.int64)
         slot = np.zeros(len(flow), dtype=np.int64)
         for d in np.unique(device):
             mine = np.flatnonzero(device == d)
             slot[mine] = _slots(r["queue_ns"][mine], r["complete_ns"][mine])
-        parents = {int(d): w.track(("device", int(d)), f"device {int(d)} requests", parent=process)
-                   for d in np.unique(device)}
-        tracks = _track_ids(w, _key(device, slot), lambda k: w.track(
-            ("slot", k), f"device {k >> 40} in flight #{k & ((1 << 40) - 1)}", parent=parents[k >> 40]))
+        parents = {
+            int(d): w.track(("device", int(d)), f"device {int(d)} requests", parent=process) for d in np.unique(device)
+        }
+        tracks = _track_ids(
+            w,
+            _key(device, slot),
+            lambda k: w.track(
+                ("slot", k), f"device {k >> 40} in flight #{k & ((1 << 40) - 1)}", parent=parents[k >> 40]
+            ),
+        )
         ops, sizes, offsets, sync = r["op"], r["len_bytes"], r["offset_bytes"], r["sync"]  # op: 0 read, 1 write
-        slices(tracks, r["queue_ns"], r["complete_ns"],
-               lambda i: f"{'write' if ops[i] == 1 else 'read'} {sizes[i]} B @ {offsets[i]}{' (sync)' if sync[i] else ''}",
-               flows=(np.arange(len(flow)), np.arange(1, len(flow) + 1), flow),
-               annotations={"req_id": r["req_id"]})
+        slices(
+            tracks,
+            r["queue_ns"],
+            r["complete_ns"],
+            lambda i: f"{'write' if ops[i] == 1 else 'read'} {sizes[i]} B @ {offsets[i]}{' (sync)' if sync[i] else ''}",
+            flows=(np.arange(len(flow)), np.arange(1, len(flow) + 1), flow),
+            annotations={"req_id": r["req_id"]},
+        )
         summary["requests"] = summary["flows"] = len(flow)
         ts = np.concatenate([r["queue_ns"], r["complete_ns"]])
         step = np.concatenate([np.ones(len(flow), np.int64), -np.ones(len(flow), np.int64)])
         order = np.lexsort((step, ts))
-        counter(w.track("inflight", "requests in flight", parent=process, counter="requests"), ts[order],
-                np.cumsum(step[order]))
+        counter(
+            w.track("inflight", "requests in flight", parent=process, counter="requests"),
+            ts[order],
+            np.cumsum(step[order]),
+        )
         del r, ts, step, order
 
     if run.has("sections"):
-        sec = columns("sections", ["section_id", "tid", "owner", "begin_ns", "end_ns", "nr_deferred_calls",
-                                   "nr_nested_polls"], "begin_ns")
+        sec = columns(
+            "sections",
+            ["section_id", "tid", "owner", "begin_ns", "end_ns", "nr_deferred_calls", "nr_nested_polls"],
+            "begin_ns",
+        )
         owner = sec["owner"]
-        slices(_track_ids(w, sec["tid"], thread_track), sec["begin_ns"], sec["end_ns"],
-               lambda i: f"plug section (device {owner[i]})" if owner[i] >= 0 else "plug section (no device)",
-               annotations={k: sec[k] for k in ("section_id", "nr_deferred_calls", "nr_nested_polls")})
+        slices(
+            _track_ids(w, sec["tid"], thread_track),
+            sec["begin_ns"],
+            sec["end_ns"],
+            lambda i: f"plug section (device {owner[i]})" if owner[i] >= 0 else "plug section (no device)",
+            annotations={k: sec[k] for k in ("section_id", "nr_deferred_calls", "nr_nested_polls")},
+        )
         summary["sections"] = len(owner)
 
     sqes_track = None
     if run.has("submits"):
         sub = columns("submits", ["thread", "tid", "submit_seq", "start_ns", "end_ns", "nr_sqes"], "start_ns")
-        tracks = _track_ids(w, sub["tid"], lambda tid: w.track(("submits", tid), "submits (engine)",
-                                                               parent=thread_track(tid)))
+        tracks = _track_ids(
+            w, sub["tid"], lambda tid: w.track(("submits", tid), "submits (engine)", parent=thread_track(tid))
+        )
         nr = sub["nr_sqes"]
         links = None
         if to_submit is not None:
@@ -280,28 +326,41 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
 
     if run.has("enters"):
         ent = columns("enters", ["ts_ns", "tid", "to_submit", "latency_ns"], "ts_ns")
-        tracks = _track_ids(w, ent["tid"], lambda tid: w.track(("enters", tid), "io_uring_enter (kernel)",
-                                                               parent=thread_track(tid)))
+        tracks = _track_ids(
+            w, ent["tid"], lambda tid: w.track(("enters", tid), "io_uring_enter (kernel)", parent=thread_track(tid))
+        )
         n = ent["to_submit"]
         slices(tracks, ent["ts_ns"], ent["ts_ns"] + ent["latency_ns"], lambda i: f"io_uring_enter to_submit={n[i]}")
         if sqes_track is None:
             submitting = n > 0
-            counter(w.track("sqes", "SQEs per submit", parent=process, counter="SQEs"), ent["ts_ns"][submitting],
-                    n[submitting])
+            counter(
+                w.track("sqes", "SQEs per submit", parent=process, counter="SQEs"),
+                ent["ts_ns"][submitting],
+                n[submitting],
+            )
         summary["enters"] = len(n)
 
     if run.has("block_rq"):
         blk = columns("block_rq", ["issue_ns", "complete_ns", "sector", "nr_bytes", "rwbs"], "issue_ns")
         parent = w.track("block", "block requests (kernel)", parent=process)
-        tracks = _track_ids(w, _slots(blk["issue_ns"], blk["complete_ns"]),
-                            lambda s: w.track(("block", s), f"block in flight #{s}", parent=parent))
+        tracks = _track_ids(
+            w,
+            _slots(blk["issue_ns"], blk["complete_ns"]),
+            lambda s: w.track(("block", s), f"block in flight #{s}", parent=parent),
+        )
         rwbs, nbytes, sector = blk["rwbs"], blk["nr_bytes"], blk["sector"]
         links = None
         if to_block is not None:
             first, last = to_block.ranges(_key(sector, blk["issue_ns"]))
             links = (first, last, to_block.flows)
-        slices(tracks, blk["issue_ns"], blk["complete_ns"], lambda i: f"{rwbs[i]} {nbytes[i]} B @ sector {sector[i]}",
-               flows=links, terminating=True)
+        slices(
+            tracks,
+            blk["issue_ns"],
+            blk["complete_ns"],
+            lambda i: f"{rwbs[i]} {nbytes[i]} B @ sector {sector[i]}",
+            flows=links,
+            terminating=True,
+        )
         summary["block_requests"] = len(sector)
 
     summary["packets"] = w.finish()

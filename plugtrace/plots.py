@@ -13,7 +13,8 @@ come from all the data.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # matplotlib picks its backend itself (Agg where there is no display; the
 # inline one in notebooks); the report draws on pyplot-free Figures
@@ -90,8 +91,9 @@ def plot_batch_sizes(data: Run | pd.DataFrame, ax: Axes | None = None, source: s
 
 
 @requires(*df_sqes_over_time.required_tables)
-def plot_sqes_over_time(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 300,
-                        start_ns: int | None = None) -> Axes:
+def plot_sqes_over_time(
+    data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 300, start_ns: int | None = None
+) -> Axes:
     """SQEs per io_uring_enter() over time: mean (line) and max (shade) per time bin.
 
     `data`: a Run or a `df_submits` frame. x: time in ms from `start_ns` (ns),
@@ -124,8 +126,10 @@ def plot_submit_latency_cdf(data: Run | pd.DataFrame, ax: Axes | None = None, so
         h = data.table("histograms")
         h = h[h["name"] == "enter_latency_ns"].sort_values("low")
         if h.empty:
-            raise MissingTableError(f"{data.path}: no submit latency in this aggregate-mode run (it is measured "
-                                    "by the enters probe: record with --probes enters,...)")
+            raise MissingTableError(
+                f"{data.path}: no submit latency in this aggregate-mode run (it is measured "
+                "by the enters probe: record with --probes enters,...)"
+            )
         cum = np.cumsum(h["count"].to_numpy()) / h["count"].sum()
         x_us, y = h["high"].to_numpy() / 1e3, cum
         p50, p99 = (x_us[min(np.searchsorted(cum, q), len(cum) - 1)] for q in (0.5, 0.99))
@@ -159,8 +163,9 @@ class _Lanes:
 
 
 @requires(("sections", "submits", "enters"))
-def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = None,
-                  window_ms: float | None = None) -> Axes:
+def plot_timeline(
+    run: Run, ax: Axes | None = None, start_ms: float | None = None, window_ms: float | None = None
+) -> Axes:
     """What each thread did in a short window, app log and kernel events on one time axis.
 
     Lanes per thread: plug sections (bars coloured by the device whose handler
@@ -193,30 +198,51 @@ def plot_timeline(run: Run, ax: Axes | None = None, start_ms: float | None = Non
             devices.update(r["device"].unique().tolist())
             ax.scatter(ms(r["queue_ns"]), np.full(len(r), y), c=[_device_color(d) for d in r["device"]], s=12)
             deferred = r[(r["section_owner"] >= 0) & (r["section_owner"] != r["device"])]
-            ax.hlines(np.full(len(deferred), y), ms(deferred["queue_ns"]), ms(deferred["submit_ns"]),
-                      color="tab:red", linewidth=1)
-    for table, columns, label in (("submits", ["tid", "start_ns", "nr_sqes"], "submits (app)"),
-                                  ("enters", ["tid", "ts_ns", "to_submit"], "io_uring_enter (kernel)")):
+            ax.hlines(
+                np.full(len(deferred), y),
+                ms(deferred["queue_ns"]),
+                ms(deferred["submit_ns"]),
+                color="tab:red",
+                linewidth=1,
+            )
+    for table, columns, label in (
+        ("submits", ["tid", "start_ns", "nr_sqes"], "submits (app)"),
+        ("enters", ["tid", "ts_ns", "to_submit"], "io_uring_enter (kernel)"),
+    ):
         events = rows.get(table)
         if events is None:
             continue
         for tid, e in events[events[columns[2]] > 0].groupby("tid"):
             y = lane(f"tid {tid} {label}")
-            ax.scatter(ms(e[columns[1]]), np.full(len(e), y), s=8 * e[columns[2]], marker="|",
-                       color="black" if table == "submits" else "tab:purple")
+            ax.scatter(
+                ms(e[columns[1]]),
+                np.full(len(e), y),
+                s=8 * e[columns[2]],
+                marker="|",
+                color="black" if table == "submits" else "tab:purple",
+            )
     block = rows.get("block_rq")
     if block is not None and len(block):
-        ax.scatter(ms(block["issue_ns"]), np.full(len(block), lane("block requests issued (kernel)")),
-                   marker="|", color="tab:brown", s=40)
+        ax.scatter(
+            ms(block["issue_ns"]),
+            np.full(len(block), lane("block requests issued (kernel)")),
+            marker="|",
+            color="tab:brown",
+            s=40,
+        )
     ax.set_yticks(range(len(lane.labels)), lane.labels)
     ax.set_ylim(len(lane.labels) - 0.5, -0.5)
     ax.set_xlim(start_ms, start_ms + window_ms)
     ax.set_xlabel("time since run start (ms)")
-    handles = [Line2D([], [], color=_device_color(d), marker="s", linestyle="", label=f"device {d}")
-               for d in sorted(devices) if d >= 0]
+    handles = [
+        Line2D([], [], color=_device_color(d), marker="s", linestyle="", label=f"device {d}")
+        for d in sorted(devices)
+        if d >= 0
+    ]
     handles.append(Line2D([], [], color="tab:red", label="wait of a request deferred into another device's section"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(len(handles), 4),
-              fontsize="small")
+    ax.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(len(handles), 4), fontsize="small"
+    )
     _title(ax, f"Timeline, {window_ms:.3g} ms window", run)
     return ax
 
@@ -237,9 +263,13 @@ def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins:
             continue
         s = stats[stats["cause"] == cause].iloc[0]
         edges = np.append(mine["low_us"].to_numpy(), mine["high_us"].to_numpy()[-1])
-        ax.stairs(mine["count"].to_numpy(), edges, color=CAUSE_COLORS[cause], linewidth=1.5,
-                  label=f"{cause.replace('_', ' ')}: {int(s['count']):,} requests, "
-                        f"median {s['p50_wait_ns'] / 1e3:.1f} µs")
+        ax.stairs(
+            mine["count"].to_numpy(),
+            edges,
+            color=CAUSE_COLORS[cause],
+            linewidth=1.5,
+            label=f"{cause.replace('_', ' ')}: {int(s['count']):,} requests, median {s['p50_wait_ns'] / 1e3:.1f} µs",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("wait from queued to submitted (µs, log scale)")
     ax.set_ylabel("requests per bin")
@@ -267,13 +297,17 @@ def plot_interleaving_delays(data: Run | pd.DataFrame, ax: Axes | None = None, b
             us = np.maximum(mine["deferral_ns"].to_numpy(), 1) / 1e3
             counts, _ = np.histogram(us, bins=edges)
             p50, p99 = np.percentile(mine["deferral_ns"].to_numpy(), [50, 99]) / 1e3
-            ax.stairs(counts, edges, color=_device_color(device), linewidth=1.5,
-                      label=f"device {device}: {len(mine):,} requests, median {p50:.1f} µs, p99 {p99:.1f} µs, "
-                            f"{mine['deferral_ns'].sum() / 1e6:.2f} ms in all")
+            ax.stairs(
+                counts,
+                edges,
+                color=_device_color(device),
+                linewidth=1.5,
+                label=f"device {device}: {len(mine):,} requests, median {p50:.1f} µs, p99 {p99:.1f} µs, "
+                f"{mine['deferral_ns'].sum() / 1e6:.2f} ms in all",
+            )
         ax.legend(fontsize="small")
     else:
-        ax.text(0.5, 0.5, "no request was deferred into another device's section", ha="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no request was deferred into another device's section", ha="center", transform=ax.transAxes)
     ax.set_xscale("log")
     ax.set_xlabel("delay caused by interleaving: own section end to submit (µs, log scale)")
     ax.set_ylabel("requests per bin")

@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,8 @@ class Aggregate:
         df = pd.concat(parts, ignore_index=True)
         if len(parts) > 1:
             df = df.groupby(keys, as_index=False, dropna=False).agg(
-                {name: _MERGE[op] for name, (op, _) in self.values.items()})
+                {name: _MERGE[op] for name, (op, _) in self.values.items()}
+            )
         return df.sort_values(keys, ignore_index=True)
 
 
@@ -188,9 +190,11 @@ def _aggregate_piece(agg: Aggregate, piece: _Piece, threads: int) -> pd.DataFram
     con = _connect(threads, None, None)
     try:
         # a filter on file_row_number skips the row groups outside the piece
-        source = (f"(SELECT {piece.file.run_id}::INTEGER AS run_id, * FROM read_parquet("
-                  f"{_quote(piece.file.path)}, file_row_number = true) WHERE file_row_number >= {piece.first_row} "
-                  f"AND file_row_number < {piece.end_row}) AS t")
+        source = (
+            f"(SELECT {piece.file.run_id}::INTEGER AS run_id, * FROM read_parquet("
+            f"{_quote(piece.file.path)}, file_row_number = true) WHERE file_row_number >= {piece.first_row} "
+            f"AND file_row_number < {piece.end_row}) AS t"
+        )
         return _run_sql(con, agg, source)
     finally:
         con.close()
@@ -214,8 +218,9 @@ class DaskEngine:
         if isinstance(files, pd.DataFrame):
             return self.frame_aggregate(agg, files)
         pieces = _pieces(files, self.rows_per_piece)
-        futures = self.client.map(_aggregate_piece, [agg] * len(pieces), pieces,
-                                  [self.threads_per_task] * len(pieces), pure=False)
+        futures = self.client.map(
+            _aggregate_piece, [agg] * len(pieces), pieces, [self.threads_per_task] * len(pieces), pure=False
+        )
         return agg.merge(self.client.gather(futures))
 
     def frame_aggregate(self, agg: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
@@ -240,8 +245,10 @@ def _bin(value: str) -> str:
     bins' min and max that they really are ordered, so an inexact log2 cannot
     make a result wrong.
     """
-    return (f"CASE WHEN ({value}) >= 0 THEN CAST(floor(log2(({value}) + 1) * {_BINS_PER_OCTAVE}) AS BIGINT) "
-            f"ELSE -1 - CAST(floor(log2(-({value})) * {_BINS_PER_OCTAVE}) AS BIGINT) END")
+    return (
+        f"CASE WHEN ({value}) >= 0 THEN CAST(floor(log2(({value}) + 1) * {_BINS_PER_OCTAVE}) AS BIGINT) "
+        f"ELSE -1 - CAST(floor(log2(-({value})) * {_BINS_PER_OCTAVE}) AS BIGINT) END"
+    )
 
 
 def _literal(value: Any) -> str:
@@ -292,8 +299,15 @@ def _ordered_clusters(bins: pd.DataFrame) -> np.ndarray:
     return np.cumsum(starts) - 1
 
 
-def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: str, value: str, qs: Sequence[float],
-                by: Mapping[str, str] | None = None, where: str = "true") -> pd.DataFrame:
+def percentiles(
+    engine: Any,
+    files: Sequence[TableFile] | pd.DataFrame,
+    table: str,
+    value: str,
+    qs: Sequence[float],
+    by: Mapping[str, str] | None = None,
+    where: str = "true",
+) -> pd.DataFrame:
     """Exact percentiles of the integer SQL expression `value` over `table`, per run and `by` group.
 
     `files`: the table's files, or a DataFrame holding the table's rows.
@@ -306,9 +320,20 @@ def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: s
     """
     by = dict(by or {})
     where = f"({where}) AND ({value}) IS NOT NULL"
-    first = engine.aggregate(Aggregate(table, {**by, "bin": _bin(value)}, {
-        "n": ("count", "*"), "total": ("sum", f"CAST({value} AS DOUBLE)"), "lo": ("min", value),
-        "hi": ("max", value)}, where), files)
+    first = engine.aggregate(
+        Aggregate(
+            table,
+            {**by, "bin": _bin(value)},
+            {
+                "n": ("count", "*"),
+                "total": ("sum", f"CAST({value} AS DOUBLE)"),
+                "lo": ("min", value),
+                "hi": ("max", value),
+            },
+            where,
+        ),
+        files,
+    )
     groups = ["run_id", *by]
     columns = [*groups, "count", "mean", "min", "max", *(f"p{q:g}" for q in qs)]
     if first.empty:
@@ -332,21 +357,22 @@ def percentiles(engine: Any, files: Sequence[TableFile] | pd.DataFrame, table: s
         wanted += [f"({match} AND ({value}) BETWEEN {lo} AND {hi})" for lo, hi in ranges.values()]
         plans.append((key, bins, n, ends, positions, ranges))
     # value ranges, not bins: the second pass compares, it computes no logarithm and joins nothing
-    second = engine.aggregate(Aggregate(table, {**by, "value": value}, {"n": ("count", "*")},
-                                        f"({where}) AND ({' OR '.join(wanted)})"), files)
+    second = engine.aggregate(
+        Aggregate(table, {**by, "value": value}, {"n": ("count", "*")}, f"({where}) AND ({' OR '.join(wanted)})"), files
+    )
     by_group = {k if isinstance(k, tuple) else (k,): g for k, g in second.groupby(groups, sort=False, dropna=False)}
     rows = []
     for key, bins, n, ends, positions, ranges in plans:
         values = by_group[key].sort_values("value")
         row: dict[str, Any] = dict(zip(groups, key))
-        row.update(count=n, mean=float(bins["total"].sum()) / n,
-                   min=bins["lo"].min(), max=bins["hi"].max())
+        row.update(count=n, mean=float(bins["total"].sum()) / n, min=bins["lo"].min(), max=bins["hi"].max())
 
+        # called only in this iteration, so binding this group's ends, ranges and values late is right
         def at(rank: int) -> np.generic:
-            c = int(np.searchsorted(ends, rank, side="right"))
-            lo, hi = ranges[c]
-            mine = values[(values["value"] >= lo) & (values["value"] <= hi)]
-            before = int(ends[c - 1]) if c else 0
+            c = int(np.searchsorted(ends, rank, side="right"))  # noqa: B023
+            lo, hi = ranges[c]  # noqa: B023
+            mine = values[(values["value"] >= lo) & (values["value"] <= hi)]  # noqa: B023
+            before = int(ends[c - 1]) if c else 0  # noqa: B023
             cum = np.cumsum(mine["n"].to_numpy())
             return mine["value"].to_numpy()[np.searchsorted(cum, rank - before, side="right")]
 

@@ -18,8 +18,9 @@ import errno
 import json
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -252,9 +253,15 @@ def _json_default(obj: Any) -> Any:
 
 #: meta.json fields that readers use, with the JSON types they must have when present
 _META_TYPES = (
-    ("config", dict, "an object"), ("environment", dict, "an object"), ("summary", dict, "an object"),
-    ("probes", dict, "an object"), ("tables", dict, "an object"), ("device", dict, "an object"),
-    ("tracing_overhead", dict, "an object"), ("status", str, "a string"), ("damaged_tables", list, "a list"),
+    ("config", dict, "an object"),
+    ("environment", dict, "an object"),
+    ("summary", dict, "an object"),
+    ("probes", dict, "an object"),
+    ("tables", dict, "an object"),
+    ("device", dict, "an object"),
+    ("tracing_overhead", dict, "an object"),
+    ("status", str, "a string"),
+    ("damaged_tables", list, "a list"),
     ("events_lost", int, "a number"),
 )
 
@@ -277,11 +284,13 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise RunDirError(f"{meta_path}: cannot read ({exc.strerror})") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
-        raise RunDirError(f"{meta_path}: not a plugtrace run (no '\"schema\": \"{SCHEMA_NAME}\"')")
+        raise RunDirError(f'{meta_path}: not a plugtrace run (no \'"schema": "{SCHEMA_NAME}"\')')
     for key, kinds, what in _META_TYPES:
         if meta.get(key) is not None and not isinstance(meta[key], kinds):
-            raise RunDirError(f"{meta_path}: {key!r} should be {what}, not {type(meta[key]).__name__} "
-                              f"({meta[key]!r:.40}); the run directory is corrupt")
+            raise RunDirError(
+                f"{meta_path}: {key!r} should be {what}, not {type(meta[key]).__name__} "
+                f"({meta[key]!r:.40}); the run directory is corrupt"
+            )
     version = meta.get("schema_version")
     if not isinstance(version, int):
         raise RunDirError(f"{meta_path}: schema_version missing or not a number")

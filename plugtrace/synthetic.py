@@ -267,7 +267,7 @@ def _chunk(rng: np.random.Generator, spec: SyntheticSpec, st: _ThreadState, n_re
     seq_of[order] = st.next_seq + np.arange(len(order))
     st.next_seq += len(order)
     req_seq = seq_of[req_unit] if batched else seq_of[:n]
-    sync_seq = seq_of[(nu if batched else n):]
+    sync_seq = seq_of[(nu if batched else n) :]
 
     # Sections: one per group (the outer handler's), only for sectioned strategies.
     group_dev = handler_dev[outer]
@@ -281,21 +281,41 @@ def _chunk(rng: np.random.Generator, spec: SyntheticSpec, st: _ThreadState, n_re
 
     return {
         "req": {
-            "device": handler_dev[req_handler], "queue_ns": queue_ns, "submit_ns": submit_ns,
-            "complete_ns": submit_end + service, "submit_end": submit_end, "submit_seq": req_seq,
-            "group": req_group, "section_owner": req_owner, "sync": np.zeros(n, bool),
+            "device": handler_dev[req_handler],
+            "queue_ns": queue_ns,
+            "submit_ns": submit_ns,
+            "complete_ns": submit_end + service,
+            "submit_end": submit_end,
+            "submit_seq": req_seq,
+            "group": req_group,
+            "section_owner": req_owner,
+            "sync": np.zeros(n, bool),
         },
         "sync": {
-            "device": handler_dev[sh], "queue_ns": sync_queue, "submit_ns": sync_start,
-            "complete_ns": sync_end + sync_service[sh], "submit_end": sync_end, "submit_seq": sync_seq,
-            "group": group_of_handler[sh], "section_owner": sync_owner, "sync": np.ones(len(sh), bool),
+            "device": handler_dev[sh],
+            "queue_ns": sync_queue,
+            "submit_ns": sync_start,
+            "complete_ns": sync_end + sync_service[sh],
+            "submit_end": sync_end,
+            "submit_seq": sync_seq,
+            "group": group_of_handler[sh],
+            "section_owner": sync_owner,
+            "sync": np.ones(len(sh), bool),
         },
         "submits": {
-            "submit_seq": seq_of[order], "start_ns": sub_start[order], "latency_ns": sub_lat[order],
-            "nr_sqes": sub_nr[order], "reason": sub_reason[order],
+            "submit_seq": seq_of[order],
+            "start_ns": sub_start[order],
+            "latency_ns": sub_lat[order],
+            "nr_sqes": sub_nr[order],
+            "reason": sub_reason[order],
         },
-        "sections": None if not sectioned else {
-            "group": np.arange(ng), "owner": group_dev, "begin_ns": group_start, "end_ns": sec_end,
+        "sections": None
+        if not sectioned
+        else {
+            "group": np.arange(ng),
+            "owner": group_dev,
+            "begin_ns": group_start,
+            "end_ns": sec_end,
             "nr_deferred_calls": np.full(ng, 1 if spec.strategy == "defer" else 0),
             "nr_nested_polls": g_inter.astype(np.int64),
         },
@@ -307,9 +327,7 @@ class _Generator:
         self.spec = spec
         self.w = writer
         self.rng = np.random.default_rng(spec.seed)
-        self.threads = [
-            _ThreadState(t, np.arange(t, spec.devices, spec.threads)) for t in range(spec.threads)
-        ]
+        self.threads = [_ThreadState(t, np.arange(t, spec.devices, spec.threads)) for t in range(spec.threads)]
         self.next_req_id = 0
         self.next_section_id = 0
         self.agg = _Aggregates()
@@ -357,32 +375,57 @@ class _Generator:
         ns = len(subs["start_ns"])
 
         if spec.app:
-            self.put("requests", {
-                "req_id": req_id, "thread": np.full(n, st.thread, np.int32), "tid": np.full(n, tid, np.int32),
-                "device": reqs["device"].astype(np.int32), "op": op, "offset_bytes": offset,
-                "len_bytes": np.full(n, spec.bs, np.int64), "queue_ns": reqs["queue_ns"],
-                "submit_ns": reqs["submit_ns"], "complete_ns": reqs["complete_ns"],
-                "submit_seq": reqs["submit_seq"], "section_id": section_id,
-                "section_owner": reqs["section_owner"].astype(np.int32), "sync": reqs["sync"],
-                "resubmits": np.zeros(n, np.int32), "result": np.full(n, spec.bs, np.int32),
-            })
-            self.put("submits", {
-                "submit_seq": subs["submit_seq"], "thread": np.full(ns, st.thread, np.int32),
-                "tid": np.full(ns, tid, np.int32), "start_ns": subs["start_ns"],
-                "end_ns": subs["start_ns"] + subs["latency_ns"], "latency_ns": subs["latency_ns"],
-                "nr_sqes": subs["nr_sqes"].astype(np.int32), "ret": subs["nr_sqes"].astype(np.int32),
-                "reason": subs["reason"],
-            })
+            self.put(
+                "requests",
+                {
+                    "req_id": req_id,
+                    "thread": np.full(n, st.thread, np.int32),
+                    "tid": np.full(n, tid, np.int32),
+                    "device": reqs["device"].astype(np.int32),
+                    "op": op,
+                    "offset_bytes": offset,
+                    "len_bytes": np.full(n, spec.bs, np.int64),
+                    "queue_ns": reqs["queue_ns"],
+                    "submit_ns": reqs["submit_ns"],
+                    "complete_ns": reqs["complete_ns"],
+                    "submit_seq": reqs["submit_seq"],
+                    "section_id": section_id,
+                    "section_owner": reqs["section_owner"].astype(np.int32),
+                    "sync": reqs["sync"],
+                    "resubmits": np.zeros(n, np.int32),
+                    "result": np.full(n, spec.bs, np.int32),
+                },
+            )
+            self.put(
+                "submits",
+                {
+                    "submit_seq": subs["submit_seq"],
+                    "thread": np.full(ns, st.thread, np.int32),
+                    "tid": np.full(ns, tid, np.int32),
+                    "start_ns": subs["start_ns"],
+                    "end_ns": subs["start_ns"] + subs["latency_ns"],
+                    "latency_ns": subs["latency_ns"],
+                    "nr_sqes": subs["nr_sqes"].astype(np.int32),
+                    "ret": subs["nr_sqes"].astype(np.int32),
+                    "reason": subs["reason"],
+                },
+            )
             sec = c["sections"]
             if sec is not None:
                 m = len(sec["group"])
-                self.put("sections", {
-                    "section_id": self.next_section_id + sec["group"], "thread": np.full(m, st.thread, np.int32),
-                    "tid": np.full(m, tid, np.int32), "owner": sec["owner"].astype(np.int32),
-                    "begin_ns": sec["begin_ns"], "end_ns": sec["end_ns"],
-                    "nr_deferred_calls": sec["nr_deferred_calls"].astype(np.int32),
-                    "nr_nested_polls": sec["nr_nested_polls"].astype(np.int32),
-                })
+                self.put(
+                    "sections",
+                    {
+                        "section_id": self.next_section_id + sec["group"],
+                        "thread": np.full(m, st.thread, np.int32),
+                        "tid": np.full(m, tid, np.int32),
+                        "owner": sec["owner"].astype(np.int32),
+                        "begin_ns": sec["begin_ns"],
+                        "end_ns": sec["end_ns"],
+                        "nr_deferred_calls": sec["nr_deferred_calls"].astype(np.int32),
+                        "nr_nested_polls": sec["nr_nested_polls"].astype(np.int32),
+                    },
+                )
         enter_lat = np.maximum(subs["latency_ns"] - 2 * _SYSCALL_ENTRY_NS, 100)
         if self.events:
             self._write_kernel_events(st, tid, c, reqs, req_id, op, offset, section_id, enter_lat)
@@ -402,33 +445,55 @@ class _Generator:
     def _write_kernel_events(self, st, tid, c, reqs, req_id, op, offset, section_id, enter_lat) -> None:
         subs = c["submits"]
         ns, n = len(subs["start_ns"]), len(req_id)
-        self.put("enters", {
-            "ts_ns": subs["start_ns"] + _SYSCALL_ENTRY_NS, "tid": np.full(ns, tid, np.int32),
-            "fd": np.full(ns, 10 + st.thread, np.int32), "to_submit": subs["nr_sqes"].astype(np.int32),
-            "min_complete": np.zeros(ns, np.int32), "flags": np.zeros(ns, np.int32),
-            "ret": subs["nr_sqes"].astype(np.int32), "latency_ns": enter_lat,
-        })
+        self.put(
+            "enters",
+            {
+                "ts_ns": subs["start_ns"] + _SYSCALL_ENTRY_NS,
+                "tid": np.full(ns, tid, np.int32),
+                "fd": np.full(ns, 10 + st.thread, np.int32),
+                "to_submit": subs["nr_sqes"].astype(np.int32),
+                "min_complete": np.zeros(ns, np.int32),
+                "flags": np.zeros(ns, np.int32),
+                "ret": subs["nr_sqes"].astype(np.int32),
+                "latency_ns": enter_lat,
+            },
+        )
         issue = reqs["submit_ns"] + 2 * _SYSCALL_ENTRY_NS
         block_done = reqs["complete_ns"] - _REAP_DELAY_NS
-        self.put("block_rq", {
-            "issue_ns": issue, "complete_ns": block_done, "latency_ns": block_done - issue,
-            "dev": np.full(n, _BLOCK_DEV, np.int64), "sector": offset // 512,
-            "nr_bytes": np.full(n, self.spec.bs, np.int64), "rwbs": np.where(op == 0, "R", "W").astype(object),
-        })
+        self.put(
+            "block_rq",
+            {
+                "issue_ns": issue,
+                "complete_ns": block_done,
+                "latency_ns": block_done - issue,
+                "dev": np.full(n, _BLOCK_DEV, np.int64),
+                "sector": offset // 512,
+                "nr_bytes": np.full(n, self.spec.bs, np.int64),
+                "rwbs": np.where(op == 0, "R", "W").astype(object),
+            },
+        )
         batched = subs["nr_sqes"] > 1
-        self.put("block_unplug", {
-            "ts_ns": subs["start_ns"][batched] + 2 * _SYSCALL_ENTRY_NS,
-            "tid": np.full(int(batched.sum()), tid, np.int32), "nr_rq": subs["nr_sqes"][batched].astype(np.int32),
-        })
+        self.put(
+            "block_unplug",
+            {
+                "ts_ns": subs["start_ns"][batched] + 2 * _SYSCALL_ENTRY_NS,
+                "tid": np.full(int(batched.sum()), tid, np.int32),
+                "nr_rq": subs["nr_sqes"][batched].astype(np.int32),
+            },
+        )
         # The engine tags SQEs with a slot number, reused once a request completes.
         slot = (req_id % 1024).astype(np.int64)
-        self.put("uring_requests", {
-            "ts_ns": np.concatenate([issue - _SYSCALL_ENTRY_NS, block_done + _REAP_DELAY_NS // 2]),
-            "tid": np.full(2 * n, tid, np.int32),
-            "event": np.array(["submit"] * n + ["complete"] * n, dtype=object),
-            "user_data": np.concatenate([slot, slot]), "opcode": np.tile(np.where(op == 0, _OP_READ, _OP_WRITE), 2),
-            "res": np.full(2 * n, self.spec.bs, np.int32),
-        })
+        self.put(
+            "uring_requests",
+            {
+                "ts_ns": np.concatenate([issue - _SYSCALL_ENTRY_NS, block_done + _REAP_DELAY_NS // 2]),
+                "tid": np.full(2 * n, tid, np.int32),
+                "event": np.array(["submit"] * n + ["complete"] * n, dtype=object),
+                "user_data": np.concatenate([slot, slot]),
+                "opcode": np.tile(np.where(op == 0, _OP_READ, _OP_WRITE), 2),
+                "res": np.full(2 * n, self.spec.bs, np.int32),
+            },
+        )
         markers: list[tuple[np.ndarray, str, np.ndarray, np.ndarray]] = [
             (reqs["queue_ns"], "request_queued", req_id, reqs["device"]),
             (subs["start_ns"], "submit", subs["submit_seq"], subs["nr_sqes"]),
@@ -440,13 +505,16 @@ class _Generator:
                 (sec["begin_ns"], "section_begin", sid, sec["owner"]),
                 (sec["end_ns"], "section_end", sid, sec["nr_deferred_calls"]),
             ]
-        self.put("markers", {
-            "ts_ns": np.concatenate([m[0] for m in markers]),
-            "tid": np.full(sum(len(m[0]) for m in markers), tid, np.int32),
-            "marker": np.concatenate([np.full(len(m[0]), m[1], dtype=object) for m in markers]),
-            "arg0": np.concatenate([m[2] for m in markers]).astype(np.int64),
-            "arg1": np.concatenate([m[3] for m in markers]).astype(np.int64),
-        })
+        self.put(
+            "markers",
+            {
+                "ts_ns": np.concatenate([m[0] for m in markers]),
+                "tid": np.full(sum(len(m[0]) for m in markers), tid, np.int32),
+                "marker": np.concatenate([np.full(len(m[0]), m[1], dtype=object) for m in markers]),
+                "arg0": np.concatenate([m[2] for m in markers]).astype(np.int64),
+                "arg1": np.concatenate([m[3] for m in markers]).astype(np.int64),
+            },
+        )
 
     def summary(self) -> dict[str, Any]:
         lat = np.concatenate(self.submit_latencies)
@@ -491,9 +559,17 @@ def write_run(path: str | os.PathLike, spec: SyntheticSpec | None = None, **fiel
         "plugtrace_version": __version__,
         "command": ["plugtrace-synthetic", spec.strategy, str(spec.requests)],
         "config": {
-            "strategy": spec.strategy, "devices": spec.devices, "threads": spec.threads, "iodepth": spec.iodepth,
-            "bs": spec.bs, "rw": "randread" if spec.read_fraction == 1.0 else "randrw", "requests": spec.requests,
-            "interleave": spec.interleave, "mode": spec.kernel, "synthetic": True, "seed": spec.seed,
+            "strategy": spec.strategy,
+            "devices": spec.devices,
+            "threads": spec.threads,
+            "iodepth": spec.iodepth,
+            "bs": spec.bs,
+            "rw": "randread" if spec.read_fraction == 1.0 else "randrw",
+            "requests": spec.requests,
+            "interleave": spec.interleave,
+            "mode": spec.kernel,
+            "synthetic": True,
+            "seed": spec.seed,
         },
         "environment": {"kernel": "synthetic", "machine": "synthetic", "cpus": 0, "python": "", "packages": {}},
         "device": {"kind": "file", "path": "(synthetic)", "size_bytes": spec.bs << 18, "created_by_plugtrace": True},
@@ -507,9 +583,12 @@ def write_run(path: str | os.PathLike, spec: SyntheticSpec | None = None, **fiel
     gen.run()
     if gen.aggregate:
         gen.put("histograms", gen.agg.histograms())
-        gen.put("counters", {
-            "name": np.array(["nr_enters", "nr_sqes", "nr_block_rq"], dtype=object),
-            "value": np.array([gen.nr_submits, gen.nr_sqes, gen.nr_requests], dtype=np.int64),
-        })
+        gen.put(
+            "counters",
+            {
+                "name": np.array(["nr_enters", "nr_sqes", "nr_block_rq"], dtype=object),
+                "value": np.array([gen.nr_submits, gen.nr_sqes, gen.nr_requests], dtype=np.int64),
+            },
+        )
     writer.close(spec.status, summary=gen.summary())
     return Path(path)

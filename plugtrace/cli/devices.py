@@ -22,8 +22,11 @@ such, removed by the next record that makes a device, or now by --cleanup
 
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--cleanup", action="store_true",
-                   help="remove the zram devices that killed plugtrace recorders left behind (root)")
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the zram devices that killed plugtrace recorders left behind (root)",
+    )
 
 
 def _describe(name: str, orphans: set[str]) -> dict:
@@ -45,8 +48,14 @@ def _describe(name: str, orphans: set[str]) -> dict:
         verdict = f"no: held by {', '.join(holders)}"
     else:
         verdict = "yes (read-only unless --allow-write)" if not ro else "yes (read-only device)"
-    return {"device": f"/dev/{name}", "dev_t": dev_t, "size_bytes": size, "mounted": mounted,
-            "holders": holders, "usable": verdict}
+    return {
+        "device": f"/dev/{name}",
+        "dev_t": dev_t,
+        "size_bytes": size,
+        "mounted": mounted,
+        "holders": holders,
+        "usable": verdict,
+    }
 
 
 def run(args) -> int:
@@ -65,8 +74,13 @@ def run(args) -> int:
     root = os.geteuid() == 0
     can = {
         "loop": "yes" if root and Path("/dev/loop-control").exists() else "no: needs root and /dev/loop-control",
-        "zram": ("no: needs root" if not root else "yes" if Path("/sys/class/zram-control").exists()
-                 else "maybe: the zram module is not loaded (record tries modprobe zram)"),
+        "zram": (
+            "no: needs root"
+            if not root
+            else "yes"
+            if Path("/sys/class/zram-control").exists()
+            else "maybe: the zram module is not loaded (record tries modprobe zram)"
+        ),
     }
     if args.json:
         print(json.dumps({"devices": rows, "can_create": can}, indent=2))

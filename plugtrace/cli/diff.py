@@ -38,8 +38,10 @@ change holds, or cannot be checked because a run lacks the number:
 #: exit status when a --fail-if condition holds (or cannot be checked), as diff(1) uses 1 for "different"
 EXIT_CONDITION_MET = 1
 
-_CONDITION = re.compile(r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+]?[0-9.]+(?:e[-+]?\d+)?)"
-                        r"\s*(?P<pct>%?)\s*$")
+_CONDITION = re.compile(
+    r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+]?[0-9.]+(?:e[-+]?\d+)?)"
+    r"\s*(?P<pct>%?)\s*$"
+)
 _OPS = {"<": lambda x, y: x < y, "<=": lambda x, y: x <= y, ">": lambda x, y: x > y, ">=": lambda x, y: x >= y}
 
 
@@ -54,7 +56,7 @@ class Condition:
     relative: bool
 
     @classmethod
-    def parse(cls, text: str) -> "Condition":
+    def parse(cls, text: str) -> Condition:
         m = _CONDITION.match(text)
         if not m:
             raise UsageError(f"--fail-if {text!r}: expected METRIC OP VALUE[%], e.g. 'mean_sqes_per_submit < -10%'")
@@ -76,10 +78,20 @@ class Condition:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", metavar="A", help="the run (or directory of runs) to compare with")
     parser.add_argument("b", metavar="B", help="the run (or directory of runs) that may have changed")
-    parser.add_argument("--noise", type=float, default=10.0, metavar="PCT",
-                        help="smallest relative change called beyond noise, percent (default: %(default)g)")
-    parser.add_argument("--fail-if", action="append", default=[], metavar="COND",
-                        help="exit 1 when this holds for a change, e.g. 'mean_sqes_per_submit < -10%%' (repeatable)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=10.0,
+        metavar="PCT",
+        help="smallest relative change called beyond noise, percent (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--fail-if",
+        action="append",
+        default=[],
+        metavar="COND",
+        help="exit 1 when this holds for a change, e.g. 'mean_sqes_per_submit < -10%%' (repeatable)",
+    )
     parser.add_argument("--csv", metavar="FILE", help="also write the comparison as CSV")
 
 

@@ -43,13 +43,25 @@ def run(args) -> int:
     rows = caps.rows()
     if not args.no_live and caps.bpftrace_path and caps.root[0] and caps.tracefs[0]:
         if caps.uprobes[0]:
-            rows.append(("live uprobe on our markers", *_live_check(
-                caps.bpftrace_path,
-                f"uprobe:{extension_path}:plugtrace_mark_submit {{ @n = count(); }} BEGIN {{ exit(); }}")))
+            rows.append(
+                (
+                    "live uprobe on our markers",
+                    *_live_check(
+                        caps.bpftrace_path,
+                        f"uprobe:{extension_path}:plugtrace_mark_submit {{ @n = count(); }} BEGIN {{ exit(); }}",
+                    ),
+                )
+            )
         if caps.tracepoint("syscalls:sys_enter_io_uring_enter")[0]:
-            rows.append(("live tracepoint", *_live_check(
-                caps.bpftrace_path,
-                "tracepoint:syscalls:sys_enter_io_uring_enter { @n = count(); } BEGIN { exit(); }")))
+            rows.append(
+                (
+                    "live tracepoint",
+                    *_live_check(
+                        caps.bpftrace_path,
+                        "tracepoint:syscalls:sys_enter_io_uring_enter { @n = count(); } BEGIN { exit(); }",
+                    ),
+                )
+            )
     ok = all(r[1] for r in rows)
     if args.json:
         print(json.dumps({"ok": ok, "checks": [{"name": n, "ok": o, "detail": d} for n, o, d in rows]}, indent=2))
@@ -58,6 +70,9 @@ def run(args) -> int:
         for name, good, detail in rows:
             print(f"{'ok ' if good else 'NO '} {name.ljust(width)}  {detail}")
         print()
-        print("everything plugtrace traces works here" if ok else
-              "some probes cannot run here: plugtrace record will list them as 'could not measure'")
+        print(
+            "everything plugtrace traces works here"
+            if ok
+            else "some probes cannot run here: plugtrace record will list them as 'could not measure'"
+        )
     return 0 if ok else 4

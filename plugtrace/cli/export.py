@@ -30,8 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run directory written by plugtrace record")
     parser.add_argument("--perfetto", action="store_true", help="write a Perfetto trace (the only format so far)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: RUN-NAME.pftrace)")
-    parser.add_argument("--window-ms", nargs=2, type=float, metavar=("START", "END"),
-                        help="only events starting in this window, ms since the run's start (for big runs)")
+    parser.add_argument(
+        "--window-ms",
+        nargs=2,
+        type=float,
+        metavar=("START", "END"),
+        help="only events starting in this window, ms since the run's start (for big runs)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,14 +51,18 @@ def run(args: argparse.Namespace) -> int:
     out = args.output or Path(f"{source.name}.pftrace")
     requests = (source.meta.get("tables") or {}).get("requests", {}).get("rows", 0)
     if requests > BIG_RUN_REQUESTS and not args.window_ms:
-        print(f"note: {requests:,} requests make a trace of several GB, more than Perfetto's UI opens in a browser "
-              "tab (about 1-2 GB); --window-ms START END exports part of the run")
+        print(
+            f"note: {requests:,} requests make a trace of several GB, more than Perfetto's UI opens in a browser "
+            "tab (about 1-2 GB); --window-ms START END exports part of the run"
+        )
     try:
         summary = to_perfetto(source, out, window_ms=tuple(args.window_ms) if args.window_ms else None)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror}") from None
-    print(f"wrote {out.resolve()} ({summary['bytes'] / 1e6:.1f} MB): {summary['requests']:,} requests, "
-          f"{summary['sections']:,} sections, {summary['submits']:,} submits, {summary['enters']:,} kernel enters, "
-          f"{summary['block_requests']:,} block requests, {summary['flows']:,} flows")
+    print(
+        f"wrote {out.resolve()} ({summary['bytes'] / 1e6:.1f} MB): {summary['requests']:,} requests, "
+        f"{summary['sections']:,} sections, {summary['submits']:,} submits, {summary['enters']:,} kernel enters, "
+        f"{summary['block_requests']:,} block requests, {summary['flows']:,} flows"
+    )
     print("open it in Perfetto's UI (https://ui.perfetto.dev, 'Open trace file') or with trace_processor")
     return 0

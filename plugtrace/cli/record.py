@@ -57,11 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("workload")
     w.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
     w.add_argument("--size", default="1G", help="size of a device we create (default: 1G)")
-    w.add_argument("--sparse", action="store_true",
-                   help="loop: leave the backing file sparse instead of filling it with data first (holes read "
-                        "as zeros from no storage: faster than any real disk)")
-    w.add_argument("--allow-write", action="store_true",
-                   help="let a write workload write to a device you named (its data is destroyed)")
+    w.add_argument(
+        "--sparse",
+        action="store_true",
+        help="loop: leave the backing file sparse instead of filling it with data first (holes read "
+        "as zeros from no storage: faster than any real disk)",
+    )
+    w.add_argument(
+        "--allow-write",
+        action="store_true",
+        help="let a write workload write to a device you named (its data is destroyed)",
+    )
     w.add_argument("--strategy", default="defer", help=f"{' | '.join(STRATEGIES)} (default: defer)")
     w.add_argument("--devices", type=int, default=1, help="virtio-blk-like devices (default: 1)")
     w.add_argument("--ide-devices", type=int, default=0, help="IDE-like devices: depth 1, no plug (default: 0)")
@@ -72,49 +78,83 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--rwmixread", type=int, default=50, help="percent reads for rw/randrw (default: 50)")
     w.add_argument("--duration", type=float, default=None, help="seconds to run (default: 5)")
     w.add_argument("--requests", type=int, default=None, help="stop after this many requests instead")
-    w.add_argument("--interleave", type=float, default=0.0,
-                   help="probability that a virtio-blk handler does a synchronous read with nested "
-                        "aio_poll() inside its plug section (default: 0)")
-    w.add_argument("--ring-setup", default="coop", choices=tuple(RING_SETUPS),
-                   help="io_uring setup flags: coop = COOP_TASKRUN|TASKRUN_FLAG|SINGLE_ISSUER, cooperative "
-                        "like fio's rings (completions wait for our next kernel entry, no interrupt); plain = "
-                        "none, as QEMU's "
-                        "block/io_uring.c (an interrupt per completion: much slower in VMs). Default: coop")
-    w.add_argument("--poll-max-ns", type=int, default=POLL_MAX_NS,
-                   help="busy-poll for completions this long before sleeping, as QEMU's IOThread "
-                        f"poll-max-ns (default: {POLL_MAX_NS}; 0: off)")
+    w.add_argument(
+        "--interleave",
+        type=float,
+        default=0.0,
+        help="probability that a virtio-blk handler does a synchronous read with nested "
+        "aio_poll() inside its plug section (default: 0)",
+    )
+    w.add_argument(
+        "--ring-setup",
+        default="coop",
+        choices=tuple(RING_SETUPS),
+        help="io_uring setup flags: coop = COOP_TASKRUN|TASKRUN_FLAG|SINGLE_ISSUER, cooperative "
+        "like fio's rings (completions wait for our next kernel entry, no interrupt); plain = "
+        "none, as QEMU's "
+        "block/io_uring.c (an interrupt per completion: much slower in VMs). Default: coop",
+    )
+    w.add_argument(
+        "--poll-max-ns",
+        type=int,
+        default=POLL_MAX_NS,
+        help="busy-poll for completions this long before sleeping, as QEMU's IOThread "
+        f"poll-max-ns (default: {POLL_MAX_NS}; 0: off)",
+    )
     w.add_argument("--seed", type=int, default=1, help="random seed for offsets and data (default: 1)")
     w.add_argument("--no-verify", action="store_true", help="skip reading back written blocks")
     t = p.add_argument_group("tracing")
-    t.add_argument("--mode", default="aggregate", choices=("aggregate", "events", "off"),
-                   help="aggregate: histograms in the kernel (cheap, default); events: one row per "
-                        "event (bounded); off: app-side log only")
-    t.add_argument("--max-events", type=int, default=5_000_000,
-                   help="events mode: keep at most this many events, count the rest as lost")
-    t.add_argument("--probes", default=None, metavar="LIST",
-                   help="only these probes, comma-separated: enters, uring_requests, block_rq, block_unplug, "
-                        "markers (default: all, except enters in aggregate mode, where uring_requests counts SQEs "
-                        "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
-                        "latency, at the price of every system call of the machine passing a tracepoint; "
-                        "markers, the uprobes on plugtrace's own plug sections, only when named: the engine "
-                        "logs its sections itself and a uprobe trap per marker costs it about half its IOPS; "
-                        "for a traced program, block_rq and "
-                        "block_unplug only with --watch-device: they cost it 2-3 probe hits per I/O). "
-                        "Every probe hit costs the traced program time: trace what you need")
-    t.add_argument("--measure-overhead", action="store_true",
-                   help="run the workload untraced first, then traced, and store both IOPS and the ratio")
+    t.add_argument(
+        "--mode",
+        default="aggregate",
+        choices=("aggregate", "events", "off"),
+        help="aggregate: histograms in the kernel (cheap, default); events: one row per "
+        "event (bounded); off: app-side log only",
+    )
+    t.add_argument(
+        "--max-events",
+        type=int,
+        default=5_000_000,
+        help="events mode: keep at most this many events, count the rest as lost",
+    )
+    t.add_argument(
+        "--probes",
+        default=None,
+        metavar="LIST",
+        help="only these probes, comma-separated: enters, uring_requests, block_rq, block_unplug, "
+        "markers (default: all, except enters in aggregate mode, where uring_requests counts SQEs "
+        "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
+        "latency, at the price of every system call of the machine passing a tracepoint; "
+        "markers, the uprobes on plugtrace's own plug sections, only when named: the engine "
+        "logs its sections itself and a uprobe trap per marker costs it about half its IOPS; "
+        "for a traced program, block_rq and "
+        "block_unplug only with --watch-device: they cost it 2-3 probe hits per I/O). "
+        "Every probe hit costs the traced program time: trace what you need",
+    )
+    t.add_argument(
+        "--measure-overhead",
+        action="store_true",
+        help="run the workload untraced first, then traced, and store both IOPS and the ratio",
+    )
     t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")
-    t.add_argument("--watch-device", default=None, metavar="DEV",
-                   help="with --pid or a command: also run the block probes (block_rq, block_unplug), "
-                        "counting every request on this block device (/dev/NAME or MAJ:MIN), whoever "
-                        "issues it. Without it they are off for a traced program; named in --probes, they "
-                        "count the requests the traced process issues itself (which leaves out requests "
-                        "the kernel dispatches from its own workers)")
+    t.add_argument(
+        "--watch-device",
+        default=None,
+        metavar="DEV",
+        help="with --pid or a command: also run the block probes (block_rq, block_unplug), "
+        "counting every request on this block device (/dev/NAME or MAJ:MIN), whoever "
+        "issues it. Without it they are off for a traced program; named in --probes, they "
+        "count the requests the traced process issues itself (which leaves out requests "
+        "the kernel dispatches from its own workers)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-STRATEGY)")
     o.add_argument("--quiet", action="store_true", help="no progress display")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="after --: a program to run and trace (e.g. fio with the io_uring engine)")
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="after --: a program to run and trace (e.g. fio with the io_uring engine)",
+    )
 
 
 def _probe_list(text: str | None) -> list[str] | None:
@@ -126,7 +166,9 @@ def _probe_list(text: str | None) -> list[str] | None:
     known = {spec.table for spec in PROBES}
     bad = [n for n in names if n not in known]
     if bad or not names:
-        raise UsageError(f"--probes: unknown probe {', '.join(bad) or repr(text)} (choose from {', '.join(sorted(known))})")
+        raise UsageError(
+            f"--probes: unknown probe {', '.join(bad) or repr(text)} (choose from {', '.join(sorted(known))})"
+        )
     return names
 
 
@@ -145,10 +187,21 @@ def _config_from_args(args):
     if duration is None and args.requests is None:
         duration = 5.0
     cfg = WorkloadConfig(
-        strategy=args.strategy, devices=args.devices, ide_devices=args.ide_devices, threads=args.threads,
-        iodepth=args.iodepth, bs=args.bs, rw=args.rw, rwmixread=args.rwmixread, duration_s=duration,
-        requests=args.requests, interleave=args.interleave, seed=args.seed, verify=not args.no_verify,
-        ring_setup=args.ring_setup, poll_max_ns=args.poll_max_ns,
+        strategy=args.strategy,
+        devices=args.devices,
+        ide_devices=args.ide_devices,
+        threads=args.threads,
+        iodepth=args.iodepth,
+        bs=args.bs,
+        rw=args.rw,
+        rwmixread=args.rwmixread,
+        duration_s=duration,
+        requests=args.requests,
+        interleave=args.interleave,
+        seed=args.seed,
+        verify=not args.no_verify,
+        ring_setup=args.ring_setup,
+        poll_max_ns=args.poll_max_ns,
     )
     cfg.validate()
     return cfg
@@ -190,8 +243,11 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
 def _app_summary(run_dir: Path, elapsed_s: float, nr_requests: int) -> dict:
     """Headline numbers from the app-side submits table."""
     path = run_dir / "tables" / "submits.parquet"
-    summary: dict = {"elapsed_s": round(elapsed_s, 3), "nr_requests": nr_requests,
-                     "iops": round(nr_requests / elapsed_s, 1) if elapsed_s > 0 else None}
+    summary: dict = {
+        "elapsed_s": round(elapsed_s, 3),
+        "nr_requests": nr_requests,
+        "iops": round(nr_requests / elapsed_s, 1) if elapsed_s > 0 else None,
+    }
     if path.exists():
         t = pq.read_table(path, columns=["nr_sqes", "latency_ns", "ret"])
         sqes = t.column("nr_sqes").to_numpy()
@@ -225,13 +281,17 @@ def _print_summary(meta: dict, run_dir: Path, file=None) -> None:
         print(f"  submit latency p50/p99:  {ns(s.get('submit_latency_p50_ns'))} / {ns(s.get('submit_latency_p99_ns'))}")
     k = meta.get("kernel_summary") or {}
     if k.get("mean_sqes_per_enter") is not None:
-        print(f"  eBPF: mean SQEs per enter {k['mean_sqes_per_enter']:.2f}  ({k['nr_enters']:,} submitting "
-              f"io_uring_enter calls, from {k['source']})")
+        print(
+            f"  eBPF: mean SQEs per enter {k['mean_sqes_per_enter']:.2f}  ({k['nr_enters']:,} submitting "
+            f"io_uring_enter calls, from {k['source']})"
+        )
     if k.get("enter_latency_p50_ns") is not None:
         print(f"  eBPF: enter latency p50/p99: {ns(k['enter_latency_p50_ns'])} / {ns(k['enter_latency_p99_ns'])}")
     elif k.get("enter_latency_p50_ns_below") is not None:
-        print(f"  eBPF: enter latency p50/p99: < {ns(k['enter_latency_p50_ns_below'])} / "
-              f"< {ns(k['enter_latency_p99_ns_below'])}  (log2 buckets)")
+        print(
+            f"  eBPF: enter latency p50/p99: < {ns(k['enter_latency_p50_ns_below'])} / "
+            f"< {ns(k['enter_latency_p99_ns_below'])}  (log2 buckets)"
+        )
     lost = meta.get("events_lost")
     print(f"  events lost:             {'n/a (not traced)' if lost is None else f'{lost:,}'}")
     missing = meta.get("probes", {}).get("could_not_measure", {})
@@ -244,7 +304,9 @@ def _print_summary(meta: dict, run_dir: Path, file=None) -> None:
         print(f"  not recorded {', '.join(names)}: {why}")
     integ = meta.get("integrity")
     if integ:
-        verdict = "OK" if integ["mismatches"] == 0 else f"{integ['mismatches']} MISMATCHES at {integ['mismatch_offsets']}"
+        verdict = (
+            "OK" if integ["mismatches"] == 0 else f"{integ['mismatches']} MISMATCHES at {integ['mismatch_offsets']}"
+        )
         of = f" of {integ['of_blocks']:,} (interrupted)" if integ.get("interrupted") else ""
         print(f"  data integrity:          {integ['checked_blocks']:,}{of} blocks read back, {verdict}")
     if meta.get("tracing_overhead"):
@@ -286,8 +348,16 @@ def _restore(old: dict) -> None:
         signal.signal(sig, handler)
 
 
-def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int, writer,
-                  probes: list[str] | None = None, markers: bool = True, existing_children: bool = False):
+def _start_tracer(
+    mode: str,
+    pid: int | None,
+    dev_t: list[str],
+    max_events: int,
+    writer,
+    probes: list[str] | None = None,
+    markers: bool = True,
+    existing_children: bool = False,
+):
     """Start bpftrace when this machine can; returns (tracer or None, could_not_measure).
     `markers`: put uprobes on our extension's plug-section markers; `existing_children`: trace the
     children `pid` forked already too (--pid)."""
@@ -302,8 +372,16 @@ def _start_tracer(mode: str, pid: int | None, dev_t: list[str], max_events: int,
     from ..uring._binding import extension_path
 
     caps = detect_capabilities()
-    tracer = Tracer(mode=mode, pid=pid, devices=dev_t, marker_lib=extension_path if markers else None,
-                    max_events=max_events, capabilities=caps, probes=probes, existing_children=existing_children)
+    tracer = Tracer(
+        mode=mode,
+        pid=pid,
+        devices=dev_t,
+        marker_lib=extension_path if markers else None,
+        max_events=max_events,
+        capabilities=caps,
+        probes=probes,
+        existing_children=existing_children,
+    )
     try:
         tracer.start(writer)
     except CapabilityError as exc:
@@ -350,8 +428,9 @@ def run(args) -> int:
     if args.pid is not None or command:
         return _record_external(args, command, probes)
     if args.watch_device is not None:
-        raise UsageError("--watch-device is for tracing another program (--pid or -- CMD); "
-                         "a workload of ours watches its own device")
+        raise UsageError(
+            "--watch-device is for tracing another program (--pid or -- CMD); a workload of ours watches its own device"
+        )
     from .. import devices
     from ..engine import run_workload
     from ..environment import describe_environment
@@ -368,33 +447,43 @@ def run(args) -> int:
     try:
         target = devices.open_target(args.device, size, allow_write=args.allow_write, sparse=args.sparse)
         if target.extra.get("fill_s") is not None and not args.quiet:
-            print(f"filled the loop device's backing file with {size / 2**30:.3g} GiB of data in "
-                  f"{target.extra['fill_s']:.1f} s (--sparse skips this)", file=sys.stderr)
+            print(
+                f"filled the loop device's backing file with {size / 2**30:.3g} GiB of data in "
+                f"{target.extra['fill_s']:.1f} s (--sparse skips this)",
+                file=sys.stderr,
+            )
         devices.check_writable(target, cfg.writes)
         config = cfg.as_dict() | {"mode": args.mode, "device_spec": args.device}
-        writer = RunWriter(out, {
-            "plugtrace_version": __import__("plugtrace").__version__,
-            "command": ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else sys.argv,
-            "config": config,
-            "environment": describe_environment(),
-            "device": target.describe(),
-            "events_lost": None,
-            "tracing_overhead": None,
-        })
+        writer = RunWriter(
+            out,
+            {
+                "plugtrace_version": __import__("plugtrace").__version__,
+                "command": ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else sys.argv,
+                "config": config,
+                "environment": describe_environment(),
+                "device": target.describe(),
+                "events_lost": None,
+                "tracing_overhead": None,
+            },
+        )
         overhead = None
         if args.measure_overhead and args.mode != "off":
             print("measuring untraced baseline ...", file=sys.stderr)
             # the baseline writes its log too, beside the run, as the traced run will: the ratio is tracing's alone
             with tempfile.TemporaryDirectory(prefix=".untraced-baseline-", dir=out) as scratch:
                 scratch_log = RunWriter(Path(scratch) / "run", {"config": config})
-                baseline = run_workload(cfg, target.path, target.size_bytes, scratch_log.append,
-                                        progress=_Progress(cfg.duration_s, args.quiet))
+                baseline = run_workload(
+                    cfg,
+                    target.path,
+                    target.size_bytes,
+                    scratch_log.append,
+                    progress=_Progress(cfg.duration_s, args.quiet),
+                )
                 scratch_log.close_tables()
             if baseline.interrupted:  # Ctrl-C or SIGTERM during the baseline ends the recording too
                 raise KeyboardInterrupt
             overhead = {"untraced_iops": round(baseline.iops, 1)}
-        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer,
-                                        probes)
+        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer, probes)
         if missing:
             for name, why in missing.items():
                 print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
@@ -418,14 +507,20 @@ def run(args) -> int:
             overhead["traced_iops"] = round(result.iops, 1)
             overhead["ratio"] = round(result.iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
         writer.close(
-            status, summary=summary, emulated_devices=result.devices, engine_threads=result.threads,
+            status,
+            summary=summary,
+            emulated_devices=result.devices,
+            engine_threads=result.threads,
             integrity=result.integrity,
-            tracing_overhead=overhead, **trace_info,
+            tracing_overhead=overhead,
+            **trace_info,
         )
         _print_summary(writer.meta, out)
         if result.nr_errors:
-            print(f"plugtrace: {result.nr_errors} requests failed (first: {os.strerror(-result.first_error)})",
-                  file=sys.stderr)
+            print(
+                f"plugtrace: {result.nr_errors} requests failed (first: {os.strerror(-result.first_error)})",
+                file=sys.stderr,
+            )
         if result.integrity and result.integrity["mismatches"]:
             return 6
         return 130 if result.interrupted else 0
@@ -532,8 +627,10 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     if args.pid is not None and not Path(f"/proc/{args.pid}").exists():
         raise UsageError(f"--pid: no process {args.pid}")
     if command and args.duration is not None:
-        raise UsageError("--duration is for --pid and plugtrace's own workload; a command is traced until it "
-                         "exits (give it its own time limit, e.g. fio's --runtime)")
+        raise UsageError(
+            "--duration is for --pid and plugtrace's own workload; a command is traced until it "
+            "exits (give it its own time limit, e.g. fio's --runtime)"
+        )
     if command and shutil.which(command[0]) is None:
         raise UsageError(f"cannot run {command[0]}: not found, or not executable")
     watched = _watched_device(args.watch_device)
@@ -542,9 +639,12 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     children = descendants(args.pid) if args.pid is not None else []
     if children:
         shown = ", ".join(map(str, children[:8])) + (", ..." if len(children) > 8 else "")
-        print(f"plugtrace: note: process {args.pid} already has {len(children)} child process(es) ({shown}); "
-              "our own programs trace them too, bpftrace-based probes (markers, fallbacks) only the children "
-              "started from now on", file=sys.stderr)
+        print(
+            f"plugtrace: note: process {args.pid} already has {len(children)} child process(es) ({shown}); "
+            "our own programs trace them too, bpftrace-based probes (markers, fallbacks) only the children "
+            "started from now on",
+            file=sys.stderr,
+        )
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
     old_term = _catch_terminating()
@@ -552,17 +652,26 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     status = STATUS_COMPLETE
     started = time.monotonic()
     try:
-        writer = RunWriter(out, {
-            "plugtrace_version": __import__("plugtrace").__version__,
-            "command": sys.argv,
-            "config": {"external": command or None, "pid": args.pid, "mode": args.mode,
-                       "duration_s": args.duration, "strategy": None, "watch_device": args.watch_device,
-                       "children_at_start": children or None},
-            "environment": describe_environment(),
-            "device": None,
-            "events_lost": None,
-            "tracing_overhead": None,
-        })
+        writer = RunWriter(
+            out,
+            {
+                "plugtrace_version": __import__("plugtrace").__version__,
+                "command": sys.argv,
+                "config": {
+                    "external": command or None,
+                    "pid": args.pid,
+                    "mode": args.mode,
+                    "duration_s": args.duration,
+                    "strategy": None,
+                    "watch_device": args.watch_device,
+                    "children_at_start": children or None,
+                },
+                "environment": describe_environment(),
+                "device": None,
+                "events_lost": None,
+                "tracing_overhead": None,
+            },
+        )
         if command:
             # Started stopped-at-exec is not possible from Python, so start the
             # tracer first with a pid filter that follows the child: the child
@@ -572,7 +681,8 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
                 with signals_held():
                     proc = subprocess.Popen(
                         ["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-child", *command],
-                        pass_fds=(r,), preexec_fn=lambda: _child_signals_and_fd(r),
+                        pass_fds=(r,),
+                        preexec_fn=lambda: _child_signals_and_fd(r),
                         start_new_session=True,  # its own process group: its children are ended with it
                     )
             except OSError as exc:
@@ -581,9 +691,16 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             pid = proc.pid
         else:
             pid = args.pid
-        tracer, missing = _start_tracer(args.mode, pid, [watched] if watched else [], args.max_events, writer,
-                                        probes, markers=_uses_our_extension(pid, probes),
-                                        existing_children=args.pid is not None)
+        tracer, missing = _start_tracer(
+            args.mode,
+            pid,
+            [watched] if watched else [],
+            args.max_events,
+            writer,
+            probes,
+            markers=_uses_our_extension(pid, probes),
+            existing_children=args.pid is not None,
+        )
         if tracer is None:
             raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
         started = time.monotonic()
@@ -600,8 +717,9 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         tracer = None
         writer.close_tables()
         _add_kernel_summary(info, out)
-        writer.close(status, summary={"elapsed_s": round(elapsed, 3),
-                                      "exit_code": proc.returncode if proc else None}, **info)
+        writer.close(
+            status, summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None}, **info
+        )
         # a traced command owns stdout: the summary goes beside its output, not into it
         _print_summary(writer.meta, out, file=sys.stderr if proc is not None else None)
         return 0 if proc is None else (proc.returncode or 0)

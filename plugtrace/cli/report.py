@@ -25,13 +25,21 @@ a 100M-event run than for a small one.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="run directories written by plugtrace record, directories of them, or globs")
-    parser.add_argument("-o", "--output", default="report.html", type=Path,
-                        help="HTML file to write (default: %(default)s)")
-    parser.add_argument("--static", action="store_true",
-                        help="every plot as a PNG, no JavaScript (default: batch sizes, latency and the timeline "
-                             "zoom and pan, with BokehJS inlined)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories written by plugtrace record, directories of them, or globs",
+    )
+    parser.add_argument(
+        "-o", "--output", default="report.html", type=Path, help="HTML file to write (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help="every plot as a PNG, no JavaScript (default: batch sizes, latency and the timeline "
+        "zoom and pan, with BokehJS inlined)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import duckdb
 import jinja2
@@ -21,11 +22,11 @@ from matplotlib.figure import Figure
 
 from .. import __version__
 from ..analysis import (
+    DEFAULT_NOISE,
     MissingTableError,
     Run,
     Runs,
     df_compare,
-    DEFAULT_NOISE,
     df_deferral_stats,
     df_diff,
     df_latency_percentiles,
@@ -39,7 +40,6 @@ from ..plots import (
     plot_submit_latency_cdf,
     plot_timeline,
 )
-
 from . import interactive as interactive_plots
 from .interactive import embed
 
@@ -92,16 +92,25 @@ def _us(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    return _us(df).to_html(index=False, classes="data", border=0, na_rep="–",
-                           float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}")
+    return _us(df).to_html(
+        index=False,
+        classes="data",
+        border=0,
+        na_rep="–",
+        float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}",
+    )
 
 
 def _diff_table(diff: pd.DataFrame) -> str:
     """`df_diff` as HTML, its verdict in words (the CLI's `plugtrace diff` prints the same)."""
     shown = diff.assign(verdict=diff["beyond_noise"].map({True: "CHANGED", False: "within noise"}))
     return shown.drop(columns="beyond_noise").to_html(
-        index=False, classes="data", border=0, na_rep="–",
-        float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}")
+        index=False,
+        classes="data",
+        border=0,
+        na_rep="–",
+        float_format=lambda v: f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}",
+    )
 
 
 #: what reading a table whose columns are not what the format says raises (a corrupt or foreign run)
@@ -116,8 +125,13 @@ def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
     except MissingTableError as exc:
         view.not_measured.append((title, str(exc)))
     except _CORRUPT_TABLE as exc:
-        view.not_measured.append((title, f"could not compute it from this run's tables ({type(exc).__name__}: "
-                                         f"{str(exc).splitlines()[0][:200]}); a table may be corrupt"))
+        view.not_measured.append(
+            (
+                title,
+                f"could not compute it from this run's tables ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); a table may be corrupt",
+            )
+        )
     return None
 
 
@@ -126,8 +140,12 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
     if not plots:
         return view
 
-    def plot(title: str, draw: Callable[[Any], Any], figsize: tuple[float, float] = (6.3, 3.5),
-             zoomable: Callable[[Run], Any] | None = None) -> None:
+    def plot(
+        title: str,
+        draw: Callable[[Any], Any],
+        figsize: tuple[float, float] = (6.3, 3.5),
+        zoomable: Callable[[Run], Any] | None = None,
+    ) -> None:
         if interactive and zoomable is not None:
             html = _add(view, title, lambda: embed(zoomable(run)))
             if html is not None:
@@ -140,10 +158,16 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
     # Every plot and table summarises the run out of core: a report of a run of any size holds no table.
     plot("Batch sizes", lambda ax: plot_batch_sizes(run, ax=ax), zoomable=interactive_plots.batch_sizes)
     if run.has("submits") or run.has("enters"):
-        plot("Batch size over time", lambda ax: plot_sqes_over_time(run, ax=ax),
-             zoomable=interactive_plots.sqes_over_time)
-    plot("Submit latency", lambda ax: plot_submit_latency_cdf(run, ax=ax),
-         zoomable=interactive_plots.submit_latency if run.has("submits") or run.has("enters") else None)
+        plot(
+            "Batch size over time",
+            lambda ax: plot_sqes_over_time(run, ax=ax),
+            zoomable=interactive_plots.sqes_over_time,
+        )
+    plot(
+        "Submit latency",
+        lambda ax: plot_submit_latency_cdf(run, ax=ax),
+        zoomable=interactive_plots.submit_latency if run.has("submits") or run.has("enters") else None,
+    )
     plot("Timeline", lambda ax: plot_timeline(run, ax=ax), figsize=(11, 4.5), zoomable=interactive_plots.timeline)
     if run.has("requests"):
         plot("Wait before submission, by cause", lambda ax: plot_deferral_delays(run, ax=ax))
@@ -221,7 +245,11 @@ def render(runs: Sequence[Run] | Runs, interactive: bool = True) -> str:
             comparison["diff"] = _diff_table(df_diff(*runs))
     uses_bokeh = any(p.html for v in views for p in v.plots)
     return _env.get_template("report.html.j2").render(
-        views=views, comparison=comparison, compact=False, version=__version__, status_note=_status_note,
+        views=views,
+        comparison=comparison,
+        compact=False,
+        version=__version__,
+        status_note=_status_note,
         bokeh_js=interactive_plots.bokeh_js() if uses_bokeh else "",
     )
 
@@ -229,7 +257,9 @@ def render(runs: Sequence[Run] | Runs, interactive: bool = True) -> str:
 def render_summary(run: Run) -> str:
     """A compact HTML summary of one run (no plots), as shown for a Run in Jupyter."""
     return _env.get_template("report.html.j2").render(
-        views=[_RunView(run, anchor="run-0")], comparison=None, compact=True, version=__version__,
+        views=[_RunView(run, anchor="run-0")],
+        comparison=None,
+        compact=True,
+        version=__version__,
         status_note=_status_note,
     )
-

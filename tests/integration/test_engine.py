@@ -61,8 +61,7 @@ def test_two_virtio_devices_in_one_thread_pull_each_other_into_their_sections(zr
     # earlier, when reaping the sync read's completion submits what is queued.
     # Which one depends on whether that completion is seen before the other
     # handler runs (timing), so both are accepted, and nothing else.
-    result, t = record(zram_device, strategy="defer", devices=2, iodepth=16, requests=20000,
-                       interleave=1.0)
+    result, t = record(zram_device, strategy="defer", devices=2, iodepth=16, requests=20000, interleave=1.0)
     req = t["requests"]
     pulled = req[(req["section_owner"] >= 0) & (req["section_owner"] != req["device"]) & ~req["sync"].astype(bool)]
     assert len(pulled) > 0, "no request was queued inside another device's section"
@@ -71,8 +70,9 @@ def test_two_virtio_devices_in_one_thread_pull_each_other_into_their_sections(zr
     assert set(left_by) <= {"deferred", "completion"}, set(left_by)
     devices_per_submit = req.groupby("submit_seq").device.nunique()
     shared = req[req["submit_seq"].isin(devices_per_submit.index[devices_per_submit == 2])]
-    assert shared.empty or (shared["section_owner"] != shared["device"]).any(), \
+    assert shared.empty or (shared["section_owner"] != shared["device"]).any(), (
         "requests of two devices leave together only through another device's section"
+    )
 
 
 def test_ide_without_plug_submits_at_once(loop_device):
@@ -85,20 +85,20 @@ def test_ide_without_plug_submits_at_once(loop_device):
 
 
 def test_interleaving_defers_other_devices_requests(loop_device):
-    _, off = record(loop_device, strategy="defer", devices=2, ide_devices=1, iodepth=16,
-                    requests=8000, interleave=0.0)
+    _, off = record(loop_device, strategy="defer", devices=2, ide_devices=1, iodepth=16, requests=8000, interleave=0.0)
     req = off["requests"]
     assert not ((req.section_owner >= 0) & (req.section_owner != req.device)).any()
 
-    result, on = record(loop_device, strategy="defer", devices=2, ide_devices=1, iodepth=16,
-                        requests=8000, interleave=0.5)
+    result, on = record(
+        loop_device, strategy="defer", devices=2, ide_devices=1, iodepth=16, requests=8000, interleave=0.5
+    )
     assert result.sync_reads > 0
     req = on["requests"]
     foreign = (req.section_owner >= 0) & (req.section_owner != req.device) & ~req.sync
     assert foreign.sum() > 0, "no request was deferred into another device's section"
     ide = req[req.device == 2]
     assert (foreign & (req.device == 2)).sum() > 0, "no IDE request was pulled into a virtio section"
-    wait = (req.submit_ns - req.queue_ns)
+    wait = req.submit_ns - req.queue_ns
     assert wait[foreign].median() > 0
     sections = on["sections"]
     assert sections.nr_nested_polls.sum() > 0
@@ -156,7 +156,7 @@ def test_short_read_at_end_of_file_is_resubmitted_and_padded(tmp_path):
     slot = driver.submit_request(fd, 0, 0, 8192, 0, lambda s, res: done.append((s, res)))
     while not done:
         loop.aio_poll(True)
-    data = bytes(driver._buffers[slot * driver._slot_bytes: slot * driver._slot_bytes + 8192])
+    data = bytes(driver._buffers[slot * driver._slot_bytes : slot * driver._slot_bytes + 8192])
     driver.close()
     os.close(fd)
     assert done[0][1] == 8192  # the guest sees success

@@ -71,8 +71,26 @@ def test_disk_full_marks_the_run_incomplete_and_keeps_it_readable(tiny_fs, mode)
         require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
     left = LeftBehind()
     out = tiny_fs / "run"
-    p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--mode", mode,
-                        "--duration", "20", "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            "loop",
+            "--size",
+            "128M",
+            "--mode",
+            mode,
+            "--duration",
+            "20",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode != 0
     assert "disk is full" in p.stderr and "Traceback" not in p.stderr and "Exception ignored" not in p.stderr
     meta = json.loads((out / "meta.json").read_text())
@@ -94,9 +112,12 @@ def test_not_root_cannot_create_devices(world_writable_dir):
     require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
     require_root()
     out = world_writable_dir / "r"
-    p = subprocess.run([*NOBODY, *PLUGTRACE, "record",
-                        "--device", "loop", "--mode", "off", "--requests", "100", "-o", str(out)],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [*NOBODY, *PLUGTRACE, "record", "--device", "loop", "--mode", "off", "--requests", "100", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 4, p.stderr
     assert "needs root" in p.stderr and "Traceback" not in p.stderr
 
@@ -110,8 +131,11 @@ def world_writable_dir():
     require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
     require_root()
     p = subprocess.run([*NOBODY, sys.executable, "-c", "import plugtrace"], capture_output=True, text=True)
-    require(p.returncode == 0, "an unprivileged user cannot read this checkout (is a parent directory "
-                               f"mode 0700?): {p.stderr.strip().splitlines()[-1:]}")
+    require(
+        p.returncode == 0,
+        "an unprivileged user cannot read this checkout (is a parent directory "
+        f"mode 0700?): {p.stderr.strip().splitlines()[-1:]}",
+    )
     path = Path(tempfile.mkdtemp(prefix="plugtrace-nobody-"))
     path.chmod(0o777)
     yield path
@@ -123,9 +147,25 @@ def test_not_root_runs_on_a_file_and_lists_what_it_could_not_measure(world_writa
     require_root()
     tmp_path = world_writable_dir
     out = tmp_path / "r"
-    p = subprocess.run([*NOBODY, *PLUGTRACE, "record",
-                        "--device", f"file:{tmp_path / 'disk.img'}", "--size", "64M", "--requests", "2000",
-                        "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            *NOBODY,
+            *PLUGTRACE,
+            "record",
+            "--device",
+            f"file:{tmp_path / 'disk.img'}",
+            "--size",
+            "64M",
+            "--requests",
+            "2000",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete"
@@ -148,10 +188,28 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
         out = tmp_path / f"r{i}"
         # every probe, markers too: a bpftrace process among them, attaching or stopping when the signal lands
         probes = ("enters," if i % 2 else "") + "uring_requests,block_rq,block_unplug,markers"
-        proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram" if i % 2 else "loop", "--size", "128M",
-                                 "--mode", "events" if i % 2 else "aggregate", "--duration", "2", "--quiet",
-                                 "--probes", probes, "-o", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                *PLUGTRACE,
+                "record",
+                "--device",
+                "zram" if i % 2 else "loop",
+                "--size",
+                "128M",
+                "--mode",
+                "events" if i % 2 else "aggregate",
+                "--duration",
+                "2",
+                "--quiet",
+                "--probes",
+                probes,
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(delay)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
@@ -165,9 +223,26 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
                 enters = run.table("enters", ["to_submit"])
                 assert (enters["to_submit"] > 0).sum() == len(run.table("submits", ["nr_sqes"]))
         left.check()
-    p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--mode", "off",
-                        "--requests", "500", "--quiet", "-o", str(tmp_path / "after")],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            "loop",
+            "--size",
+            "128M",
+            "--mode",
+            "off",
+            "--requests",
+            "500",
+            "--quiet",
+            "-o",
+            str(tmp_path / "after"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     left.check()
 
@@ -176,8 +251,24 @@ def test_existing_output_directory_is_not_overwritten(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    p = subprocess.run([*PLUGTRACE, "record", "--device", f"file:{tmp_path / 'd.img'}", "--size", "16M",
-                        "--mode", "off", "--requests", "10", "-o", str(out)], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            f"file:{tmp_path / 'd.img'}",
+            "--size",
+            "16M",
+            "--mode",
+            "off",
+            "--requests",
+            "10",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode != 0 and "not empty" in p.stderr
     assert (out / "keep.txt").read_text() == "mine"
 
@@ -187,9 +278,13 @@ def test_tracefs_not_mounted_is_listed_and_the_run_proceeds(tmp_path):
     require_root()
     left = LeftBehind()
     out = tmp_path / "r"
-    p = subprocess.run([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--requests", "1000",
-                        "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "tracefs"})
+    p = subprocess.run(
+        [*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--requests", "1000", "--quiet", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "tracefs"},
+    )
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete"
@@ -201,9 +296,17 @@ def test_tracefs_not_mounted_is_listed_and_the_run_proceeds(tmp_path):
 @pytest.fixture
 def held_loop_device(loop_device):
     """The loop device, held open exclusively by another process (as a mounted or in-use disk is)."""
-    holder = subprocess.Popen([sys.executable, "-c", "import os, sys, time; "
-                               f"fd = os.open({loop_device.path!r}, os.O_RDONLY | os.O_EXCL); "
-                               "print('held', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; "
+            f"fd = os.open({loop_device.path!r}, os.O_RDONLY | os.O_EXCL); "
+            "print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     try:
         yield loop_device
@@ -213,8 +316,23 @@ def held_loop_device(loop_device):
 
 
 def test_busy_device_is_refused(tmp_path, held_loop_device):
-    p = subprocess.run([*PLUGTRACE, "record", "--device", held_loop_device.path, "--mode", "off",
-                        "--requests", "10", "-o", str(tmp_path / "r")], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            held_loop_device.path,
+            "--mode",
+            "off",
+            "--requests",
+            "10",
+            "-o",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 5 and "busy" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "r").exists()
 
@@ -224,12 +342,30 @@ def test_read_only_device_is_refused_for_writing(tmp_path):
     backing = tmp_path / "ro.img"
     with open(backing, "wb") as fh:
         fh.truncate(16 << 20)
-    dev = subprocess.run(["losetup", "-r", "-f", "--show", str(backing)], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    dev = subprocess.run(
+        ["losetup", "-r", "-f", "--show", str(backing)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     try:
-        p = subprocess.run([*PLUGTRACE, "record", "--device", dev, "--allow-write", "--rw", "randwrite",
-                            "--mode", "off", "--requests", "10", "-o", str(tmp_path / "r")],
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [
+                *PLUGTRACE,
+                "record",
+                "--device",
+                dev,
+                "--allow-write",
+                "--rw",
+                "randwrite",
+                "--mode",
+                "off",
+                "--requests",
+                "10",
+                "-o",
+                str(tmp_path / "r"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 5 and "read-only" in p.stderr and "Traceback" not in p.stderr
     finally:
         subprocess.run(["losetup", "-d", dev], check=False)
@@ -241,9 +377,30 @@ def test_write_then_verify_on_each_device_kind_finds_no_mismatch(tmp_path, devic
     left = LeftBehind()
     spec = f"file:{tmp_path / 'disk.img'}" if device == "file" else device
     out = tmp_path / "r"
-    p = subprocess.run([*PLUGTRACE, "record", "--device", spec, "--size", "64M", "--rw", "randwrite",
-                        "--iodepth", "16", "--requests", "3000", "--mode", "off", "--quiet", "-o", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            spec,
+            "--size",
+            "64M",
+            "--rw",
+            "randwrite",
+            "--iodepth",
+            "16",
+            "--requests",
+            "3000",
+            "--mode",
+            "off",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     integrity = json.loads((out / "meta.json").read_text())["integrity"]
     assert integrity["checked_blocks"] > 0 and integrity["mismatches"] == 0
@@ -257,12 +414,15 @@ def _good_run(tmp_path) -> Path:
     return write_run(tmp_path / "good", strategy="defer", requests=2000, kernel="events")
 
 
-@pytest.mark.parametrize("damage, named", [
-    ("missing_meta", "meta.json"),
-    ("truncated_parquet", "submits.parquet"),
-    ("newer_schema", "meta.json"),
-    ("garbage_meta", "meta.json"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        ("missing_meta", "meta.json"),
+        ("truncated_parquet", "submits.parquet"),
+        ("newer_schema", "meta.json"),
+        ("garbage_meta", "meta.json"),
+    ],
+)
 def test_report_on_a_corrupt_run_directory_names_the_file(tmp_path, damage, named):
     run = _good_run(tmp_path)
     if damage == "missing_meta":
@@ -287,8 +447,13 @@ def test_report_on_a_corrupt_run_directory_names_the_file(tmp_path, damage, name
 def test_tracing_a_program_with_nothing_measurable_is_refused_clearly(tmp_path):
     require_root()
     out = tmp_path / "r"
-    p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), "--", "true"], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"})
+    p = subprocess.run(
+        [*PLUGTRACE, "record", "-o", str(out), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"},
+    )
     assert p.returncode == 4
     assert "bpftrace is not installed" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -298,9 +463,13 @@ def test_without_bpftrace_our_own_programs_still_trace_a_program(tmp_path):
     """As doctor says: the default probes are programs of our own; bpftrace is only their fallback."""
     require_root()
     out = tmp_path / "r"
-    p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), "--", "dd", "if=/dev/zero", "of=/dev/null",
-                        "count=1"], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace"})
+    p = subprocess.run(
+        [*PLUGTRACE, "record", "-o", str(out), "--", "dd", "if=/dev/zero", "of=/dev/null", "count=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace"},
+    )
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete"
@@ -314,9 +483,26 @@ def test_the_terminal_closing_ends_a_recording_like_ctrl_c(tmp_path, sig):
     left = LeftBehind()
     for device in ("loop", "zram"):
         out = tmp_path / f"{device}-{int(sig)}"
-        proc = subprocess.Popen([*PLUGTRACE, "record", "--device", device, "--size", "64M", "--mode", "off",
-                                 "--duration", "20", "--quiet", "-o", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                *PLUGTRACE,
+                "record",
+                "--device",
+                device,
+                "--size",
+                "64M",
+                "--mode",
+                "off",
+                "--duration",
+                "20",
+                "--quiet",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 30
         while not (out / "tables" / "requests.parquet").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -346,9 +532,25 @@ def test_sigkill_leaves_no_loop_device_and_the_next_record_removes_the_zram(tmp_
     left = LeftBehind()
     for device in ("loop", "zram"):
         out = tmp_path / device
-        proc = subprocess.Popen([*PLUGTRACE, "record", "--device", device, "--size", "64M", "--mode", "off",
-                                 "--duration", "20", "--quiet", "-o", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                *PLUGTRACE,
+                "record",
+                "--device",
+                device,
+                "--size",
+                "64M",
+                "--mode",
+                "off",
+                "--duration",
+                "20",
+                "--quiet",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         made = _pid_devices(out)
         time.sleep(1)
         proc.kill()
@@ -371,9 +573,26 @@ def test_sigkill_leaves_no_loop_device_and_the_next_record_removes_the_zram(tmp_
 def test_cleanup_never_touches_a_live_recorders_zram(tmp_path):
     require_root()
     out = tmp_path / "live"
-    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram", "--size", "64M", "--mode", "off",
-                             "--duration", "6", "--quiet", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            "zram",
+            "--size",
+            "64M",
+            "--mode",
+            "off",
+            "--duration",
+            "6",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         made = _pid_devices(out)
         cleaned = subprocess.run([*PLUGTRACE, "devices", "--cleanup"], capture_output=True, text=True)
@@ -390,22 +609,69 @@ def test_a_users_device_is_held_for_the_whole_run(tmp_path, loop_device, allow_w
     """A second recorder on the same device is refused while the first runs (instead of both counting
     each other's requests, or both writing and reporting false MISMATCHES), and gets it afterwards."""
     write = ["--allow-write", "--rw", "randwrite"] if allow_write else []
-    first = subprocess.Popen([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off", "--duration", "4",
-                              "--quiet", *write, "-o", str(tmp_path / "first")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            loop_device.path,
+            "--mode",
+            "off",
+            "--duration",
+            "4",
+            "--quiet",
+            *write,
+            "-o",
+            str(tmp_path / "first"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "first" / "meta.json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        second = subprocess.run([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off",
-                                 "--requests", "100", *write, "-o", str(tmp_path / "second")],
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [
+                *PLUGTRACE,
+                "record",
+                "--device",
+                loop_device.path,
+                "--mode",
+                "off",
+                "--requests",
+                "100",
+                *write,
+                "-o",
+                str(tmp_path / "second"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 5 and "busy" in second.stderr, second.stderr
     finally:
         _, stderr = first.communicate(timeout=60)
     assert first.returncode == 0, stderr
-    after = subprocess.run([*PLUGTRACE, "record", "--device", loop_device.path, "--mode", "off", "--requests", "100",
-                            *write, "-o", str(tmp_path / "after")], capture_output=True, text=True, timeout=60)
+    after = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            loop_device.path,
+            "--mode",
+            "off",
+            "--requests",
+            "100",
+            *write,
+            "-o",
+            str(tmp_path / "after"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert after.returncode == 0, after.stderr
 
 
@@ -419,14 +685,17 @@ def test_closed_stdout_is_not_a_traceback():
         assert "Traceback" not in stderr and "BrokenPipe" not in stderr, (args, stderr)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--duration", "nan"], "--duration: a positive number"),
-    (["--duration", "inf"], "--duration: a positive number"),
-    (["--seed", "-1"], "--seed: 0 to 2**63-1"),
-    (["--watch-device", "999:999", "--", "true"], "no block device 999:999"),
-    (["--", "/nonexistent/cmd"], "cannot run /nonexistent/cmd: not found"),
-    (["--duration", "3", "--", "true"], "--duration is for --pid"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--duration", "nan"], "--duration: a positive number"),
+        (["--duration", "inf"], "--duration: a positive number"),
+        (["--seed", "-1"], "--seed: 0 to 2**63-1"),
+        (["--watch-device", "999:999", "--", "true"], "no block device 999:999"),
+        (["--", "/nonexistent/cmd"], "cannot run /nonexistent/cmd: not found"),
+        (["--duration", "3", "--", "true"], "--duration is for --pid"),
+    ],
+)
 def test_bad_values_are_refused_before_anything_is_made(tmp_path, args, message):
     out = tmp_path / "r"
     p = subprocess.run([*PLUGTRACE, "record", "-o", str(out), *args], capture_output=True, text=True, timeout=60)
@@ -441,9 +710,13 @@ def test_a_traced_command_is_ended_with_everything_it_started(tmp_path):
     # the marker is put together inside bash, so that no command line but the sleeps' holds it whole
     head, tail = "plugtrace-orph", f"an-{os.getpid()}"
     marker = head + tail
-    script = "trap '' TERM; (exec -a \"$0$1-child\" sleep 1000) & exec -a \"$0$1\" sleep 1000"
-    proc = subprocess.Popen([*PLUGTRACE, "record", "--quiet", "-o", str(tmp_path / "r"), "--", "bash", "-c", script,
-                             head, tail], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = 'trap \'\' TERM; (exec -a "$0$1-child" sleep 1000) & exec -a "$0$1" sleep 1000'
+    proc = subprocess.Popen(
+        [*PLUGTRACE, "record", "--quiet", "-o", str(tmp_path / "r"), "--", "bash", "-c", script, head, tail],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while len(subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()) < 2:
         assert time.monotonic() < deadline, "the command never started"
@@ -460,8 +733,9 @@ def test_output_onto_a_file_is_one_line(tmp_path):
     require_root()
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
-    p = subprocess.run([*PLUGTRACE, "record", "-o", str(blocker), "--", "true"], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [*PLUGTRACE, "record", "-o", str(blocker), "--", "true"], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert blocker.read_text() == "mine"
 
@@ -469,9 +743,25 @@ def test_output_onto_a_file_is_one_line(tmp_path):
 def test_ctrl_c_during_the_overhead_baseline_ends_the_recording(tmp_path):
     require_root()
     out = tmp_path / "r"
-    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram", "--size", "64M", "--duration", "8",
-                             "--measure-overhead", "--quiet", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            "zram",
+            "--size",
+            "64M",
+            "--duration",
+            "8",
+            "--measure-overhead",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)  # inside the untraced baseline
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -492,15 +782,17 @@ def test_report_refuses_to_write_into_a_run_and_never_leaves_half_a_file(tmp_pat
         p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(target)], capture_output=True, text=True)
         assert p.returncode == 2 and "part of the run" in p.stderr
     assert (run / "meta.json").read_text() == meta
-    beside = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(run / "report.html")], capture_output=True,
-                            text=True)
+    beside = subprocess.run(
+        [*PLUGTRACE, "report", str(run), "-o", str(run / "report.html")], capture_output=True, text=True
+    )
     assert beside.returncode == 0, "a report may sit in the run directory, as the demo puts it"
     old = tmp_path / "report.html"
     old.write_text("the previous report")
     (tmp_path / "ro").mkdir()
     os.chmod(tmp_path / "ro", 0o500)
-    p = subprocess.run([*PLUGTRACE, "report", str(run), "-o", str(tmp_path / "ro" / "r.html")], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [*PLUGTRACE, "report", str(run), "-o", str(tmp_path / "ro" / "r.html")], capture_output=True, text=True
+    )
     os.chmod(tmp_path / "ro", 0o700)
     if os.geteuid() != 0:  # root writes anywhere: the atomic rename is checked through its temporary name
         assert p.returncode == 1 and "cannot write" in p.stderr
@@ -524,17 +816,39 @@ def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
 
     RunWriter(tmp_path / "failed", {"config": {"strategy": "defer"}}).close("failed")
     w = RunWriter(tmp_path / "empty", {"config": {"strategy": "defer"}})
-    w.append("submits", pa.table({"start_ns": pa.array([], pa.int64()), "tid": pa.array([], pa.int32()),
-                                  "nr_sqes": pa.array([], pa.int32()), "latency_ns": pa.array([], pa.int64()),
-                                  "ret": pa.array([], pa.int32())}))
+    w.append(
+        "submits",
+        pa.table(
+            {
+                "start_ns": pa.array([], pa.int64()),
+                "tid": pa.array([], pa.int32()),
+                "nr_sqes": pa.array([], pa.int32()),
+                "latency_ns": pa.array([], pa.int64()),
+                "ret": pa.array([], pa.int32()),
+            }
+        ),
+    )
     w.close("complete")
     w = RunWriter(tmp_path / "corrupt", {"config": {"strategy": "defer"}})
-    w.append("submits", pa.table({"start_ns": ["a", "b"], "tid": [1, 1], "nr_sqes": [1, 2], "latency_ns": [5, 6],
-                                  "ret": [1, 2]}))
+    w.append(
+        "submits",
+        pa.table({"start_ns": ["a", "b"], "tid": [1, 1], "nr_sqes": [1, 2], "latency_ns": [5, 6], "ret": [1, 2]}),
+    )
     w.close("complete")
     out = tmp_path / "r.html"
-    p = subprocess.run([*PLUGTRACE, "report", *(str(tmp_path / n) for n in ("failed", "empty", "corrupt")),
-                        str(_run_copy(tmp_path)), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "report",
+            *(str(tmp_path / n) for n in ("failed", "empty", "corrupt")),
+            str(_run_copy(tmp_path)),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     text = out.read_text()
     assert "the run failed" in text and "a table may be corrupt" in text
@@ -547,9 +861,27 @@ def test_a_hanging_bpftrace_is_waited_for_aloud_then_killed(tmp_path):
     require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
     left = LeftBehind()
     out = tmp_path / "r"
-    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "zram", "--size", "64M", "--duration", "3", "--quiet",
-                             "--probes", "uring_requests,markers", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            "zram",
+            "--size",
+            "64M",
+            "--duration",
+            "3",
+            "--quiet",
+            "--probes",
+            "uring_requests,markers",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
     def markers_bpftrace() -> list[int]:  # not the short-lived bpftrace runs of the capability checks
         found = subprocess.run(["pgrep", "-f", "bpftrace .*markers.bt"], capture_output=True, text=True).stdout
         return [int(pid) for pid in found.split()]
@@ -602,8 +934,12 @@ def test_ctrl_c_on_pid_prints_what_was_traced(tmp_path):
     require_root()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        proc = subprocess.Popen([*PLUGTRACE, "record", "--pid", str(sleeper.pid), "-o", str(tmp_path / "r")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*PLUGTRACE, "record", "--pid", str(sleeper.pid), "-o", str(tmp_path / "r")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 30
         while not (tmp_path / "r" / "meta.json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)

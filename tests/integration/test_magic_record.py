@@ -12,8 +12,11 @@ def test_record_magic_returns_the_run(tmp_path):
     require_root()
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "plugtrace")
-    run = ip.run_cell_magic("plugtrace", "record --device zram --size 64M --quiet",
-                            f"--strategy defer --requests 3000\n-o {tmp_path / 'run'}\n")
+    run = ip.run_cell_magic(
+        "plugtrace",
+        "record --device zram --size 64M --quiet",
+        f"--strategy defer --requests 3000\n-o {tmp_path / 'run'}\n",
+    )
     assert run is not None and run.status == "complete"
     assert run.summary["nr_requests"] >= 3000
     # the notebook shows the run as its summary card

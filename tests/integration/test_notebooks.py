@@ -20,8 +20,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     made = {s: write_run(base / s, strategy=s, requests=4000, devices=3, interleave=0.0) for s in STRATEGIES}
-    made["defer-interleave"] = write_run(base / "defer-interleave", strategy="defer", requests=4000, devices=3,
-                                         interleave=0.3)
+    made["defer-interleave"] = write_run(
+        base / "defer-interleave", strategy="defer", requests=4000, devices=3, interleave=0.3
+    )
     return made
 
 
@@ -71,9 +72,23 @@ def test_many_runs_notebook_on_a_recorded_sweep(tmp_path):
 
     require_root()
     sweep = tmp_path / "sweep"
-    subprocess.run([sys.executable, "-m", "bench.bench_sweep", "--quick", "--strategies", "defer,immediate",
-                    "--runs-dir", str(sweep), "--json", str(tmp_path / "sweep.json")],
-                   check=True, cwd=NOTEBOOKS.parent, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_sweep",
+            "--quick",
+            "--strategies",
+            "defer,immediate",
+            "--runs-dir",
+            str(sweep),
+            "--json",
+            str(tmp_path / "sweep.json"),
+        ],
+        check=True,
+        cwd=NOTEBOOKS.parent,
+        stdout=subprocess.DEVNULL,
+    )
     from plugtrace.analysis import Runs
 
     summary = Runs(sweep).df_compare().set_index("run")

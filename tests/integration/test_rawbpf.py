@@ -48,8 +48,9 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
     from plugtrace.tracing.decode import batch_sizes_from_positions
     from plugtrace.tracing.rawprobes import EntersAggregate, SubmitAggregate
 
-    other = subprocess.Popen([sys.executable, "-c", OTHER, str(tmp_path / "o")], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER, str(tmp_path / "o")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     f = open(tmp_path / "f", "wb")
     with EntersAggregate(os.getpid()) as agg, SubmitAggregate(os.getpid()) as sub:
         with Ring(16) as ring:
@@ -100,7 +101,7 @@ def _read_batches(path: str, batches: int, size: int) -> None:
         with Ring(16) as ring:
             for b in range(batches):
                 for k in range(size):
-                    ring.prep_read(fd, memoryview(buf)[4096 * k:4096 * (k + 1)], (b * size + k) * 65536, k)
+                    ring.prep_read(fd, memoryview(buf)[4096 * k : 4096 * (k + 1)], (b * size + k) * 65536, k)
                 assert ring.submit() == size
                 got = 0
                 while got < size:
@@ -121,11 +122,20 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
 
     with devices.create_loop(16 << 20, str(tmp_path)) as watched, devices.create_loop(16 << 20, str(tmp_path)) as other:
         # unrelated: started before attaching, neither us nor a child of ours; 5 reads per submit
-        unrelated = subprocess.Popen([sys.executable, "-c", "import sys; sys.path[:0] = [sys.argv[1]]; "
-                                      "from tests.integration.test_rawbpf import _read_batches as r; "
-                                      "sys.stdin.readline(); r(sys.argv[2], 4, 5); print('done', flush=True)",
-                                      str(Path(__file__).parents[2]), other.path],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        unrelated = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path[:0] = [sys.argv[1]]; "
+                "from tests.integration.test_rawbpf import _read_batches as r; "
+                "sys.stdin.readline(); r(sys.argv[2], 4, 5); print('done', flush=True)",
+                str(Path(__file__).parents[2]),
+                other.path,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         before = block_stat(watched.path)["reads"]
         with BlockRqAggregate(os.getpid(), watched.dev_t) as rq, UnplugAggregate(os.getpid()) as unplug:
             _read_batches(watched.path, 6, 4)

@@ -31,8 +31,9 @@ def test_record_on_loop_writes_a_run_directory(tmp_path):
     require_root()
     out = tmp_path / "run"
     before = loop_devices()
-    p = run("record", "--device", "loop", "--size", "128M", "--mode", "off", "--requests", "3000",
-            "--quiet", "-o", str(out))
+    p = run(
+        "record", "--device", "loop", "--size", "128M", "--mode", "off", "--requests", "3000", "--quiet", "-o", str(out)
+    )
     assert p.returncode == 0, p.stderr
     assert "mean SQEs per enter" in p.stdout
     meta = json.loads((out / "meta.json").read_text())
@@ -51,8 +52,22 @@ def test_ring_setup_is_applied_and_recorded(tmp_path, setup, flags):
     """Both ring setups run for real on zram; meta says which flags the kernel accepted."""
     require_root()
     out = tmp_path / "run"
-    p = run("record", "--device", "zram", "--size", "64M", "--mode", "off", "--requests", "2000",
-            "--ring-setup", setup, "--quiet", "-o", str(out))
+    p = run(
+        "record",
+        "--device",
+        "zram",
+        "--size",
+        "64M",
+        "--mode",
+        "off",
+        "--requests",
+        "2000",
+        "--ring-setup",
+        setup,
+        "--quiet",
+        "-o",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["config"]["ring_setup"] == setup
@@ -97,7 +112,7 @@ def test_mounted_device_is_refused(tmp_path):
     dev = Path(f"/sys/dev/block/{os.major(root_dev)}:{os.minor(root_dev)}/uevent")
     if not dev.exists():
         pytest.skip("the root filesystem is not on a block device here")
-    name = next(l.split("=", 1)[1] for l in dev.read_text().splitlines() if l.startswith("DEVNAME="))
+    name = next(line.split("=", 1)[1] for line in dev.read_text().splitlines() if line.startswith("DEVNAME="))
     p = run("record", "--device", f"/dev/{name}", "--mode", "off", "-o", str(tmp_path / "r"))
     assert p.returncode == 5 and "mounted" in p.stderr
 
@@ -108,8 +123,19 @@ def test_write_on_a_device_not_handed_for_writing_is_refused(tmp_path, loop_devi
     os.pwrite(fd, b"KEEP" * 1024, 0)
     os.fsync(fd)
     os.close(fd)
-    p = run("record", "--device", loop_device.path, "--rw", "randwrite", "--mode", "off",
-            "--requests", "100", "-o", str(tmp_path / "r"))
+    p = run(
+        "record",
+        "--device",
+        loop_device.path,
+        "--rw",
+        "randwrite",
+        "--mode",
+        "off",
+        "--requests",
+        "100",
+        "-o",
+        str(tmp_path / "r"),
+    )
     assert p.returncode == 5 and "--allow-write" in p.stderr
     fd = os.open(loop_device.path, os.O_RDONLY)
     assert os.pread(fd, 4096, 0) == b"KEEP" * 1024
@@ -117,8 +143,18 @@ def test_write_on_a_device_not_handed_for_writing_is_refused(tmp_path, loop_devi
 
 
 def test_user_device_read_only_run_works(tmp_path, loop_device):
-    p = run("record", "--device", loop_device.path, "--mode", "off", "--requests", "500", "--quiet",
-            "-o", str(tmp_path / "r"))
+    p = run(
+        "record",
+        "--device",
+        loop_device.path,
+        "--mode",
+        "off",
+        "--requests",
+        "500",
+        "--quiet",
+        "-o",
+        str(tmp_path / "r"),
+    )
     assert p.returncode == 0, p.stderr
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert meta["device"]["created_by_plugtrace"] is False and meta["device"]["writable"] is False
@@ -126,8 +162,20 @@ def test_user_device_read_only_run_works(tmp_path, loop_device):
 
 def test_file_target_without_root(tmp_path):
     path = tmp_path / "disk.img"
-    p = run("record", "--device", f"file:{path}", "--size", "64M", "--mode", "off", "--requests", "2000",
-            "--quiet", "-o", str(tmp_path / "r"))
+    p = run(
+        "record",
+        "--device",
+        f"file:{path}",
+        "--size",
+        "64M",
+        "--mode",
+        "off",
+        "--requests",
+        "2000",
+        "--quiet",
+        "-o",
+        str(tmp_path / "r"),
+    )
     if "O_DIRECT" in p.stderr or "Invalid argument" in p.stderr:
         pytest.skip("this filesystem has no O_DIRECT")
     assert p.returncode == 0, p.stderr
@@ -140,9 +188,26 @@ def test_signal_mid_record_keeps_data_and_leaves_nothing_behind(tmp_path, sig, d
     require_root()
     out = tmp_path / "run"
     loops, zrams = loop_devices(), zram_devices()
-    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", device, "--size", "128M", "--mode", "off",
-                             "--duration", "30", "--quiet", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            device,
+            "--size",
+            "128M",
+            "--mode",
+            "off",
+            "--duration",
+            "30",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (out / "tables" / "submits.parquet").exists():
         time.sleep(0.1)
@@ -168,8 +233,26 @@ def test_the_delay_interleaving_causes_is_measured_on_a_real_run(tmp_path):
     from plugtrace.analysis import Run, df_deferrals
 
     out = tmp_path / "run"
-    p = run("record", "--device", "zram", "--size", "128M", "--devices", "3", "--interleave", "0.3",
-            "--iodepth", "16", "--requests", "20000", "--mode", "off", "--quiet", "-o", str(out))
+    p = run(
+        "record",
+        "--device",
+        "zram",
+        "--size",
+        "128M",
+        "--devices",
+        "3",
+        "--interleave",
+        "0.3",
+        "--iodepth",
+        "16",
+        "--requests",
+        "20000",
+        "--mode",
+        "off",
+        "--quiet",
+        "-o",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     r = Run.open(out)
     handlers = r.table("handlers")
@@ -188,8 +271,9 @@ def test_loop_devices_are_filled_with_data_unless_sparse(tmp_path):
     require_root()
     for extra, backing in (((), "filled"), (("--sparse",), "sparse")):
         out = tmp_path / backing
-        p = run("record", "--device", "loop", "--size", "64M", "--mode", "off", "--requests", "2000", *extra,
-                "-o", str(out))
+        p = run(
+            "record", "--device", "loop", "--size", "64M", "--mode", "off", "--requests", "2000", *extra, "-o", str(out)
+        )
         assert p.returncode == 0, p.stderr
         device = json.loads((out / "meta.json").read_text())["device"]
         assert device["backing"] == backing

@@ -22,7 +22,8 @@ PLUGTRACE = [sys.executable, "-m", "plugtrace"]
 PROBE_SCRIPT = """
 <script>
 window.addEventListener("load", () => {
-  const rows = [...document.images].map(i => `${i.complete && i.naturalWidth > 0 ? "ok" : "BROKEN"} ${i.naturalWidth}x${i.naturalHeight} ${i.alt}`);
+  const rows = [...document.images].map(i =>
+    `${i.complete && i.naturalWidth > 0 ? "ok" : "BROKEN"} ${i.naturalWidth}x${i.naturalHeight} ${i.alt}`);
   const pre = document.createElement("pre");
   pre.id = "plugtrace-image-check";
   pre.textContent = rows.join("\\n");
@@ -39,16 +40,33 @@ def chromium() -> str:
 
 
 def browse(exe: str, page: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-                           "--virtual-time-budget=10000", "--host-resolver-rules=MAP * ~NOTFOUND", *args,
-                           page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            *args,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def report(tmp_path: Path, *runs: str) -> Path:
     out = tmp_path / "report.html"
-    p = subprocess.run([*PLUGTRACE, "report", *[str(DATA / r) for r in runs], "-o", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [*PLUGTRACE, "report", *[str(DATA / r) for r in runs], "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     return out
 
@@ -58,15 +76,18 @@ def check_renders(exe: str, html: Path, tmp_path: Path, min_images: int) -> list
     # HTML attributes only: the inlined BokehJS holds a loader URL for MathJax, used only by LaTeX labels,
     # which the report has none of; the browser below runs with every host name unresolvable anyway
     markup = re.sub(r"<script\b[^>]*>.*?</script>", "", text, flags=re.S)
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup), "the report must not load anything from a network"
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup), (
+        "the report must not load anything from a network"
+    )
     assert "$$" not in markup
     probe = tmp_path / "probe.html"
     probe.write_text(text.replace("</body>", PROBE_SCRIPT + "</body>"))
     p = browse(exe, probe, "--dump-dom")
     assert p.returncode == 0, p.stderr[-2000:]
     # warnings and errors only: BokehJS logs its start at INFO level
-    console_errors = [line for line in p.stderr.splitlines()
-                      if re.search(r":(WARNING|ERROR):CONSOLE", line) or "Uncaught" in line]
+    console_errors = [
+        line for line in p.stderr.splitlines() if re.search(r":(WARNING|ERROR):CONSOLE", line) or "Uncaught" in line
+    ]
     assert not console_errors, console_errors
     m = re.search(r'<pre id="plugtrace-image-check">(.*?)</pre>', p.stdout, re.S)
     assert m, "the page did not finish loading"
@@ -126,7 +147,7 @@ def test_report_of_one_run_renders_with_its_plots(tmp_path):
     pixels = screenshot(exe, html, tmp_path / "shot.png")
     # not blank: many distinct colours (plots), not one background colour
     flat = (pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
-    assert len(np.unique(flat[:: 7], axis=0)) > 50
+    assert len(np.unique(flat[::7], axis=0)) > 50
 
 
 def test_zooming_the_timeline_changes_what_is_drawn(tmp_path):
@@ -143,8 +164,12 @@ def test_zooming_the_timeline_changes_what_is_drawn(tmp_path):
 
 def test_static_report_has_no_javascript(tmp_path):
     out = tmp_path / "static.html"
-    p = subprocess.run([*PLUGTRACE, "report", str(DATA / "defer-interleave"), "--static", "-o", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [*PLUGTRACE, "report", str(DATA / "defer-interleave"), "--static", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "<script" not in out.read_text()
     check_renders(chromium(), out, tmp_path, min_images=5)
@@ -165,8 +190,14 @@ def test_report_lists_what_could_not_be_measured(tmp_path):
 
     exe = chromium()
     why = "uprobes are not available on this test machine"
-    partial = write_run(tmp_path / "partial", strategy="defer", requests=3000, kernel="events",
-                        could_not_measure={"markers": why, "block_unplug": ""}, events_lost=77)
+    partial = write_run(
+        tmp_path / "partial",
+        strategy="defer",
+        requests=3000,
+        kernel="events",
+        could_not_measure={"markers": why, "block_unplug": ""},
+        events_lost=77,
+    )
     # a probe left off by default (a traced program's block probes without --watch-device)
     meta = json.loads((partial / "meta.json").read_text())
     off = "off for a traced program unless asked for: name its device with --watch-device DEV"
@@ -175,8 +206,9 @@ def test_report_lists_what_could_not_be_measured(tmp_path):
     (partial / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "report.html"
     lossy = write_run(tmp_path / "lossy", strategy="immediate", requests=3000, kernel="events", events_lost=1330)
-    p = subprocess.run([*PLUGTRACE, "report", str(partial), str(lossy), "-o", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [*PLUGTRACE, "report", str(partial), str(lossy), "-o", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert p.returncode == 0, p.stderr
     check_renders(exe, out, tmp_path, min_images=2)
     text = out.read_text()

@@ -16,8 +16,8 @@ import pytest
 
 from plugtrace.devices import block_stat
 from plugtrace.store import read_meta, read_table
-from plugtrace.tracing.probes import kernel_dev_t
 from plugtrace.tracing.capabilities import detect_capabilities
+from plugtrace.tracing.probes import kernel_dev_t
 
 from .conftest import require, require_bpftrace
 
@@ -25,8 +25,13 @@ PLUGTRACE = [sys.executable, "-m", "plugtrace"]
 
 
 def record(out, *args, env=None, check=True):
-    p = subprocess.run([*PLUGTRACE, "record", "--quiet", "-o", str(out), *args], capture_output=True, text=True,
-                       timeout=300, env=None if env is None else {**os.environ, **env})
+    p = subprocess.run(
+        [*PLUGTRACE, "record", "--quiet", "-o", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )
     if check:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
@@ -60,9 +65,24 @@ def test_defer_sqes_per_enter_match_the_app_log_exactly(tmp_path, bpf, backend):
     if backend == "raw tracepoints":
         require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
     out = tmp_path / "run"
-    record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "32",
-           "--requests", "20000", "--mode", "events",
-           env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
+    record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "128M",
+        "--strategy",
+        "defer",
+        "--devices",
+        "2",
+        "--iodepth",
+        "32",
+        "--requests",
+        "20000",
+        "--mode",
+        "events",
+        env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None,
+    )
     submits = read_table(out, "submits")
     enters = submitting_enters(out)
     meta = read_meta(out)
@@ -83,8 +103,21 @@ def test_defer_sqes_per_enter_match_the_app_log_exactly(tmp_path, bpf, backend):
 
 def test_immediate_submits_one_sqe_per_enter(tmp_path, bpf):
     out = tmp_path / "run"
-    record(out, "--device", "loop", "--size", "128M", "--strategy", "immediate", "--iodepth", "16",
-           "--requests", "5000", "--mode", "events")
+    record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "128M",
+        "--strategy",
+        "immediate",
+        "--iodepth",
+        "16",
+        "--requests",
+        "5000",
+        "--mode",
+        "events",
+    )
     enters = submitting_enters(out)
     assert len(enters) >= 5000
     assert (enters["ret"] == 1).all() and (enters["to_submit"] == 1).all()
@@ -98,9 +131,25 @@ def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
         require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
     out = tmp_path / "run"
     # a sparse loop device is fast enough that batches of many sizes happen (on a filled one all are full)
-    record(out, "--device", "loop", "--sparse", "--size", "128M", "--strategy", "defer", "--devices", "2",
-           "--iodepth", "32", "--requests", "20000", "--probes", "enters,uring_requests,markers",
-           env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
+    record(
+        out,
+        "--device",
+        "loop",
+        "--sparse",
+        "--size",
+        "128M",
+        "--strategy",
+        "defer",
+        "--devices",
+        "2",
+        "--iodepth",
+        "32",
+        "--requests",
+        "20000",
+        "--probes",
+        "enters,uring_requests,markers",
+        env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None,
+    )
     meta = read_meta(out)
     assert meta["probes"]["backends"]["enters"].startswith(backend)
     assert meta["probes"]["backends"]["uring_requests"].startswith(backend)
@@ -114,14 +163,35 @@ def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
         assert (sqes["high"] == sqes["low"] + 1).all()
     assert hist[hist["name"] == "enter_latency_ns"]["count"].sum() == len(read_table(out, "submits"))
     counters = dict(zip(*read_table(out, "counters")[["name", "value"]].T.values))
-    assert counters["nr_markers_section_begin"] == counters["nr_markers_section_end"] == len(read_table(out, "sections"))
+    assert (
+        counters["nr_markers_section_begin"] == counters["nr_markers_section_end"] == len(read_table(out, "sections"))
+    )
     assert meta["kernel_summary"]["nr_enters"] == int(app.sum())
 
 
 def test_markers_give_one_begin_end_pair_per_section(tmp_path, bpf):
     out = tmp_path / "run"
-    record(out, "--device", "loop", "--size", "128M", "--strategy", "defer", "--devices", "2", "--iodepth", "8",
-           "--interleave", "0.2", "--requests", "5000", "--mode", "events", "--probes", "markers,enters")
+    record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "128M",
+        "--strategy",
+        "defer",
+        "--devices",
+        "2",
+        "--iodepth",
+        "8",
+        "--interleave",
+        "0.2",
+        "--requests",
+        "5000",
+        "--mode",
+        "events",
+        "--probes",
+        "markers,enters",
+    )
     markers = read_table(out, "markers")
     sections = read_table(out, "sections")
     begins = markers[markers["marker"] == "section_begin"]
@@ -139,9 +209,24 @@ def test_record_fio_counts_match_fio_json(tmp_path, bpf):
     out = tmp_path / "run"
     data = tmp_path / "fio.dat"
     fio_json = tmp_path / "fio.json"
-    p = record(out, "--mode", "events", "--", "fio", "--name=t", f"--filename={data}", "--size=16M",
-               "--rw=randread", "--ioengine=io_uring", "--direct=1", "--iodepth=8", "--iodepth_batch_submit=4",
-               "--number_ios=3000", "--output-format=json", f"--output={fio_json}")
+    p = record(
+        out,
+        "--mode",
+        "events",
+        "--",
+        "fio",
+        "--name=t",
+        f"--filename={data}",
+        "--size=16M",
+        "--rw=randread",
+        "--ioengine=io_uring",
+        "--direct=1",
+        "--iodepth=8",
+        "--iodepth_batch_submit=4",
+        "--number_ios=3000",
+        "--output-format=json",
+        f"--output={fio_json}",
+    )
     job = json.loads(fio_json.read_text())["jobs"][0]
     ios = job["read"]["total_ios"]
     uring = read_table(out, "uring_requests")
@@ -162,10 +247,22 @@ def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bp
         require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
     out = tmp_path / "run"
     fio_json = tmp_path / "fio.json"
-    record(out, "--", "fio", "--name=t", f"--filename={tmp_path / 'fio.dat'}", "--size=16M", "--rw=randread",
-           "--ioengine=io_uring", "--direct=1", "--iodepth=8", "--number_ios=4000", "--output-format=json",
-           f"--output={fio_json}",
-           env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None)
+    record(
+        out,
+        "--",
+        "fio",
+        "--name=t",
+        f"--filename={tmp_path / 'fio.dat'}",
+        "--size=16M",
+        "--rw=randread",
+        "--ioengine=io_uring",
+        "--direct=1",
+        "--iodepth=8",
+        "--number_ios=4000",
+        "--output-format=json",
+        f"--output={fio_json}",
+        env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None,
+    )
     ios = json.loads(fio_json.read_text())["jobs"][0]["read"]["total_ios"]
     meta = read_meta(out)
     assert meta["probes"]["backends"]["uring_requests"].startswith(backend)
@@ -211,9 +308,21 @@ def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
         for backend, env in (("raw tracepoints", None), ("bpftrace", {"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"})):
             out = tmp_path / backend.replace(" ", "_")
             before = _completed_requests(dev.path)
-            record(out, "--mode", "events", "--probes", "block_rq", "--watch-device", dev.path, "--",
-                   sys.executable, "-c", BLOCK_WORKLOAD, dev.path,
-                   env={"PYTHONPATH": str(Path(__file__).parents[2]), **(env or {})})
+            record(
+                out,
+                "--mode",
+                "events",
+                "--probes",
+                "block_rq",
+                "--watch-device",
+                dev.path,
+                "--",
+                sys.executable,
+                "-c",
+                BLOCK_WORKLOAD,
+                dev.path,
+                env={"PYTHONPATH": str(Path(__file__).parents[2]), **(env or {})},
+            )
             done = _completed_requests(dev.path) - before
             meta = read_meta(out)
             assert meta["probes"]["backends"]["block_rq"].startswith(backend)
@@ -239,8 +348,11 @@ def test_a_traced_program_gets_the_block_probes_when_its_device_is_named(tmp_pat
     how to turn them on; with it they count the device's requests and the program's unplugs."""
     from plugtrace import devices
 
-    read = [sys.executable, "-c", "import sys; from tests.integration.test_rawbpf import _read_batches; "
-            "_read_batches(sys.argv[1], 6, 4)"]
+    read = [
+        sys.executable,
+        "-c",
+        "import sys; from tests.integration.test_rawbpf import _read_batches; _read_batches(sys.argv[1], 6, 4)",
+    ]
     env = {"PYTHONPATH": str(Path(__file__).parents[2])}
     with devices.create_loop(16 << 20, str(tmp_path)) as dev:
         p = record(tmp_path / "plain", "--", *read, dev.path, env=env)
@@ -270,9 +382,25 @@ def test_a_traced_program_gets_the_markers_only_when_it_loads_plugtrace(tmp_path
     that has it loaded (here a workload of ours with its own tracing off) gets them."""
     record(tmp_path / "plain", "--", "true")
     assert not any("markers" in r for r in read_meta(tmp_path / "plain")["probes"]["ran"])
-    ours = subprocess.Popen([*PLUGTRACE, "record", "--quiet", "--device", f"file:{tmp_path / 'f.img'}", "--size", "64M",
-                             "--mode", "off", "--duration", "20", "-o", str(tmp_path / "ours")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--quiet",
+            "--device",
+            f"file:{tmp_path / 'f.img'}",
+            "--size",
+            "64M",
+            "--mode",
+            "off",
+            "--duration",
+            "20",
+            "-o",
+            str(tmp_path / "ours"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(3)  # its extension loaded and its sections running
         record(tmp_path / "default", "--pid", str(ours.pid), "--duration", "1")
@@ -298,9 +426,27 @@ def test_probes_option_runs_only_the_probes_asked_for(tmp_path, bpf):
 def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
     """The markers' events come from bpftrace (uprobes; the others from our ring buffer readers)."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([*PLUGTRACE, "record", "--device", "loop", "--size", "128M", "--duration", "8",
-                             "--mode", "events", "--probes", "enters,uring_requests,block_rq,block_unplug,markers",
-                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            "loop",
+            "--size",
+            "128M",
+            "--duration",
+            "8",
+            "--mode",
+            "events",
+            "--probes",
+            "enters,uring_requests,block_rq,block_unplug,markers",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     victim = None
     while victim is None and time.monotonic() < deadline:
@@ -322,15 +468,30 @@ def test_sigkill_of_bpftrace_is_reported_and_nothing_is_left(tmp_path, bpf):
     assert len(read_table(out, "requests")) > 0
 
 
-@pytest.mark.parametrize("forced, probe", [
-    ("block:block_rq_issue", "block_rq"),
-    ("uprobes", "markers"),
-    ("syscalls:sys_enter_io_uring_enter", "enters"),
-])
+@pytest.mark.parametrize(
+    "forced, probe",
+    [
+        ("block:block_rq_issue", "block_rq"),
+        ("uprobes", "markers"),
+        ("syscalls:sys_enter_io_uring_enter", "enters"),
+    ],
+)
 def test_a_missing_capability_is_listed_and_the_rest_is_measured(tmp_path, bpf, forced, probe):
     out = tmp_path / "run"
-    p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000", "--mode", "events",
-               "--probes", f"uring_requests,{probe}", env={"PLUGTRACE_FORCE_MISSING": forced})
+    p = record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "128M",
+        "--requests",
+        "2000",
+        "--mode",
+        "events",
+        "--probes",
+        f"uring_requests,{probe}",
+        env={"PLUGTRACE_FORCE_MISSING": forced},
+    )
     meta = read_meta(out)
     assert meta["status"] == "complete"
     assert forced in meta["probes"]["could_not_measure"][probe]
@@ -341,8 +502,16 @@ def test_a_missing_capability_is_listed_and_the_rest_is_measured(tmp_path, bpf, 
 
 def test_with_no_way_to_load_programs_the_app_log_is_still_recorded(tmp_path, bpf):
     out = tmp_path / "run"
-    p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000",
-               env={"PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"})
+    p = record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "128M",
+        "--requests",
+        "2000",
+        env={"PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"},
+    )
     meta = read_meta(out)
     assert meta["status"] == "complete"
     assert "bpftrace is not installed" in meta["probes"]["could_not_measure"]["kernel"]
@@ -356,16 +525,31 @@ def test_doctor_reports_each_capability(bpf):
     assert p.returncode == 0, p.stdout + p.stderr
     for word in ("bpftrace", "tracefs", "btf", "uprobes", "io_uring", "liburing", "block:block_rq_issue"):
         assert word in p.stdout
-    p = subprocess.run([*PLUGTRACE, "doctor"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,block:block_unplug"})
+    p = subprocess.run(
+        [*PLUGTRACE, "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,block:block_unplug"},
+    )
     assert p.returncode == 4
     assert "bpftrace is not installed" in p.stdout and "block:block_unplug" in p.stdout
 
 
 def test_without_bpftrace_our_own_programs_run_and_bpftrace_only_probes_are_listed(tmp_path, bpf):
     out = tmp_path / "run"
-    p = record(out, "--device", "loop", "--size", "128M", "--requests", "2000", "--probes",
-               "uring_requests,block_rq,markers", env={"PLUGTRACE_FORCE_MISSING": "bpftrace"})
+    p = record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "128M",
+        "--requests",
+        "2000",
+        "--probes",
+        "uring_requests,block_rq,markers",
+        env={"PLUGTRACE_FORCE_MISSING": "bpftrace"},
+    )
     meta = read_meta(out)
     assert meta["status"] == "complete"
     assert meta["probes"]["backends"]["uring_requests"] == "raw tracepoints"
@@ -377,9 +561,24 @@ def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bp
     """fio's main process forks its jobs before we attach: --pid of it traces them too."""
     require(shutil.which("fio") is not None, "fio is not installed")
     target = tmp_path / "f.img"
-    fio = subprocess.Popen(["fio", "--name=t", f"--filename={target}", "--size=64M", "--ioengine=io_uring",
-                            "--rw=randread", "--bs=4k", "--iodepth=8", "--numjobs=2", "--time_based",
-                            "--runtime=8", "--direct=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fio = subprocess.Popen(
+        [
+            "fio",
+            "--name=t",
+            f"--filename={target}",
+            "--size=64M",
+            "--ioengine=io_uring",
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=8",
+            "--numjobs=2",
+            "--time_based",
+            "--runtime=8",
+            "--direct=1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         from plugtrace.tracing.rawbpf import descendants
 

@@ -19,10 +19,16 @@ USER = "nobody"
 
 def _as_user(args, home: Path, **kw):
     kw.setdefault("cwd", home)  # never the checkout, whose plugtrace/ would shadow the installed one
-    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PIP_CACHE_DIR": str(home / "pip-cache"),
-           "MPLCONFIGDIR": str(home / "mpl"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    return subprocess.run([shutil.which("runuser"), "-u", USER, "--", *map(str, args)], env=env, capture_output=True,
-                          text=True, **kw)
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "PIP_CACHE_DIR": str(home / "pip-cache"),
+        "MPLCONFIGDIR": str(home / "mpl"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    return subprocess.run(
+        [shutil.which("runuser"), "-u", USER, "--", *map(str, args)], env=env, capture_output=True, text=True, **kw
+    )
 
 
 @pytest.fixture
@@ -42,11 +48,16 @@ def test_wheel_in_a_fresh_venv_as_an_unprivileged_user(base):
     require_root()  # to become another user; the user itself has no privilege
     require(shutil.which("runuser") is not None, "runuser (util-linux) is missing")
     python = "/usr/bin/python3"
-    require(subprocess.run([python, "-c", "import ensurepip, venv"]).returncode == 0,
-            "Debian's python3 cannot make a venv (python3-venv)")
+    require(
+        subprocess.run([python, "-c", "import ensurepip, venv"]).returncode == 0,
+        "Debian's python3 cannot make a venv (python3-venv)",
+    )
     dist = base / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     wheel = glob.glob(str(dist / "plugtrace-*.whl"))[0]
     work = base / "work"
     shutil.copytree(ROOT / "notebooks", work / "notebooks")
@@ -64,28 +75,59 @@ def test_wheel_in_a_fresh_venv_as_an_unprivileged_user(base):
     assert installed.returncode == 0, installed.stderr[-3000:]
 
     # the probes travel inside the wheel
-    probes = _as_user([venv / "bin/python", "-c", "from plugtrace.tracing.probes import PROBES_DIR; "
-                       "print(PROBES_DIR, sorted(p.name for p in PROBES_DIR.glob('*.bt')))"], home)
+    probes = _as_user(
+        [
+            venv / "bin/python",
+            "-c",
+            "from plugtrace.tracing.probes import PROBES_DIR; "
+            "print(PROBES_DIR, sorted(p.name for p in PROBES_DIR.glob('*.bt')))",
+        ],
+        home,
+    )
     assert probes.returncode == 0, probes.stderr
     assert str(venv) in probes.stdout and "block_rq.bt" in probes.stdout
 
     report = _as_user([venv / "bin/plugtrace", "report", work / "data", "-o", base / "report.html"], home)
     assert report.returncode == 0, report.stderr
     assert (base / "report.html").stat().st_size > 100_000
-    diff = _as_user([venv / "bin/plugtrace", "diff", work / "data/defer", work / "data/immediate",
-                     "--fail-if", "mean_sqes_per_submit < -10%"], home)
+    diff = _as_user(
+        [
+            venv / "bin/plugtrace",
+            "diff",
+            work / "data/defer",
+            work / "data/immediate",
+            "--fail-if",
+            "mean_sqes_per_submit < -10%",
+        ],
+        home,
+    )
     assert diff.returncode == 1 and "FAILS" in diff.stdout, diff.stderr
-    export = _as_user([venv / "bin/plugtrace", "export", work / "data/defer", "--perfetto", "-o",
-                       base / "defer.pftrace"], home)
+    export = _as_user(
+        [venv / "bin/plugtrace", "export", work / "data/defer", "--perfetto", "-o", base / "defer.pftrace"], home
+    )
     assert export.returncode == 0, export.stderr
 
     notebooks = sorted((work / "notebooks").glob("*.ipynb"))
-    run = _as_user([venv / "bin/jupyter", "nbconvert", "--to", "notebook", "--execute", "--output-dir",
-                    base / "executed", *notebooks], home, cwd=work / "notebooks", timeout=900)
+    run = _as_user(
+        [
+            venv / "bin/jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--output-dir",
+            base / "executed",
+            *notebooks,
+        ],
+        home,
+        cwd=work / "notebooks",
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(list((base / "executed").glob("*.ipynb"))) == len(notebooks)
 
-    record = _as_user([venv / "bin/plugtrace", "record", "--device", "zram", "--duration", "1", "-o",
-                       base / "run"], home)
+    record = _as_user(
+        [venv / "bin/plugtrace", "record", "--device", "zram", "--duration", "1", "-o", base / "run"], home
+    )
     assert record.returncode != 0
     assert "root" in record.stderr and "Traceback" not in record.stderr

@@ -116,8 +116,9 @@ def test_df_requests_lifecycle_and_kernel_join(runs):
 
 
 def test_df_unplugs_events_equal_histogram(runs):
-    pd.testing.assert_frame_equal(df_unplugs(runs["interleaved"], "kernel"),
-                                  df_unplugs(runs["interleaved"], "histogram"))
+    pd.testing.assert_frame_equal(
+        df_unplugs(runs["interleaved"], "kernel"), df_unplugs(runs["interleaved"], "histogram")
+    )
 
 
 def test_latency_percentiles(runs):
@@ -146,8 +147,14 @@ def test_df_compare_one_row_per_run(runs):
 
 
 def test_requires_names_the_missing_table_and_the_probe_reason(tmp_path):
-    run = Run.open(write_run(tmp_path / "r", requests=300, kernel="events",
-                             could_not_measure={"block_unplug": "tracepoint block:block_unplug not available"}))
+    run = Run.open(
+        write_run(
+            tmp_path / "r",
+            requests=300,
+            kernel="events",
+            could_not_measure={"block_unplug": "tracepoint block:block_unplug not available"},
+        )
+    )
     with pytest.raises(MissingTableError) as info:
         df_unplugs(run)
     message = str(info.value)
@@ -158,8 +165,11 @@ def test_requires_names_the_missing_table_and_the_probe_reason(tmp_path):
 def test_a_probe_left_off_by_default_is_named_with_how_to_turn_it_on(tmp_path):
     path = write_run(tmp_path / "r", requests=300, kernel="events", could_not_measure={"block_unplug": "-"})
     meta = json.loads((path / "meta.json").read_text())
-    meta["probes"]["not_asked"] = {"block_unplug": meta["probes"]["could_not_measure"].pop("block_unplug")
-                                   .replace("-", "off unless asked for: --watch-device DEV")}
+    meta["probes"]["not_asked"] = {
+        "block_unplug": meta["probes"]["could_not_measure"]
+        .pop("block_unplug")
+        .replace("-", "off unless asked for: --watch-device DEV")
+    }
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(MissingTableError) as info:
         df_unplugs(Run.open(path))
@@ -233,15 +243,18 @@ def test_kernel_summary_percentiles_are_numpys_exactly_in_two_passes(tmp_path, s
     lat = rng.lognormal(10, 1.5, n).astype(np.int64)
     if seed == 3:  # the median among small values and a few below zero, the p99 beyond the last bin
         lat[: 6 * n // 10] = rng.integers(-20, 4000, 6 * n // 10)
-        lat[-n // 40:] = rng.integers(2 << 30, 4 << 30, n // 40)
+        lat[-n // 40 :] = rng.integers(2 << 30, 4 << 30, n // 40)
     else:
         lat[rng.integers(0, n, 50)] = rng.integers(2 << 30, 4 << 30, 50)  # beyond the last bin
         lat[: n // 3] = lat[0]  # many equal values in one bin
     to_submit = rng.integers(0, 3, n).astype(np.int32)  # 0: calls that only wait, not counted
     ret = np.where(to_submit > 0, to_submit, 0).astype(np.int32)
     (tmp_path / "tables").mkdir()
-    pq.write_table(pa.table({"to_submit": to_submit, "ret": ret, "latency_ns": lat}),
-                   tmp_path / "tables" / "enters.parquet", row_group_size=70_000)
+    pq.write_table(
+        pa.table({"to_submit": to_submit, "ret": ret, "latency_ns": lat}),
+        tmp_path / "tables" / "enters.parquet",
+        row_group_size=70_000,
+    )
     got = kernel_summary(tmp_path)
     counted = lat[to_submit > 0]
     p50, p99 = (int(q) for q in np.percentile(counted, [50, 99]))

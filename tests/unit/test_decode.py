@@ -11,7 +11,8 @@ OUTPUT = (
     b'{"type": "printf", "data": "150,7,1\\n"}\n'
     b'{"type": "lost_events", "data": {"events": 12}}\n'
     b'{"type": "printf", "data": "200,8,0\\n"}\n'
-    b'{"type": "hist", "data": {"@enter_nr_sqes": [{"min": 1, "max": 1, "count": 5}, {"min": 2, "max": 2, "count": 0}]}}\n'
+    b'{"type": "hist", "data": {"@enter_nr_sqes": '
+    b'[{"min": 1, "max": 1, "count": 5}, {"min": 2, "max": 2, "count": 0}]}}\n'
     b'{"type": "map", "data": {"@nr_markers": {"0": 4, "1": 3}}}\n'
 )
 
@@ -19,7 +20,7 @@ OUTPUT = (
 def decode_in_pieces(decoder, data, size):
     tables, rest = [], []
     for i in range(0, len(data), size):
-        d = decoder.feed(data[i:i + size])
+        d = decoder.feed(data[i : i + size])
         rest.append(d)
         if d.events is not None:
             tables.append(d.events)
@@ -57,8 +58,9 @@ def test_a_stray_printf_line_is_kept_as_text_not_lost():
 
 
 def test_histogram_rows_make_high_exclusive_and_skip_empty_buckets():
-    rows = histogram_rows("h", [{"min": 0, "max": 0, "count": 2}, {"min": 1, "max": 1, "count": 0},
-                                {"min": 2, "max": 3, "count": 4}])
+    rows = histogram_rows(
+        "h", [{"min": 0, "max": 0, "count": 2}, {"min": 1, "max": 1, "count": 0}, {"min": 2, "max": 3, "count": 4}]
+    )
     assert rows == {"name": ["h", "h"], "low": [0, 2], "high": [1, 4], "count": [2, 4]}
 
 
@@ -73,8 +75,11 @@ def test_batch_sizes_follow_from_positions_in_the_batch():
     # batches of 1, 3, 3 and 1000+ requests: positions 1..3 seen 4, 3, 3 times, 4..999 once, >= 1000 once
     pos = [{"min": 1, "max": 1, "count": 4}, {"min": 2, "max": 2, "count": 3}, {"min": 3, "max": 3, "count": 3}]
     pos += [{"min": k, "max": k, "count": 1} for k in range(4, 1000)] + [{"min": 1000, "count": 1}]
-    assert batch_sizes_from_positions(pos) == [{"min": 1, "max": 1, "count": 1}, {"min": 3, "max": 3, "count": 2},
-                                               {"min": 1000, "count": 1}]
+    assert batch_sizes_from_positions(pos) == [
+        {"min": 1, "max": 1, "count": 1},
+        {"min": 3, "max": 3, "count": 2},
+        {"min": 1000, "count": 1},
+    ]
     assert batch_sizes_from_positions([]) == []
 
 
@@ -106,8 +111,11 @@ def test_request_flags_are_spelled_as_the_block_tracepoints_spell_rwbs():
     }
     flags = np.array(list(cases) * 3, dtype=np.uint32)
     assert list(_Rwbs(kernel)(flags)) == list(cases.values()) * 3
-    zoned = {op["REQ_OP_ZONE_APPEND"] | bit["__REQ_FUA"]: ("ZAF", "NF"), op["REQ_OP_ZONE_RESET_ALL"]: ("ZRA", "N"),
-             op["REQ_OP_ZONE_CLOSE"]: ("ZC", "N")}
+    zoned = {
+        op["REQ_OP_ZONE_APPEND"] | bit["__REQ_FUA"]: ("ZAF", "NF"),
+        op["REQ_OP_ZONE_RESET_ALL"]: ("ZRA", "N"),
+        op["REQ_OP_ZONE_CLOSE"]: ("ZC", "N"),
+    }
     for spelled, pick in ((True, 0), (False, 1)):
         got = _Rwbs(kernel, zoned=spelled)(np.array(list(zoned), dtype=np.uint32))
         assert list(got) == [v[pick] for v in zoned.values()]

@@ -14,8 +14,11 @@ from plugtrace.synthetic import write_run
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("diff")
     made = {}
-    for name, spec in {"defer": dict(strategy="defer"), "defer-again": dict(strategy="defer", seed=2),
-                       "immediate": dict(strategy="immediate")}.items():
+    for name, spec in {
+        "defer": dict(strategy="defer"),
+        "defer-again": dict(strategy="defer", seed=2),
+        "immediate": dict(strategy="immediate"),
+    }.items():
         made[name] = write_run(base / name, requests=4000, devices=3, **spec)
     for side in ("main", "branch"):  # two directories of runs with the same names
         for strategy in ("defer", "immediate"):
@@ -51,8 +54,9 @@ def test_ks_distance_equals_the_largest_gap_of_the_raw_cdfs():
 
     d, p = _ks(pd.Series(a).value_counts(), pd.Series(b).value_counts())
     grid = np.arange(0, 40)
-    expected = np.abs(np.searchsorted(np.sort(a), grid, "right") / len(a)
-                      - np.searchsorted(np.sort(b), grid, "right") / len(b)).max()
+    expected = np.abs(
+        np.searchsorted(np.sort(a), grid, "right") / len(a) - np.searchsorted(np.sort(b), grid, "right") / len(b)
+    ).max()
     assert d == pytest.approx(expected) and p < 1e-10
     same = pd.Series(a).value_counts()
     assert _ks(same, same) == (0.0, 1.0)
@@ -65,8 +69,9 @@ def _diff(*args):
 def test_fail_if_sets_the_exit_status(runs):
     worse = _diff(runs["defer"], runs["immediate"], "--fail-if", "mean_sqes_per_submit < -10%")
     assert worse.returncode == 1 and "FAILS" in worse.stdout
-    fine = _diff(runs["defer"], runs["defer"], "--fail-if", "mean_sqes_per_submit < -10%",
-                 "--fail-if", "submit_p99_ns > 1000")
+    fine = _diff(
+        runs["defer"], runs["defer"], "--fail-if", "mean_sqes_per_submit < -10%", "--fail-if", "submit_p99_ns > 1000"
+    )
     assert fine.returncode == 0, fine.stderr
     bad = _diff(runs["defer"], runs["defer"], "--fail-if", "batch_size < 3")
     assert bad.returncode == 2 and "no number named 'batch_size'" in bad.stderr

@@ -36,8 +36,9 @@ def test_a_completion_arriving_while_polling_is_handled_without_sleeping(wake_af
     wake_after(loop, 5.0)
     ready_at = time.monotonic() + 0.01
     handled = []
-    loop.add_poll_handler(lambda: False, lambda: handled.append(time.monotonic()),
-                          busy_ready=lambda: time.monotonic() >= ready_at)
+    loop.add_poll_handler(
+        lambda: False, lambda: handled.append(time.monotonic()), busy_ready=lambda: time.monotonic() >= ready_at
+    )
     t0 = time.monotonic()
     assert loop.aio_poll(True)
     assert handled and handled[0] - t0 < 1.0, "the poll handler should have run, not the 5 s eventfd"

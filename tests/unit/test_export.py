@@ -66,8 +66,9 @@ def test_trace_holds_every_request_section_submit_and_flow_of_a_sample_run(name,
     # on every track, slices are whole and never overlap: begin, end, begin, end ...
     for track, types in order.items():
         slice_types = [t for t in types if t != TrackEvent.TYPE_COUNTER]
-        assert slice_types == [TrackEvent.TYPE_SLICE_BEGIN, TrackEvent.TYPE_SLICE_END] * (len(slice_types) // 2), \
-            names[track]
+        assert slice_types == [TrackEvent.TYPE_SLICE_BEGIN, TrackEvent.TYPE_SLICE_END] * (len(slice_types) // 2), names[
+            track
+        ]
     # a flow per request, continued by the submit that carried it
     assert _total(flows, "device ") == len(done)
     assert flows["submits (engine)"] == int((done["submit_ns"] >= 0).sum())
@@ -88,12 +89,16 @@ def test_a_window_exports_part_of_a_run(tmp_path):
 
 def test_cli_export(tmp_path):
     out = tmp_path / "x.pftrace"
-    done = subprocess.run([sys.executable, "-m", "plugtrace", "export", str(DATA / "defer"), "--perfetto", "-o",
-                           str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "plugtrace", "export", str(DATA / "defer"), "--perfetto", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "requests" in done.stdout and out.stat().st_size > 0
-    bad = subprocess.run([sys.executable, "-m", "plugtrace", "export", str(DATA / "defer")], capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "plugtrace", "export", str(DATA / "defer")], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "--perfetto" in bad.stderr
 
 

@@ -23,19 +23,34 @@ def run(tmp_path):
         (6, 1, 2, 1, False, 6100, 6400),  # device 1 alone, its own section
     ]
     cols = list(zip(*rows))
-    writer.append("requests", {
-        "req_id": np.array(cols[0], np.int64), "thread": np.zeros(len(rows), np.int32),
-        "tid": np.full(len(rows), 7, np.int32), "device": np.array(cols[1], np.int32),
-        "section_id": np.array(cols[2], np.int64), "section_owner": np.array(cols[3], np.int32),
-        "sync": np.array(cols[4], bool), "queue_ns": np.array(cols[5], np.int64),
-        "submit_ns": np.array(cols[6], np.int64), "complete_ns": np.array(cols[6], np.int64) + 100,
-        "offset_bytes": np.arange(len(rows), dtype=np.int64) * 4096,
-    })
-    writer.append("handlers", {  # thread, tid, device, begin_ns, end_ns, section_id, section_owner
-        "thread": np.zeros(3, np.int32), "tid": np.full(3, 7, np.int32), "device": np.array([0, 1, 1], np.int32),
-        "begin_ns": np.array([1000, 1100, 6000], np.int64), "end_ns": np.array([4900, 1300, 6300], np.int64),
-        "section_id": np.array([1, 1, 2], np.int64), "section_owner": np.array([0, 0, 1], np.int32),
-    })
+    writer.append(
+        "requests",
+        {
+            "req_id": np.array(cols[0], np.int64),
+            "thread": np.zeros(len(rows), np.int32),
+            "tid": np.full(len(rows), 7, np.int32),
+            "device": np.array(cols[1], np.int32),
+            "section_id": np.array(cols[2], np.int64),
+            "section_owner": np.array(cols[3], np.int32),
+            "sync": np.array(cols[4], bool),
+            "queue_ns": np.array(cols[5], np.int64),
+            "submit_ns": np.array(cols[6], np.int64),
+            "complete_ns": np.array(cols[6], np.int64) + 100,
+            "offset_bytes": np.arange(len(rows), dtype=np.int64) * 4096,
+        },
+    )
+    writer.append(
+        "handlers",
+        {  # thread, tid, device, begin_ns, end_ns, section_id, section_owner
+            "thread": np.zeros(3, np.int32),
+            "tid": np.full(3, 7, np.int32),
+            "device": np.array([0, 1, 1], np.int32),
+            "begin_ns": np.array([1000, 1100, 6000], np.int64),
+            "end_ns": np.array([4900, 1300, 6300], np.int64),
+            "section_id": np.array([1, 1, 2], np.int64),
+            "section_owner": np.array([0, 0, 1], np.int32),
+        },
+    )
     writer.close_tables()
     writer.close("complete")
     return Run.open(tmp_path / "run")

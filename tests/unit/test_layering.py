@@ -33,11 +33,11 @@ def _imports(path: Path, when_imported: bool) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
     found = set()
-    for node in (_top_level(tree) if when_imported else ast.walk(tree)):
+    for node in _top_level(tree) if when_imported else ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -55,8 +55,11 @@ def _graph(when_imported: bool) -> dict[str, set[str]]:
     graph = {}
     for name, path in modules.items():
         # a module depends on the plugtrace modules it names, not on the packages above them
-        graph[name] = {m for m in _imports(path, when_imported) if m in modules and m != name and not name.startswith(m + ".")
-                       and m != "plugtrace"}
+        graph[name] = {
+            m
+            for m in _imports(path, when_imported)
+            if m in modules and m != name and not name.startswith(m + ".") and m != "plugtrace"
+        }
     return graph
 
 
@@ -107,13 +110,16 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_data_never_imports_presentation():
     graph = _graph(when_imported=False)  # not even lazily
-    presentation = {m for m in graph if m.startswith(("plugtrace.report", "plugtrace.plots", "plugtrace.magic",
-                                                      "plugtrace.cli"))}
+    presentation = {
+        m for m in graph if m.startswith(("plugtrace.report", "plugtrace.plots", "plugtrace.magic", "plugtrace.cli"))
+    }
     for data in ("plugtrace.analysis", "plugtrace.store", "plugtrace.query", "plugtrace.synthetic"):
         assert not graph[data] & presentation, data
     # and at run time: reading a run loads no plotting library
-    code = ("import sys, plugtrace.analysis, plugtrace.store, plugtrace.query; "
-            "print(sorted(m for m in sys.modules if m.startswith(('plugtrace.report', 'plugtrace.plots', "
-            "'matplotlib', 'bokeh'))))")
+    code = (
+        "import sys, plugtrace.analysis, plugtrace.store, plugtrace.query; "
+        "print(sorted(m for m in sys.modules if m.startswith(('plugtrace.report', 'plugtrace.plots', "
+        "'matplotlib', 'bokeh'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

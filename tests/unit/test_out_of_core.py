@@ -30,11 +30,18 @@ RUNS = sorted(p.name for p in DATA.iterdir() if (p / "meta.json").exists())
 
 # --- the in-memory reference ------------------------------------------------------------------------------------
 
+
 def _buckets(name, low, high, count):
     count = np.asarray(count, dtype=np.int64)
     total = count.sum()
-    return pd.DataFrame({name: np.asarray(low, dtype=np.int64), f"{name}_high": np.asarray(high, dtype=np.int64),
-                         "count": count, "fraction": count / total if total else np.zeros(len(count))})
+    return pd.DataFrame(
+        {
+            name: np.asarray(low, dtype=np.int64),
+            f"{name}_high": np.asarray(high, dtype=np.int64),
+            "count": count,
+            "fraction": count / total if total else np.zeros(len(count)),
+        }
+    )
 
 
 def _histogram(run, names):
@@ -60,8 +67,9 @@ def ref_distribution(run, name, table, column, histograms):
 def _row(metric, source, values, qs):
     row = {"metric": metric, "source": source, "count": len(values), "approximate": False}
     row["mean_ns"] = float(values.mean()) if len(values) else np.nan
-    row.update({f"p{q:g}_ns": float(v) for q, v in zip(qs, np.percentile(values, qs) if len(values)
-                                                      else [np.nan] * len(qs))})
+    row.update(
+        {f"p{q:g}_ns": float(v) for q, v in zip(qs, np.percentile(values, qs) if len(values) else [np.nan] * len(qs))}
+    )
     row["max_ns"] = float(values.max()) if len(values) else np.nan
     return row
 
@@ -78,9 +86,11 @@ def ref_latency(run, qs=(50.0, 90.0, 99.0, 99.9)):
         queue, submit, complete = (t[c].to_numpy() for c in ("queue_ns", "submit_ns", "complete_ns"))
         submitted = submit >= 0
         completed = submitted & (complete >= 0)
-        rows += [_row("request_wait", "requests", (submit - queue)[submitted], qs),
-                 _row("request_service", "requests", (complete - submit)[completed], qs),
-                 _row("request_total", "requests", (complete - queue)[completed], qs)]
+        rows += [
+            _row("request_wait", "requests", (submit - queue)[submitted], qs),
+            _row("request_service", "requests", (complete - submit)[completed], qs),
+            _row("request_total", "requests", (complete - queue)[completed], qs),
+        ]
     if run.has("block_rq"):
         rows.append(_row("block", "block_rq", run.table("block_rq")["latency_ns"].to_numpy(), qs))
     done = {r["metric"] for r in rows}
@@ -89,10 +99,16 @@ def ref_latency(run, qs=(50.0, 90.0, 99.0, 99.9)):
         if h is not None:
             counts, high = h["count"].to_numpy(), h["high"].to_numpy().astype(np.float64)
             cum, total = np.cumsum(counts), int(counts.sum())
-            row = {"metric": metric, "source": "histogram", "count": total, "approximate": True,
-                   "mean_ns": float(((h["low"] + h["high"]) / 2 * counts).sum() / total)}
-            row.update({f"p{q:g}_ns": float(high[min(int(np.searchsorted(cum, q / 100 * total)), len(high) - 1)])
-                        for q in qs})
+            row = {
+                "metric": metric,
+                "source": "histogram",
+                "count": total,
+                "approximate": True,
+                "mean_ns": float(((h["low"] + h["high"]) / 2 * counts).sum() / total),
+            }
+            row.update(
+                {f"p{q:g}_ns": float(high[min(int(np.searchsorted(cum, q / 100 * total)), len(high) - 1)]) for q in qs}
+            )
             row["max_ns"] = float(high[-1])
             rows.append(row)
     return pd.DataFrame(rows)
@@ -106,12 +122,23 @@ def ref_deferral_stats(run):
     codes = np.where(owner < 0, 0, np.where(other, 2, 1))
     wait = (t["submit_ns"] - t["queue_ns"]).to_numpy()
     baseline = float(np.median(wait[~other])) if (~other).any() else 0.0
-    d = pd.DataFrame({"cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)), "wait_ns": wait,
-                      "extra_wait_ns": wait - baseline})
+    d = pd.DataFrame(
+        {
+            "cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)),
+            "wait_ns": wait,
+            "extra_wait_ns": wait - baseline,
+        }
+    )
     grouped = d.groupby("cause", observed=False)
-    out = pd.DataFrame({"count": grouped.size(), "mean_wait_ns": grouped["wait_ns"].mean(),
-                        "p50_wait_ns": grouped["wait_ns"].median(), "p99_wait_ns": grouped["wait_ns"].quantile(0.99),
-                        "mean_extra_wait_ns": grouped["extra_wait_ns"].mean()}).reindex(list(CAUSES))
+    out = pd.DataFrame(
+        {
+            "count": grouped.size(),
+            "mean_wait_ns": grouped["wait_ns"].mean(),
+            "p50_wait_ns": grouped["wait_ns"].median(),
+            "p99_wait_ns": grouped["wait_ns"].quantile(0.99),
+            "mean_extra_wait_ns": grouped["extra_wait_ns"].mean(),
+        }
+    ).reindex(list(CAUSES))
     out["count"] = out["count"].fillna(0).astype(np.int64)
     out.insert(1, "fraction", out["count"] / max(int(out["count"].sum()), 1))
     return out.rename_axis("cause").reset_index()
@@ -128,6 +155,7 @@ def ref_iops(run):
 
 
 # --- the comparisons ------------------------------------------------------------------------------------------
+
 
 def _compare(got, expected):
     assert list(got.columns) == list(expected.columns)
@@ -152,8 +180,9 @@ def test_batch_sizes_equal_the_in_memory_ones(name):
         table, column = sources[source]
         _compare(df_batch_sizes(run, source=source), ref_distribution(run, "nr_sqes", table, column, SQES_HISTOGRAMS))
     if run.has("block_unplug"):
-        _compare(df_unplugs(run, source="kernel"),
-                 ref_distribution(run, "nr_rq", "block_unplug", "nr_rq", ("unplug_nr_rq",)))
+        _compare(
+            df_unplugs(run, source="kernel"), ref_distribution(run, "nr_rq", "block_unplug", "nr_rq", ("unplug_nr_rq",))
+        )
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -172,7 +201,8 @@ def test_compare_equals_the_in_memory_numbers():
         if run.has("submits"):
             sizes = ref_distribution(run, "nr_sqes", "submits", "nr_sqes", ())
             assert got.loc[run.name, "mean_sqes_per_submit"] == pytest.approx(
-                float((sizes["nr_sqes"] * sizes["fraction"]).sum()), rel=1e-12)
+                float((sizes["nr_sqes"] * sizes["fraction"]).sum()), rel=1e-12
+            )
             lat = ref_latency(run, (50.0, 99.0)).set_index("metric")
             assert got.loc[run.name, "submit_p50_ns"] == lat.loc["submit", "p50_ns"]
             assert got.loc[run.name, "submit_p99_ns"] == lat.loc["submit", "p99_ns"]

@@ -69,8 +69,9 @@ def test_one_query_over_all_runs_equals_each_run_alone(sweep):
         pd.testing.assert_frame_equal(mine, alone)
     lat = runs.df_latency_percentiles()
     for label, run in zip(runs.labels, runs):
-        pd.testing.assert_frame_equal(lat[lat["run"] == label].drop(columns="run").reset_index(drop=True),
-                                      df_latency_percentiles(run))
+        pd.testing.assert_frame_equal(
+            lat[lat["run"] == label].drop(columns="run").reset_index(drop=True), df_latency_percentiles(run)
+        )
     stats = runs.df_deferral_stats()
     assert set(stats["run"]) == {"defer-qd8", "defer-qd32", "immediate-qd32", "aggregate"}  # fio has no app log
     pd.testing.assert_frame_equal(df_compare(runs), df_compare(list(runs)))
@@ -83,13 +84,16 @@ def test_summaries_equal_numpy_on_the_whole_tables(sweep):
     wait = (kept["submit_ns"] - kept["queue_ns"]).to_numpy()
     other = (kept["section_owner"] >= 0) & (kept["section_owner"] != kept["device"])
     stats = df_deferral_stats(run).set_index("cause")
-    np.testing.assert_array_equal(stats.loc["other_device_section", ["p50_wait_ns", "p99_wait_ns"]].to_numpy(float),
-                                  np.percentile(wait[other.to_numpy()], [50, 99]))
+    np.testing.assert_array_equal(
+        stats.loc["other_device_section", ["p50_wait_ns", "p99_wait_ns"]].to_numpy(float),
+        np.percentile(wait[other.to_numpy()], [50, 99]),
+    )
     assert stats.loc["other_device_section", "count"] == other.sum() > 0
     lat = df_latency_percentiles(run, (1, 50, 99.9)).set_index("metric")
     sub = run.table("submits")["latency_ns"].to_numpy()
-    np.testing.assert_array_equal(lat.loc["submit", ["p1_ns", "p50_ns", "p99.9_ns"]].to_numpy(float),
-                                  np.percentile(sub, [1, 50, 99.9]))
+    np.testing.assert_array_equal(
+        lat.loc["submit", ["p1_ns", "p50_ns", "p99.9_ns"]].to_numpy(float), np.percentile(sub, [1, 50, 99.9])
+    )
     devices = df_device_stats(run).set_index("device")
     for device, rows in kept.groupby("device"):
         w = (rows["submit_ns"] - rows["queue_ns"]).to_numpy()
@@ -103,8 +107,12 @@ def test_summaries_equal_numpy_on_the_whole_tables(sweep):
 def test_percentiles_are_numpys_exactly_for_awkward_data(tmp_path, seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 5000))
-    pieces = [rng.lognormal(8, 3, n).astype(np.int64), -rng.integers(0, 10**12, n // 7), np.full(n // 3, 42),
-              rng.integers(0, 2**62, 3)]
+    pieces = [
+        rng.lognormal(8, 3, n).astype(np.int64),
+        -rng.integers(0, 10**12, n // 7),
+        np.full(n // 3, 42),
+        rng.integers(0, 2**62, 3),
+    ]
     values = np.concatenate(pieces)
     rng.shuffle(values)
     group = rng.integers(0, 3, len(values))

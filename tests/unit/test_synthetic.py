@@ -12,8 +12,9 @@ from plugtrace.synthetic import STRATEGIES, SyntheticSpec, write_run
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_request_is_carried_by_its_submit(tmp_path, strategy):
-    path = write_run(tmp_path / "run", strategy=strategy, requests=3000, devices=3, threads=2, interleave=0.3,
-                     chunk_requests=1000)
+    path = write_run(
+        tmp_path / "run", strategy=strategy, requests=3000, devices=3, threads=2, interleave=0.3, chunk_requests=1000
+    )
     req = store.read_table(path, "requests")
     sub = store.read_table(path, "submits")
     assert (req["submit_ns"] >= req["queue_ns"]).all()
