@@ -24,7 +24,7 @@ def _show_runs_in_notebooks() -> None:
     if shell is None:
         return
 
-    def run_html(run):  # type: ignore[no-untyped-def]
+    def run_html(run):
         from .report import render_summary
 
         return render_summary(run)
@@ -35,7 +35,7 @@ def _show_runs_in_notebooks() -> None:
 _show_runs_in_notebooks()
 
 
-def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+def load_ipython_extension(ipython):
     """``%load_ext plugtrace`` in Jupyter: the `%plugtrace` magic (see plugtrace.magic)."""
     from .magic import load_ipython_extension as load
 

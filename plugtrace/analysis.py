@@ -44,6 +44,7 @@ __all__ = [
     "Runs",
     "MissingTableError",
     "requires",
+    "required_tables",
     "CAUSES",
     "df_submits",
     "df_batch_sizes",
@@ -265,10 +266,10 @@ class Run:
         Taken from the Parquet column statistics, so no table is read in full.
         """
         if self._start_ns is None:
-            candidates = [self._column_min(t, c) for t, c in _TIME_COLUMNS.items() if self.has(t)]
-            candidates = [c for c in candidates if c is not None]
+            found = [self._column_min(t, c) for t, c in _TIME_COLUMNS.items() if self.has(t)]
+            candidates = [c for c in found if c is not None]
             self._start_ns = min(candidates) if candidates else 0
-        return self._start_ns
+        return int(self._start_ns)
 
     def _column_min(self, table: str, column: str) -> int | None:
         md = pq.read_metadata(self.path / "tables" / f"{table}.parquet")
@@ -316,6 +317,11 @@ def requires(*tables: str | tuple[str, ...]) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def required_tables(fn: Callable[..., Any]) -> tuple[str | tuple[str, ...], ...]:
+    """The tables a `@requires` function needs: `@requires(*required_tables(f))` for one that needs the same."""
+    return fn.required_tables  # type: ignore[attr-defined]
 
 
 def _pick_source(run: Run, source: str, choices: dict[str, str]) -> str:

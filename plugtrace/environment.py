@@ -51,7 +51,7 @@ def describe_environment() -> dict:
     from . import __version__
     from .uring import liburing_version
 
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             packages[name] = metadata.version(name)

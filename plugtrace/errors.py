@@ -1,8 +1,17 @@
-"""One error type for everything a user can get wrong or a machine can lack.
+"""One error type for everything a user can get wrong or a machine can lack, and the CLI's exit codes.
 
 The CLI prints `plugtrace: <message>` and exits with `exit_code`; it never shows a
 traceback for a PlugtraceError.
 """
+
+#: the command did what was asked
+EXIT_OK = 0
+#: `record --allow-write`: a block read back did not hold what was written there
+EXIT_DATA_MISMATCH = 6
+#: Ctrl-C or a terminating signal ended the command (what was recorded is kept), as shells count it: 128 + SIGINT
+EXIT_INTERRUPTED = 130
+#: stdout was closed under us, as a shell reports a command killed by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 
 class PlugtraceError(Exception):

@@ -35,6 +35,7 @@ from .analysis import (
     df_latency_cdf,
     df_sqes_over_time,
     df_wait_histogram,
+    required_tables,
     requires,
     submit_latency_percentiles,
     timeline_window,
@@ -71,7 +72,7 @@ def _frame(data: Run | pd.DataFrame, df_function: Any, **kwargs: Any) -> pd.Data
     return df_function(data, **kwargs) if isinstance(data, Run) else data
 
 
-@requires(*df_batch_sizes.required_tables)
+@requires(*required_tables(df_batch_sizes))
 def plot_batch_sizes(data: Run | pd.DataFrame, ax: Axes | None = None, source: str = "auto") -> Axes:
     """Bar chart of SQEs per io_uring_enter(): fraction of submits (y) per batch size (x, SQEs).
 
@@ -90,7 +91,7 @@ def plot_batch_sizes(data: Run | pd.DataFrame, ax: Axes | None = None, source: s
     return ax
 
 
-@requires(*df_sqes_over_time.required_tables)
+@requires(*required_tables(df_sqes_over_time))
 def plot_sqes_over_time(
     data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 300, start_ns: int | None = None
 ) -> Axes:
@@ -247,7 +248,7 @@ def plot_timeline(
     return ax
 
 
-@requires(*df_wait_histogram.required_tables)
+@requires(*required_tables(df_wait_histogram))
 def plot_deferral_delays(data: Run | pd.DataFrame, ax: Axes | None = None, bins: int = 60) -> Axes:
     """Distribution of how long requests waited before submission (x: µs, log), one curve per cause.
 

@@ -278,7 +278,7 @@ def _numpy_positions(n: int, qs: Sequence[float]) -> list[tuple[int, int, float]
     return out
 
 
-def _lerp(a: np.generic, b: np.generic, t: float) -> float:
+def _lerp(a: Any, b: Any, t: float) -> float:
     """numpy's linear interpolation of two values of the column's own type (the difference is taken
     in that type, as numpy does), including its choice of formula for t >= 0.5."""
     diff = b - a

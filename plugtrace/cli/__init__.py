@@ -18,10 +18,7 @@ import importlib
 import os
 import sys
 
-from ..errors import PlugtraceError
-
-#: exit status when stdout was closed under us, as a shell reports a command killed by SIGPIPE (128 + 13)
-EXIT_BROKEN_PIPE = 141
+from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, PlugtraceError
 
 SUBCOMMANDS = ("record", "report", "diff", "export", "devices", "doctor")
 
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C before a command had anything to keep (e.g. while starting up)
         print("plugtrace: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader of our output went away (`plugtrace devices | head`): nothing to say, nor anyone to say it
         # to; stdout goes to /dev/null so that Python's own flush at exit does not complain either

@@ -12,14 +12,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..errors import CapabilityError, DeviceError, PlugtraceError, UsageError
+from ..errors import EXIT_DATA_MISMATCH, EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
+from .recording import Recording
 
 HELP = "run a workload on a real io_uring device and record what happened"
 DESCRIPTION = """\
@@ -319,106 +320,6 @@ def _default_output(label: str) -> Path:
     return Path("runs") / f"{stamp}-{label}"
 
 
-class _Terminate(KeyboardInterrupt):
-    """SIGTERM, SIGHUP (the terminal closed) or SIGQUIT, raised in the main thread so it unwinds
-    exactly like Ctrl-C: what was recorded is kept, devices we made are removed."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminate()
-
-
-#: the signals that end a recording as Ctrl-C does
-TERMINATING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def _catch_terminating() -> dict:
-    """Turn `TERMINATING` signals into `_Terminate`; returns the old handlers for `_restore`."""
-    return {sig: signal.signal(sig, _on_sigterm) for sig in TERMINATING}
-
-
-def _ignore_terminating() -> None:
-    """While cleaning up: a second signal must not cut the clean-up short."""
-    for sig in TERMINATING:
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _restore(old: dict) -> None:
-    for sig, handler in old.items():
-        signal.signal(sig, handler)
-
-
-def _start_tracer(
-    mode: str,
-    pid: int | None,
-    dev_t: list[str],
-    max_events: int,
-    writer,
-    probes: list[str] | None = None,
-    markers: bool = True,
-    existing_children: bool = False,
-):
-    """Start bpftrace when this machine can; returns (tracer or None, could_not_measure).
-    `markers`: put uprobes on our extension's plug-section markers; `existing_children`: trace the
-    children `pid` forked already too (--pid)."""
-    if mode == "off":
-        return None, {"kernel": "tracing turned off (--mode off)"}
-    if os.geteuid() != 0:
-        return None, {"kernel": "not root: bpftrace needs root (run as root to trace the kernel side)"}
-    try:
-        from ..tracing import Tracer, detect_capabilities
-    except ImportError as exc:
-        return None, {"kernel": f"tracing support is not installed ({exc})"}
-    from ..uring._binding import extension_path
-
-    caps = detect_capabilities()
-    tracer = Tracer(
-        mode=mode,
-        pid=pid,
-        devices=dev_t,
-        marker_lib=extension_path if markers else None,
-        max_events=max_events,
-        capabilities=caps,
-        probes=probes,
-        existing_children=existing_children,
-    )
-    try:
-        tracer.start(writer)
-    except CapabilityError as exc:
-        return None, {"kernel": exc.message}
-    return tracer, dict(tracer.could_not_measure)
-
-
-def _stop_tracer(tracer, writer, missing: dict) -> dict:
-    info = {"probes": {"ran": [], "could_not_measure": dict(missing)}, "events_lost": None}
-    if tracer is None:
-        return info
-    got = tracer.stop(writer)
-    info["probes"]["ran"] = got.get("probes", {}).get("ran", [])
-    info["probes"]["could_not_measure"].update(got.get("probes", {}).get("could_not_measure", {}))
-    info["probes"]["backends"] = got.get("probes", {}).get("backends", {})
-    info["probes"]["not_asked"] = got.get("probes", {}).get("not_asked", {})
-    info["events_lost"] = got.get("events_lost")
-    if got.get("error"):
-        info["tracer_error"] = got["error"]
-        print(f"plugtrace: tracer: {got['error']}", file=sys.stderr)
-    if got.get("kernel_summary"):
-        info["kernel_summary"] = got["kernel_summary"]
-    return info
-
-
-def _add_kernel_summary(info: dict, run_dir: Path) -> None:
-    """Merge eBPF headline numbers (from the finished kernel tables) into `info`."""
-    from ..tracing.summary import kernel_summary
-
-    try:
-        numbers = kernel_summary(run_dir)
-    except (OSError, ValueError) as exc:  # a damaged table: the run says so elsewhere
-        numbers = {"error": f"could not summarise the kernel tables: {exc}"}
-    if numbers:
-        info.setdefault("kernel_summary", {}).update(numbers)
-
-
 def run(args) -> int:
     probes = _probe_list(args.probes)  # a bad list is refused before anything is created
     _check_numbers(args)
@@ -434,18 +335,18 @@ def run(args) -> int:
     from .. import devices
     from ..engine import run_workload
     from ..environment import describe_environment
-    from ..store import STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, RunWriter, StoreWriteError
+    from ..store import STATUS_COMPLETE, STATUS_INTERRUPTED, RunWriter
 
     cfg = _config_from_args(args)
     if args.max_events <= 0:
         raise UsageError("--max-events: must be positive")
     size = devices.parse_size(args.size)
     out = Path(args.output) if args.output else _default_output(cfg.strategy)
-    old_term = _catch_terminating()
-    target = tracer = writer = None
-    status = STATUS_FAILED
-    try:
+    command_line = ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else list(sys.argv)
+    with Recording(out, {"environment": describe_environment()}, command=command_line) as rec:
+        rec.on_exit(devices.cleanup_all)
         target = devices.open_target(args.device, size, allow_write=args.allow_write, sparse=args.sparse)
+        rec.on_exit(target.close)
         if target.extra.get("fill_s") is not None and not args.quiet:
             print(
                 f"filled the loop device's backing file with {size / 2**30:.3g} GiB of data in "
@@ -454,19 +355,8 @@ def run(args) -> int:
             )
         devices.check_writable(target, cfg.writes)
         config = cfg.as_dict() | {"mode": args.mode, "device_spec": args.device}
-        writer = RunWriter(
-            out,
-            {
-                "plugtrace_version": __import__("plugtrace").__version__,
-                "command": ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else sys.argv,
-                "config": config,
-                "environment": describe_environment(),
-                "device": target.describe(),
-                "events_lost": None,
-                "tracing_overhead": None,
-            },
-        )
-        overhead = None
+        writer = rec.open(config=config, device=target.describe())
+        overhead: dict[str, Any] | None = None
         if args.measure_overhead and args.mode != "off":
             print("measuring untraced baseline ...", file=sys.stderr)
             # the baseline writes its log too, beside the run, as the traced run will: the ratio is tracing's alone
@@ -483,37 +373,30 @@ def run(args) -> int:
             if baseline.interrupted:  # Ctrl-C or SIGTERM during the baseline ends the recording too
                 raise KeyboardInterrupt
             overhead = {"untraced_iops": round(baseline.iops, 1)}
-        tracer, missing = _start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, writer, probes)
-        if missing:
-            for name, why in missing.items():
-                print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
+        missing = rec.start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, probes)
+        for name, why in missing.items():
+            print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         progress = _Progress(cfg.duration_s, args.quiet)
-        stop = threading.Event()
         try:
-            result = run_workload(cfg, target.path, target.size_bytes, writer.append, stop=stop, progress=progress)
+            result = run_workload(cfg, target.path, target.size_bytes, writer.append, progress=progress)
         finally:
             progress.done()
-        trace_info = _stop_tracer(tracer, writer, missing)
-        tracer = None
-        status = STATUS_INTERRUPTED if result.interrupted else STATUS_COMPLETE
-        if trace_info.get("tracer_error") and status == STATUS_COMPLETE:
-            status = "incomplete"
-        writer.close_tables()
-        _add_kernel_summary(trace_info, out)
+        trace_info = rec.close_tables()
         summary = _app_summary(out, result.elapsed_s, result.nr_requests)
         summary["sync_reads"] = result.sync_reads
         summary["nr_errors"] = result.nr_errors
         if overhead is not None:
             overhead["traced_iops"] = round(result.iops, 1)
-            overhead["ratio"] = round(result.iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
-        writer.close(
-            status,
+            untraced = overhead["untraced_iops"]
+            overhead["ratio"] = round(result.iops / untraced, 4) if untraced else None
+        rec.finish(
+            STATUS_INTERRUPTED if result.interrupted else STATUS_COMPLETE,
+            trace_info,
             summary=summary,
             emulated_devices=result.devices,
             engine_threads=result.threads,
             integrity=result.integrity,
             tracing_overhead=overhead,
-            **trace_info,
         )
         _print_summary(writer.meta, out)
         if result.nr_errors:
@@ -522,42 +405,9 @@ def run(args) -> int:
                 file=sys.stderr,
             )
         if result.integrity and result.integrity["mismatches"]:
-            return 6
-        return 130 if result.interrupted else 0
-    except (KeyboardInterrupt, _Terminate):
-        status = STATUS_INTERRUPTED
-        print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
-        return 130
-    except PlugtraceError as exc:
-        if writer is not None:
-            writer.meta["error"] = exc.message
-            if isinstance(exc, StoreWriteError):
-                status = "incomplete"
-        raise
-    except OSError as exc:
-        msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
-        if writer is not None:
-            writer.meta["error"] = msg
-        raise PlugtraceError(msg) from None
-    finally:
-        _ignore_terminating()
-        try:
-            if tracer is not None:
-                info = _stop_tracer(tracer, writer, {})
-                if writer is not None:
-                    writer.meta.update(info)
-            if writer is not None and writer.meta.get("status") == "recording":
-                try:
-                    writer.close(status)
-                except PlugtraceError as exc:
-                    print(f"plugtrace: {exc.message}", file=sys.stderr)
-                if status != STATUS_COMPLETE:
-                    print(f"plugtrace: run directory {out} marked {writer.meta['status']}", file=sys.stderr)
-        finally:
-            if target is not None:
-                target.close()
-            devices.cleanup_all()
-            _restore(old_term)
+            return EXIT_DATA_MISMATCH
+        return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+    return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
 
 
 def _end_process_group(proc: subprocess.Popen) -> None:
@@ -615,7 +465,7 @@ def _watched_device(text: str | None) -> str | None:
 def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     """Trace another program (--pid, or -- CMD): kernel side only."""
     from ..environment import describe_environment
-    from ..store import STATUS_COMPLETE, STATUS_INTERRUPTED, RunWriter
+    from ..store import STATUS_COMPLETE
     from ..tracing.runner import signals_held
 
     if args.mode == "off":
@@ -647,31 +497,22 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         )
     label = Path(command[0]).name if command else f"pid{args.pid}"
     out = Path(args.output) if args.output else _default_output(label)
-    old_term = _catch_terminating()
-    writer = tracer = proc = None
-    status = STATUS_COMPLETE
-    started = time.monotonic()
-    try:
-        writer = RunWriter(
-            out,
-            {
-                "plugtrace_version": __import__("plugtrace").__version__,
-                "command": sys.argv,
-                "config": {
-                    "external": command or None,
-                    "pid": args.pid,
-                    "mode": args.mode,
-                    "duration_s": args.duration,
-                    "strategy": None,
-                    "watch_device": args.watch_device,
-                    "children_at_start": children or None,
-                },
-                "environment": describe_environment(),
-                "device": None,
-                "events_lost": None,
-                "tracing_overhead": None,
-            },
+    with Recording(out, {"environment": describe_environment(), "device": None}) as rec:
+        writer = rec.open(
+            config={
+                "external": command or None,
+                "pid": args.pid,
+                "mode": args.mode,
+                "duration_s": args.duration,
+                "strategy": None,
+                "watch_device": args.watch_device,
+                "children_at_start": children or None,
+            }
         )
+        # interrupted: what was traced until then (a traced command owns stdout)
+        rec.on_interrupted = lambda meta: _print_summary(meta, out, file=sys.stderr)
+        proc: subprocess.Popen | None = None
+        w = -1
         if command:
             # Started stopped-at-exec is not possible from Python, so start the
             # tracer first with a pid filter that follows the child: the child
@@ -680,69 +521,54 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             try:
                 with signals_held():
                     proc = subprocess.Popen(
-                        ["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-child", *command],
+                        # no "go" (we could not trace): it exits without running the command
+                        ["sh", "-c", 'read _ <&3 && exec "$@"', "plugtrace-child", *command],
                         pass_fds=(r,),
                         preexec_fn=lambda: _child_signals_and_fd(r),
                         start_new_session=True,  # its own process group: its children are ended with it
                     )
             except OSError as exc:
+                os.close(w)
                 raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
-            os.close(r)
+            finally:
+                os.close(r)
             pid = proc.pid
         else:
             pid = args.pid
-        tracer, missing = _start_tracer(
-            args.mode,
-            pid,
-            [watched] if watched else [],
-            args.max_events,
-            writer,
-            probes,
-            markers=_uses_our_extension(pid, probes),
-            existing_children=args.pid is not None,
-        )
-        if tracer is None:
-            raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
-        started = time.monotonic()
-        if proc is not None:
-            os.write(w, b"go\n")
-            os.close(w)
-            proc.wait()
-        else:
-            deadline = None if args.duration is None else started + args.duration
-            while Path(f"/proc/{pid}").exists() and (deadline is None or time.monotonic() < deadline):
-                time.sleep(0.1)
-        elapsed = time.monotonic() - started
-        info = _stop_tracer(tracer, writer, missing)
-        tracer = None
-        writer.close_tables()
-        _add_kernel_summary(info, out)
-        writer.close(
-            status, summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None}, **info
+        try:
+            missing = rec.start_tracer(
+                args.mode,
+                pid,
+                [watched] if watched else [],
+                args.max_events,
+                probes,
+                markers=_uses_our_extension(pid, probes),
+                existing_children=args.pid is not None,
+            )
+            if rec.tracer is None:
+                raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
+            started = time.monotonic()
+            if proc is not None:
+                os.write(w, b"go\n")
+                os.close(w)
+                w = -1
+                proc.wait()
+            else:
+                deadline = None if args.duration is None else started + args.duration
+                while Path(f"/proc/{pid}").exists() and (deadline is None or time.monotonic() < deadline):
+                    time.sleep(0.1)
+            elapsed = time.monotonic() - started
+        finally:
+            if proc is not None:
+                _end_process_group(proc)  # before the tracer stops, whatever ended the wait
+            if w >= 0:
+                os.close(w)
+        rec.finish(
+            STATUS_COMPLETE,
+            rec.close_tables(),
+            summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None},
         )
         # a traced command owns stdout: the summary goes beside its output, not into it
         _print_summary(writer.meta, out, file=sys.stderr if proc is not None else None)
-        return 0 if proc is None else (proc.returncode or 0)
-    except (KeyboardInterrupt, _Terminate):
-        status = STATUS_INTERRUPTED
-        print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
-        return 130
-    except OSError as exc:  # the run directory: a file in the way, a read-only file system, ...
-        msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
-        if writer is not None:
-            writer.meta["error"] = msg
-        status = "failed"
-        raise PlugtraceError(msg) from None
-    finally:
-        _ignore_terminating()
-        if proc is not None:
-            _end_process_group(proc)
-        if tracer is not None:
-            info = _stop_tracer(tracer, writer, {})
-            if writer is not None:
-                writer.meta.update(info)
-        if writer is not None and writer.meta.get("status") == "recording":
-            writer.close(STATUS_INTERRUPTED if status != STATUS_COMPLETE else "failed")
-            if writer.meta["status"] == STATUS_INTERRUPTED:  # what was traced until Ctrl-C
-                _print_summary(writer.meta, out, file=sys.stderr)
-        _restore(old_term)
+        return EXIT_OK if proc is None else (proc.returncode or EXIT_OK)
+    return EXIT_INTERRUPTED

@@ -66,7 +66,8 @@ def _figure(title: str, x_label: str, y_label: str, **kw: Any) -> Any:
 
 def batch_sizes(run: Run) -> Any:
     """Fraction of submits per batch size (SQEs per io_uring_enter()), with the mean marked."""
-    from bokeh.models import HoverTool, Span
+    from bokeh.models import HoverTool
+    from bokeh.models.annotations import Span
 
     sizes = df_batch_sizes(run)
     if sizes.empty:
@@ -130,7 +131,8 @@ def sqes_over_time(run: Run) -> Any:
 
 def submit_latency(run: Run) -> Any:
     """Cumulative distribution of submit latency (µs, log x) with exact p50 and p99 marked."""
-    from bokeh.models import ColumnDataSource, HoverTool, Span
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.models.annotations import Span
 
     if not (run.has("submits") or run.has("enters")):
         raise MissingTableError(
