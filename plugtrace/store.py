@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PlugtraceError, RunDirError
+from .schema import schema_of
 
 SCHEMA_NAME = "plugtrace-run"
 SCHEMA_VERSION = 1
@@ -64,6 +65,19 @@ def _disk_error(path: Path, exc: OSError) -> PlugtraceError:
     else:
         why = exc.strerror or str(exc)
     return StoreWriteError(f"cannot write {path}: {why}")
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """`table` in the columns and types `plugtrace.schema` gives table `name` (a table it does not know
+    is kept as it is). A writer that produces other columns is a bug, and is told so."""
+    schema = schema_of(name)
+    if schema is None or table.schema == schema:
+        return table
+    if sorted(table.column_names) != sorted(schema.names):
+        raise ValueError(
+            f"table {name}: columns {table.column_names} are not those of plugtrace.schema ({schema.names})"
+        )
+    return table.select(schema.names).cast(schema)
 
 
 class RunWriter:
@@ -125,6 +139,7 @@ class RunWriter:
 
     def _append(self, name: str, table: pa.Table) -> int:
         path = self.table_path(name)
+        table = conform(name, table)
         try:
             writer = self._writers.get(name)
             if writer is None:

@@ -37,6 +37,12 @@ def run(tmp_path):
             "submit_ns": np.array(cols[6], np.int64),
             "complete_ns": np.array(cols[6], np.int64) + 100,
             "offset_bytes": np.arange(len(rows), dtype=np.int64) * 4096,
+            # what these delays do not depend on
+            "op": np.zeros(len(rows), np.int32),
+            "len_bytes": np.full(len(rows), 4096, np.int64),
+            "submit_seq": np.array(cols[6], np.int64),
+            "resubmits": np.zeros(len(rows), np.int32),
+            "result": np.full(len(rows), 4096, np.int32),
         },
     )
     writer.append(

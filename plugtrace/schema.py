@@ -1,0 +1,114 @@
+"""Every table of a run directory, its columns and their types, in one place.
+
+Whoever writes a table (the engine's log, the tracer's readers, the synthetic
+generator) writes it through `RunWriter`, which casts each chunk to the schema
+here, so two runs never disagree on a column's type. What each column means is
+in docs/run-format.md.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["LABEL", "TABLES", "schema_of"]
+
+I32, I64 = pa.int32(), pa.int64()
+#: a column of a few repeated names (an event kind, a marker): dictionary-encoded, as the tracer writes it
+LABEL = pa.dictionary(pa.int32(), pa.string())
+
+TABLES: dict[str, pa.Schema] = {
+    # --- the engine's own log -----------------------------------------------------------------------------
+    "requests": pa.schema(
+        [
+            ("req_id", I64),
+            ("thread", I32),
+            ("tid", I32),
+            ("device", I32),
+            ("op", I32),
+            ("offset_bytes", I64),
+            ("len_bytes", I64),
+            ("queue_ns", I64),
+            ("submit_ns", I64),
+            ("complete_ns", I64),
+            ("submit_seq", I64),
+            ("section_id", I64),
+            ("section_owner", I32),
+            ("sync", pa.bool_()),
+            ("resubmits", I32),
+            ("result", I32),
+        ]
+    ),
+    "submits": pa.schema(
+        [
+            ("submit_seq", I64),
+            ("thread", I32),
+            ("tid", I32),
+            ("start_ns", I64),
+            ("end_ns", I64),
+            ("latency_ns", I64),
+            ("nr_sqes", I32),
+            ("ret", I32),
+            ("reason", pa.string()),
+        ]
+    ),
+    "sections": pa.schema(
+        [
+            ("section_id", I64),
+            ("thread", I32),
+            ("tid", I32),
+            ("owner", I32),
+            ("begin_ns", I64),
+            ("end_ns", I64),
+            ("nr_deferred_calls", I32),
+            ("nr_nested_polls", I32),
+        ]
+    ),
+    "handlers": pa.schema(
+        [
+            ("thread", I32),
+            ("tid", I32),
+            ("device", I32),
+            ("begin_ns", I64),
+            ("end_ns", I64),
+            ("section_id", I64),
+            ("section_owner", I32),
+        ]
+    ),
+    # --- the kernel's side, from the tracer ---------------------------------------------------------------
+    "enters": pa.schema(
+        [
+            ("ts_ns", I64),
+            ("tid", I32),
+            ("fd", I32),
+            ("to_submit", I32),
+            ("min_complete", I32),
+            ("flags", I32),
+            ("ret", I32),
+            ("latency_ns", I64),
+        ]
+    ),
+    "uring_requests": pa.schema(
+        [("ts_ns", I64), ("tid", I32), ("event", LABEL), ("user_data", pa.uint64()), ("opcode", I32), ("res", I32)]
+    ),
+    "block_rq": pa.schema(
+        [
+            ("issue_ns", I64),
+            ("complete_ns", I64),
+            ("latency_ns", I64),
+            ("dev", I64),
+            ("sector", I64),
+            ("nr_bytes", I64),
+            ("rwbs", pa.string()),
+        ]
+    ),
+    "block_unplug": pa.schema([("ts_ns", I64), ("tid", I32), ("nr_rq", I32)]),
+    "markers": pa.schema([("ts_ns", I64), ("tid", I32), ("marker", LABEL), ("arg0", I64), ("arg1", I64)]),
+    # aggregate mode: in-kernel histograms (power-of-two or linear buckets) and counters
+    "histograms": pa.schema([("name", pa.string()), ("low", I64), ("high", I64), ("count", I64)]),
+    "counters": pa.schema([("name", pa.string()), ("value", I64)]),
+}
+
+
+def schema_of(table: str) -> pa.Schema | None:
+    """The schema of `table`, or None for a table this version does not know (kept as written)."""
+    return TABLES.get(table)
