@@ -1,30 +1,9 @@
-"""Integration tests run as root on real devices with real bpftrace.
-
-`require(cond, why)`: in CI (env CI set) a missing capability fails the test,
-elsewhere it skips with the reason, so CI can never pass by skipping.
-"""
-
-import os
-import shutil
+"""Fixtures of the integration tests, which run as root on real devices with real bpftrace
+(the capability checks they use are in tests/helpers.py)."""
 
 import pytest
 
-
-def require(condition: bool, why: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must be able to run this test: {why}")
-    pytest.skip(why)
-
-
-def require_root() -> None:
-    require(os.geteuid() == 0, "needs root (real loop/zram devices, bpftrace)")
-
-
-def require_bpftrace() -> None:
-    require_root()
-    require(shutil.which("bpftrace") is not None, "bpftrace is not installed")
+from tests.helpers import require_root
 
 
 @pytest.fixture

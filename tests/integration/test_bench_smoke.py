@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require_root
+from tests.helpers import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py"))

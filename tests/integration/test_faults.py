@@ -18,36 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require, require_root
-
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
-
-
-def loop_devices() -> str:
-    return subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-
-
-def zram_devices() -> set:
-    return {p.name for p in Path("/sys/block").glob("zram*")}
-
-
-def bpftrace_pids() -> str:
-    return subprocess.run(["pgrep", "-x", "bpftrace"], capture_output=True, text=True).stdout
-
-
-class LeftBehind:
-    """Snapshot of devices and tracers before a case; `check()` after it."""
-
-    def __init__(self):
-        self.loops, self.zrams, self.tracers = loop_devices(), zram_devices(), bpftrace_pids()
-
-    def check(self):
-        deadline = time.monotonic() + 5
-        while bpftrace_pids() != self.tracers and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert loop_devices() == self.loops, "a loop device was left behind"
-        assert zram_devices() == self.zrams, "a zram device was left behind"
-        assert bpftrace_pids() == self.tracers, "a bpftrace process was left behind"
+from tests.helpers import PLUGTRACE, LeftBehind, loop_devices, require, require_root
 
 
 @pytest.fixture

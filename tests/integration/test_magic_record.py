@@ -2,7 +2,7 @@
 
 import pytest
 
-from .conftest import require_root
+from tests.helpers import require_root
 
 InteractiveShell = pytest.importorskip("IPython.core.interactiveshell").InteractiveShell
 

@@ -68,7 +68,7 @@ def test_many_runs_notebook_on_a_recorded_sweep(tmp_path):
     import subprocess
     import sys
 
-    from .conftest import require_root
+    from tests.helpers import require_root
 
     require_root()
     sweep = tmp_path / "sweep"

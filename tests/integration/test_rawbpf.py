@@ -11,8 +11,7 @@ from pathlib import Path
 from plugtrace.devices import block_stat
 from plugtrace.tracing.capabilities import detect_capabilities
 from plugtrace.uring import Ring
-
-from .conftest import require, require_root
+from tests.helpers import require, require_root
 
 # an unrelated process: started before attaching, it is neither us nor our child
 OTHER = textwrap.dedent("""

@@ -4,27 +4,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import require_root
-
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+from tests.helpers import PLUGTRACE, loop_devices, require_root, zram_devices
 
 
 def run(*args, **kw):
     return subprocess.run([*PLUGTRACE, *args], capture_output=True, text=True, timeout=120, **kw)
-
-
-def loop_devices() -> str:
-    return subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-
-
-def zram_devices() -> set:
-    return {p.name for p in Path("/sys/block").glob("zram*")}
 
 
 def test_record_on_loop_writes_a_run_directory(tmp_path):

@@ -5,17 +5,16 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import require
+from tests.helpers import PLUGTRACE, require
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+
 
 # Appended to a copy of the report: after load, list every image and whether
 # the browser decoded it, where --dump-dom can read it.

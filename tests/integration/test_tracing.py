@@ -18,10 +18,7 @@ from plugtrace.devices import block_stat
 from plugtrace.store import read_meta, read_table
 from plugtrace.tracing.capabilities import detect_capabilities
 from plugtrace.tracing.probes import kernel_dev_t
-
-from .conftest import require, require_bpftrace
-
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+from tests.helpers import PLUGTRACE, require, require_bpftrace
 
 
 def record(out, *args, env=None, check=True):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require, require_root
+from tests.helpers import require, require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "nobody"
