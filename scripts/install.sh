@@ -35,8 +35,11 @@ if [ "$(id -u)" -eq 0 ] && [ ! -e /sys/kernel/tracing/events ]; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 fi
 
-# our eBPF programs, against this kernel's BTF (before the package, which carries them)
-make -s -C probes
+# our eBPF programs, against this kernel's BTF (before the package, which carries them); without
+# them (a kernel without BTF, say) plugtrace runs the bpftrace scripts and says why
+if ! make -s -C probes; then
+    echo "install.sh: our eBPF programs were not built (see above); plugtrace will run the bpftrace scripts" >&2
+fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

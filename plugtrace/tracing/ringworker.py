@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done = run(args.table, args.out, args.pid, args.device, args.max_events, args.existing_children)
     except OSError as exc:  # BpfError among them: the message says which program and why
-        print(f"our {args.table} programs could not load: {exc}", file=sys.stderr)
+        print(f"our {args.table} programs could not load: {exc.strerror or exc}", file=sys.stderr)
         return 1
     _say({"done": done})
     return 0

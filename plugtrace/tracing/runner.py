@@ -391,8 +391,8 @@ class Tracer:
             self._start_ring(spec)
             return ""
         if ok:
-            probe = AGGREGATES[spec.table](self.pid, self.device, existing_children=self.existing_children)
             try:
+                probe = AGGREGATES[spec.table](self.pid, self.device, existing_children=self.existing_children)
                 probe.start()
             except BpfError as exc:
                 return exc.strerror or str(exc)
