@@ -446,10 +446,6 @@ class Ring:
         self._cons = mmap.mmap(fd, self._page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._data = mmap.mmap(fd, self._page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=self._page)
 
-    def pending(self) -> int:
-        """Bytes written and not yet read."""
-        return struct.unpack_from("<Q", self._data, 0)[0] - struct.unpack_from("<Q", self._cons, 0)[0]
-
     def read(self) -> np.ndarray:
         """The records committed since the last call, oldest first (a copy)."""
         cons = struct.unpack_from("<Q", self._cons, 0)[0]
