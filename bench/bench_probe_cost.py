@@ -28,10 +28,9 @@ import argparse
 import contextlib
 import json
 
-from bench.common import (default_aggregate_probes, device, empty_programs, fio_command, held, machine, print_table,
-                          require_root, write_json)
-from plugtrace.tracing.rawbpf import Programs, bpf_stats
-from plugtrace.tracing.rawprobes import AGGREGATES
+from bench.common import (aggregate_programs, default_aggregate_probes, device, empty_programs, fio_command, held,
+                          machine, print_table, require_root, write_json)
+from plugtrace.tracing.libbpf import bpf_stats
 
 #: what `record -- CMD` runs by default, and with --watch-device
 PROBE_SETS = {"traced program (default)": default_aggregate_probes(),
@@ -100,12 +99,12 @@ def measure(kind: str, runtime_s: float) -> tuple[list[dict], list[dict]]:
         # fio waits for a line on stdin until the programs are attached, so the
         # job process it forks is followed from the start
         fio = held(fio_command(target.path, runtime_s=runtime_s))
-        attached: dict[str, Programs] = {}
+        attached: dict = {}
         try:
             with bpf_stats():
                 attached["(empty program)"] = empty_programs([_EMPTY_ON])
                 for name in PROBE_SETS["with --watch-device"] + ("enters",):
-                    attached[name] = AGGREGATES[name](fio.pid, target.dev_t)  # as --watch-device
+                    attached[name] = aggregate_programs(name, fio.pid, target.dev_t)  # as --watch-device
                 out, _ = fio.communicate("go\n")
                 stats = {name: progs.run_stats() for name, progs in attached.items()}
         finally:

@@ -50,10 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (PLUGTRACE, default_aggregate_probes, device, empty_programs, fio_command, held, machine,
-                          print_table, require_root, tracepoints_of, write_json)
+from bench.common import (PLUGTRACE, aggregate_programs, default_aggregate_probes, device, empty_programs,
+                          fio_command, held, machine, print_table, require_root, tracepoints_of, write_json)
 from plugtrace import devices
-from plugtrace.tracing.rawprobes import AGGREGATES
 TARGETS = {"loop": 0.97, "zram": 0.7}
 TARGET_LOSSLESS_EVENTS_S = 200_000
 TARGET_RSS_MB = 500
@@ -133,16 +132,16 @@ def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path
 
 
 #: programs attached in the toggled windows, labelled as the VARIANTS they stand for:
-#: label -> f(pid of fio's job, device's major:minor) -> the programs (`Programs`); the A/A
+#: label -> f(pid of fio's job, device's major:minor) -> the programs (`BpfObject`s); the A/A
 #: control attaches nothing, and shows what the method itself reads as a difference
 TOGGLED = {
     "A/A control: nothing attached": lambda pid, dev: [],
     "floor: empty programs": lambda pid, dev: [empty_programs(tracepoints_of(default_aggregate_probes()))],
-    "aggregate": lambda pid, dev: [AGGREGATES[name](pid) for name in default_aggregate_probes()],
+    "aggregate": lambda pid, dev: [aggregate_programs(name, pid) for name in default_aggregate_probes()],
     "floor with block probes: empty programs":
         lambda pid, dev: [empty_programs(tracepoints_of(default_aggregate_probes(device_known=True)))],
     "aggregate --watch-device":
-        lambda pid, dev: [AGGREGATES[name](pid, dev) for name in default_aggregate_probes(device_known=True)],
+        lambda pid, dev: [aggregate_programs(name, pid, dev) for name in default_aggregate_probes(device_known=True)],
 }
 
 

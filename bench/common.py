@@ -97,24 +97,53 @@ def default_aggregate_probes(device_known: bool = False) -> tuple[str, ...]:
 
 
 def tracepoints_of(probes: tuple[str, ...]) -> list[str]:
-    """The raw tracepoints the aggregate-mode programs of `probes` attach to."""
-    from plugtrace.tracing.rawprobes import AGGREGATES
+    """The tracepoints the aggregate-mode programs of `probes` attach to (the fork follower aside)."""
+    from plugtrace.tracing.bpfprobes import AGGREGATES
 
-    return sorted(
-        {n.removeprefix("btf_trace_") for p in probes for n in AGGREGATES[p].kernel_names if n.startswith("btf_trace_")}
-    )
+    return sorted({tp for p in probes for tp in AGGREGATES[p]().obj.tracepoints()})
+
+
+def aggregate_programs(probe: str, pid: int, device: str | None = None) -> object:
+    """The aggregate-mode programs of `probe`, attached for `pid` (and `device`), as
+    the `BpfObject` that holds them (pause/resume/run_stats; close() detaches)."""
+    from plugtrace.tracing.bpfprobes import AGGREGATES
+
+    p = AGGREGATES[probe](pid, device)
+    p.start()
+    return p.obj
+
+
+class _Programs:
+    """Several `BpfObject`s paused, resumed, counted and closed as one."""
+
+    def __init__(self, objects: list) -> None:
+        self.objects = objects
+
+    def pause(self) -> None:
+        for o in self.objects:
+            o.pause()
+
+    def resume(self) -> None:
+        for o in self.objects:
+            o.resume()
+
+    def run_stats(self) -> dict[str, tuple[int, int]]:
+        return {tp: stat for o in self.objects for tp, stat in o.run_stats().items()}
+
+    def close(self) -> None:
+        for o in self.objects:
+            o.close()
 
 
 def empty_programs(tracepoints: list[str]) -> object:
-    """An empty BPF program on each raw tracepoint (`Programs`; close() detaches): what
-    a hit costs the traced program before a program does any work."""
-    from plugtrace.tracing.rawbpf import R0, Programs, _KernelTypes, _Prog, exit_, mov
+    """An empty BPF program (probes/empty.bpf.c) on each tracepoint, attached (close()
+    detaches): what a hit costs the traced program before a program does any work."""
+    from plugtrace.tracing.libbpf import BpfObject
 
-    progs = Programs()
+    progs = _Programs([])
     try:
-        kernel = _KernelTypes({f"btf_trace_{t}" for t in tracepoints})
         for t in tracepoints:
-            progs.attach(kernel, t, _Prog().emit(mov(R0, 0), exit_()).bytes(), "pt_empty")
+            progs.objects.append(BpfObject("empty", attach_to={"empty": t}).start())
     except BaseException:
         progs.close()
         raise

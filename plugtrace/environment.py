@@ -49,6 +49,7 @@ def _fio_version() -> str | None:
 def describe_environment() -> dict:
     """A JSON-able description of this machine and the software versions in play."""
     from . import __version__
+    from .tracing.libbpf import libbpf_version
     from .uring import liburing_version
 
     packages: dict[str, str | None] = {}
@@ -67,6 +68,7 @@ def describe_environment() -> dict:
         "plugtrace": __version__,
         "liburing": liburing_version(),
         "bpftrace": _bpftrace_version(),
+        "libbpf": libbpf_version(),
         "fio": _fio_version(),
         "packages": packages,
     }

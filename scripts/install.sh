@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc python3-venv)
+# our eBPF programs (probes/*.bpf.c): compiled with clang against the running kernel's BTF, loaded by libbpf
+DEB_PACKAGES+=(clang libbpf-dev bpftool make)
 # Debian's own Python needs these to make a venv and build the extension;
 # another Python (pyenv, a container's) brings its own.
 python3 -c 'import ensurepip, os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
@@ -33,12 +35,19 @@ if [ "$(id -u)" -eq 0 ] && [ ! -e /sys/kernel/tracing/events ]; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 fi
 
+# our eBPF programs, against this kernel's BTF (before the package, which carries them); without
+# them (a kernel without BTF, say) plugtrace runs the bpftrace scripts and says why
+if ! make -s -C probes; then
+    echo "install.sh: our eBPF programs were not built (see above); plugtrace will run the bpftrace scripts" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 stamp=.venv/.plugtrace-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-   || [ plugtrace/uring/_build.py -nt "$stamp" ]; then
+   || [ plugtrace/uring/_build.py -nt "$stamp" ] \
+   || [ plugtrace/tracing/_libbpf_build.py -nt "$stamp" ] || [ probes/records.h -nt "$stamp" ]; then
     log=$(mktemp)
     if ! { .venv/bin/python -m pip install --upgrade pip \
            && .venv/bin/python -m pip install -e '.[dev]' \

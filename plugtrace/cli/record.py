@@ -484,7 +484,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     if command and shutil.which(command[0]) is None:
         raise UsageError(f"cannot run {command[0]}: not found, or not executable")
     watched = _watched_device(args.watch_device)
-    from ..tracing.rawbpf import descendants
+    from ..tracing.libbpf import descendants
 
     children = descendants(args.pid) if args.pid is not None else []
     if children:

@@ -5,7 +5,7 @@ in words a user can act on. `detect_capabilities()` mounts tracefs when it is
 missing and we are root, since bpftrace needs it for tracepoints.
 
 ``PLUGTRACE_FORCE_MISSING`` (comma-separated: ``bpftrace``, ``tracefs``,
-``btf``, ``uprobes``, ``io_uring``, ``raw_tracepoints``, or a tracepoint such as
+``btf``, ``uprobes``, ``io_uring``, ``libbpf``, or a tracepoint such as
 ``block:block_rq_issue``) makes a check fail as if the capability were absent,
 so the paths for a machine without it can be tried on one that has it.
 """
@@ -69,18 +69,18 @@ class Capabilities:
     #: "category:name" -> (present, detail)
     tracepoints: dict[str, tuple[bool, str]] = field(default_factory=dict)
     bpftrace_path: str | None = None
-    #: our own BTF-typed raw tracepoint programs (rawprobes.py): the cheap aggregate-mode probes
-    raw_tracepoints: tuple[bool, str] = (False, "not checked")
+    #: our own eBPF programs (probes/*.bpf.c, loaded with libbpf): the cheap probes
+    libbpf: tuple[bool, str] = (False, "not checked")
 
     def can_trace(self) -> tuple[bool, str]:
         """Whether any probe can run at all, and if not the first reason: root and tracefs, and a way to
-        load programs (our own on raw tracepoints, or bpftrace for the rest)."""
+        load programs (our own with libbpf, or bpftrace for the rest)."""
         for name in ("root", "tracefs"):
             ok, why = getattr(self, name)
             if not ok:
                 return False, why
-        if not (self.bpftrace[0] or self.raw_tracepoints[0]):
-            return False, f"{self.bpftrace[1]}, and our own programs cannot load: {self.raw_tracepoints[1]}"
+        if not (self.bpftrace[0] or self.libbpf[0]):
+            return False, f"{self.bpftrace[1]}, and our own programs cannot load: {self.libbpf[1]}"
         return True, ""
 
     def tracepoint(self, name: str) -> tuple[bool, str]:
@@ -89,7 +89,7 @@ class Capabilities:
     def rows(self) -> list[tuple[str, bool, str]]:
         """(name, ok, detail) for display, in a sensible order."""
         rows = [(n, *getattr(self, n)) for n in ("root", "bpftrace", "tracefs", "btf", "uprobes", "io_uring",
-                                                 "liburing", "raw_tracepoints")]
+                                                 "liburing", "libbpf")]
         rows += [(f"tracepoint {n}", *v) for n, v in self.tracepoints.items()]
         return rows
 
@@ -211,15 +211,15 @@ def detect_capabilities(mount_tracefs: bool = True) -> Capabilities:
         liburing=_check_liburing(),
         tracepoints={name: _check_tracepoint(name, root) for name in TRACEPOINTS},
         bpftrace_path=exe,
-        raw_tracepoints=_check_raw_tracepoints(),
+        libbpf=_check_libbpf(),
     )
 
 
-def _check_raw_tracepoints() -> tuple[bool, str]:
-    if "raw_tracepoints" in _forced_missing():
-        return False, "raw tracepoint programs unavailable (forced by PLUGTRACE_FORCE_MISSING)"
-    from .rawbpf import available
+def _check_libbpf() -> tuple[bool, str]:
+    if "libbpf" in _forced_missing():
+        return False, "our libbpf programs cannot load (forced by PLUGTRACE_FORCE_MISSING)"
+    from .libbpf import available
 
     ok, why = available()
-    return (True, "our raw tracepoint programs load (aggregate-mode probes without bpftrace)") if ok else (
+    return (True, "our eBPF programs load with libbpf (the default probes, without bpftrace)") if ok else (
         False, why)

@@ -1,4 +1,8 @@
-"""The bpftrace programs in probes/ and what each one produces.
+"""The probes in probes/ and what each one produces.
+
+Each probe is a bpftrace script (the readable reference, and the fallback)
+and, for the hot ones, BPF C programs of ours loaded with libbpf
+(`bpfprobes.py`), which produce the same tables.
 
 Every program takes the same positional parameters: ``$1`` tgid to trace (0:
 every process), ``$2`` dev_t in the kernel's encoding (0: every device), ``$3``
@@ -18,7 +22,10 @@ import pyarrow as pa
 
 
 def _probes_dir() -> Path:
-    """probes/ of a checkout, else the copy an installed wheel carries as the package plugtrace.probes."""
+    """probes/ of a checkout, else the copy an installed wheel carries as the package plugtrace.probes;
+    ``PLUGTRACE_PROBES`` names another (an edited copy, built with ``make -C DIR``)."""
+    if os.environ.get("PLUGTRACE_PROBES"):
+        return Path(os.environ["PLUGTRACE_PROBES"])
     checkout = Path(__file__).resolve().parents[2] / "probes"
     if checkout.is_dir():
         return checkout

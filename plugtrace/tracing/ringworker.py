@@ -2,7 +2,7 @@
 
     python -m plugtrace.tracing.ringworker TABLE OUT.parquet [--pid P] [--device MAJ:MIN] [--max-events N]
 
-The programs (`rawprobes.py`) write fixed-size binary records into a BPF ring
+The programs (`bpfprobes.py`) write fixed-size binary records into a BPF ring
 buffer without waking anyone; this process reads the ring on its own clock
 (every POLL_S), takes the records as numpy columns and writes them to the
 table in chunks: no text, no per-event wakeup, no Python object per event.
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .probes import PROBES
-from .rawprobes import EVENTS
+from .bpfprobes import EVENTS
 from .worker import FLUSH_INTERVAL_S, FLUSH_ROWS, _say, _TableFile
 
 #: how often the ring is read; at 300k events/s that is ~6k records a read,
@@ -52,6 +52,7 @@ def run(table: str, out: str, pid: int | None, device: str | None, max_events: i
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(1))
     progs = EVENTS[table](pid, device, existing_children=existing_children)
+    progs.start()
     _say({"attached_probes": len(progs.attached)})
     sink = _TableFile(out)
     pending: list[pa.Table] = []
@@ -77,7 +78,7 @@ def run(table: str, out: str, pid: int | None, device: str | None, max_events: i
                 time.sleep(POLL_S)
         lost = progs.lost()
     finally:
-        progs.close()
+        progs.stop()
         sink.close()
     return {"rows": sink.rows, "kept": kept, "dropped": dropped, "lost_events": lost, "maps": {},
             "messages": [], "error": sink.error, "wrote": sink.writer is not None}
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     pa.set_memory_pool(pa.system_memory_pool())
     try:
         done = run(args.table, args.out, args.pid, args.device, args.max_events, args.existing_children)
-    except OSError as exc:
-        print(f"our {args.table} programs could not attach: {exc}", file=sys.stderr)
+    except OSError as exc:  # BpfError among them: the message says which program and why
+        print(f"our {args.table} programs could not load: {exc.strerror or exc}", file=sys.stderr)
         return 1
     _say({"done": done})
     return 0

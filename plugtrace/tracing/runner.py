@@ -1,4 +1,11 @@
-"""Running the probes: one bpftrace process per probes/*.bt program.
+"""Running the probes: our libbpf programs (`bpfprobes.py`) where a probe has them,
+else one bpftrace process per probes/*.bt program.
+
+Aggregate-mode programs of ours are held by this process and read at stop;
+an events-mode probe of ours runs in a ring buffer reader of its own
+(`ringworker.py`). When one cannot load (a verifier rejection, a kernel
+without what it needs), the probe's bpftrace script takes its place and the
+reason is printed and kept in meta.json (``probes.backends``).
 
 One process per program keeps each program's output a single, typed stream
 (one table) and lets a failure of one probe leave the others running. Each
@@ -220,9 +227,9 @@ class Tracer:
         #: probes that could run but are off by default in this recording, and why
         self.not_asked: dict[str, str] = {}
         self._procs: list[_ProbeProcess] = []
-        #: aggregate-mode probes running as our own raw tracepoint programs (rawprobes.py), by table
-        self._raw: dict[str, Any] = {}
-        #: how each probe ran ("bpftrace", "raw tracepoints"), and why not raw when it could have been
+        #: aggregate-mode probes running as our own libbpf programs (bpfprobes.py), by table
+        self._own: dict[str, Any] = {}
+        #: how each probe ran ("libbpf", "bpftrace"), and why not libbpf when it could have been
         self.backends: dict[str, str] = {}
         self._writer = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
@@ -280,7 +287,7 @@ class Tracer:
         try:
             self._start_all()
         except BaseException:  # Ctrl-C while attaching, say: none may stay attached
-            self._close_raw()
+            self._close_own()
             for p in self._procs:
                 self._kill(p)
                 _live.discard(p)
@@ -288,45 +295,64 @@ class Tracer:
             raise
 
     def _start_all(self) -> None:
-        writer = self._writer
         specs = self._plan()
-        events = self.mode == "events"
-        if writer is None:
+        if self._writer is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="plugtrace-trace-")
-        exe = self.caps.bpftrace_path or "bpftrace"
-        env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
         for spec in specs:
-            why_not_raw = self._start_raw(spec)
-            if why_not_raw == "":
-                self.backends[spec.table] = "raw tracepoints"
-                continue
-            if not self.caps.bpftrace[0]:  # our own programs could not take it, and there is no fallback
-                self.could_not_measure[spec.table] = self.caps.bpftrace[1] + (
-                    f"; our own programs: {why_not_raw}" if why_not_raw else "; it has no form as our own programs")
-                continue
-            self.backends[spec.table] = "bpftrace" + (f" (raw tracepoints: {why_not_raw})" if why_not_raw else "")
-            argv = [exe, "-f", "json", str(spec.path),
-                    *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
-            worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
-            if events and self.max_events:
-                worker_argv += ["--max-events", str(self.max_events)]
-            with signals_held():
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=env, start_new_session=True,
-                                        preexec_fn=_child_setup)
-                try:
-                    worker = subprocess.Popen(worker_argv, stdin=proc.stdout, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, start_new_session=True,
-                                              preexec_fn=_child_setup)
-                except BaseException:
-                    proc.kill()
-                    proc.wait()
-                    raise
-                proc.stdout.close()  # the worker holds the read end now
-                p = _ProbeProcess(spec, proc, worker, events)
-                _live.add(p)
-                self._procs.append(p)
-            p.start_readers()
+            why_not_ours = self._start_own(spec)
+            if why_not_ours == "":
+                self.backends[spec.table] = "libbpf"
+            else:
+                self._start_bpftrace(spec, why_not_ours)
+        # an events-mode probe of ours that could not load falls back to its script, as above
+        for p in self._await_attached():
+            if p.worker is None:
+                del self.could_not_measure[p.spec.table]
+                self._start_bpftrace(p.spec, "; ".join(p.messages) or p.failure())
+                self._await_attached()
+        if not self._procs and not self._own:
+            raise CapabilityError("no probe attached: " + "; ".join(
+                f"{k}: {v}" for k, v in self.could_not_measure.items()))
+
+    def _start_bpftrace(self, spec: ProbeSpec, why_not_ours: str | None) -> None:
+        """Run `spec`'s bpftrace script; `why_not_ours`: why our own programs did not take it
+        (None: it has none in this mode)."""
+        if not self.caps.bpftrace[0]:  # our own programs could not take it, and there is no fallback
+            self.could_not_measure[spec.table] = self.caps.bpftrace[1] + (
+                f"; our own programs: {why_not_ours}" if why_not_ours else "; it has no form as our own programs")
+            return
+        if why_not_ours:
+            print(f"plugtrace: could not measure: {spec.table}: {why_not_ours}; running {spec.file} "
+                  "with bpftrace instead", file=sys.stderr, flush=True)
+        self.backends[spec.table] = "bpftrace" + (f" (libbpf: {why_not_ours})" if why_not_ours else "")
+        events = self.mode == "events"
+        argv = [self.caps.bpftrace_path or "bpftrace", "-f", "json", str(spec.path),
+                *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
+        worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
+        if events and self.max_events:
+            worker_argv += ["--max-events", str(self.max_events)]
+        env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
+        with signals_held():
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                    preexec_fn=_child_setup)
+            try:
+                worker = subprocess.Popen(worker_argv, stdin=proc.stdout, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, start_new_session=True,
+                                          preexec_fn=_child_setup)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            proc.stdout.close()  # the worker holds the read end now
+            p = _ProbeProcess(spec, proc, worker, events)
+            _live.add(p)
+            self._procs.append(p)
+        p.start_readers()
+
+    def _await_attached(self) -> list[_ProbeProcess]:
+        """Wait until every probe process started has attached; those that did not are
+        stopped, listed in `could_not_measure`, and returned."""
         deadline = time.monotonic() + ATTACH_TIMEOUT_S
         for p in self._procs:
             while not p.attached.wait(0.05):
@@ -335,6 +361,7 @@ class Tracer:
             settle = time.monotonic() + READY_TIMEOUT_S
             while p.attached.is_set() and not p.ready() and p.proc.poll() is None and time.monotonic() < settle:
                 time.sleep(0.005)
+        failed = []
         for p in list(self._procs):
             if not p.attached.is_set():
                 if p.proc.poll() is None:
@@ -344,31 +371,33 @@ class Tracer:
                 self.could_not_measure[p.spec.table] = f"failed to attach: {p.failure()}"
                 self._procs.remove(p)
                 _live.discard(p)
-        if not self._procs and not self._raw:
-            raise CapabilityError("no probe attached: " + "; ".join(
-                f"{k}: {v}" for k, v in self.could_not_measure.items()))
+                failed.append(p)
+        return failed
 
-    def _start_raw(self, spec: ProbeSpec) -> str | None:
-        """Run `spec` as our own raw tracepoint programs when it has such a form.
+    def _start_own(self, spec: ProbeSpec) -> str | None:
+        """Run `spec` as our own libbpf programs when it has such a form.
 
-        Returns "" when they run, why not when they could not, None when
-        `spec` has no such form (in this mode)."""
-        from .rawprobes import AGGREGATES, EVENTS
+        Returns "" when they run (an events-mode one: its reader started, attaching
+        is awaited with the bpftrace probes), why not when they could not, None
+        when `spec` has no such form (in this mode)."""
+        from .bpfprobes import AGGREGATES, EVENTS
+        from .libbpf import BpfError
 
         forms = AGGREGATES if self.mode == "aggregate" else EVENTS
         if spec.table not in forms:
             return None
-        ok, why = self.caps.raw_tracepoints
+        ok, why = self.caps.libbpf
         if ok and self.mode == "events":
-            self._start_ring(spec)  # attaching is awaited with the bpftrace probes
+            self._start_ring(spec)
             return ""
         if ok:
             try:
-                self._raw[spec.table] = AGGREGATES[spec.table](self.pid, self.device,
-                                                               existing_children=self.existing_children)
-                return ""
-            except OSError as exc:
-                why = str(exc)
+                probe = AGGREGATES[spec.table](self.pid, self.device, existing_children=self.existing_children)
+                probe.start()
+            except BpfError as exc:
+                return exc.strerror or str(exc)
+            self._own[spec.table] = probe
+            return ""
         return why
 
     def _start_ring(self, spec: ProbeSpec) -> None:
@@ -388,10 +417,10 @@ class Tracer:
             self._procs.append(p)
         p.start_readers()
 
-    def _close_raw(self) -> None:
-        raw, self._raw = self._raw, {}
-        for agg in raw.values():
-            agg.close()
+    def _close_own(self) -> None:
+        own, self._own = self._own, {}
+        for probe in own.values():
+            probe.stop()
 
     def _table_path(self, spec: ProbeSpec) -> str:
         if self._writer is not None:
@@ -452,15 +481,15 @@ class Tracer:
         ran, lost, dropped = [], 0, 0
         hist_rows: dict[str, list] = {"name": [], "low": [], "high": [], "count": []}
         counters: dict[str, list] = {"name": [], "value": []}
-        for table, agg in self._raw.items():
+        for table, agg in self._own.items():
             try:
-                maps = agg.read()
+                maps = agg.result()
             except OSError as exc:
                 errors.append(f"reading the {table} aggregates failed: {exc}")
                 continue
             ran.append(table)
             _add_maps(maps, hist_rows, counters)
-        self._close_raw()
+        self._close_own()
         for p in self._procs:
             lost += p.done.get("lost_events", 0)
             dropped += p.done.get("dropped", 0)
@@ -523,7 +552,7 @@ class Tracer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._procs or self._raw:
+        if self._procs or self._own:
             self.stop()
 
 

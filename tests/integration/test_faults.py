@@ -423,7 +423,7 @@ def test_tracing_a_program_with_nothing_measurable_is_refused_clearly(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"},
+        env={**os.environ, "PLUGTRACE_FORCE_MISSING": "bpftrace,libbpf"},
     )
     assert p.returncode == 4
     assert "bpftrace is not installed" in p.stderr and "Traceback" not in p.stderr
@@ -444,7 +444,7 @@ def test_without_bpftrace_our_own_programs_still_trace_a_program(tmp_path):
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete"
-    assert meta["probes"]["backends"]["uring_requests"] == "raw tracepoints"
+    assert meta["probes"]["backends"]["uring_requests"] == "libbpf"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])

@@ -56,11 +56,11 @@ def bpf():
     assert bpftrace_processes() == before, "a bpftrace process was left behind"
 
 
-@pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
+@pytest.mark.parametrize("backend", ["libbpf", "bpftrace"])
 def test_defer_sqes_per_enter_match_the_app_log_exactly(tmp_path, bpf, backend):
     """Events mode, with our ring buffer programs and with the bpftrace scripts."""
-    if backend == "raw tracepoints":
-        require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
+    if backend == "libbpf":
+        require(capabilities().libbpf[0], f"our libbpf programs cannot load: {capabilities().libbpf[1]}")
     out = tmp_path / "run"
     record(
         out,
@@ -78,7 +78,7 @@ def test_defer_sqes_per_enter_match_the_app_log_exactly(tmp_path, bpf, backend):
         "20000",
         "--mode",
         "events",
-        env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None,
+        env={"PLUGTRACE_FORCE_MISSING": "libbpf"} if backend == "bpftrace" else None,
     )
     submits = read_table(out, "submits")
     enters = submitting_enters(out)
@@ -96,6 +96,49 @@ def test_defer_sqes_per_enter_match_the_app_log_exactly(tmp_path, bpf, backend):
     assert set(enters["tid"]) == set(submits["tid"])
     # the two clocks are one: every app submit lies within the recording's kernel events
     assert enters["ts_ns"].min() <= submits["start_ns"].min() + 10_000_000
+
+
+@pytest.mark.parametrize("mode", ["aggregate", "events"])
+def test_a_program_the_verifier_refuses_falls_back_to_its_script(tmp_path, bpf, mode):
+    """The run says why our program could not load, at which line of C, and bpftrace measures the probe."""
+    require(capabilities().libbpf[0], f"our libbpf programs cannot load: {capabilities().libbpf[1]}")
+    from tests.integration.test_libbpf import probes_copy_with_a_bug
+
+    probes, line = probes_copy_with_a_bug(tmp_path)
+    out = tmp_path / "run"
+    p = record(
+        out,
+        "--device",
+        "loop",
+        "--size",
+        "64M",
+        "--strategy",
+        "defer",
+        "--iodepth",
+        "32",
+        "--requests",
+        "2000",
+        "--mode",
+        mode,
+        "--probes",
+        "uring_requests,block_unplug",
+        env={"PLUGTRACE_PROBES": str(probes)},
+    )
+    meta = read_meta(out)
+    backends = meta["probes"]["backends"]
+    assert backends["uring_requests"] == "libbpf"
+    assert (
+        backends["block_unplug"].startswith("bpftrace (libbpf: ")
+        and f"block_plug.bpf.c:{line}" in backends["block_unplug"]
+    ), backends
+    said = [s for s in p.stderr.splitlines() if "could not measure: block_unplug: " in s]
+    assert len(said) == 1 and "the verifier rejected unplug" in said[0] and "with bpftrace instead" in said[0]
+    assert "block_unplug" not in meta["probes"]["could_not_measure"]
+    if mode == "events":
+        assert len(read_table(out, "block_unplug")) > 0 and len(read_table(out, "uring_requests")) > 0
+    else:
+        counters = dict(zip(*read_table(out, "counters")[["name", "value"]].T.values))
+        assert counters["nr_unplugs"] > 0 and counters["nr_submits"] > 0
 
 
 def test_immediate_submits_one_sqe_per_enter(tmp_path, bpf):
@@ -120,12 +163,12 @@ def test_immediate_submits_one_sqe_per_enter(tmp_path, bpf):
     assert (enters["ret"] == 1).all() and (enters["to_submit"] == 1).all()
 
 
-@pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
+@pytest.mark.parametrize("backend", ["libbpf", "bpftrace"])
 def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
     """Both ways of counting SQEs per enter in the kernel (the syscall's result, and each
     request's position in its batch), in both forms: our programs and the bpftrace scripts."""
-    if backend == "raw tracepoints":
-        require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
+    if backend == "libbpf":
+        require(capabilities().libbpf[0], f"our libbpf programs cannot load: {capabilities().libbpf[1]}")
     out = tmp_path / "run"
     # a sparse loop device is fast enough that batches of many sizes happen (on a filled one all are full)
     record(
@@ -145,7 +188,7 @@ def test_aggregate_histogram_matches_the_app_log(tmp_path, bpf, backend):
         "20000",
         "--probes",
         "enters,uring_requests,markers",
-        env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None,
+        env={"PLUGTRACE_FORCE_MISSING": "libbpf"} if backend == "bpftrace" else None,
     )
     meta = read_meta(out)
     assert meta["probes"]["backends"]["enters"].startswith(backend)
@@ -236,12 +279,12 @@ def test_record_fio_counts_match_fio_json(tmp_path, bpf):
     assert abs(share_1_4 - job["iodepth_submit"]["4"]) < 2.0
 
 
-@pytest.mark.parametrize("backend", ["raw tracepoints", "bpftrace"])
+@pytest.mark.parametrize("backend", ["libbpf", "bpftrace"])
 def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bpf, backend):
     """fio forks its job: the forked child is followed, and every I/O it submits is counted."""
     require(shutil.which("fio") is not None, "fio is not installed")
-    if backend == "raw tracepoints":
-        require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
+    if backend == "libbpf":
+        require(capabilities().libbpf[0], f"our libbpf programs cannot load: {capabilities().libbpf[1]}")
     out = tmp_path / "run"
     fio_json = tmp_path / "fio.json"
     record(
@@ -258,7 +301,7 @@ def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bp
         "--number_ios=4000",
         "--output-format=json",
         f"--output={fio_json}",
-        env={"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"} if backend == "bpftrace" else None,
+        env={"PLUGTRACE_FORCE_MISSING": "libbpf"} if backend == "bpftrace" else None,
     )
     ios = json.loads(fio_json.read_text())["jobs"][0]["read"]["total_ios"]
     meta = read_meta(out)
@@ -273,7 +316,7 @@ def test_aggregate_record_fio_counts_every_enter_of_its_job_process(tmp_path, bp
 # reads in io_uring batches, O_DIRECT writes, a flush, zeroing: requests of four kinds on the device
 BLOCK_WORKLOAD = """
 import fcntl, mmap, os, struct, sys
-from tests.integration.test_rawbpf import _read_batches
+from tests.integration.test_libbpf import _read_batches
 _read_batches(sys.argv[1], 3, 4)
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
 buf = mmap.mmap(-1, 8192)
@@ -297,13 +340,13 @@ def _completed_requests(path: str) -> int:
 def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
     """Events mode with --watch-device: our block_rq programs give the requests the kernel
     counted on the device, with the same sectors, sizes and rwbs as probes/block_rq.bt."""
-    require(capabilities().raw_tracepoints[0], f"no raw tracepoints: {capabilities().raw_tracepoints[1]}")
+    require(capabilities().libbpf[0], f"our libbpf programs cannot load: {capabilities().libbpf[1]}")
     from plugtrace import devices
 
     tables = {}
     with devices.create_loop(16 << 20, str(tmp_path)) as dev:
-        for backend, env in (("raw tracepoints", None), ("bpftrace", {"PLUGTRACE_FORCE_MISSING": "raw_tracepoints"})):
-            out = tmp_path / backend.replace(" ", "_")
+        for backend, env in (("libbpf", None), ("bpftrace", {"PLUGTRACE_FORCE_MISSING": "libbpf"})):
+            out = tmp_path / backend
             before = _completed_requests(dev.path)
             record(
                 out,
@@ -328,7 +371,7 @@ def test_block_request_events_are_those_bpftrace_prints(tmp_path, bpf):
             assert len(t) == done and set(t["dev"]) == {kernel_dev_t(dev.dev_t)}, (backend, len(t), done)
             assert (t["latency_ns"] == t["complete_ns"] - t["issue_ns"]).all() and (t["latency_ns"] > 0).all()
             tables[backend] = sorted(zip(t["sector"], t["nr_bytes"], t["rwbs"]))
-    raw, reference = tables["raw tracepoints"], tables["bpftrace"]
+    raw, reference = tables["libbpf"], tables["bpftrace"]
     # requests that move data are the same; the fsync's flush differs in its flags only: the script,
     # matching by (device, sector), can pair the flush the driver got with the completion of the
     # data-less write that asked for it (rwbs WS), where ours match the flush request itself by its tag
@@ -348,7 +391,7 @@ def test_a_traced_program_gets_the_block_probes_when_its_device_is_named(tmp_pat
     read = [
         sys.executable,
         "-c",
-        "import sys; from tests.integration.test_rawbpf import _read_batches; _read_batches(sys.argv[1], 6, 4)",
+        "import sys; from tests.integration.test_libbpf import _read_batches; _read_batches(sys.argv[1], 6, 4)",
     ]
     env = {"PYTHONPATH": str(Path(__file__).parents[2])}
     with devices.create_loop(16 << 20, str(tmp_path)) as dev:
@@ -507,7 +550,7 @@ def test_with_no_way_to_load_programs_the_app_log_is_still_recorded(tmp_path, bp
         "128M",
         "--requests",
         "2000",
-        env={"PLUGTRACE_FORCE_MISSING": "bpftrace,raw_tracepoints"},
+        env={"PLUGTRACE_FORCE_MISSING": "bpftrace,libbpf"},
     )
     meta = read_meta(out)
     assert meta["status"] == "complete"
@@ -549,7 +592,7 @@ def test_without_bpftrace_our_own_programs_run_and_bpftrace_only_probes_are_list
     )
     meta = read_meta(out)
     assert meta["status"] == "complete"
-    assert meta["probes"]["backends"]["uring_requests"] == "raw tracepoints"
+    assert meta["probes"]["backends"]["uring_requests"] == "libbpf"
     assert "bpftrace is not installed" in meta["probes"]["could_not_measure"]["markers"]
     assert "could not measure markers" in p.stdout + p.stderr
 
@@ -577,7 +620,7 @@ def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bp
         stderr=subprocess.DEVNULL,
     )
     try:
-        from plugtrace.tracing.rawbpf import descendants
+        from plugtrace.tracing.libbpf import descendants
 
         deadline = time.monotonic() + 30
         while len(descendants(fio.pid)) < 2 and time.monotonic() < deadline:

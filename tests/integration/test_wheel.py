@@ -74,18 +74,19 @@ def test_wheel_in_a_fresh_venv_as_an_unprivileged_user(base):
     installed = _as_user([venv / "bin/pip", "install", "-q", f"{wheel}[notebooks]"], home, timeout=900)
     assert installed.returncode == 0, installed.stderr[-3000:]
 
-    # the probes travel inside the wheel
+    # the probes travel inside the wheel: the scripts, and our programs compiled
     probes = _as_user(
         [
             venv / "bin/python",
             "-c",
             "from plugtrace.tracing.probes import PROBES_DIR; "
-            "print(PROBES_DIR, sorted(p.name for p in PROBES_DIR.glob('*.bt')))",
+            "print(PROBES_DIR, sorted(p.name for p in PROBES_DIR.glob('*.bt')), "
+            "sorted(p.name for p in PROBES_DIR.glob('build/*.bpf.o')))",
         ],
         home,
     )
     assert probes.returncode == 0, probes.stderr
-    assert str(venv) in probes.stdout and "block_rq.bt" in probes.stdout
+    assert str(venv) in probes.stdout and "block_rq.bt" in probes.stdout and "block_rq.bpf.o" in probes.stdout
 
     report = _as_user([venv / "bin/plugtrace", "report", work / "data", "-o", base / "report.html"], home)
     assert report.returncode == 0, report.stderr

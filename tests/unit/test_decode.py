@@ -91,12 +91,12 @@ def test_request_flags_are_spelled_as_the_block_tracepoints_spell_rwbs():
     import numpy as np
     import pytest
 
-    from plugtrace.tracing.rawbpf import _KernelTypes
-    from plugtrace.tracing.rawprobes import _Rwbs
+    from plugtrace.tracing.bpfprobes import _Rwbs
+    from plugtrace.tracing.libbpf import KernelBtf
 
     if not os.access("/sys/kernel/btf/vmlinux", os.R_OK):
         pytest.skip("the kernel's BTF is not readable here")
-    kernel = _KernelTypes({"req_op", "req_flag_bits"})
+    kernel = KernelBtf()
     op, bit = kernel.enum("req_op"), {k: 1 << v for k, v in kernel.enum("req_flag_bits").items()}
     cases = {
         op["REQ_OP_READ"]: "R",

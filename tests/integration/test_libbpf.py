@@ -1,15 +1,19 @@
-"""Our raw tracepoint programs against io_uring_enter() calls we make ourselves: exact counts."""
+"""Our eBPF programs (probes/*.bpf.c, loaded with libbpf) against I/O we make ourselves: exact counts."""
 
 import mmap
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 from plugtrace.devices import block_stat
 from plugtrace.tracing.capabilities import detect_capabilities
+from plugtrace.tracing.probes import PROBES_DIR
 from plugtrace.uring import Ring
 from tests.helpers import require, require_root
 
@@ -42,10 +46,10 @@ def batches(ring: Ring, fd: int, n: int, size: int) -> None:
 
 def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
     require_root()
-    ok, why = detect_capabilities().raw_tracepoints
-    require(ok, f"no raw tracepoints: {why}")
+    ok, why = detect_capabilities().libbpf
+    require(ok, f"our libbpf programs cannot load: {why}")
+    from plugtrace.tracing.bpfprobes import EntersAggregate, SubmitAggregate
     from plugtrace.tracing.decode import batch_sizes_from_positions
-    from plugtrace.tracing.rawprobes import EntersAggregate, SubmitAggregate
 
     other = subprocess.Popen(
         [sys.executable, "-c", OTHER, str(tmp_path / "o")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -65,8 +69,8 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
         other.stdin.write("go\n")
         other.stdin.flush()
         assert other.stdout.readline().strip() == "done"
-        maps = agg.read()
-        positions = sub.read()["uring_submit_pos"]
+        maps = agg.result()
+        positions = sub.result()["uring_submit_pos"]
     other.wait()
     f.close()
     sqes = {b["min"]: b["count"] for b in maps["enter_nr_sqes"]}
@@ -79,17 +83,37 @@ def test_enters_of_us_and_our_children_are_counted_exactly(tmp_path):
     assert {b["min"]: b["count"] for b in batch_sizes_from_positions(positions)} == sqes
 
 
-def test_a_program_that_cannot_load_is_a_clear_error():
+def test_a_verifier_rejection_names_the_c_source_line(tmp_path):
+    """A program the verifier refuses: one line with the verifier's message and the line of C it points at."""
     require_root()
-    from plugtrace.tracing import rawbpf
+    from plugtrace.tracing.libbpf import BpfError, BpfObject
 
-    bad = rawbpf.mov(rawbpf.R0, 0)  # no exit: the verifier refuses it
-    try:
-        rawbpf._prog_load(rawbpf._PROG_RAW_TP, bad, "pt_bad")
-    except rawbpf.RawBpfError as exc:
-        assert "loading pt_bad" in str(exc)
-    else:
-        raise AssertionError("the verifier accepted a program without exit")
+    probes, line = probes_copy_with_a_bug(tmp_path)
+    with pytest.raises(BpfError) as refused:
+        BpfObject("block_plug", path=probes / "build" / "block_plug.bpf.o").start()
+    message = str(refused.value)
+    assert "the verifier rejected unplug" in message and "invalid mem access" in message, message
+    assert f"block_plug.bpf.c:{line}: {BROKEN}" in message, message
+    assert "\n" not in message
+
+
+#: a counter bumped without checking that the lookup found it: the verifier refuses the program
+BROKEN = "{ uint32_t k = depth; uint64_t *c = bpf_map_lookup_elem(&unplug_nr_rq, &k); *c += 1; }"
+
+
+def probes_copy_with_a_bug(tmp_path: Path) -> tuple[Path, int]:
+    """probes/ copied and built, with block_plug.bpf.c's counting broken (`BROKEN`), and the
+    line it is on."""
+    require(shutil.which("clang") is not None and shutil.which("make") is not None, "clang or make is missing")
+    probes = tmp_path / "probes"
+    shutil.copytree(PROBES_DIR, probes, ignore=shutil.ignore_patterns("*.bpf.o"))
+    source = probes / "block_plug.bpf.c"
+    lines = source.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if "if (!current_is_traced())" in line)
+    lines.insert(at, "\t" + BROKEN)  # before the modes part: both meet it
+    source.write_text("\n".join(lines) + "\n")
+    subprocess.run(["make", "-s", "-C", str(probes)], check=True, capture_output=True)
+    return probes, at + 1
 
 
 def _read_batches(path: str, batches: int, size: int) -> None:
@@ -114,10 +138,10 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
     """Requests on the watched device only (the kernel's own count is the reference);
     unplugs of our process only, each carrying the requests of one submit."""
     require_root()
-    ok, why = detect_capabilities().raw_tracepoints
-    require(ok, f"no raw tracepoints: {why}")
+    ok, why = detect_capabilities().libbpf
+    require(ok, f"our libbpf programs cannot load: {why}")
     from plugtrace import devices
-    from plugtrace.tracing.rawprobes import BlockRqAggregate, UnplugAggregate
+    from plugtrace.tracing.bpfprobes import BlockRqAggregate, UnplugAggregate
 
     with devices.create_loop(16 << 20, str(tmp_path)) as watched, devices.create_loop(16 << 20, str(tmp_path)) as other:
         # unrelated: started before attaching, neither us nor a child of ours; 5 reads per submit
@@ -126,7 +150,7 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
                 sys.executable,
                 "-c",
                 "import sys; sys.path[:0] = [sys.argv[1]]; "
-                "from tests.integration.test_rawbpf import _read_batches as r; "
+                "from tests.integration.test_libbpf import _read_batches as r; "
                 "sys.stdin.readline(); r(sys.argv[2], 4, 5); print('done', flush=True)",
                 str(Path(__file__).parents[2]),
                 other.path,
@@ -142,7 +166,7 @@ def test_block_requests_and_unplugs_are_counted_exactly(tmp_path):
             unrelated.stdin.write("go\n")
             unrelated.stdin.flush()
             assert unrelated.stdout.readline().strip() == "done"
-            rq_maps, unplug_maps = rq.read(), unplug.read()
+            rq_maps, unplug_maps = rq.result(), unplug.result()
         after = block_stat(watched.path)["reads"]
         unrelated.wait()
     assert rq_maps["nr_block_rq"] == after - before == 24, rq_maps
@@ -157,9 +181,9 @@ def test_events_a_full_ring_refuses_are_counted_exactly(tmp_path):
     """Nobody reads a one-page ring: what did not fit is lost, and counted, to the
     event (the aggregate programs count the same calls as the reference)."""
     require_root()
-    ok, why = detect_capabilities().raw_tracepoints
-    require(ok, f"no raw tracepoints: {why}")
-    from plugtrace.tracing.rawprobes import EntersAggregate, EntersEvents
+    ok, why = detect_capabilities().libbpf
+    require(ok, f"our libbpf programs cannot load: {why}")
+    from plugtrace.tracing.bpfprobes import EntersAggregate, EntersEvents
 
     f = open(tmp_path / "f", "wb")
     with EntersAggregate(os.getpid()) as agg, EntersEvents(os.getpid(), ring_bytes=mmap.PAGESIZE) as ev:
@@ -168,7 +192,7 @@ def test_events_a_full_ring_refuses_are_counted_exactly(tmp_path):
         fits = mmap.PAGESIZE // ev.ring.dtype.itemsize
         recs, lost = ev.read(), ev.lost()
         assert len(ev.read()) == 0
-        maps = agg.read()
+        maps = agg.result()
     f.close()
     assert len(recs) == fits and lost > 0
     assert len(recs) + lost == maps["nr_enters"] + maps["nr_wait_enters"]
