@@ -1,5 +1,9 @@
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python was still importing: nothing made yet, nothing to keep
+    print("plugtrace: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

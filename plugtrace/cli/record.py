@@ -491,8 +491,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         shown = ", ".join(map(str, children[:8])) + (", ..." if len(children) > 8 else "")
         print(
             f"plugtrace: note: process {args.pid} already has {len(children)} child process(es) ({shown}); "
-            "our own programs trace them too, bpftrace-based probes (markers, fallbacks) only the children "
-            "started from now on",
+            "they are traced too",
             file=sys.stderr,
         )
     label = Path(command[0]).name if command else f"pid{args.pid}"

@@ -204,8 +204,9 @@ class Tracer:
     followed); `devices`: "major:minor" of the block device to watch (block
     probes), empty to watch the traced process's I/O on any device;
     `marker_lib`: our extension, for the marker uprobes (None: no markers).
-    `existing_children`: our own programs also trace the children `pid`
-    forked before tracing began (bpftrace's scripts follow new ones only).
+    `existing_children`: also trace the children `pid` forked before tracing
+    began (our own programs, and the bpftrace scripts through a copy that
+    follows them from its BEGIN).
     """
 
     def __init__(self, mode: str = "aggregate", pid: int | None = None, devices: list[str | None] | None = None,
@@ -233,6 +234,8 @@ class Tracer:
         self.backends: dict[str, str] = {}
         self._writer = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
+        #: copies of the scripts that also follow the children `pid` had already (see `_script`)
+        self._scripts_dir: tempfile.TemporaryDirectory | None = None
         self._result: dict[str, Any] | None = None
 
     # --- choosing ------------------------------------------------------------
@@ -326,7 +329,7 @@ class Tracer:
                   "with bpftrace instead", file=sys.stderr, flush=True)
         self.backends[spec.table] = "bpftrace" + (f" (libbpf: {why_not_ours})" if why_not_ours else "")
         events = self.mode == "events"
-        argv = [self.caps.bpftrace_path or "bpftrace", "-f", "json", str(spec.path),
+        argv = [self.caps.bpftrace_path or "bpftrace", "-f", "json", self._script(spec),
                 *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
         worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
         if events and self.max_events:
@@ -421,6 +424,28 @@ class Tracer:
         own, self._own = self._own, {}
         for probe in own.values():
             probe.stop()
+
+    #: how every script starts following a process (and, where it has a fork follower, its new children)
+    _FOLLOW = "BEGIN { @traced[$1] = 1; }"
+
+    def _script(self, spec: ProbeSpec) -> str:
+        """The path of `spec`'s script, or with `existing_children`, of a copy whose BEGIN follows the
+        children `pid` forked already too (a copy of the same name, so it reads as the script it is)."""
+        if not (self.existing_children and self.pid):
+            return str(spec.path)
+        from .libbpf import descendants
+
+        children = descendants(self.pid)
+        text = spec.path.read_text()
+        if not children or self._FOLLOW not in text:
+            return str(spec.path)
+        follow = " ".join(f"@traced[{child}] = 1;" for child in children)
+        if self._scripts_dir is None:
+            self._scripts_dir = tempfile.TemporaryDirectory(prefix="plugtrace-scripts-")
+        path = os.path.join(self._scripts_dir.name, spec.file)
+        with open(path, "w") as fh:
+            fh.write(text.replace(self._FOLLOW, f"BEGIN {{ @traced[$1] = 1; {follow} }}"))
+        return path
 
     def _table_path(self, spec: ProbeSpec) -> str:
         if self._writer is not None:
@@ -517,6 +542,9 @@ class Tracer:
         summary = {"bpftrace_lost_events": lost, "dropped_over_max_events": dropped,
                    "events_kept": {p.spec.table: p.done.get("kept", 0) for p in self._procs if p.events}}
         self._procs = []
+        if self._scripts_dir is not None:
+            self._scripts_dir.cleanup()
+            self._scripts_dir = None
         return {
             "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure), "backends": dict(self.backends),
                        "not_asked": dict(self.not_asked)},

@@ -597,8 +597,10 @@ def test_without_bpftrace_our_own_programs_run_and_bpftrace_only_probes_are_list
     assert "could not measure markers" in p.stdout + p.stderr
 
 
-def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bpf):
-    """fio's main process forks its jobs before we attach: --pid of it traces them too."""
+@pytest.mark.parametrize("backend", ["libbpf", "bpftrace"])
+def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bpf, backend):
+    """fio's main process forks its jobs before we attach: --pid of it traces them too, with our own
+    programs and with the bpftrace scripts that stand in for them."""
     require(shutil.which("fio") is not None, "fio is not installed")
     target = tmp_path / "f.img"
     fio = subprocess.Popen(
@@ -626,10 +628,12 @@ def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bp
         while len(descendants(fio.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1)  # the jobs are running
-        p = record(tmp_path / "run", "--pid", str(fio.pid), "--duration", "2")
+        env = {"PLUGTRACE_FORCE_MISSING": "libbpf"} if backend == "bpftrace" else None
+        p = record(tmp_path / "run", "--pid", str(fio.pid), "--duration", "2", env=env)
     finally:
         fio.terminate()
         fio.wait(30)
     assert "already has" in p.stderr
     meta = read_meta(tmp_path / "run")
+    assert meta["probes"]["backends"]["uring_requests"].startswith(backend), meta["probes"]["backends"]
     assert meta["kernel_summary"]["nr_enters"] > 1000, meta["kernel_summary"]
