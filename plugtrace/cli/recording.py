@@ -220,19 +220,17 @@ class Recording:
         if self.tracer is None:
             return info
         # forgotten only once stopped: a signal landing inside stop() has the recording's end stop it again
-        got = self.tracer.stop(self.writer)
+        result = self.tracer.stop(self.writer)
         self.tracer = None
-        reported = got.get("probes", {})
-        probes["ran"] = reported.get("ran", [])
-        probes["could_not_measure"].update(reported.get("could_not_measure", {}))
-        probes["backends"] = reported.get("backends", {})
-        probes["not_asked"] = reported.get("not_asked", {})
-        info["events_lost"] = got.get("events_lost")
-        if got.get("error"):
-            info["tracer_error"] = got["error"]
-            print(f"plugtrace: tracer: {got['error']}", file=sys.stderr)
-        if got.get("kernel_summary"):
-            info["kernel_summary"] = got["kernel_summary"]
+        reported = result.probes()
+        reported["could_not_measure"] = probes["could_not_measure"] | reported["could_not_measure"]
+        info["probes"] = reported
+        info["events_lost"] = result.events_lost
+        if result.error:
+            info["tracer_error"] = result.error
+            print(f"plugtrace: tracer: {result.error}", file=sys.stderr)
+        if result.kernel_summary:
+            info["kernel_summary"] = result.kernel_summary
         return info
 
     # the end --------------------------------------------------------------------------------------------

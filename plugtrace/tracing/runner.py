@@ -97,12 +97,13 @@ def _child_setup() -> None:  # runs in the child between fork and exec
 
 @dataclass
 class _ProbeProcess:
-    """One probe: bpftrace piped into its decoding worker (`worker.py`)."""
+    """One probe running in processes of its own, by one of two backends: bpftrace piped into its
+    decoding worker (`worker.py`), or our libbpf programs' ring buffer reader (`ringworker.py`),
+    which decodes itself. Both speak the same line protocol on stdout (attached, done)."""
 
     spec: ProbeSpec
     proc: subprocess.Popen
-    #: the decoding worker bpftrace pipes into; None when `proc` is our own
-    #: ring buffer reader (`ringworker.py`), which decodes itself
+    #: bpftrace's decoding worker; None for a ring reader
     worker: subprocess.Popen | None
     events: bool
     attached: threading.Event = field(default_factory=threading.Event)
@@ -118,12 +119,17 @@ class _ProbeProcess:
         return id(self)
 
     @property
+    def is_bpftrace(self) -> bool:
+        """bpftrace (and its worker), rather than our own ring reader."""
+        return self.worker is not None
+
+    @property
     def processes(self) -> list[subprocess.Popen]:
         return [self.proc] + ([self.worker] if self.worker is not None else [])
 
     @property
     def what(self) -> str:
-        return f"bpftrace ({self.spec.file})" if self.worker is not None else f"our {self.spec.table} programs"
+        return f"bpftrace ({self.spec.file})" if self.is_bpftrace else f"our {self.spec.table} programs"
 
     def ready(self) -> bool:
         """Whether every probe is attached. Our ring readers say so once they are.
@@ -132,7 +138,7 @@ class _ProbeProcess:
         END aside) besides its per-CPU output buffers."""
         if not self.attached.is_set():
             return False
-        if self.worker is None or self.attached_probes is None:
+        if not self.is_bpftrace or self.attached_probes is None:
             return True
         if self.perf_events_wanted is None:
             self.perf_events_wanted = _perf_events_when_attached(self.spec, self.attached_probes)
@@ -195,6 +201,40 @@ class _ProbeProcess:
         return f"{self.what} {how}{': ' + detail if detail else ''}"
 
 
+@dataclass(frozen=True)
+class _Own:
+    """Whether a probe runs as our own libbpf programs; if not, why (None: it has no such form in this
+    mode, and its bpftrace script is simply how it runs)."""
+
+    started: bool
+    why_not: str | None = None
+
+
+@dataclass
+class TraceResult:
+    """What a stopped tracer tells the run's metadata.
+
+    `ran`: tables written (aggregate mode: ``histograms``, ``counters`` and ``aggregate:<probe>``);
+    `could_not_measure`: probe -> why; `backends`: probe -> how it ran (``libbpf``, or ``bpftrace``
+    with why not libbpf); `not_asked`: probes off by default, and why; `events_lost`: bpftrace's lost
+    events plus rows dropped over `max_events`; `error`: what went wrong while tracing (None: nothing);
+    `kernel_summary`: the tracer's own counts (lost, dropped, kept per table).
+    """
+
+    ran: list[str]
+    could_not_measure: dict[str, str]
+    backends: dict[str, str]
+    not_asked: dict[str, str]
+    events_lost: int
+    error: str | None
+    kernel_summary: dict[str, Any]
+
+    def probes(self) -> dict[str, Any]:
+        """The ``probes`` entry of meta.json."""
+        return {"ran": list(self.ran), "could_not_measure": dict(self.could_not_measure),
+                "backends": dict(self.backends), "not_asked": dict(self.not_asked)}
+
+
 class Tracer:
     """The probes of one recording.
 
@@ -236,7 +276,7 @@ class Tracer:
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         #: copies of the scripts that also follow the children `pid` had already (see `_script`)
         self._scripts_dir: tempfile.TemporaryDirectory | None = None
-        self._result: dict[str, Any] | None = None
+        self._result: TraceResult | None = None
 
     # --- choosing ------------------------------------------------------------
     def _plan(self) -> list[ProbeSpec]:
@@ -302,14 +342,14 @@ class Tracer:
         if self._writer is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="plugtrace-trace-")
         for spec in specs:
-            why_not_ours = self._start_own(spec)
-            if why_not_ours == "":
+            own = self._start_own(spec)
+            if own.started:
                 self.backends[spec.table] = "libbpf"
             else:
-                self._start_bpftrace(spec, why_not_ours)
+                self._start_bpftrace(spec, own.why_not)
         # an events-mode probe of ours that could not load falls back to its script, as above
         for p in self._await_attached():
-            if p.worker is None:
+            if not p.is_bpftrace:
                 del self.could_not_measure[p.spec.table]
                 self._start_bpftrace(p.spec, "; ".join(p.messages) or p.failure())
                 self._await_attached()
@@ -377,31 +417,28 @@ class Tracer:
                 failed.append(p)
         return failed
 
-    def _start_own(self, spec: ProbeSpec) -> str | None:
-        """Run `spec` as our own libbpf programs when it has such a form.
-
-        Returns "" when they run (an events-mode one: its reader started, attaching
-        is awaited with the bpftrace probes), why not when they could not, None
-        when `spec` has no such form (in this mode)."""
+    def _start_own(self, spec: ProbeSpec) -> _Own:
+        """Run `spec` as our own libbpf programs when it has such a form (an events-mode one: its
+        reader is started, and its attaching awaited with the bpftrace probes)."""
         from .bpfprobes import AGGREGATES, EVENTS
         from .libbpf import BpfError
 
         forms = AGGREGATES if self.mode == "aggregate" else EVENTS
         if spec.table not in forms:
-            return None
+            return _Own(started=False)
         ok, why = self.caps.libbpf
         if ok and self.mode == "events":
             self._start_ring(spec)
-            return ""
+            return _Own(started=True)
         if ok:
             try:
                 probe = AGGREGATES[spec.table](self.pid, self.device, existing_children=self.existing_children)
                 probe.start()
             except BpfError as exc:
-                return exc.strerror or str(exc)
+                return _Own(started=False, why_not=exc.strerror or str(exc))
             self._own[spec.table] = probe
-            return ""
-        return why
+            return _Own(started=True)
+        return _Own(started=False, why_not=why)
 
     def _start_ring(self, spec: ProbeSpec) -> None:
         """An events-mode probe as our own programs, read by `ringworker.py` in a process of its own."""
@@ -459,14 +496,9 @@ class Tracer:
         """Probes whose bpftrace exited while it should have been running."""
         return [p.failure() for p in self._procs if p.proc.poll() is not None and not p.stopping]
 
-    def stop(self, writer=None) -> dict[str, Any]:
-        """Stop every probe and put what it captured into the run directory.
-
-        Returns ``{"probes": {"ran", "could_not_measure", "backends", "not_asked"}, "events_lost",
-        "error", "kernel_summary"}``; "events_lost" counts bpftrace's lost
-        events plus rows dropped over `max_events`. In aggregate mode the
-        in-kernel maps become the `histograms` and `counters` tables.
-        """
+    def stop(self, writer=None) -> TraceResult:
+        """Stop every probe and put what it captured into the run directory (aggregate mode: the
+        in-kernel maps become the `histograms` and `counters` tables); returns what happened."""
         if self._result is not None:  # a second call (an interrupted caller retrying) gets the same answer
             return self._result
         # Stopping is the finalisation: a Ctrl-C now waits until it is done
@@ -475,7 +507,7 @@ class Tracer:
             self._result = self._stop(writer if writer is not None else self._writer)
         return self._result
 
-    def _stop(self, writer) -> dict[str, Any]:
+    def _stop(self, writer) -> TraceResult:
         errors = []
         self._drain()
         for p in self._procs:
@@ -545,19 +577,15 @@ class Tracer:
         if self._scripts_dir is not None:
             self._scripts_dir.cleanup()
             self._scripts_dir = None
-        return {
-            "probes": {"ran": ran, "could_not_measure": dict(self.could_not_measure), "backends": dict(self.backends),
-                       "not_asked": dict(self.not_asked)},
-            "events_lost": lost + dropped,
-            "error": "; ".join(errors) or None,
-            "kernel_summary": summary,
-        }
+        return TraceResult(ran=ran, could_not_measure=dict(self.could_not_measure), backends=dict(self.backends),
+                           not_asked=dict(self.not_asked), events_lost=lost + dropped,
+                           error="; ".join(errors) or None, kernel_summary=summary)
 
     def _drain(self) -> None:
         """Let bpftrace print what is still in its perf buffers: on SIGINT it
         exits without reading them, and those events would be lost uncounted."""
         # (our ring readers drain themselves when stopped)
-        streams = [p for p in self._procs if p.events and p.worker is not None and p.proc.poll() is None]
+        streams = [p for p in self._procs if p.events and p.is_bpftrace and p.proc.poll() is None]
         deadline = time.monotonic() + DRAIN_MAX_S
         last = None
         while streams and time.monotonic() < deadline:
