@@ -8,5 +8,13 @@ from .capabilities import Capabilities, detect_capabilities
 from .probes import MARKER_NAMES, PROBES, URING_EVENTS, ProbeSpec
 from .runner import MODES, Tracer
 
-__all__ = ["Capabilities", "detect_capabilities", "Tracer", "MODES", "PROBES", "ProbeSpec", "MARKER_NAMES",
-           "URING_EVENTS"]
+__all__ = [
+    "Capabilities",
+    "detect_capabilities",
+    "Tracer",
+    "MODES",
+    "PROBES",
+    "ProbeSpec",
+    "MARKER_NAMES",
+    "URING_EVENTS",
+]

@@ -35,8 +35,18 @@ from .capabilities import tracefs_root
 from .libbpf import BpfObject, KernelBtf, Ring, header_constant, record_dtype, traced_words
 from .probes import kernel_dev_t
 
-__all__ = ["AGGREGATES", "EVENTS", "BlockRqAggregate", "BlockRqEvents", "EntersAggregate", "EntersEvents",
-           "SubmitAggregate", "UnplugAggregate", "UnplugEvents", "UringRequestEvents"]
+__all__ = [
+    "AGGREGATES",
+    "EVENTS",
+    "BlockRqAggregate",
+    "BlockRqEvents",
+    "EntersAggregate",
+    "EntersEvents",
+    "SubmitAggregate",
+    "UnplugAggregate",
+    "UnplugEvents",
+    "UringRequestEvents",
+]
 
 #: bytes of each events-mode ring buffer: ~10 s of 200k events/s of enters
 RING_BYTES = 1 << 25
@@ -60,10 +70,13 @@ class _Probe:
         self.pid, self.existing_children = pid or None, existing_children
         max_entries = {"traced": traced_words()} if self.pid else {}
         max_entries.update(self._map_sizes())
-        self.obj = BpfObject(self.source, settings={"follow": bool(self.pid), "watched_dev": kernel_dev_t(device),
-                                                    "events_mode": self.events_mode},
-                             max_entries=max_entries, skip=set() if self.pid else {"follow_fork"},
-                             if_present=self.if_present)
+        self.obj = BpfObject(
+            self.source,
+            settings={"follow": bool(self.pid), "watched_dev": kernel_dev_t(device), "events_mode": self.events_mode},
+            max_entries=max_entries,
+            skip=set() if self.pid else {"follow_fork"},
+            if_present=self.if_present,
+        )
 
     def _map_sizes(self) -> dict[str, int]:
         return {}
@@ -123,8 +136,9 @@ class _Aggregate(_Probe):
             else:
                 assert len(c) == hslots, f"{name}: {len(c)} slots is neither an lhist nor a hist"
                 buckets = [{"min": 0, "max": 0, "count": c[0]}] if c[0] else []
-                buckets += [{"min": 1 << k, "max": (1 << (k + 1)) - 1, "count": c[1 + k]}
-                            for k in range(hslots - 1) if c[1 + k]]
+                buckets += [
+                    {"min": 1 << k, "max": (1 << (k + 1)) - 1, "count": c[1 + k]} for k in range(hslots - 1) if c[1 + k]
+                ]
             if buckets:
                 out[name] = buckets
         for name, hist in self.totals.items():
@@ -174,8 +188,12 @@ class UnplugAggregate(_Aggregate):
 
 
 #: probe table -> its aggregate-mode programs
-AGGREGATES = {"enters": EntersAggregate, "uring_requests": SubmitAggregate, "block_rq": BlockRqAggregate,
-              "block_unplug": UnplugAggregate}
+AGGREGATES = {
+    "enters": EntersAggregate,
+    "uring_requests": SubmitAggregate,
+    "block_rq": BlockRqAggregate,
+    "block_unplug": UnplugAggregate,
+}
 
 
 # --- events mode ---------------------------------------------------------------------
@@ -190,8 +208,13 @@ class _Events(_Probe):
     #: the record's struct in probes/records.h
     record: str
 
-    def __init__(self, pid: int | None = None, device: str | None = None, ring_bytes: int = RING_BYTES,
-                 existing_children: bool = False):
+    def __init__(
+        self,
+        pid: int | None = None,
+        device: str | None = None,
+        ring_bytes: int = RING_BYTES,
+        existing_children: bool = False,
+    ):
         self.ring_bytes = ring_bytes
         self.ring: Ring | None = None
         super().__init__(pid, device, existing_children)
@@ -208,11 +231,12 @@ class _Events(_Probe):
             raise
 
     def read(self) -> np.ndarray:
+        assert self.ring is not None, "start() first"
         return self.ring.read()
 
     def columns(self, recs: np.ndarray) -> dict:
         """The table's columns from records `read()` returned (name -> values)."""
-        return {name: recs[name] for name in recs.dtype.names if not name.startswith("rb_")}
+        return {name: recs[name] for name in recs.dtype.names or () if not name.startswith("rb_")}
 
     def lost(self) -> int:
         return self.obj.percpu_sums("lost")[0]
@@ -279,18 +303,29 @@ class _Rwbs:
         self.op_mask = (1 << min(bits.values())) - 1
         names = {"WRITE": "W", "DISCARD": "D", "SECURE_ERASE": "DE", "FLUSH": "F", "READ": "R"}
         if spells_zoned_ops() if zoned is None else zoned:
-            names |= {"ZONE_APPEND": "ZA", "ZONE_RESET": "ZR", "ZONE_RESET_ALL": "ZRA", "ZONE_FINISH": "ZF",
-                      "ZONE_OPEN": "ZO", "ZONE_CLOSE": "ZC"}
+            names |= {
+                "ZONE_APPEND": "ZA",
+                "ZONE_RESET": "ZR",
+                "ZONE_RESET_ALL": "ZRA",
+                "ZONE_FINISH": "ZF",
+                "ZONE_OPEN": "ZO",
+                "ZONE_CLOSE": "ZC",
+            }
         self.ops = {ops[f"REQ_OP_{name}"]: letters for name, letters in names.items() if f"REQ_OP_{name}" in ops}
-        self.after = [(1 << bits[f"__REQ_{name}"], letter)
-                      for name, letter in (("FUA", "F"), ("RAHEAD", "A"), ("SYNC", "S"), ("META", "M"), ("ATOMIC", "U"))
-                      if f"__REQ_{name}" in bits]
+        self.after = [
+            (1 << bits[f"__REQ_{name}"], letter)
+            for name, letter in (("FUA", "F"), ("RAHEAD", "A"), ("SYNC", "S"), ("META", "M"), ("ATOMIC", "U"))
+            if f"__REQ_{name}" in bits
+        ]
         self.preflush = 1 << bits["__REQ_PREFLUSH"]
         self.passthrough = [v for k, v in ops.items() if k in ("REQ_OP_DRV_IN", "REQ_OP_DRV_OUT")]
 
     def one(self, flags: int) -> str:
-        return ("F" if flags & self.preflush else "") + self.ops.get(flags & self.op_mask, "N") + "".join(
-            letter for bit, letter in self.after if flags & bit)
+        return (
+            ("F" if flags & self.preflush else "")
+            + self.ops.get(flags & self.op_mask, "N")
+            + "".join(letter for bit, letter in self.after if flags & bit)
+        )
 
     def __call__(self, flags: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(flags, return_inverse=True)
@@ -303,8 +338,7 @@ def spells_zoned_ops() -> bool:
     spellings (Linux 6.17); without tracefs to read it, the version decides."""
     root = tracefs_root()
     try:
-        found = root and re.search(r"char rwbs\[(\d+)\]",
-                                   (root / "events/block/block_rq_complete/format").read_text())
+        found = root and re.search(r"char rwbs\[(\d+)\]", (root / "events/block/block_rq_complete/format").read_text())
     except OSError:
         found = None
     if found:
@@ -313,5 +347,9 @@ def spells_zoned_ops() -> bool:
 
 
 #: probe table -> its events-mode programs
-EVENTS = {"enters": EntersEvents, "uring_requests": UringRequestEvents, "block_rq": BlockRqEvents,
-          "block_unplug": UnplugEvents}
+EVENTS = {
+    "enters": EntersEvents,
+    "uring_requests": UringRequestEvents,
+    "block_rq": BlockRqEvents,
+    "block_unplug": UnplugEvents,
+}

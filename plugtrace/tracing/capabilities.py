@@ -29,6 +29,7 @@ def cpu_ids(which: str) -> list[int]:
         ids += range(int(lo), int(hi or lo) + 1)
     return ids
 
+
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 BTF = Path("/sys/kernel/btf/vmlinux")
@@ -88,8 +89,10 @@ class Capabilities:
 
     def rows(self) -> list[tuple[str, bool, str]]:
         """(name, ok, detail) for display, in a sensible order."""
-        rows = [(n, *getattr(self, n)) for n in ("root", "bpftrace", "tracefs", "btf", "uprobes", "io_uring",
-                                                 "liburing", "libbpf")]
+        rows = [
+            (n, *getattr(self, n))
+            for n in ("root", "bpftrace", "tracefs", "btf", "uprobes", "io_uring", "liburing", "libbpf")
+        ]
         rows += [(f"tracepoint {n}", *v) for n, v in self.tracepoints.items()]
         return rows
 
@@ -221,5 +224,4 @@ def _check_libbpf() -> tuple[bool, str]:
     from .libbpf import available
 
     ok, why = available()
-    return (True, "our eBPF programs load with libbpf (the default probes, without bpftrace)") if ok else (
-        False, why)
+    return (True, "our eBPF programs load with libbpf (the default probes, without bpftrace)") if ok else (False, why)

@@ -48,8 +48,9 @@ class JsonStreamDecoder:
     decoded table carries the names (dictionary-encoded strings).
     """
 
-    def __init__(self, schema: pa.Schema, max_events: int | None = None,
-                 labels: dict[str, tuple[str, ...]] | None = None):
+    def __init__(
+        self, schema: pa.Schema, max_events: int | None = None, labels: dict[str, tuple[str, ...]] | None = None
+    ):
         self.schema = schema
         self.labels = {col: pa.array(names) for col, names in (labels or {}).items()}
         self.max_events = max_events
@@ -69,20 +70,24 @@ class JsonStreamDecoder:
             if cut < 0:
                 self._partial = buf
                 return Decoded()
-            block, self._partial = buf[:cut], buf[cut + 1:]
+            block, self._partial = buf[:cut], buf[cut + 1 :]
         out = Decoded()
         if not block:
             return out
         nlines = block.count(b"\n") + 1
-        if block.count(PRINTF_PREFIX) == nlines and block.count(PRINTF_SUFFIX + b"\n") == nlines - 1 \
-                and block.startswith(PRINTF_PREFIX) and block.endswith(PRINTF_SUFFIX):
+        if (
+            block.count(PRINTF_PREFIX) == nlines
+            and block.count(PRINTF_SUFFIX + b"\n") == nlines - 1
+            and block.startswith(PRINTF_PREFIX)
+            and block.endswith(PRINTF_SUFFIX)
+        ):
             # the common case, all event lines: strip the JSON wrapping at C speed
             self._decode_events(block.replace(PRINTF_PREFIX, b"").replace(PRINTF_SUFFIX, b""), nlines, out)
             return out
         payload = []
         for line in block.split(b"\n"):
             if line.startswith(PRINTF_PREFIX) and line.endswith(PRINTF_SUFFIX):
-                payload.append(line[len(PRINTF_PREFIX):-len(PRINTF_SUFFIX)])
+                payload.append(line[len(PRINTF_PREFIX) : -len(PRINTF_SUFFIX)])
             elif line:
                 self._decode_record(line, out)
         if payload:
@@ -98,8 +103,12 @@ class JsonStreamDecoder:
                 return
             csv = b"\n".join(csv.split(b"\n", room)[:room])
         try:
-            table = pacsv.read_csv(io.BytesIO(csv + b"\n"), read_options=self._read_options,
-                                   parse_options=self._parse, convert_options=self._convert)
+            table = pacsv.read_csv(
+                io.BytesIO(csv + b"\n"),
+                read_options=self._read_options,
+                parse_options=self._parse,
+                convert_options=self._convert,
+            )
         except pa.ArrowInvalid:
             # A line not of this probe's format (a message printed by the
             # program, say): keep the good lines, the odd ones as text.

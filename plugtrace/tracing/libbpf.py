@@ -23,15 +23,25 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from .probes import PROBES_DIR
 
-__all__ = ["BpfError", "BpfObject", "KernelBtf", "Ring", "available", "bpf_stats", "descendants", "libbpf_version",
-           "objects_dir", "record_dtype"]
+__all__ = [
+    "BpfError",
+    "BpfObject",
+    "KernelBtf",
+    "Ring",
+    "available",
+    "bpf_stats",
+    "descendants",
+    "libbpf_version",
+    "objects_dir",
+    "record_dtype",
+]
 
 #: the header both sides read: the programs' records and table sizes
 RECORDS_HEADER = "records.h"
@@ -45,10 +55,11 @@ def objects_dir() -> Path:
 def _binding():
     """The cffi extension (ffi, lib), or BpfError when it was not built."""
     try:
-        from . import _libbpf
+        from . import _libbpf  # type: ignore[attr-defined]  # built by set-up, not seen by mypy
     except ImportError as exc:
-        raise BpfError(errno.ENOENT, f"plugtrace's libbpf binding is not built ({exc}); run ./scripts/install.sh") \
-            from None
+        raise BpfError(
+            errno.ENOENT, f"plugtrace's libbpf binding is not built ({exc}); run ./scripts/install.sh"
+        ) from None
     return _libbpf.ffi, _libbpf.lib
 
 
@@ -136,7 +147,7 @@ class KernelBtf:
             self._lib.btf__free(self._btf)
             self._btf = None
 
-    def __enter__(self) -> "KernelBtf":
+    def __enter__(self) -> KernelBtf:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,10 +166,16 @@ class BpfObject:
     none (``SEC("tp_btf")``). Programs attach in the order the file defines them.
     """
 
-    def __init__(self, name: str, settings: dict[str, int | bool] | None = None,
-                 max_entries: dict[str, int] | None = None, skip: set[str] | frozenset[str] = frozenset(),
-                 if_present: set[str] | frozenset[str] = frozenset(), attach_to: dict[str, str] | None = None,
-                 path: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        settings: dict[str, int | bool] | None = None,
+        max_entries: dict[str, int] | None = None,
+        skip: set[str] | frozenset[str] = frozenset(),
+        if_present: set[str] | frozenset[str] = frozenset(),
+        attach_to: dict[str, str] | None = None,
+        path: Path | None = None,
+    ):
         self.name = name
         self.path = path or objects_dir() / f"{name}.bpf.o"
         self.settings = dict(settings or {})
@@ -175,7 +192,7 @@ class BpfObject:
         self._ncpu = self._lib.libbpf_num_possible_cpus()
 
     # --- life -----------------------------------------------------------------
-    def load(self) -> "BpfObject":
+    def load(self) -> BpfObject:
         """Open, set up and load the programs, without attaching them."""
         try:
             self._open()
@@ -185,7 +202,7 @@ class BpfObject:
             raise
         return self
 
-    def start(self) -> "BpfObject":
+    def start(self) -> BpfObject:
         """`load()`, then attach."""
         self.load()
         try:
@@ -246,8 +263,10 @@ class BpfObject:
                     self._programs[name] = (tracepoint, prog)
                 prog = lib.bpf_object__next_program(self._obj, prog)
         if self.if_present and not present:
-            raise BpfError(errno.ENOENT, f"{self.name}: this kernel has none of the tracepoints of "
-                                         f"{', '.join(sorted(self.if_present))}")
+            raise BpfError(
+                errno.ENOENT,
+                f"{self.name}: this kernel has none of the tracepoints of {', '.join(sorted(self.if_present))}",
+            )
         self._selected = [tp for tp, _ in self._programs.values()]
 
     def _load(self) -> None:
@@ -261,8 +280,9 @@ class BpfObject:
     def _fail(self, err: int, doing: str) -> None:
         log = self._ffi.string(self._lib.pt_log_text()).decode(errors="replace")
         sources = [self.path.parent.parent, PROBES_DIR]  # (probes/build/NAME.bpf.o: its sources are in probes/)
-        raise BpfError(err or errno.EINVAL, f"{doing} {self.name}.bpf.o: "
-                                            f"{explain_log(log, sources) or os.strerror(err)}")
+        raise BpfError(
+            err or errno.EINVAL, f"{doing} {self.name}.bpf.o: {explain_log(log, sources) or os.strerror(err)}"
+        )
 
     def resume(self) -> None:
         """Attach the programs (again, after `pause()`), in the order the file defines them."""
@@ -288,7 +308,7 @@ class BpfObject:
             self._lib.bpf_object__close(self._obj)
             self._obj = None
 
-    def __enter__(self) -> "BpfObject":
+    def __enter__(self) -> BpfObject:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -348,8 +368,9 @@ class BpfObject:
         out = {}
         for tracepoint, prog in self._programs.values():
             fd = self._lib.bpf_program__fd(prog)
-            info = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
-                        if ":" in line)
+            info = dict(
+                line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines() if ":" in line
+            )
             out[tracepoint] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
         return out
 
@@ -362,7 +383,9 @@ def traced_words() -> int:
 #: a C source line the verifier quotes: "; TEXT", on newer kernels "; TEXT @ FILE:LINE"
 _LOG_SOURCE = re.compile(r"^;\s*(.*?)(?:\s+@ (\S+:[1-9]\d*))?(?:\s+@ \S+:0)?$")
 #: verifier log lines that are instructions or register states, not its message
-_LOG_STATE = re.compile(r"^\d+: |^R\d+(_\w+)?=|^from \d+ to \d+|^processed \d+ insns|^mark_precise|^last_idx|^regs=|^parent ")
+_LOG_STATE = re.compile(
+    r"^\d+: |^R\d+(_\w+)?=|^from \d+ to \d+|^processed \d+ insns|^mark_precise|^last_idx|^regs=|^parent "
+)
 
 
 def explain_log(log: str, sources: list[Path]) -> str:
@@ -375,10 +398,16 @@ def explain_log(log: str, sources: list[Path]) -> str:
         start = max(i for i, line in enumerate(lines) if "-- BEGIN PROG LOAD LOG --" in line)
         prog = re.search(r"prog '([^']+)'", lines[start])
         end = next((i for i in range(start, len(lines)) if "-- END PROG LOAD LOG --" in lines[i]), len(lines))
-        body = [line for line in lines[start + 1:end] if line.strip()]
+        body = [line for line in lines[start + 1 : end] if line.strip()]
         quoted = next((m for line in reversed(body) for m in [_LOG_SOURCE.match(line)] if m and m.group(1)), None)
-        message = next((line.strip() for line in reversed(body)
-                        if not _LOG_STATE.search(line.strip()) and not line.startswith(";")), "rejected")
+        message = next(
+            (
+                line.strip()
+                for line in reversed(body)
+                if not _LOG_STATE.search(line.strip()) and not line.startswith(";")
+            ),
+            "rejected",
+        )
         source, where = (quoted.group(1), quoted.group(2)) if quoted else (None, None)
         if source and not where:  # older kernels quote the line without saying where it is
             where = _source_line(source, sources)
@@ -386,13 +415,14 @@ def explain_log(log: str, sources: list[Path]) -> str:
         if source:
             text += f" at {where or 'source'}: {source}"
         return text
-    reasons = [line.removeprefix("libbpf: ").strip() for line in lines
-               if line.strip() and "failed to load object" not in line]
+    reasons = [
+        line.removeprefix("libbpf: ").strip() for line in lines if line.strip() and "failed to load object" not in line
+    ]
     return "; ".join(reasons[-3:])
 
 
 def _source_line(text: str, sources: list[Path]) -> str | None:
-    """"file:line" of the line of the BPF C sources in the directories `sources` whose text is `text`."""
+    """ "file:line" of the line of the BPF C sources in the directories `sources` whose text is `text`."""
     for path in [p for d in sources for p in sorted(d.glob("*.bpf.c")) + sorted(d.glob("*.h"))]:
         with contextlib.suppress(OSError):
             for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -455,7 +485,7 @@ class Ring:
         recs = np.frombuffer(self._data, self.dtype, count=n, offset=self._page + (cons & (self.size - 1)))
         busy = (recs["rb_len"] & 0x80000000) != 0  # reserved on another CPU, not yet committed
         if busy.any():
-            recs = recs[:int(busy.argmax())]
+            recs = recs[: int(busy.argmax())]
         out = recs.copy()
         del recs
         struct.pack_into("<Q", self._cons, 0, cons + len(out) * self.dtype.itemsize)

@@ -80,16 +80,27 @@ I64, I32 = pa.int64(), pa.int32()
 #: why the uprobes on our plug-section markers stay off unless asked for. The engine logs every section,
 #: request and submit itself; a uprobe traps into the kernel at each marker it fires (two per section, and
 #: in events mode one per request), which costs the engine about half its IOPS (README, "Tracing").
-MARKERS_OFF_BY_DEFAULT = ("off by default: the engine logs its sections itself, and a uprobe trap per "
-                          "marker costs it about half its IOPS; name markers in --probes to see the sections "
-                          "from the kernel's side too")
+MARKERS_OFF_BY_DEFAULT = (
+    "off by default: the engine logs its sections itself, and a uprobe trap per "
+    "marker costs it about half its IOPS; name markers in --probes to see the sections "
+    "from the kernel's side too"
+)
 
 PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec(
-        "enters", "io_uring_enter.bt",
+        "enters",
+        "io_uring_enter.bt",
         ("syscalls:sys_enter_io_uring_enter", "syscalls:sys_exit_io_uring_enter"),
-        (("ts_ns", I64), ("tid", I32), ("fd", I32), ("to_submit", I32), ("min_complete", I32), ("flags", I32),
-         ("ret", I32), ("latency_ns", I64)),
+        (
+            ("ts_ns", I64),
+            ("tid", I32),
+            ("fd", I32),
+            ("to_submit", I32),
+            ("min_complete", I32),
+            ("flags", I32),
+            ("ret", I32),
+            ("latency_ns", I64),
+        ),
         # aggregate mode counts SQEs per enter through uring_requests instead:
         # a syscall tracepoint puts every system call of the machine on the
         # tracing slow path (fio on a loop device: ~0.87 of its untraced IOPS
@@ -98,37 +109,51 @@ PROBES: tuple[ProbeSpec, ...] = (
         purpose="SQEs and latency of each io_uring_enter() (aggregate mode: only when asked, for the latency)",
     ),
     ProbeSpec(
-        "uring_requests", "uring_requests.bt",
+        "uring_requests",
+        "uring_requests.bt",
         ("io_uring:io_uring_submit_req", "io_uring:io_uring_complete"),
-        (("ts_ns", I64), ("tid", I32), ("event", I32), ("user_data", pa.uint64()), ("opcode", I32),
-         ("res", I32)),
+        (("ts_ns", I64), ("tid", I32), ("event", I32), ("user_data", pa.uint64()), ("opcode", I32), ("res", I32)),
         labels=(("event", ("submit", "complete")),),
         modes=("events",),
         purpose="each io_uring request's submit and completion",
     ),
     # aggregate mode: the same table name, one hit per request, no completions
     ProbeSpec(
-        "uring_requests", "uring_submits.bt", ("io_uring:io_uring_submit_req",), (),
+        "uring_requests",
+        "uring_submits.bt",
+        ("io_uring:io_uring_submit_req",),
+        (),
         modes=("aggregate",),
         purpose="SQEs per submitting io_uring_enter(), from each request's position in its batch",
     ),
     ProbeSpec(
-        "block_rq", "block_rq.bt",
+        "block_rq",
+        "block_rq.bt",
         ("block:block_rq_issue", "block:block_rq_complete"),
-        (("issue_ns", I64), ("complete_ns", I64), ("latency_ns", I64), ("dev", I64), ("sector", I64),
-         ("nr_bytes", I64), ("rwbs", pa.string())),
+        (
+            ("issue_ns", I64),
+            ("complete_ns", I64),
+            ("latency_ns", I64),
+            ("dev", I64),
+            ("sector", I64),
+            ("nr_bytes", I64),
+            ("rwbs", pa.string()),
+        ),
         default_needs_device=True,
         purpose="block requests issued to the device and their latency",
     ),
     ProbeSpec(
-        "block_unplug", "block_plug.bt",
+        "block_unplug",
+        "block_plug.bt",
         ("block:block_unplug",),
         (("ts_ns", I64), ("tid", I32), ("nr_rq", I32)),
         default_needs_device=True,
         purpose="requests flushed per block-layer unplug",
     ),
     ProbeSpec(
-        "markers", "markers.bt", (),
+        "markers",
+        "markers.bt",
+        (),
         (("ts_ns", I64), ("tid", I32), ("marker", I32), ("arg0", I64), ("arg1", I64)),
         needs_uprobes=True,
         labels=(("marker", ("section_begin", "section_end", "deferred_run", "request_queued", "submit")),),
@@ -140,8 +165,14 @@ PROBES: tuple[ProbeSpec, ...] = (
     # aggregate mode: the same table name, without the per-request marker (a
     # uprobe hit per request would cost more than everything else together)
     ProbeSpec(
-        "markers", "section_markers.bt", (), (), needs_uprobes=True, modes=("aggregate",),
-        only_when_asked=("aggregate",), off_by_default=MARKERS_OFF_BY_DEFAULT,
+        "markers",
+        "section_markers.bt",
+        (),
+        (),
+        needs_uprobes=True,
+        modes=("aggregate",),
+        only_when_asked=("aggregate",),
+        off_by_default=MARKERS_OFF_BY_DEFAULT,
         purpose="plugtrace's plug sections, counted (uprobes on the extension's markers)",
     ),
 )
@@ -153,9 +184,11 @@ PROBES: tuple[ProbeSpec, ...] = (
 #: not change what it measures, so they run when the user asks: with the device (--watch-device, which
 #: also counts the requests the kernel issues from its own workers), or by name in --probes. The
 #: engine's runs always know their device, and run them.
-BLOCK_PROBES_WITHOUT_A_DEVICE = ("off for a traced program unless asked for: name its device with "
-                                 "--watch-device DEV, or the probe in --probes (block probes cost 2-3 "
-                                 "probe hits per I/O on a blk-mq device)")
+BLOCK_PROBES_WITHOUT_A_DEVICE = (
+    "off for a traced program unless asked for: name its device with "
+    "--watch-device DEV, or the probe in --probes (block probes cost 2-3 "
+    "probe hits per I/O on a blk-mq device)"
+)
 
 #: markers.bt's marker codes, in order
 MARKER_NAMES = dict(next(p for p in PROBES if p.file == "markers.bt").labels)["marker"]
@@ -165,15 +198,16 @@ URING_EVENTS = dict(next(p for p in PROBES if p.file == "uring_requests.bt").lab
 
 
 def kernel_dev_t(dev: str | None) -> int:
-    """"major:minor" (or None) -> the kernel's dev_t encoding used by block tracepoints (0: any)."""
+    """ "major:minor" (or None) -> the kernel's dev_t encoding used by block tracepoints (0: any)."""
     if not dev:
         return 0
     major, minor = (int(x) for x in dev.split(":"))
     return (major << 20) | minor
 
 
-def probe_arguments(spec: ProbeSpec, pid: int | None, dev: str | None, events: bool,
-                    marker_lib: str | None) -> list[str]:
+def probe_arguments(
+    spec: ProbeSpec, pid: int | None, dev: str | None, events: bool, marker_lib: str | None
+) -> list[str]:
     """bpftrace's positional parameters for `spec`."""
     args = [str(pid or 0), str(kernel_dev_t(dev)), "1" if events else "0"]
     if spec.needs_uprobes:

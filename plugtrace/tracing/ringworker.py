@@ -24,8 +24,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from .probes import PROBES
 from .bpfprobes import EVENTS
+from .probes import PROBES
 from .worker import FLUSH_INTERVAL_S, FLUSH_ROWS, _say, _TableFile
 
 #: how often the ring is read; at 300k events/s that is ~6k records a read,
@@ -45,8 +45,9 @@ def to_table(values: dict, spec) -> pa.Table:
     return pa.Table.from_arrays(cols, names=[n for n, _ in spec.columns])
 
 
-def run(table: str, out: str, pid: int | None, device: str | None, max_events: int | None,
-        existing_children: bool = False) -> dict:
+def run(
+    table: str, out: str, pid: int | None, device: str | None, max_events: int | None, existing_children: bool = False
+) -> dict:
     spec = next(p for p in PROBES if p.table == table and "events" in p.modes)
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,7 +55,7 @@ def run(table: str, out: str, pid: int | None, device: str | None, max_events: i
     progs = EVENTS[table](pid, device, existing_children=existing_children)
     progs.start()
     _say({"attached_probes": len(progs.attached)})
-    sink = _TableFile(out)
+    sink = _TableFile(out, table)
     pending: list[pa.Table] = []
     pending_rows, kept, dropped, last_flush = 0, 0, 0, time.monotonic()
     try:
@@ -74,14 +75,23 @@ def run(table: str, out: str, pid: int | None, device: str | None, max_events: i
                 pending, pending_rows, last_flush = [], 0, now
             if done and not len(recs):
                 break
-            if len(recs) * progs.ring.dtype.itemsize < progs.ring.size // 4:
+            ring = progs.ring
+            if ring is not None and len(recs) * ring.dtype.itemsize < ring.size // 4:
                 time.sleep(POLL_S)
         lost = progs.lost()
     finally:
         progs.stop()
         sink.close()
-    return {"rows": sink.rows, "kept": kept, "dropped": dropped, "lost_events": lost, "maps": {},
-            "messages": [], "error": sink.error, "wrote": sink.writer is not None}
+    return {
+        "rows": sink.rows,
+        "kept": kept,
+        "dropped": dropped,
+        "lost_events": lost,
+        "maps": {},
+        "messages": [],
+        "error": sink.error,
+        "wrote": sink.writer is not None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("table", choices=sorted(EVENTS))
     parser.add_argument("out", help="Parquet file to write")
     parser.add_argument("--pid", type=int, default=None, help="process to trace, with its children (default: all)")
-    parser.add_argument("--existing-children", action="store_true",
-                        help="also the children --pid forked before tracing began")
+    parser.add_argument(
+        "--existing-children", action="store_true", help="also the children --pid forked before tracing began"
+    )
     parser.add_argument("--device", default=None, help="MAJ:MIN of the block device to watch")
     parser.add_argument("--max-events", type=int, default=None, help="keep at most this many rows")
     args = parser.parse_args(argv)

@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import CapabilityError, PlugtraceError
+from ..schema import TABLES
 from .capabilities import Capabilities, cpu_ids
 from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
 from .probes import BLOCK_PROBES_WITHOUT_A_DEVICE, MARKER_NAMES, PROBES, ProbeSpec, probe_arguments
@@ -64,7 +65,7 @@ STOP_SLOW_S = 3.0
 DRAIN_QUIET_S = 0.3
 DRAIN_MAX_S = 5.0
 
-_live: set["_ProbeProcess"] = set()
+_live: set[_ProbeProcess] = set()
 _PR_SET_PDEATHSIG = 1
 
 
@@ -155,9 +156,10 @@ class _ProbeProcess:
 
     def start_readers(self) -> None:
         protocol = (self.worker or self.proc).stdout
-        self.threads = [threading.Thread(target=f, args=(pipe,), daemon=True, name=f"probe-{self.spec.table}")
-                        for f, pipe in ((self._read_worker, protocol),
-                                        *((self._read_stderr, p.stderr) for p in self.processes))]
+        self.threads = [
+            threading.Thread(target=f, args=(pipe,), daemon=True, name=f"probe-{self.spec.table}")
+            for f, pipe in ((self._read_worker, protocol), *((self._read_stderr, p.stderr) for p in self.processes))
+        ]
         for t in self.threads:
             t.start()
 
@@ -186,6 +188,8 @@ class _ProbeProcess:
     @property
     def bytes_read(self) -> int:
         """How much bpftrace output the worker has read so far (its rchar)."""
+        if self.worker is None:
+            return -1
         try:
             with open(f"/proc/{self.worker.pid}/io") as fh:
                 return next(int(line.split()[1]) for line in fh if line.startswith("rchar:"))
@@ -231,8 +235,12 @@ class TraceResult:
 
     def probes(self) -> dict[str, Any]:
         """The ``probes`` entry of meta.json."""
-        return {"ran": list(self.ran), "could_not_measure": dict(self.could_not_measure),
-                "backends": dict(self.backends), "not_asked": dict(self.not_asked)}
+        return {
+            "ran": list(self.ran),
+            "could_not_measure": dict(self.could_not_measure),
+            "backends": dict(self.backends),
+            "not_asked": dict(self.not_asked),
+        }
 
 
 class Tracer:
@@ -249,10 +257,17 @@ class Tracer:
     follows them from its BEGIN).
     """
 
-    def __init__(self, mode: str = "aggregate", pid: int | None = None, devices: list[str | None] | None = None,
-                 marker_lib: str | None = None, max_events: int = 5_000_000,
-                 capabilities: Capabilities | None = None, probes: list[str] | None = None,
-                 existing_children: bool = False):
+    def __init__(
+        self,
+        mode: str = "aggregate",
+        pid: int | None = None,
+        devices: list[str | None] | None = None,
+        marker_lib: str | None = None,
+        max_events: int = 5_000_000,
+        capabilities: Capabilities | None = None,
+        probes: list[str] | None = None,
+        existing_children: bool = False,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -313,8 +328,9 @@ class Tracer:
                 continue
             chosen.append(spec)
         if not chosen:
-            raise CapabilityError("no probe can run here: " + "; ".join(
-                f"{k}: {v}" for k, v in self.could_not_measure.items()))
+            raise CapabilityError(
+                "no probe can run here: " + "; ".join(f"{k}: {v}" for k, v in self.could_not_measure.items())
+            )
         return chosen
 
     # --- running -------------------------------------------------------------
@@ -354,40 +370,63 @@ class Tracer:
                 self._start_bpftrace(p.spec, "; ".join(p.messages) or p.failure())
                 self._await_attached()
         if not self._procs and not self._own:
-            raise CapabilityError("no probe attached: " + "; ".join(
-                f"{k}: {v}" for k, v in self.could_not_measure.items()))
+            raise CapabilityError(
+                "no probe attached: " + "; ".join(f"{k}: {v}" for k, v in self.could_not_measure.items())
+            )
 
     def _start_bpftrace(self, spec: ProbeSpec, why_not_ours: str | None) -> None:
         """Run `spec`'s bpftrace script; `why_not_ours`: why our own programs did not take it
         (None: it has none in this mode)."""
-        if not self.caps.bpftrace[0]:  # our own programs could not take it, and there is no fallback
-            self.could_not_measure[spec.table] = self.caps.bpftrace[1] + (
-                f"; our own programs: {why_not_ours}" if why_not_ours else "; it has no form as our own programs")
+        if not self._caps.bpftrace[0]:  # our own programs could not take it, and there is no fallback
+            self.could_not_measure[spec.table] = self._caps.bpftrace[1] + (
+                f"; our own programs: {why_not_ours}" if why_not_ours else "; it has no form as our own programs"
+            )
             return
         if why_not_ours:
-            print(f"plugtrace: could not measure: {spec.table}: {why_not_ours}; running {spec.file} "
-                  "with bpftrace instead", file=sys.stderr, flush=True)
+            print(
+                f"plugtrace: could not measure: {spec.table}: {why_not_ours}; running {spec.file} "
+                "with bpftrace instead",
+                file=sys.stderr,
+                flush=True,
+            )
         self.backends[spec.table] = "bpftrace" + (f" (libbpf: {why_not_ours})" if why_not_ours else "")
         events = self.mode == "events"
-        argv = [self.caps.bpftrace_path or "bpftrace", "-f", "json", self._script(spec),
-                *probe_arguments(spec, self.pid, self.device, events, self.marker_lib)]
+        argv = [
+            self._caps.bpftrace_path or "bpftrace",
+            "-f",
+            "json",
+            self._script(spec),
+            *probe_arguments(spec, self.pid, self.device, events, self.marker_lib),
+        ]
         worker_argv = [sys.executable, "-m", "plugtrace.tracing.worker", spec.table, self._table_path(spec)]
         if events and self.max_events:
             worker_argv += ["--max-events", str(self.max_events)]
         env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
         with signals_held():
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=env, start_new_session=True,
-                                    preexec_fn=_child_setup)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_child_setup,
+            )
             try:
-                worker = subprocess.Popen(worker_argv, stdin=proc.stdout, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, start_new_session=True,
-                                          preexec_fn=_child_setup)
+                worker = subprocess.Popen(
+                    worker_argv,
+                    stdin=proc.stdout,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    preexec_fn=_child_setup,
+                )
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
-            proc.stdout.close()  # the worker holds the read end now
+            if proc.stdout is not None:
+                proc.stdout.close()  # the worker holds the read end now
             p = _ProbeProcess(spec, proc, worker, events)
             _live.add(p)
             self._procs.append(p)
@@ -426,7 +465,7 @@ class Tracer:
         forms = AGGREGATES if self.mode == "aggregate" else EVENTS
         if spec.table not in forms:
             return _Own(started=False)
-        ok, why = self.caps.libbpf
+        ok, why = self._caps.libbpf
         if ok and self.mode == "events":
             self._start_ring(spec)
             return _Own(started=True)
@@ -450,8 +489,14 @@ class Tracer:
         if self.max_events:
             argv += ["--max-events", str(self.max_events)]
         with signals_held():
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, preexec_fn=_child_setup)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_child_setup,
+            )
             p = _ProbeProcess(spec, proc, None, True)
             _live.add(p)
             self._procs.append(p)
@@ -484,9 +529,15 @@ class Tracer:
             fh.write(text.replace(self._FOLLOW, f"BEGIN {{ @traced[$1] = 1; {follow} }}"))
         return path
 
+    @property
+    def _caps(self) -> Capabilities:
+        assert self.caps is not None, "start() detects the capabilities first"
+        return self.caps
+
     def _table_path(self, spec: ProbeSpec) -> str:
         if self._writer is not None:
             return os.fspath(self._writer.table_path(spec.table))
+        assert self._tmpdir is not None  # made by _start_all when there is no writer
         return os.path.join(self._tmpdir.name, f"{spec.table}.parquet")
 
     def running(self) -> list[str]:
@@ -522,8 +573,11 @@ class Tracer:
                     try:
                         proc.wait(STOP_SLOW_S)
                     except subprocess.TimeoutExpired:  # say why the recording does not end yet
-                        print(f"plugtrace: waiting for {p.what} to stop (at most {STOP_TIMEOUT_S:.0f} s) ...",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"plugtrace: waiting for {p.what} to stop (at most {STOP_TIMEOUT_S:.0f} s) ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         proc.wait(STOP_TIMEOUT_S - STOP_SLOW_S)
             except subprocess.TimeoutExpired:
                 self._kill(p)
@@ -533,8 +587,10 @@ class Tracer:
             if p.done.get("error"):
                 errors.append(p.done["error"])
             elif not p.done:
-                errors.append(f"decoding the output of {p.what} failed: "
-                              + ("; ".join(p.messages[-3:]) or f"exit status {p.processes[-1].returncode}"))
+                errors.append(
+                    f"decoding the output of {p.what} failed: "
+                    + ("; ".join(p.messages[-3:]) or f"exit status {p.processes[-1].returncode}")
+                )
         ran, lost, dropped = [], 0, 0
         hist_rows: dict[str, list] = {"name": [], "low": [], "high": [], "count": []}
         counters: dict[str, list] = {"name": [], "value": []}
@@ -563,23 +619,32 @@ class Tracer:
             ran.append(p.spec.table)
             _add_maps(maps, hist_rows, counters)
         if self.mode == "aggregate" and writer is not None:
-            for name, rows, schema in (("histograms", hist_rows, _HIST_SCHEMA), ("counters", counters, _COUNTER_SCHEMA)):
+            for name, rows in (("histograms", hist_rows), ("counters", counters)):
                 if rows["name"]:
                     try:
-                        writer.append(name, pa.table(rows, schema=schema))
+                        writer.append(name, pa.table(rows, schema=TABLES[name]))
                     except PlugtraceError as exc:  # a full disk: the run says so, the rest still finishes
                         errors.append(exc.message)
         if self.mode == "aggregate" and ran:
             ran = ["histograms", "counters", *(f"aggregate:{t}" for t in ran)]
-        summary = {"bpftrace_lost_events": lost, "dropped_over_max_events": dropped,
-                   "events_kept": {p.spec.table: p.done.get("kept", 0) for p in self._procs if p.events}}
+        summary = {
+            "bpftrace_lost_events": lost,
+            "dropped_over_max_events": dropped,
+            "events_kept": {p.spec.table: p.done.get("kept", 0) for p in self._procs if p.events},
+        }
         self._procs = []
         if self._scripts_dir is not None:
             self._scripts_dir.cleanup()
             self._scripts_dir = None
-        return TraceResult(ran=ran, could_not_measure=dict(self.could_not_measure), backends=dict(self.backends),
-                           not_asked=dict(self.not_asked), events_lost=lost + dropped,
-                           error="; ".join(errors) or None, kernel_summary=summary)
+        return TraceResult(
+            ran=ran,
+            could_not_measure=dict(self.could_not_measure),
+            backends=dict(self.backends),
+            not_asked=dict(self.not_asked),
+            events_lost=lost + dropped,
+            error="; ".join(errors) or None,
+            kernel_summary=summary,
+        )
 
     def _drain(self) -> None:
         """Let bpftrace print what is still in its perf buffers: on SIGINT it
@@ -604,7 +669,7 @@ class Tracer:
                 pass
             proc.wait()
 
-    def __enter__(self) -> "Tracer":
+    def __enter__(self) -> Tracer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -642,10 +707,6 @@ def _add_maps(maps: dict, hist_rows: dict, counters: dict) -> None:
 def _extend(rows: dict[str, list], more: dict[str, list]) -> None:
     for k, v in more.items():
         rows[k].extend(v)
-
-
-_HIST_SCHEMA = pa.schema([("name", pa.string()), ("low", pa.int64()), ("high", pa.int64()), ("count", pa.int64())])
-_COUNTER_SCHEMA = pa.schema([("name", pa.string()), ("value", pa.int64())])
 
 
 @atexit.register

@@ -77,7 +77,7 @@ def _submitting_enters(path: Path, percentiles: tuple[float, ...]) -> tuple[int,
             last.append(lat[b == _BINS - 1])
         if 0 in keep:
             negative.append(lat[lat < 0])
-    open_bin = np.sort(np.concatenate(last)) if last else None
+    open_bin = np.sort(np.concatenate(last)) if last else np.empty(0, dtype=np.int64)
     below_zero = np.sort(np.concatenate(negative)) if negative else np.empty(0, dtype=np.int64)
 
     def at(rank: int) -> float:
@@ -106,8 +106,13 @@ def kernel_summary(run_dir: str | Path) -> dict:
     if enters.exists():
         n, sqes, (p50, p99) = _submitting_enters(enters, (50, 99))
         if n:
-            out = {"nr_enters": n, "mean_sqes_per_enter": round(sqes / n, 3),
-                   "enter_latency_p50_ns": p50, "enter_latency_p99_ns": p99, "source": "enters (events)"}
+            out = {
+                "nr_enters": n,
+                "mean_sqes_per_enter": round(sqes / n, 3),
+                "enter_latency_p50_ns": p50,
+                "enter_latency_p99_ns": p99,
+                "source": "enters (events)",
+            }
     elif hists.exists():
         h = pq.read_table(hists).to_pandas()
         name = next((n for n in SQES_HISTOGRAMS if (h["name"] == n).any()), SQES_HISTOGRAMS[-1])
@@ -115,8 +120,11 @@ def kernel_summary(run_dir: str | Path) -> dict:
         lat = h[h["name"] == "enter_latency_ns"]
         if len(sqes):
             n = int(sqes["count"].sum())
-            out = {"nr_enters": n, "mean_sqes_per_enter": round(float((sqes["low"] * sqes["count"]).sum() / n), 3),
-                   "source": f"histograms (aggregate, {name})"}
+            out = {
+                "nr_enters": n,
+                "mean_sqes_per_enter": round(float((sqes["low"] * sqes["count"]).sum() / n), 3),
+                "source": f"histograms (aggregate, {name})",
+            }
         if len(lat):
             args = (lat["low"].to_numpy(), lat["high"].to_numpy(), lat["count"].to_numpy())
             out["enter_latency_p50_ns_below"] = _hist_percentile(*args, 50)

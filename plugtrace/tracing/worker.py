@@ -20,10 +20,12 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..store import conform
 from .decode import JsonStreamDecoder
 from .probes import PROBES
 
@@ -32,10 +34,12 @@ FLUSH_INTERVAL_S = 1.0
 
 
 class _TableFile:
-    """A Parquet file opened on the first rows; a write error stops writing, not reading."""
+    """Table `table`'s Parquet file, opened on the first rows, in the columns and types of
+    `plugtrace.schema`; a write error stops writing, not reading."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, table: str):
         self.path = path
+        self.table = table
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
         self.error: str | None = None
@@ -43,7 +47,7 @@ class _TableFile:
     def write(self, tables: list[pa.Table]) -> None:
         if self.error or not tables:
             return
-        table = pa.concat_tables(tables)
+        table = conform(self.table, pa.concat_tables(tables))
         try:
             if self.writer is None:
                 self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
@@ -68,10 +72,12 @@ def _say(record: dict) -> None:
 def run(table: str, out: str, max_events: int | None) -> dict:
     spec = next(p for p in PROBES if p.table == table)
     decoder = JsonStreamDecoder(spec.schema, max_events, dict(spec.labels))
-    sink = _TableFile(out)
+    sink = _TableFile(out, table)
     pending: list[pa.Table] = []
     pending_rows, last_flush = 0, time.monotonic()
-    lost, maps, messages = 0, {}, []
+    lost = 0
+    maps: dict[str, Any] = {}
+    messages: list[str] = []
     while True:
         data = os.read(0, 1 << 20)
         d = decoder.feed(data, final=not data)
@@ -79,7 +85,7 @@ def run(table: str, out: str, max_events: int | None) -> dict:
             _say({"attached_probes": d.attached_probes})
         lost += d.lost_events
         maps.update(d.maps)
-        messages.extend(d.other[:max(0, 20 - len(messages))])
+        messages.extend(d.other[: max(0, 20 - len(messages))])
         if d.events is not None:
             pending.append(d.events)
             pending_rows += d.events.num_rows
@@ -90,9 +96,16 @@ def run(table: str, out: str, max_events: int | None) -> dict:
         if not data:
             break
     sink.close()
-    return {"rows": sink.rows, "kept": decoder.kept, "dropped": decoder.dropped, "lost_events": lost,
-            "maps": maps, "messages": messages, "error": sink.error,
-            "wrote": sink.writer is not None}
+    return {
+        "rows": sink.rows,
+        "kept": decoder.kept,
+        "dropped": decoder.dropped,
+        "lost_events": lost,
+        "maps": maps,
+        "messages": messages,
+        "error": sink.error,
+        "wrote": sink.writer is not None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
