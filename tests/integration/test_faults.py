@@ -782,13 +782,22 @@ def test_report_of_a_run_with_wrong_meta_types_is_a_clear_error(tmp_path, field,
 
 def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from plugtrace.store import RunWriter
 
     RunWriter(tmp_path / "failed", {"config": {"strategy": "defer"}}).close("failed")
-    w = RunWriter(tmp_path / "empty", {"config": {"strategy": "defer"}})
-    w.append(
-        "submits",
+
+    def run_with_submits(name: str, submits: pa.Table) -> None:
+        """A run whose submits table is what another program (an older plugtrace, a bug) wrote: RunWriter
+        itself would refuse columns that are not the schema's."""
+        w = RunWriter(tmp_path / name, {"config": {"strategy": "defer"}})
+        pq.write_table(submits, w.table_path("submits"))
+        w.adopt_table("submits", submits.num_rows)
+        w.close("complete")
+
+    run_with_submits(
+        "empty",
         pa.table(
             {
                 "start_ns": pa.array([], pa.int64()),
@@ -799,13 +808,10 @@ def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
             }
         ),
     )
-    w.close("complete")
-    w = RunWriter(tmp_path / "corrupt", {"config": {"strategy": "defer"}})
-    w.append(
-        "submits",
+    run_with_submits(
+        "corrupt",
         pa.table({"start_ns": ["a", "b"], "tid": [1, 1], "nr_sqes": [1, 2], "latency_ns": [5, 6], "ret": [1, 2]}),
     )
-    w.close("complete")
     out = tmp_path / "r.html"
     p = subprocess.run(
         [
