@@ -183,14 +183,11 @@ class _SectionLog(plug.SectionHooks):
 
 
 class _WrittenBlocks:
-    """Which blocks a write workload touched, for verification afterwards."""
+    """Which blocks a write workload touched, for verification afterwards (drivers mark them)."""
 
     def __init__(self, size_bytes: int, bs: int):
         self.bs = bs
         self.bitmap = np.zeros(size_bytes // bs, dtype=bool)
-
-    def mark(self, offsets: np.ndarray) -> None:
-        self.bitmap[offsets // self.bs] = True
 
 
 class _Countdown:
@@ -329,6 +326,8 @@ def run_workload(
                     name, _requests_table(rows) if name == "requests" else _submits_table(rows)),
             )
             driver.pattern_seed = config.seed
+            if written is not None:
+                driver.mark_written(written.bitmap, config.bs)
             state["driver"] = driver
             hooks = _SectionLog(loop, t, driver.tid)
             plug.set_section_hooks(hooks)
@@ -344,7 +343,7 @@ def run_workload(
                 if config.requests is not None:
                     per_guest = max(1, config.requests // ndev)
                 guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest,
-                              seed=rng.getrandbits(63), on_written=written.mark if written else None)
+                              seed=rng.getrandbits(63))
                 dev.on_handler = hooks.handler
                 state["devices"].append(dev)
                 state["guests"].append(guest)

@@ -6,10 +6,12 @@ extension can reach them.
 
 Besides the thin declarations, the extension carries two kinds of C code:
 
-* the hot path of the engine's io_uring driver (`pt_queue`, `pt_flush`,
-  `pt_reap`): moving queued requests into SQEs, submitting, and reaping CQEs
-  happens in C over request slots, so a Python call costs per batch, not per
-  SQE field;
+* the per-request work of the engine (`pt_refill`, `pt_queue_vq`,
+  `pt_flush`, `pt_reap`): an emulated guest making requests available on its
+  virtqueue, the device handler queueing them into free request slots,
+  copying queued requests into SQEs, submitting, reaping CQEs, counting each
+  completion to its guest, marking written blocks, and the app-side log all
+  run in C, so Python runs once per section or batch, never per request;
 * marker functions (`plugtrace_mark_*`) that do nothing but exist as real,
   non-inlined, exported symbols, so uprobes can put our plug sections on the
   same timeline as the kernel's tracepoints.
@@ -41,6 +43,31 @@ struct pt_req {
     int32_t sync;
     int32_t thread;
     int32_t tid;
+    int32_t guest;          /* index of the guest it completes to; -1: reported to Python */
+    int32_t pad;
+};
+
+/* A closed-loop guest of one emulated device (emulation.Guest): how many
+ * requests it keeps outstanding, the chunk of offsets and ops it draws them
+ * from, and its virtqueue (requests made available, not yet taken). */
+struct pt_guest {
+    int64_t *chunk_offsets; /* numpy-owned, refreshed by Python when used up */
+    int32_t *chunk_ops;
+    uint32_t chunk_len;
+    uint32_t chunk_pos;
+    uint32_t iodepth;
+    uint32_t outstanding;
+    int64_t max_requests;   /* -1: no limit */
+    int64_t issued;
+    int64_t completed;
+    int64_t errors;
+    int32_t first_error;
+    int32_t stopped;
+    int32_t touched;        /* listed in the driver's touched list */
+    uint32_t vq_head;       /* the virtqueue: a ring of iodepth entries */
+    uint32_t vq_tail;
+    int64_t *vq_offsets;
+    int32_t *vq_ops;
 };
 
 struct pt_submit_rec {
@@ -76,6 +103,16 @@ struct pt_driver {
     uint32_t slot_bytes;
     uint64_t next_req_id;
     uint64_t seed;          /* data pattern of writes */
+    uint32_t *free_slots;   /* a stack of free request slots */
+    uint32_t nfree;
+    struct pt_guest **guests;
+    uint32_t nguests;
+    uint32_t *touched;      /* guests with completions since Python last looked, in order */
+    uint32_t ntouched;
+    uint32_t nout;          /* CQEs pt_reap handed to Python */
+    uint8_t *written;       /* written[offset / written_bs] = 1 for each write that succeeded */
+    uint32_t written_bs;
+    int64_t completed;
 };
 """
 
@@ -125,13 +162,13 @@ int pt_liburing_version(void);
 int64_t pt_now_ns(void);
 int32_t pt_gettid(void);
 unsigned pt_cq_ready_taskrun(struct io_uring *ring);
-uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uint32_t len,
-                  uint64_t offset, int32_t device, int64_t section_id,
-                  int32_t section_owner, int32_t sync);
-void pt_queue_run(struct pt_driver *d, const uint32_t *slots, const int32_t *ops, const uint64_t *offsets,
-                  uint32_t n, int fd, uint32_t len, int32_t device, int64_t section_id, int32_t section_owner);
+int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint64_t offset,
+                 int32_t device, int64_t section_id, int32_t section_owner, int32_t sync, int32_t guest);
+int pt_refill(struct pt_driver *d, uint32_t guest);
+int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_t len, int32_t device,
+                int64_t section_id, int32_t section_owner);
 uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
-void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res);
+void pt_finish(struct pt_driver *d, uint32_t slot, int32_t logged_res, int32_t guest_res);
 int pt_flush(struct pt_driver *d, int32_t reason);
 unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uint8_t *out_pending, unsigned max);
 void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
@@ -224,13 +261,18 @@ static unsigned pt_cq_ready_taskrun(struct io_uring *ring)
     return io_uring_cq_ready(ring);
 }
 
-/* Queue one request in `slot` (its buffer is the slot's; a write's buffer is
- * filled with the run's verifiable pattern). Returns the queue length. */
+/* Queue one request in a free slot (its buffer is the slot's; a write's
+ * buffer is filled with the run's verifiable pattern). `guest` is the index
+ * of the guest its completion counts to, or -1 to hand it to Python.
+ * Returns the slot, or -1 when no slot is free. */
 static void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
-static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uint32_t len,
-                         uint64_t offset, int32_t device, int64_t section_id,
-                         int32_t section_owner, int32_t sync)
+static int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint64_t offset,
+                        int32_t device, int64_t section_id, int32_t section_owner, int32_t sync,
+                        int32_t guest)
 {
+    if (d->nfree == 0)
+        return -1;
+    uint32_t slot = d->free_slots[--d->nfree];
     struct pt_req *r = &d->reqs[slot];
     r->req_id = d->next_req_id++;
     r->buf = d->bufbase + (size_t)slot * d->slot_bytes;
@@ -253,19 +295,51 @@ static uint32_t pt_queue(struct pt_driver *d, uint32_t slot, int op, int fd, uin
     r->sync = sync;
     r->thread = d->thread;
     r->tid = d->tid;
+    r->guest = guest;
     d->queue[d->qtail++ % d->qcap] = slot;
     plugtrace_mark_request_queued(r->req_id, device);
-    return d->qtail - d->qhead;
+    return slot;
 }
 
-/* pt_queue() for `n` requests of one device in a row: a virtio-blk handler
- * draining its queue crosses into C once per run instead of once per request. */
-static void pt_queue_run(struct pt_driver *d, const uint32_t *slots, const int32_t *ops, const uint64_t *offsets,
-                         uint32_t n, int fd, uint32_t len, int32_t device, int64_t section_id,
-                         int32_t section_owner)
+/* The guest's refill (emulation.Guest): make requests available on its
+ * virtqueue until `iodepth` are outstanding (or its request budget is spent).
+ * Returns how many, or -1 when its chunk of offsets is used up: Python draws
+ * a new chunk and calls again. */
+static int pt_refill(struct pt_driver *d, uint32_t guest)
 {
-    for (uint32_t i = 0; i < n; i++)
-        pt_queue(d, slots[i], ops[i], fd, len, offsets[i], device, section_id, section_owner, 0);
+    struct pt_guest *g = d->guests[guest];
+    int64_t n = (int64_t)g->iodepth - g->outstanding;
+    if (g->max_requests >= 0 && g->max_requests - g->issued < n)
+        n = g->max_requests - g->issued;
+    if (n <= 0 || g->stopped)
+        return 0;
+    if (g->chunk_pos + n > g->chunk_len)
+        return -1;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t at = g->vq_tail++ % g->iodepth;
+        g->vq_offsets[at] = g->chunk_offsets[g->chunk_pos];
+        g->vq_ops[at] = g->chunk_ops[g->chunk_pos++];
+    }
+    g->issued += n;
+    g->outstanding += (uint32_t)n;
+    return (int)n;
+}
+
+/* The device handler takes `n` requests off the guest's virtqueue and queues
+ * them in a row: one crossing into C per run of requests. Returns -1 (and
+ * queues none) when there are not `n` free slots. */
+static int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_t len, int32_t device,
+                       int64_t section_id, int32_t section_owner)
+{
+    struct pt_guest *g = d->guests[guest];
+    if (d->nfree < n || g->vq_tail - g->vq_head < n)
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t at = g->vq_head++ % g->iodepth;
+        pt_queue(d, g->vq_ops[at], fd, len, (uint64_t)g->vq_offsets[at], device, section_id, section_owner, 0,
+                 (int32_t)guest);
+    }
+    return (int)n;
 }
 
 /* QEMU's luring_resubmit_short_read(): continue where the short read stopped. */
@@ -281,12 +355,33 @@ static uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res
     return d->qtail - d->qhead;
 }
 
-static void pt_log_done(struct pt_driver *d, uint32_t slot, int32_t res)
+/* A request is finished: log it with `logged_res` (what the kernel did), count
+ * `guest_res` (what the guest sees) to its guest, free its slot. */
+static void pt_finish(struct pt_driver *d, uint32_t slot, int32_t logged_res, int32_t guest_res)
 {
     struct pt_req *r = &d->reqs[slot];
-    r->res = res;
+    r->res = logged_res;
     /* the log has room: pt_reap never takes more CQEs than there is room for */
     d->done_log[d->done_len++] = *r;
+    d->completed++;
+    if (r->guest >= 0) {
+        struct pt_guest *g = d->guests[r->guest];
+        g->outstanding--;
+        g->completed++;
+        if (guest_res < 0) {
+            g->errors++;
+            if (!g->first_error)
+                g->first_error = guest_res;
+        } else if (r->op == 1 && d->written) {
+            /* a block counts as written, and is verified later, once a write to it succeeded */
+            d->written[r->orig_offset / d->written_bs] = 1;
+        }
+        if (!g->touched) {
+            g->touched = 1;
+            d->touched[d->ntouched++] = (uint32_t)r->guest;
+        }
+    }
+    d->free_slots[d->nfree++] = slot;
 }
 
 /* Move queued requests into SQEs while the SQ ring has room, then submit them
@@ -330,16 +425,18 @@ static int pt_flush(struct pt_driver *d, int32_t reason)
     return ret;
 }
 
-/* Reap CQEs (at most `max`, and never more than the done log has room for).
- * For each: out_slots[i] is the request slot and out_res[i] its result. A
- * request that is finished (full transfer or an error) is logged here and has
- * out_pending[i] == 0. A short transfer or -EAGAIN/-EINTR is not logged and has
- * out_pending[i] == 1: the driver decides (resubmit, pad, or fail). */
+/* Reap CQEs (at most `max`, and never more than the done log has room for);
+ * returns how many. A request that is finished (full transfer or an error)
+ * is logged, counted to its guest (listed in `touched`) and its slot freed.
+ * Python hears (in out_*, d->nout of them) of the rest: a finished request
+ * with no guest (out_pending[i] == 0: call its callback) and a short transfer
+ * or -EAGAIN/-EINTR (out_pending[i] == 1: the driver resubmits, pads, or
+ * fails it). */
 static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res,
                         uint8_t *out_pending, unsigned max)
 {
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
+    unsigned head, n = 0, nout = 0;
     unsigned room = d->done_cap - d->done_len;
     if (max > room)
         max = room;
@@ -347,23 +444,28 @@ static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_r
     io_uring_for_each_cqe(d->ring, head, cqe) {
         if (n == max)
             break;
+        n++;
         uint32_t slot = (uint32_t)cqe->user_data;
         struct pt_req *r = &d->reqs[slot];
         int32_t res = cqe->res;
         r->complete_ns = now;
-        out_slots[n] = slot;
         if ((res < 0 && res != -EAGAIN && res != -EINTR) || (res >= 0 && (uint32_t)res == r->len)) {
             if (res > 0)
                 res += (int32_t)r->done;
-            pt_log_done(d, slot, res);
-            out_pending[n] = 0;
+            int32_t guest = r->guest;
+            pt_finish(d, slot, res, res);
+            if (guest >= 0)
+                continue;
+            out_pending[nout] = 0;
         } else {
-            out_pending[n] = 1;
+            out_pending[nout] = 1;
         }
-        out_res[n] = res;
-        n++;
+        out_slots[nout] = slot;
+        out_res[nout] = res;
+        nout++;
     }
     io_uring_cq_advance(d->ring, n);
+    d->nout = nout;
     return n;
 }
 
