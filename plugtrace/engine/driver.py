@@ -50,7 +50,8 @@ from .eventloop import EventLoop
 if TYPE_CHECKING:
     from .strategies import Strategy
 
-__all__ = ["IoUringDriver", "MAX_ENTRIES", "RING_SETUPS", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
+__all__ = ["IoUringDriver", "MAX_ENTRIES", "RING_SETUPS", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SECTION_DTYPE",
+           "HANDLER_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
 
 MAX_ENTRIES = 128
 OP_READ, OP_WRITE = 0, 1
@@ -116,7 +117,48 @@ SUBMIT_DTYPE = _struct_dtype(
     },
 )
 
+SECTION_DTYPE = _struct_dtype(
+    "struct pt_section_rec",
+    {
+        "section_id": "i8", "thread": "i4", "tid": "i4", "owner": "i4", "begin_ns": "i8", "end_ns": "i8",
+        "nr_deferred_calls": "i4", "nr_nested_polls": "i4",
+    },
+)
+HANDLER_DTYPE = _struct_dtype(
+    "struct pt_handler_rec",
+    {
+        "thread": "i4", "tid": "i4", "device": "i4", "begin_ns": "i8", "end_ns": "i8", "section_id": "i8",
+        "section_owner": "i4",
+    },
+)
+
 Callback = Callable[[int, int], None]  # (slot, result) -> None
+
+
+class _LogBuffer:
+    """One of the driver's logs: C appends records (`<prefix>_log`, `_cap`, `_len`
+    in struct pt_driver) to a numpy-owned buffer, handed out without a copy."""
+
+    def __init__(self, d, prefix: str, ctype: str, dtype: np.dtype, capacity: int):
+        self._d, self._prefix, self._ctype, self._dtype = d, prefix, ctype, dtype
+        self.capacity = capacity
+        setattr(d, f"{prefix}_cap", capacity)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._buf = np.empty(self.capacity * self._dtype.itemsize, dtype=np.uint8)
+        self._ptr = ffi.from_buffer(f"{self._ctype}[]", self._buf)
+        setattr(self._d, f"{self._prefix}_log", self._ptr)
+
+    def take(self) -> np.ndarray | None:
+        """The records logged so far (or None); C goes on in a fresh buffer."""
+        n = getattr(self._d, f"{self._prefix}_len")
+        if not n:
+            return None
+        rows = self._buf[:n * self._dtype.itemsize].view(self._dtype)
+        self._fresh()
+        setattr(self._d, f"{self._prefix}_len", 0)
+        return rows
 
 
 class IoUringDriver:
@@ -149,15 +191,17 @@ class IoUringDriver:
         d = self._d = ffi.new("struct pt_driver *")
         self._reqs = ffi.new("struct pt_req[]", nslots)
         self._queue = ffi.new("uint32_t[]", nslots)
-        self._sub_log = ffi.new("struct pt_submit_rec[]", log_capacity)
-        self._done_log = ffi.new("struct pt_req[]", log_capacity)
         # the order free.pop() took them in: slot 0 first
         self._free = ffi.new("uint32_t[]", list(range(nslots - 1, -1, -1)))
         d.ring = self.ring.ptr
         d.reqs, d.nreqs = self._reqs, nslots
         d.queue, d.qcap = self._queue, nslots
-        d.sub_log, d.sub_cap = self._sub_log, log_capacity
-        d.done_log, d.done_cap = self._done_log, log_capacity
+        self._logs = {
+            "requests": _LogBuffer(d, "done", "struct pt_req", REQUEST_DTYPE, log_capacity),
+            "submits": _LogBuffer(d, "sub", "struct pt_submit_rec", SUBMIT_DTYPE, log_capacity),
+            "sections": _LogBuffer(d, "sec", "struct pt_section_rec", SECTION_DTYPE, log_capacity),
+            "handlers": _LogBuffer(d, "hnd", "struct pt_handler_rec", HANDLER_DTYPE, log_capacity),
+        }
         d.free_slots, d.nfree = self._free, nslots
         d.thread = thread
         d.tid = lib.pt_gettid()
@@ -211,6 +255,11 @@ class IoUringDriver:
     def request(self, slot: int):
         """The C record of the request in `slot` (op, orig_offset, orig_len, ...), valid until it is reused."""
         return self._reqs[slot]
+
+    @property
+    def state(self):
+        """The C driver state (`struct pt_driver *`) the engine's C helpers take."""
+        return self._d
 
     def free_slots(self) -> int:
         return self._d.nfree
@@ -386,16 +435,12 @@ class IoUringDriver:
 
     # -- logs ----------------------------------------------------------------
     def flush_logs(self) -> None:
-        """Hand the C-side request and submit logs to the sink, then reset them."""
-        d = self._d
-        if d.done_len:
-            buf = ffi.buffer(self._done_log, d.done_len * ffi.sizeof("struct pt_req"))
-            self._log_sink("requests", np.frombuffer(buf, dtype=REQUEST_DTYPE).copy())
-            d.done_len = 0
-        if d.sub_len:
-            buf = ffi.buffer(self._sub_log, d.sub_len * ffi.sizeof("struct pt_submit_rec"))
-            self._log_sink("submits", np.frombuffer(buf, dtype=SUBMIT_DTYPE).copy())
-            d.sub_len = 0
+        """Hand the C-side logs (requests, submits, sections, handlers) to the sink as numpy
+        records (`REQUEST_DTYPE`, ...), and start them afresh."""
+        for name, log in self._logs.items():
+            rows = log.take()
+            if rows is not None:
+                self._log_sink(name, rows)
 
     def close(self) -> None:
         self.flush_logs()

@@ -53,8 +53,8 @@ class Device:
         self.region_bytes = region_bytes
         #: device-plug strategy: this device's own plug count (bdrv_io_plug)
         self.io_plugged = 0
-        #: called with (device, begin_ns, end_ns, outermost section id, its owner) after each handler run
-        self.on_handler: Callable[[int, int, int, int, int], None] | None = None
+        #: called with (device, begin_ns, outermost section id, its owner) when a handler's own section ends
+        self.on_handler: Callable[[int, int, int, int], None] | None = None
         self.bs = 0
         #: the guest's index in the driver and its C record, whose virtqueue the device drains
         self.guest = -1
@@ -111,7 +111,7 @@ class VirtioBlk(Device):
                 # the handler's own section ends here: inside another device's section, this is when its
                 # requests would have left had that section not been open (the delay interleaving causes)
                 if self.on_handler is not None:
-                    self.on_handler(self.index, begin_ns, now_ns(), *section)
+                    self.on_handler(self.index, begin_ns, *section)
                 strategy.handler_end(self)
         finally:
             self.in_handler = False

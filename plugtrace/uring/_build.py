@@ -82,6 +82,29 @@ struct pt_submit_rec {
     int32_t pad;
 };
 
+/* The app-side log of plug sections and of virtio-blk handler runs. */
+struct pt_section_rec {
+    int64_t section_id;
+    int64_t begin_ns;
+    int64_t end_ns;
+    int32_t thread;
+    int32_t tid;
+    int32_t owner;
+    int32_t nr_deferred_calls;
+    int32_t nr_nested_polls;
+    int32_t pad;
+};
+
+struct pt_handler_rec {
+    int64_t begin_ns;
+    int64_t end_ns;
+    int64_t section_id;
+    int32_t thread;
+    int32_t tid;
+    int32_t device;
+    int32_t section_owner;
+};
+
 struct pt_driver {
     struct io_uring *ring;
     struct pt_req *reqs;
@@ -113,6 +136,15 @@ struct pt_driver {
     uint8_t *written;       /* written[offset / written_bs] = 1 for each write that succeeded */
     uint32_t written_bs;
     int64_t completed;
+    struct pt_section_rec *sec_log;
+    uint32_t sec_cap;
+    uint32_t sec_len;
+    struct pt_handler_rec *hnd_log;
+    uint32_t hnd_cap;
+    uint32_t hnd_len;
+    int64_t sec_begin_ns;   /* the open outermost section's */
+    int32_t sec_begin_polls;
+    int32_t sec_calls;
 };
 """
 
@@ -171,6 +203,11 @@ uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
 void pt_finish(struct pt_driver *d, uint32_t slot, int32_t logged_res, int32_t guest_res);
 int pt_flush(struct pt_driver *d, int32_t reason);
 unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uint8_t *out_pending, unsigned max);
+int pt_section_begin(struct pt_driver *d, int64_t section_id, int32_t owner, int32_t nested_polls);
+void pt_section_end(struct pt_driver *d, int64_t section_id, int32_t nr_calls);
+int pt_section_done(struct pt_driver *d, int64_t section_id, int32_t owner, int32_t nested_polls);
+int pt_handler_done(struct pt_driver *d, int32_t device, int64_t begin_ns, int64_t section_id,
+                    int32_t section_owner);
 void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
 int64_t pt_check_pattern(const char *buf, uint32_t len, uint64_t offset, uint64_t seed);
 
@@ -467,6 +504,52 @@ static unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_r
     io_uring_cq_advance(d->ring, n);
     d->nout = nout;
     return n;
+}
+
+/* The section log: hooks of plug's outermost sections (run.py's _SectionLog)
+ * call these, which also fire the uprobe markers. pt_section_done and
+ * pt_handler_done return 1 when their log is full (Python flushes it). */
+static int pt_section_begin(struct pt_driver *d, int64_t section_id, int32_t owner, int32_t nested_polls)
+{
+    plugtrace_mark_section_begin((uint64_t)section_id, owner);
+    d->sec_begin_ns = pt_now_ns();
+    d->sec_begin_polls = nested_polls;
+    return 0;
+}
+
+static void pt_section_end(struct pt_driver *d, int64_t section_id, int32_t nr_calls)
+{
+    d->sec_calls = nr_calls;
+    plugtrace_mark_section_end((uint64_t)section_id, (uint32_t)nr_calls);
+}
+
+static int pt_section_done(struct pt_driver *d, int64_t section_id, int32_t owner, int32_t nested_polls)
+{
+    struct pt_section_rec *s = &d->sec_log[d->sec_len++];
+    s->section_id = section_id;
+    s->begin_ns = d->sec_begin_ns;
+    s->end_ns = pt_now_ns();
+    s->thread = d->thread;
+    s->tid = d->tid;
+    s->owner = owner;
+    s->nr_deferred_calls = d->sec_calls;
+    s->nr_nested_polls = nested_polls - d->sec_begin_polls;
+    s->pad = 0;
+    return d->sec_len == d->sec_cap;
+}
+
+static int pt_handler_done(struct pt_driver *d, int32_t device, int64_t begin_ns, int64_t section_id,
+                           int32_t section_owner)
+{
+    struct pt_handler_rec *h = &d->hnd_log[d->hnd_len++];
+    h->begin_ns = begin_ns;
+    h->end_ns = pt_now_ns();
+    h->section_id = section_id;
+    h->thread = d->thread;
+    h->tid = d->tid;
+    h->device = device;
+    h->section_owner = section_owner;
+    return d->hnd_len == d->hnd_cap;
 }
 
 /* A verifiable pattern: every 8-byte word holds a function of its absolute
