@@ -193,7 +193,7 @@ class IoUringDriver:
         self._queue = ffi.new("uint32_t[]", nslots)
         # the order free.pop() took them in: slot 0 first
         self._free = ffi.new("uint32_t[]", list(range(nslots - 1, -1, -1)))
-        d.ring = self.ring.ptr
+        d.ring = self._ring = self.ring.ptr
         d.reqs, d.nreqs = self._reqs, nslots
         d.queue, d.qcap = self._queue, nslots
         self._logs = {
@@ -356,10 +356,10 @@ class IoUringDriver:
 
     # -- completion ----------------------------------------------------------
     def _cq_ready(self) -> bool:
-        return self.in_flight > 0 and lib.io_uring_cq_ready(self._d.ring) > 0
+        return self.in_flight > 0 and lib.io_uring_cq_ready(self._ring) > 0
 
     def _cq_ready_taskrun(self) -> bool:
-        return self.in_flight > 0 and lib.pt_cq_ready_taskrun(self._d.ring) > 0
+        return self.in_flight > 0 and lib.pt_cq_ready_taskrun(self._ring) > 0
 
     def _cq_ready_kernel(self) -> bool:
         """`_cq_ready()` after letting the kernel post what finished (coop rings)."""

@@ -303,9 +303,9 @@ static unsigned pt_cq_ready_taskrun(struct io_uring *ring)
  * of the guest its completion counts to, or -1 to hand it to Python.
  * Returns the slot, or -1 when no slot is free. */
 static void pt_fill_pattern(char *buf, uint32_t len, uint64_t offset, uint64_t seed);
-static int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint64_t offset,
-                        int32_t device, int64_t section_id, int32_t section_owner, int32_t sync,
-                        int32_t guest)
+static int64_t pt_queue_at(struct pt_driver *d, int64_t now, int op, int fd, uint32_t len, uint64_t offset,
+                           int32_t device, int64_t section_id, int32_t section_owner, int32_t sync,
+                           int32_t guest)
 {
     if (d->nfree == 0)
         return -1;
@@ -315,7 +315,7 @@ static int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint6
     r->buf = d->bufbase + (size_t)slot * d->slot_bytes;
     if (op == 1)
         pt_fill_pattern(r->buf, len, offset, d->seed);
-    r->queue_ns = pt_now_ns();
+    r->queue_ns = now;
     r->submit_ns = -1;
     r->complete_ns = -1;
     r->submit_seq = -1;
@@ -336,6 +336,13 @@ static int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint6
     d->queue[d->qtail++ % d->qcap] = slot;
     plugtrace_mark_request_queued(r->req_id, device);
     return slot;
+}
+
+static int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint64_t offset,
+                        int32_t device, int64_t section_id, int32_t section_owner, int32_t sync,
+                        int32_t guest)
+{
+    return pt_queue_at(d, pt_now_ns(), op, fd, len, offset, device, section_id, section_owner, sync, guest);
 }
 
 /* The guest's refill (emulation.Guest): make requests available on its
@@ -363,17 +370,19 @@ static int pt_refill(struct pt_driver *d, uint32_t guest)
 }
 
 /* The device handler takes `n` requests off the guest's virtqueue and queues
- * them in a row: one crossing into C per run of requests. Returns -1 (and
- * queues none) when there are not `n` free slots. */
+ * them in a row: one crossing into C per run of requests, and one clock read
+ * (they are queued within a microsecond of it). Returns -1 (and queues none)
+ * when there are not `n` free slots. */
 static int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_t len, int32_t device,
                        int64_t section_id, int32_t section_owner)
 {
     struct pt_guest *g = d->guests[guest];
     if (d->nfree < n || g->vq_tail - g->vq_head < n)
         return -1;
+    int64_t now = pt_now_ns();
     for (uint32_t i = 0; i < n; i++) {
         uint32_t at = g->vq_head++ % g->iodepth;
-        pt_queue(d, g->vq_ops[at], fd, len, (uint64_t)g->vq_offsets[at], device, section_id, section_owner, 0,
+        pt_queue_at(d, now, g->vq_ops[at], fd, len, (uint64_t)g->vq_offsets[at], device, section_id, section_owner, 0,
                  (int32_t)guest);
     }
     return (int)n;
