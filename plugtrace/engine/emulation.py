@@ -151,6 +151,11 @@ class Ide(Device):
 DEVICE_KINDS: dict[str, type[Device]] = {"virtio-blk": VirtioBlk, "ide": Ide}
 
 
+def _counter(field: str, doc: str) -> property:
+    """A read-only view of one of a guest's counters in its C record."""
+    return property(lambda self: getattr(self._rec, field), doc=doc)
+
+
 class Guest:
     """A closed-loop workload on one device: keeps `iodepth` requests outstanding.
 
@@ -217,36 +222,19 @@ class Guest:
         self._rec.stopped = 1
 
     def _refill(self) -> None:
-        n = lib.pt_refill(self._driver._d, self.index)
+        n = lib.pt_refill(self._driver.state, self.index)
         if n < 0:
             self._new_chunk()
-            n = lib.pt_refill(self._driver._d, self.index)
+            n = lib.pt_refill(self._driver.state, self.index)
         if n > 0:
             self.device.guest_notify()
 
-    @property
-    def stopped(self) -> bool:
-        return bool(self._rec.stopped)
-
-    @property
-    def issued(self) -> int:
-        return self._rec.issued
-
-    @property
-    def completed(self) -> int:
-        return self._rec.completed
-
-    @property
-    def outstanding(self) -> int:
-        return self._rec.outstanding
-
-    @property
-    def errors(self) -> int:
-        return self._rec.errors
-
-    @property
-    def first_error(self) -> int:
-        return self._rec.first_error
+    stopped = property(lambda self: bool(self._rec.stopped))
+    issued = _counter("issued", "requests made available so far")
+    completed = _counter("completed", "requests completed so far")
+    outstanding = _counter("outstanding", "requests made available and not completed yet")
+    errors = _counter("errors", "requests completed with an error")
+    first_error = _counter("first_error", "the first error (-errno), 0 if none")
 
     @property
     def finished(self) -> bool:
