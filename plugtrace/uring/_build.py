@@ -64,8 +64,8 @@ struct pt_guest {
     int32_t first_error;
     int32_t stopped;
     int32_t touched;        /* listed in the driver's touched list */
-    uint32_t vq_head;       /* the virtqueue: a ring of iodepth entries */
-    uint32_t vq_tail;
+    uint64_t vq_head;       /* the virtqueue: a ring of iodepth entries (64-bit counts: */
+    uint64_t vq_tail;       /* a 32-bit one would wrap within an hour, breaking `% iodepth`) */
     int64_t *vq_offsets;
     int32_t *vq_ops;
 };
@@ -111,8 +111,8 @@ struct pt_driver {
     uint32_t nreqs;
     uint32_t *queue;        /* slots queued but not yet in the SQ ring */
     uint32_t qcap;
-    uint32_t qhead;
-    uint32_t qtail;
+    uint64_t qhead;
+    uint64_t qtail;
     int64_t submit_seq;
     struct pt_submit_rec *sub_log;
     uint32_t sub_cap;
@@ -360,7 +360,7 @@ static int pt_refill(struct pt_driver *d, uint32_t guest)
     if (g->chunk_pos + n > g->chunk_len)
         return -1;
     for (int64_t i = 0; i < n; i++) {
-        uint32_t at = g->vq_tail++ % g->iodepth;
+        uint32_t at = (uint32_t)(g->vq_tail++ % g->iodepth);
         g->vq_offsets[at] = g->chunk_offsets[g->chunk_pos];
         g->vq_ops[at] = g->chunk_ops[g->chunk_pos++];
     }
@@ -381,7 +381,7 @@ static int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, 
         return -1;
     int64_t now = pt_now_ns();
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t at = g->vq_head++ % g->iodepth;
+        uint32_t at = (uint32_t)(g->vq_head++ % g->iodepth);
         pt_queue_at(d, now, g->vq_ops[at], fd, len, (uint64_t)g->vq_offsets[at], device, section_id, section_owner, 0,
                  (int32_t)guest);
     }
@@ -398,7 +398,7 @@ static uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res
     r->len -= (uint32_t)res;
     r->resubmits++;
     d->queue[d->qtail++ % d->qcap] = slot;
-    return d->qtail - d->qhead;
+    return (uint32_t)(d->qtail - d->qhead);
 }
 
 /* A request is finished: log it with `logged_res` (what the kernel did), count
