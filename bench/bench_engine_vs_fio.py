@@ -16,7 +16,8 @@ import statistics
 
 from .common import device, engine, fio, fio_iops, machine, print_table, require_root, write_json
 
-TARGETS = {"zram": 0.5, "loop": 0.95}
+#: engine ÷ fio to reach: on loop, batching several SQEs per enter should beat fio's one
+TARGETS = {"zram": 0.9, "loop": 1.0}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -26,9 +26,11 @@ is still woken, and the kernel flags pending completions in the SQ ring, so
 the poll handler sees them without a syscall and enters the kernel only
 then. Batching decisions are the same under both.
 
-The mechanical part (copying queued requests into SQEs, io_uring_submit,
-reaping CQEs, logging) runs in C (`pt_queue`, `pt_flush`, `pt_reap`) over
-request slots; the decisions above stay here in Python.
+The per-request part runs in C over request slots: taking requests off a
+guest's virtqueue into free slots (`pt_queue_vq`), copying queued requests
+into SQEs and io_uring_submit (`pt_flush`), reaping CQEs, counting each
+completion to its guest and logging it (`pt_reap`). The decisions above stay
+here in Python, taken once per batch.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from .eventloop import EventLoop
 if TYPE_CHECKING:
     from .strategies import Strategy
 
-__all__ = ["IoUringDriver", "MAX_ENTRIES", "RING_SETUPS", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
+__all__ = ["IoUringDriver", "MAX_ENTRIES", "RING_SETUPS", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SECTION_DTYPE",
+           "HANDLER_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
 
 MAX_ENTRIES = 128
 OP_READ, OP_WRITE = 0, 1
@@ -114,7 +117,48 @@ SUBMIT_DTYPE = _struct_dtype(
     },
 )
 
+SECTION_DTYPE = _struct_dtype(
+    "struct pt_section_rec",
+    {
+        "section_id": "i8", "thread": "i4", "tid": "i4", "owner": "i4", "begin_ns": "i8", "end_ns": "i8",
+        "nr_deferred_calls": "i4", "nr_nested_polls": "i4",
+    },
+)
+HANDLER_DTYPE = _struct_dtype(
+    "struct pt_handler_rec",
+    {
+        "thread": "i4", "tid": "i4", "device": "i4", "begin_ns": "i8", "end_ns": "i8", "section_id": "i8",
+        "section_owner": "i4",
+    },
+)
+
 Callback = Callable[[int, int], None]  # (slot, result) -> None
+
+
+class _LogBuffer:
+    """One of the driver's logs: C appends records (`<prefix>_log`, `_cap`, `_len`
+    in struct pt_driver) to a numpy-owned buffer, handed out without a copy."""
+
+    def __init__(self, d, prefix: str, ctype: str, dtype: np.dtype, capacity: int):
+        self._d, self._prefix, self._ctype, self._dtype = d, prefix, ctype, dtype
+        self.capacity = capacity
+        setattr(d, f"{prefix}_cap", capacity)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._buf = np.empty(self.capacity * self._dtype.itemsize, dtype=np.uint8)
+        self._ptr = ffi.from_buffer(f"{self._ctype}[]", self._buf)
+        setattr(self._d, f"{self._prefix}_log", self._ptr)
+
+    def take(self) -> np.ndarray | None:
+        """The records logged so far (or None); C goes on in a fresh buffer."""
+        n = getattr(self._d, f"{self._prefix}_len")
+        if not n:
+            return None
+        rows = self._buf[:n * self._dtype.itemsize].view(self._dtype)
+        self._fresh()
+        setattr(self._d, f"{self._prefix}_len", 0)
+        return rows
 
 
 class IoUringDriver:
@@ -138,7 +182,6 @@ class IoUringDriver:
         self.blocked = False
         #: device-plug strategy: plug count shared by the devices of this thread
         self.plugged = 0
-        self.completed = 0
         self._log_sink = log_sink
 
         self.ring, self.ring_flags = _open_ring(ring_setup)
@@ -148,13 +191,18 @@ class IoUringDriver:
         d = self._d = ffi.new("struct pt_driver *")
         self._reqs = ffi.new("struct pt_req[]", nslots)
         self._queue = ffi.new("uint32_t[]", nslots)
-        self._sub_log = ffi.new("struct pt_submit_rec[]", log_capacity)
-        self._done_log = ffi.new("struct pt_req[]", log_capacity)
-        d.ring = self.ring.ptr
+        # the order free.pop() took them in: slot 0 first
+        self._free = ffi.new("uint32_t[]", list(range(nslots - 1, -1, -1)))
+        d.ring = self._ring = self.ring.ptr
         d.reqs, d.nreqs = self._reqs, nslots
         d.queue, d.qcap = self._queue, nslots
-        d.sub_log, d.sub_cap = self._sub_log, log_capacity
-        d.done_log, d.done_cap = self._done_log, log_capacity
+        self._logs = {
+            "requests": _LogBuffer(d, "done", "struct pt_req", REQUEST_DTYPE, log_capacity),
+            "submits": _LogBuffer(d, "sub", "struct pt_submit_rec", SUBMIT_DTYPE, log_capacity),
+            "sections": _LogBuffer(d, "sec", "struct pt_section_rec", SECTION_DTYPE, log_capacity),
+            "handlers": _LogBuffer(d, "hnd", "struct pt_handler_rec", HANDLER_DTYPE, log_capacity),
+        }
+        d.free_slots, d.nfree = self._free, nslots
         d.thread = thread
         d.tid = lib.pt_gettid()
         self.tid = d.tid
@@ -168,8 +216,13 @@ class IoUringDriver:
         self.slot_buf = [base + i * self._slot_bytes for i in range(nslots)]
         d.bufbase, d.slot_bytes = base, self._slot_bytes
         d.next_req_id = thread << 40
-        self._free = list(range(nslots - 1, -1, -1))
-        self._callbacks: list[Callback | None] = [None] * nslots
+        #: callbacks of requests queued by `submit_request` (the rest count to their guest in C)
+        self._callbacks: dict[int, Callback] = {}
+        self._guests: list = []  # keeps the C guest records alive
+        self._guest_ptrs = ffi.new("struct pt_guest *[]", nslots)
+        self._touched = ffi.new("uint32_t[]", nslots)
+        d.guests, d.touched = self._guest_ptrs, self._touched
+        self._on_guest_completions: list[Callable[[], None]] = []
         self._reap_max = 256
         self._out_slots = ffi.new("uint32_t[]", self._reap_max)
         self._out_res = ffi.new("int32_t[]", self._reap_max)
@@ -203,8 +256,44 @@ class IoUringDriver:
         """The C record of the request in `slot` (op, orig_offset, orig_len, ...), valid until it is reused."""
         return self._reqs[slot]
 
+    @property
+    def state(self):
+        """The C driver state (`struct pt_driver *`) the engine's C helpers take."""
+        return self._d
+
     def free_slots(self) -> int:
-        return len(self._free)
+        return self._d.nfree
+
+    @property
+    def completed(self) -> int:
+        """Requests finished so far (any thread may read it for progress)."""
+        return self._d.completed
+
+    def add_guest(self, iodepth: int, max_requests: int | None, on_completions: Callable[[], None]):
+        """A closed-loop guest's C record (`struct pt_guest`) and its index: `(index, record)`.
+
+        Its requests (`submit_from_guest`) complete in C, counted to it;
+        `on_completions()` runs once per reaped batch in which some did.
+        """
+        d = self._d
+        index = d.nguests
+        if index >= len(self._guest_ptrs):
+            raise IndexError("more guests than request slots")
+        g = ffi.new("struct pt_guest *")
+        g.iodepth = iodepth
+        g.max_requests = -1 if max_requests is None else max_requests
+        vq = (ffi.new("int64_t[]", iodepth), ffi.new("int32_t[]", iodepth))
+        g.vq_offsets, g.vq_ops = vq
+        self._guests.append((g, vq))
+        self._guest_ptrs[index] = g
+        self._on_guest_completions.append(on_completions)
+        d.nguests = index + 1
+        return index, g
+
+    def mark_written(self, bitmap: np.ndarray, block_bytes: int) -> None:
+        """Set `bitmap[offset // block_bytes]` (a bool array over the device) for every guest write that succeeds."""
+        self._written = ffi.from_buffer("uint8_t[]", bitmap)
+        self._d.written, self._d.written_bs = self._written, block_bytes
 
     def submit_request(
         self, fd: int, op: int, offset: int, nbytes: int, device: int, cb: Callback, sync: bool = False
@@ -214,10 +303,11 @@ class IoUringDriver:
         Returns the slot, whose buffer (`slot_buf[slot]`) holds the data. A
         write's buffer is filled with the verifiable pattern of `pattern_seed`.
         """
-        slot = self._free.pop()
-        self._callbacks[slot] = cb
         st = self._plug_state
-        lib.pt_queue(self._d, slot, op, fd, nbytes, offset, device, st.section_id, st.owner, sync)
+        slot = lib.pt_queue(self._d, op, fd, nbytes, offset, device, st.section_id, st.owner, sync, -1)
+        if slot < 0:
+            raise IndexError("no free request slot")
+        self._callbacks[slot] = cb
         self.in_queue += 1
         if sync:
             # A synchronous request is waited for with a nested aio_poll(), so it
@@ -227,30 +317,22 @@ class IoUringDriver:
             self.strategy.on_queued(self)
         return slot
 
-    def submit_requests(self, fd: int, ops: list[int], offsets: list[int], nbytes: int, device: int,
-                        cb: Callback) -> None:
-        """`submit_request()` for each `(ops[i], offsets[i])`, in order.
+    def submit_from_guest(self, guest: int, n: int, fd: int, nbytes: int, device: int) -> None:
+        """Queue the next `n` requests the guest `guest` made available, in order.
 
-        A virtio-blk handler drains its whole queue through here. Requests are
-        queued in runs the strategy says it would not act on until the run's
-        last request (`Strategy.run_length`), each run with one call into C,
-        and the strategy then hears of the run at once
+        A virtio-blk handler drains its whole virtqueue through here. Requests
+        are queued in runs the strategy says it would not act on until the
+        run's last request (`Strategy.run_length`), each run with one call into
+        C, and the strategy then hears of the run at once
         (`Strategy.on_queued_run`): the same submits as one request at a time.
         """
-        free, callbacks, d, st = self._free, self._callbacks, self._d, self._plug_state
+        d, st = self._d, self._plug_state
 
         def queue(i: int, k: int) -> None:
-            if k > len(free):  # as free.pop() would: C must not read past the slots given
+            if lib.pt_queue_vq(d, guest, k, fd, nbytes, device, st.section_id, st.owner) < 0:
                 raise IndexError("no free request slot")
-            slots = free[-k:]
-            del free[-k:]
-            slots.reverse()  # the order free.pop() would take them in
-            for slot in slots:
-                callbacks[slot] = cb
-            lib.pt_queue_run(d, slots, ops[i:i + k], offsets[i:i + k], k, fd, nbytes, device, st.section_id,
-                             st.owner)
 
-        self.strategy.queue_in_runs(self, len(ops), queue)
+        self.strategy.queue_in_runs(self, n, queue)
 
     # -- submission (QEMU's ioq_submit) -----------------------------------
     def ioq_submit(self, reason: str) -> int:
@@ -274,10 +356,10 @@ class IoUringDriver:
 
     # -- completion ----------------------------------------------------------
     def _cq_ready(self) -> bool:
-        return self.in_flight > 0 and lib.io_uring_cq_ready(self._d.ring) > 0
+        return self.in_flight > 0 and lib.io_uring_cq_ready(self._ring) > 0
 
     def _cq_ready_taskrun(self) -> bool:
-        return self.in_flight > 0 and lib.pt_cq_ready_taskrun(self._d.ring) > 0
+        return self.in_flight > 0 and lib.pt_cq_ready_taskrun(self._ring) > 0
 
     def _cq_ready_kernel(self) -> bool:
         """`_cq_ready()` after letting the kernel post what finished (coop rings)."""
@@ -301,32 +383,38 @@ class IoUringDriver:
 
     def process_completions(self) -> None:
         d = self._d
-        slots_out, res_out, pend_out = self._out_slots, self._out_res, self._out_pending
-        callbacks, free = self._callbacks, self._free
         while True:
-            n = lib.pt_reap(d, slots_out, res_out, pend_out, self._reap_max)
+            n = lib.pt_reap(d, self._out_slots, self._out_res, self._out_pending, self._reap_max)
             if n == 0:
                 if d.done_len >= self._log_capacity:
                     self.flush_logs()
                     continue
                 return
-            slots = ffi.unpack(slots_out, n)
-            results = ffi.unpack(res_out, n)
             self.in_flight -= n
-            pending = ffi.unpack(pend_out, n)
-            if any(pending):
-                # rare: short transfers and -EAGAIN; drop the ones resubmitted
-                kept = [(s, self._finish_partial(s, r) if p else r) for s, r, p in zip(slots, results, pending)]
-                kept = [(s, r) for s, r in kept if r is not None]
-                slots = [s for s, _ in kept]
-                results = [r for _, r in kept]
-            # Free the slots first: a callback may queue a new request at once.
-            free.extend(slots)
-            self.completed += len(slots)
-            for slot, res in zip(slots, results):
-                callbacks[slot](slot, res)
+            if d.nout:
+                self._reaped_for_python(d.nout)
+            if d.ntouched:
+                # Each guest hears once per batch; it was listed at its first completion, in order.
+                on_completions, guests = self._on_guest_completions, self._guest_ptrs
+                for gi in ffi.unpack(self._touched, d.ntouched):
+                    guests[gi].touched = 0
+                    on_completions[gi]()
+                d.ntouched = 0
             if d.done_len > self._log_capacity - self._reap_max:
                 self.flush_logs()
+
+    def _reaped_for_python(self, nout: int) -> None:
+        """Completions C left to Python: callbacks and (rare) short transfers and -EAGAIN."""
+        slots = ffi.unpack(self._out_slots, nout)
+        results = ffi.unpack(self._out_res, nout)
+        pending = ffi.unpack(self._out_pending, nout)
+        for slot, res, partial in zip(slots, results, pending):
+            if partial:
+                guest = self._reqs[slot].guest
+                res = self._finish_partial(slot, res)
+                if res is None or guest >= 0:
+                    continue  # resubmitted, or counted to its guest
+            self._callbacks.pop(slot)(slot, res)
 
     def _finish_partial(self, slot: int, res: int) -> int | None:
         """A short transfer or -EAGAIN/-EINTR: resubmit (None) or the final result."""
@@ -340,23 +428,19 @@ class IoUringDriver:
             # End of file: pad the rest with zeroes; the guest sees success, the
             # log keeps the bytes really read.
             ffi.memmove(r.buf, bytes(r.len), r.len)
-            lib.pt_log_done(self._d, slot, r.done)
+            lib.pt_finish(self._d, slot, r.done, r.orig_len)
             return r.orig_len
-        lib.pt_log_done(self._d, slot, -errno.ENOSPC)
+        lib.pt_finish(self._d, slot, -errno.ENOSPC, -errno.ENOSPC)
         return -errno.ENOSPC
 
     # -- logs ----------------------------------------------------------------
     def flush_logs(self) -> None:
-        """Hand the C-side request and submit logs to the sink, then reset them."""
-        d = self._d
-        if d.done_len:
-            buf = ffi.buffer(self._done_log, d.done_len * ffi.sizeof("struct pt_req"))
-            self._log_sink("requests", np.frombuffer(buf, dtype=REQUEST_DTYPE).copy())
-            d.done_len = 0
-        if d.sub_len:
-            buf = ffi.buffer(self._sub_log, d.sub_len * ffi.sizeof("struct pt_submit_rec"))
-            self._log_sink("submits", np.frombuffer(buf, dtype=SUBMIT_DTYPE).copy())
-            d.sub_len = 0
+        """Hand the C-side logs (requests, submits, sections, handlers) to the sink as numpy
+        records (`REQUEST_DTYPE`, ...), and start them afresh."""
+        for name, log in self._logs.items():
+            rows = log.take()
+            if rows is not None:
+                self._log_sink(name, rows)
 
     def close(self) -> None:
         self.flush_logs()

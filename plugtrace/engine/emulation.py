@@ -20,13 +20,12 @@ section and their deferred calls join it.
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Callable
 
 import numpy as np
 
 from .. import plug
-from ..uring._binding import lib
+from ..uring._binding import ffi, lib
 from .driver import OP_READ, OP_WRITE, IoUringDriver
 from .eventloop import EventLoop
 from .strategies import Strategy
@@ -54,18 +53,26 @@ class Device:
         self.region_bytes = region_bytes
         #: device-plug strategy: this device's own plug count (bdrv_io_plug)
         self.io_plugged = 0
-        #: called with (device, begin_ns, end_ns, outermost section id, its owner) after each handler run
-        self.on_handler: Callable[[int, int, int, int, int], None] | None = None
+        #: called with (device, begin_ns, outermost section id, its owner) when a handler's own section ends
+        self.on_handler: Callable[[int, int, int, int], None] | None = None
         self.bs = 0
-        self.done: Callable[[int, int], None] | None = None
+        #: the guest's index in the driver and its C record, whose virtqueue the device drains
+        self.guest = -1
+        self.guest_rec = None
 
-    def attach_guest(self, bs: int, done: Callable[[int, int], None]) -> None:
-        """The guest using this device: its block size and completion callback."""
+    def attach_guest(self, bs: int, guest: int, guest_rec) -> None:
+        """The guest using this device: its block size, its index in the driver and its C record."""
         self.bs = bs
-        self.done = done
+        self.guest = guest
+        self.guest_rec = guest_rec
 
-    def guest_submit(self, ops: list[int], offsets: list[int]) -> None:
-        """The guest made requests `(ops[i], offsets[i])` available and notified the device."""
+    def available(self) -> int:
+        """Requests the guest made available and the device has not taken yet."""
+        g = self.guest_rec
+        return g.vq_tail - g.vq_head
+
+    def guest_notify(self) -> None:
+        """The guest made requests available on the virtqueue and notified the device."""
         raise NotImplementedError
 
     def describe(self, thread: int) -> dict:
@@ -77,9 +84,6 @@ class VirtioBlk(Device):
 
     def __init__(self, *args, interleave: float = 0.0, rng: random.Random | None = None, sync_bytes: int = 4096):
         super().__init__(*args)
-        #: the virtqueue: requests the guest made available, as (ops, offsets)
-        self.vq_ops: list[int] = []
-        self.vq_offsets: list[int] = []
         self.bh = self.loop.bh_new(self.handle_vq)
         self.in_handler = False
         self.interleave = interleave
@@ -87,9 +91,7 @@ class VirtioBlk(Device):
         self.sync_bytes = sync_bytes
         self.sync_reads = 0
 
-    def guest_submit(self, ops, offsets):
-        self.vq_ops.extend(ops)
-        self.vq_offsets.extend(offsets)
+    def guest_notify(self):
         if not self.in_handler:
             self.bh.schedule()
 
@@ -103,21 +105,19 @@ class VirtioBlk(Device):
             try:
                 if self.interleave and self.loop.depth == 1 and self.rng.random() < self.interleave:
                     self._synchronous_read()
-                while self.vq_ops:
-                    ops, offsets = self.vq_ops, self.vq_offsets
-                    self.vq_ops, self.vq_offsets = [], []
-                    self.driver.submit_requests(self.fd, ops, offsets, self.bs, self.index, self.done)
+                while n := self.available():
+                    self.driver.submit_from_guest(self.guest, n, self.fd, self.bs, self.index)
             finally:
                 # the handler's own section ends here: inside another device's section, this is when its
                 # requests would have left had that section not been open (the delay interleaving causes)
                 if self.on_handler is not None:
-                    self.on_handler(self.index, begin_ns, now_ns(), *section)
+                    self.on_handler(self.index, begin_ns, *section)
                 strategy.handler_end(self)
         finally:
             self.in_handler = False
         # Notifications are back on: requests the guest queued while the
         # section ended (completions run there) need another pass.
-        if self.vq_ops:
+        if self.available():
             self.bh.schedule()
 
     def _synchronous_read(self) -> None:
@@ -137,28 +137,32 @@ class Ide(Device):
 
     def __init__(self, *args, **_ignored):
         super().__init__(*args)
-        self.pending: deque = deque()
         self.bh = self.loop.bh_new(self.handle_pio)
 
-    def guest_submit(self, ops, offsets):
-        self.pending.extend(zip(ops, offsets))
+    def guest_notify(self):
         self.bh.schedule()
 
     def handle_pio(self) -> None:
-        # No plug section: outside anyone else's section the driver submits at once.
-        while self.pending:
-            op, offset = self.pending.popleft()
-            self.driver.submit_request(self.fd, op, offset, self.bs, self.index, self.done)
+        # No plug section, one request at a time: outside anyone else's section the driver submits at once.
+        while self.available():
+            self.driver.submit_from_guest(self.guest, 1, self.fd, self.bs, self.index)
 
 
 DEVICE_KINDS: dict[str, type[Device]] = {"virtio-blk": VirtioBlk, "ide": Ide}
 
 
+def _counter(field: str, doc: str) -> property:
+    """A read-only view of one of a guest's counters in its C record."""
+    return property(lambda self: getattr(self._rec, field), doc=doc)
+
+
 class Guest:
     """A closed-loop workload on one device: keeps `iodepth` requests outstanding.
 
-    Offsets and read/write choices are drawn in chunks with numpy, so issuing a
-    request costs no per-request random-number call.
+    Its per-request work runs in C (`pt_refill`, counting in `pt_reap`): the
+    guest makes requests available on the device's virtqueue from a chunk of
+    offsets and read/write choices drawn with numpy, and Python runs once per
+    refill, not per request.
     """
 
     _CHUNK = 4096
@@ -172,34 +176,23 @@ class Guest:
         read_fraction: float,
         max_requests: int | None,
         seed: int,
-        on_written: Callable[[np.ndarray], None] | None = None,
     ):
         self.device = device
         self.iodepth = iodepth
         self.bs = block_bytes
         self.random_offsets = rw.startswith("rand")
         self.read_fraction = read_fraction
-        self.max_requests = max_requests
         self.rng = np.random.default_rng(seed)
         self.nblocks = device.region_bytes // block_bytes
         self.next_block = 0
-        self.issued = 0
-        self.completed = 0
-        self.outstanding = 0
-        self.errors = 0
-        self.first_error = 0
-        self.stopped = False
-        self.on_written = on_written if read_fraction < 1.0 else None
-        self._pos = 0
-        self._offsets_np = np.empty(0, dtype=np.int64)
-        self._ops_np = np.empty(0, dtype=np.int32)
-        self._offsets: list[int] = []
-        self._ops: list[int] = []
-        device.attach_guest(block_bytes, self._complete)
+        self._driver = device.driver
         # The guest reacts to completions later, as a vCPU does after an
-        # interrupt: refilling from inside the completion callback would let
+        # interrupt: refilling from inside the completion handling would let
         # one handler run forever on a fast device.
         self._refill_bh = device.loop.bh_new(self._refill)
+        self.index, self._rec = self._driver.add_guest(iodepth, max_requests, self._refill_bh.schedule)
+        self._chunk: tuple | None = None
+        device.attach_guest(block_bytes, self.index, self._rec)
 
     def _new_chunk(self) -> None:
         n = self._CHUNK
@@ -208,57 +201,42 @@ class Guest:
         else:
             blocks = (self.next_block + np.arange(n)) % self.nblocks
             self.next_block = int(blocks[-1] + 1) % self.nblocks
-        self._offsets_np = self.device.region_offset + blocks.astype(np.int64) * self.bs
+        offsets = np.ascontiguousarray(self.device.region_offset + blocks.astype(np.int64) * self.bs)
         rf = self.read_fraction
         if rf >= 1.0:
-            self._ops_np = np.full(n, OP_READ, dtype=np.int32)
+            ops = np.full(n, OP_READ, dtype=np.int32)
         elif rf <= 0.0:
-            self._ops_np = np.full(n, OP_WRITE, dtype=np.int32)
+            ops = np.full(n, OP_WRITE, dtype=np.int32)
         else:
-            self._ops_np = np.where(self.rng.random(n) < rf, OP_READ, OP_WRITE).astype(np.int32)
-        self._offsets = self._offsets_np.tolist()
-        self._ops = self._ops_np.tolist()
-        self._pos = 0
+            ops = np.where(self.rng.random(n) < rf, OP_READ, OP_WRITE).astype(np.int32)
+        c_offsets, c_ops = ffi.from_buffer("int64_t[]", offsets), ffi.from_buffer("int32_t[]", ops)
+        self._chunk = (offsets, ops, c_offsets, c_ops)  # C reads them: keep them alive
+        g = self._rec
+        g.chunk_offsets, g.chunk_ops = c_offsets, c_ops
+        g.chunk_len, g.chunk_pos = n, 0
 
     def start(self) -> None:
         self._refill()
 
     def stop(self) -> None:
-        self.stopped = True
+        self._rec.stopped = 1
 
     def _refill(self) -> None:
-        n = self.iodepth - self.outstanding
-        if self.max_requests is not None:
-            n = min(n, self.max_requests - self.issued)
-        if n <= 0 or self.stopped:
-            return
-        i = self._pos
-        if i + n > len(self._offsets):
+        n = lib.pt_refill(self._driver.state, self.index)
+        if n < 0:
             self._new_chunk()
-            i = 0
-        j = self._pos = i + n
-        self.issued += n
-        self.outstanding += n
-        self.device.guest_submit(self._ops[i:j], self._offsets[i:j])
+            n = lib.pt_refill(self._driver.state, self.index)
+        if n > 0:
+            self.device.guest_notify()
 
-    def _complete(self, slot: int, res: int) -> None:
-        self.outstanding -= 1
-        self.completed += 1
-        if res < 0:
-            self.errors += 1
-            self.first_error = self.first_error or res
-        elif self.on_written is not None:
-            # a block counts as written, and is verified later, only once a write to it succeeded (its slot
-            # cannot be reused before this returns: the guest queues new requests later, from a bottom half)
-            req = self.device.driver.request(slot)
-            if req.op == OP_WRITE:
-                self.on_written(np.array([req.orig_offset], dtype=np.int64))
-        bh = self._refill_bh
-        if not bh.scheduled:
-            bh.schedule()
+    stopped = property(lambda self: bool(self._rec.stopped))
+    issued = _counter("issued", "requests made available so far")
+    completed = _counter("completed", "requests completed so far")
+    outstanding = _counter("outstanding", "requests made available and not completed yet")
+    errors = _counter("errors", "requests completed with an error")
+    first_error = _counter("first_error", "the first error (-errno), 0 if none")
 
     @property
     def finished(self) -> bool:
-        return self.outstanding == 0 and (
-            self.stopped or (self.max_requests is not None and self.issued >= self.max_requests)
-        )
+        g = self._rec
+        return g.outstanding == 0 and (g.stopped or 0 <= g.max_requests <= g.issued)

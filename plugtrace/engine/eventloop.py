@@ -8,11 +8,17 @@ same way:
   syscall), then epoll, then fd handlers, then the bottom halves that were
   scheduled when the BH pass began.
 * Before it would block, it busy-polls the poll handlers for up to
-  `poll_max_ns`, as QEMU's IOThreads do (`poll-max-ns`, 32768 by default;
-  0 turns it off, as in QEMU's main loop): a completion that arrives
-  meanwhile is handled without the thread going to sleep. In poll mode, an
-  iteration that would not wait (bottom halves pending, a handler ready)
-  skips epoll altogether, as QEMU does: the poll handlers stand for the fds.
+  `poll_ns`, as QEMU's IOThreads do: a completion that arrives meanwhile is
+  handled without the thread going to sleep. `poll_ns` adapts as in QEMU
+  (`poll-max-ns`, 32768 by default, with `poll-grow` and `poll-shrink` at
+  their defaults; 0 turns polling off, as in QEMU's main loop): after an
+  iteration that waited longer than `poll_max_ns` it drops to 0 (polling
+  would not have paid), after one that waited less than that it doubles
+  (starting at 4 µs), up to `poll_max_ns`. One difference: QEMU starts at
+  0, this loop at `poll_max_ns`; both settle the same way within a few
+  iterations. In poll mode, an iteration that would not wait (bottom halves
+  pending, a handler ready) skips epoll altogether, as QEMU does: the poll
+  handlers stand for the fds.
 * A handler may call `aio_poll()` again (a synchronous read, a drain). The
   nested call runs *other* handlers and BHs inside whatever plug section the
   caller has open: that is how one device's I/O ends up deferred into another
@@ -22,7 +28,7 @@ same way:
 from __future__ import annotations
 
 import select
-import time
+from time import monotonic_ns
 from collections import deque
 from typing import Callable
 
@@ -30,6 +36,8 @@ __all__ = ["EventLoop", "BottomHalf", "POLL_MAX_NS"]
 
 #: QEMU's default poll-max-ns for an IOThread
 POLL_MAX_NS = 32768
+#: where QEMU's adaptive polling starts growing from 0 (ns), and by how much (its poll-grow default)
+_POLL_GROW_START_NS, _POLL_GROW = 4000, 2
 
 
 class BottomHalf:
@@ -59,6 +67,8 @@ class EventLoop:
         if poll_max_ns < 0:
             raise ValueError("poll_max_ns must be >= 0")
         self.poll_max_ns = poll_max_ns
+        #: how long the next blocking iteration busy-polls (adapts between 0 and poll_max_ns)
+        self.poll_ns = poll_max_ns
         #: aio_poll() iterations that found work by busy-polling instead of sleeping
         self.poll_hits = 0
         self._epoll = select.epoll()
@@ -111,11 +121,12 @@ class EventLoop:
             self.nested_polls += 1
         self.depth += 1
         try:
+            start = monotonic_ns() if self.poll_max_ns else 0
             for hook in self.prepare_hooks:
                 hook()
             progress = False
             polled = [h for ready, h in self._poll_handlers if ready()]
-            if blocking and not polled and not self._bhs and self.poll_max_ns and self._busy_handlers:
+            if blocking and not polled and not self._bhs and self.poll_ns and self._busy_handlers:
                 polled = self._busy_poll()
             timeout = 0 if (not blocking or self._bhs or polled) else -1
             events: list = []
@@ -126,6 +137,8 @@ class EventLoop:
                     events = self._epoll.poll(timeout)
                 except InterruptedError:
                     pass
+            if self.poll_max_ns:
+                self._adjust_polling(monotonic_ns() - start)
             for fd, _ in events:
                 handler = self._fd_handlers.get(fd)
                 if handler is not None:
@@ -150,11 +163,20 @@ class EventLoop:
         finally:
             self.depth -= 1
 
+    def _adjust_polling(self, block_ns: int) -> None:
+        """QEMU's adaptive polling: `block_ns` is how long this iteration polled and waited."""
+        if block_ns <= self.poll_ns:
+            return  # the sweet spot: polling found the work
+        if block_ns > self.poll_max_ns:
+            self.poll_ns = 0  # polling long enough would cost too much: poll-shrink's default
+        elif block_ns < self.poll_max_ns and self.poll_ns < self.poll_max_ns:
+            self.poll_ns = min(self.poll_ns * _POLL_GROW if self.poll_ns else _POLL_GROW_START_NS, self.poll_max_ns)
+
     def _busy_poll(self) -> list[Callable[[], None]]:
-        """Check the poll handlers until one is ready or `poll_max_ns` has passed."""
+        """Check the poll handlers until one is ready or `poll_ns` has passed."""
         handlers = self._busy_handlers
-        now = time.monotonic_ns
-        deadline = now() + self.poll_max_ns
+        now = monotonic_ns
+        deadline = now() + self.poll_ns
         while True:
             polled = [h for ready, h in handlers if ready()]
             if polled:

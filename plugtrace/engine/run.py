@@ -23,7 +23,7 @@ import numpy as np
 from .. import plug
 from ..errors import UsageError
 from ..uring._binding import lib
-from .driver import MAX_ENTRIES, RING_SETUPS, IoUringDriver, setup_flag_names
+from .driver import MAX_ENTRIES, RING_SETUPS, SUBMIT_REASONS, IoUringDriver, setup_flag_names
 from .emulation import DEVICE_KINDS, Guest, Device
 from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
@@ -124,73 +124,41 @@ class WorkloadResult:
         return self.nr_requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-#: section rows kept per thread before they go to the log writer
-SECTION_FLUSH_ROWS = 16384
-
-
 class _SectionLog(plug.SectionHooks):
-    """Logs every outermost section of one thread and fires the uprobe markers."""
+    """Logs every outermost section of one thread, and each virtio-blk handler run, in
+    its driver's C logs (which fire the uprobe markers too)."""
 
-    def __init__(self, loop: EventLoop, thread: int, tid: int):
+    def __init__(self, loop: EventLoop, driver: IoUringDriver):
         self.loop = loop
-        self.thread = thread
-        self.tid = tid
-        self.rows: list[tuple] = []
-        #: one row per virtio-blk handler run (see `handler`)
-        self.handler_rows: list[tuple] = []
-        self._begin_ns = 0
-        self._polls = 0
-        self._calls = 0
+        self.driver = driver
+        self._d = driver.state
 
     def begin(self, section_id, owner):
-        lib.plugtrace_mark_section_begin(section_id, owner)
-        self._begin_ns = lib.pt_now_ns()
-        self._polls = self.loop.nested_polls
+        lib.pt_section_begin(self._d, section_id, owner, self.loop.nested_polls)
 
     def end(self, section_id, owner, nr_calls):
-        self._calls = nr_calls
-        lib.plugtrace_mark_section_end(section_id, nr_calls)
+        lib.pt_section_end(self._d, section_id, nr_calls)
 
     def call_run(self, section_id, index):
         lib.plugtrace_mark_deferred_run(section_id, index)
 
     def done(self, section_id, owner):
-        self.rows.append(
-            (section_id, self.thread, self.tid, owner, self._begin_ns, lib.pt_now_ns(), self._calls,
-             self.loop.nested_polls - self._polls)
-        )
+        if lib.pt_section_done(self._d, section_id, owner, self.loop.nested_polls):
+            self.driver.flush_logs()
 
-    def handler(self, device, begin_ns, end_ns, section_id, section_owner):
-        """A device's handler ran from `begin_ns` until its own section ended at `end_ns`, inside the
+    def handler(self, device, begin_ns, section_id, section_owner):
+        """A device's handler ran from `begin_ns` until its own section ended (now), inside the
         outermost section `section_id` opened by `section_owner` (another device's: it was interleaved)."""
-        self.handler_rows.append((self.thread, self.tid, device, begin_ns, end_ns, section_id, section_owner))
-
-    def handlers_table(self) -> dict[str, np.ndarray]:
-        cols = list(zip(*self.handler_rows)) if self.handler_rows else [[]] * 7
-        names = ("thread", "tid", "device", "begin_ns", "end_ns", "section_id", "section_owner")
-        types = ("i4", "i4", "i4", "i8", "i8", "i8", "i4")
-        out = {n: np.asarray(c, dtype=t) for n, c, t in zip(names, cols, types)}
-        self.handler_rows = []
-        return out
-
-    def table(self) -> dict[str, np.ndarray]:
-        cols = list(zip(*self.rows)) if self.rows else [[]] * 8
-        names = ("section_id", "thread", "tid", "owner", "begin_ns", "end_ns", "nr_deferred_calls", "nr_nested_polls")
-        types = ("i8", "i4", "i4", "i4", "i8", "i8", "i4", "i4")
-        out = {n: np.asarray(c, dtype=t) for n, c, t in zip(names, cols, types)}
-        self.rows = []
-        return out
+        if lib.pt_handler_done(self._d, device, begin_ns, section_id, section_owner):
+            self.driver.flush_logs()
 
 
 class _WrittenBlocks:
-    """Which blocks a write workload touched, for verification afterwards."""
+    """Which blocks a write workload touched, for verification afterwards (drivers mark them)."""
 
     def __init__(self, size_bytes: int, bs: int):
         self.bs = bs
         self.bitmap = np.zeros(size_bytes // bs, dtype=bool)
-
-    def mark(self, offsets: np.ndarray) -> None:
-        self.bitmap[offsets // self.bs] = True
 
 
 class _Countdown:
@@ -235,7 +203,8 @@ class _LogWriterThread:
         self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
         self.thread.start()
 
-    def put(self, name: str, rows) -> None:
+    def put(self, name: str, rows: np.ndarray) -> None:
+        """Queue the driver's log records `rows` of table `name`; they reach the sink as columns."""
         self.q.put((name, rows))
 
     def _run(self) -> None:
@@ -245,7 +214,8 @@ class _LogWriterThread:
                 return
             if self.error is None:
                 try:
-                    self.sink(*item)
+                    name, rows = item
+                    self.sink(name, _TABLES[name](rows))
                 except BaseException as exc:  # reported by close(); later chunks are dropped
                     self.error = exc
                     self.on_error()
@@ -269,14 +239,22 @@ def _requests_table(rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _submits_table(rows: np.ndarray) -> dict[str, object]:
-    from .driver import SUBMIT_REASONS
-
     reasons = np.asarray(SUBMIT_REASONS, dtype=object)[rows["reason"]]
     return {
         "submit_seq": rows["seq"], "thread": rows["thread"], "tid": rows["tid"],
         "start_ns": rows["start_ns"], "end_ns": rows["end_ns"], "latency_ns": rows["end_ns"] - rows["start_ns"],
         "nr_sqes": rows["to_submit"], "ret": rows["ret"], "reason": reasons,
     }
+
+
+def _columns(rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: np.ascontiguousarray(rows[name]) for name in rows.dtype.names}
+
+
+#: the driver's log records -> the run's table columns (done in the log writer thread, off the engine's)
+_TABLES: dict[str, Callable[[np.ndarray], dict]] = {
+    "requests": _requests_table, "submits": _submits_table, "sections": _columns, "handlers": _columns,
+}
 
 
 def run_workload(
@@ -325,12 +303,13 @@ def run_workload(
             nslots = sum(config.iodepth if i < config.devices else 1 for i in device_indices) + 8
             driver = IoUringDriver(
                 loop, strategy, t, nslots=max(nslots, MAX_ENTRIES), max_bytes=config.bs, ring_setup=config.ring_setup,
-                log_sink=lambda name, rows: logs.put(
-                    name, _requests_table(rows) if name == "requests" else _submits_table(rows)),
+                log_sink=logs.put,
             )
             driver.pattern_seed = config.seed
+            if written is not None:
+                driver.mark_written(written.bitmap, config.bs)
             state["driver"] = driver
-            hooks = _SectionLog(loop, t, driver.tid)
+            hooks = _SectionLog(loop, driver)
             plug.set_section_hooks(hooks)
             rng = random.Random(config.seed * 1000 + t)
             for i in device_indices:
@@ -344,7 +323,7 @@ def run_workload(
                 if config.requests is not None:
                     per_guest = max(1, config.requests // ndev)
                 guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest,
-                              seed=rng.getrandbits(63), on_written=written.mark if written else None)
+                              seed=rng.getrandbits(63))
                 dev.on_handler = hooks.handler
                 state["devices"].append(dev)
                 state["guests"].append(guest)
@@ -360,10 +339,6 @@ def run_workload(
                 loop.aio_poll(driver.in_flight > 0)
                 check_every += 1
                 if check_every & 15 == 0 or driver.in_flight == 0:
-                    if len(hooks.rows) >= SECTION_FLUSH_ROWS:  # the log stays small however long the run
-                        logs.put("sections", hooks.table())
-                    if len(hooks.handler_rows) >= SECTION_FLUSH_ROWS:
-                        logs.put("handlers", hooks.handlers_table())
                     if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                         for g in guests:
                             g.stop()
@@ -387,11 +362,7 @@ def run_workload(
                         loop.aio_poll(True)
                     state["info"] = {"thread": t, "tid": driver.tid, "ring_flags": setup_flag_names(driver.ring_flags),
                                      "poll_hits": loop.poll_hits, "nested_polls": loop.nested_polls}
-                    driver.close()
-                if hooks is not None and hooks.rows:  # also when the run failed: keep what was logged
-                    logs.put("sections", hooks.table())
-                if hooks is not None and hooks.handler_rows:
-                    logs.put("handlers", hooks.handlers_table())
+                    driver.close()  # flushes its logs, also when the run failed: keep what was logged
                 loop.close()
             except BaseException as exc:
                 errors.append(exc)

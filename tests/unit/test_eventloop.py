@@ -69,3 +69,22 @@ def test_defaults_and_bad_values():
     assert EventLoop().poll_max_ns == POLL_MAX_NS == 32768
     with pytest.raises(ValueError):
         EventLoop(poll_max_ns=-1)
+
+
+def test_polling_time_adapts_as_qemus(wake_after):
+    loop = EventLoop(poll_max_ns=32768)
+    assert loop.poll_ns == 32768
+    wake_after(loop, 0.05)
+    loop.add_poll_handler(lambda: False, lambda: None)
+    loop.aio_poll(True)  # polled 32 µs in vain, then slept 50 ms: polling would not have paid
+    assert loop.poll_ns == 0 and loop.poll_hits == 0
+    grown = []
+    for block_ns in (1000, 3000, 5000, 9000, 20000, 32500, 30000):
+        loop._adjust_polling(block_ns)  # longer than polled but shorter than poll_max_ns: poll longer
+        grown.append(loop.poll_ns)
+    assert grown == [4000, 4000, 8000, 16000, 32000, 32768, 32768]
+    loop.poll_ns = 16000
+    loop._adjust_polling(32768)  # not shorter than the maximum, not longer either: unchanged
+    assert loop.poll_ns == 16000
+    loop._adjust_polling(40000)
+    assert loop.poll_ns == 0
