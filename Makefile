@@ -1,5 +1,5 @@
 # The two set-up commands (see README.md). Each installs what it needs first.
-.PHONY: demo test install bench unit
+.PHONY: demo test install bench unit lint
 
 install:
 	./scripts/install.sh
@@ -8,9 +8,15 @@ install:
 demo: install
 	./scripts/demo.sh
 
-# Install everything and run the whole test suite (integration tests need root).
-test: install
+# Install everything, check the code (lint, format, types), run the whole test suite (integration tests need root).
+test: install lint
 	.venv/bin/python -m pytest -q -ra tests
+
+# ruff (lint and format) and mypy, as configured in pyproject.toml
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 unit: install
 	.venv/bin/python -m pytest -q -ra tests/unit

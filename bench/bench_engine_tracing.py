@@ -27,15 +27,36 @@ from .common import PLUGTRACE, machine, print_table, require_root, write_json
 VARIANTS = {
     "aggregate (default)": (["--mode", "aggregate"], 0.95),
     "events (default)": (["--mode", "events"], 0.8),
-    "aggregate + markers": (["--mode", "aggregate", "--probes", "uring_requests,block_rq,block_unplug,markers"],
-                            None),
+    "aggregate + markers": (["--mode", "aggregate", "--probes", "uring_requests,block_rq,block_unplug,markers"], None),
 }
 
 
 def _pair(device: str, args: list[str], seconds: float, out: Path) -> dict:
-    subprocess.run([*PLUGTRACE, "record", "--device", device, "--size", "1G", "--strategy", "defer",
-                    "--iodepth", "32", "--devices", "2", "--duration", str(seconds), "--measure-overhead",
-                    "--quiet", *args, "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            device,
+            "--size",
+            "1G",
+            "--strategy",
+            "defer",
+            "--iodepth",
+            "32",
+            "--devices",
+            "2",
+            "--duration",
+            str(seconds),
+            "--measure-overhead",
+            "--quiet",
+            *args,
+            "-o",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     meta = json.loads((out / "meta.json").read_text())
     return meta["tracing_overhead"] | {"mean_sqes": meta["summary"]["mean_sqes_per_submit"]}
 
@@ -55,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
             for r in range(rounds):
-                order = names[r % len(names):] + names[:r % len(names)]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     out = Path(tmp) / f"{device}-{r}-{names.index(name)}"
                     pairs.setdefault((device, name), []).append(_pair(device, VARIANTS[name][0], seconds, out))
@@ -65,16 +86,32 @@ def main(argv: list[str] | None = None) -> dict:
         target = VARIANTS[name][1]
         met = None if target is None else ratio >= target
         ok &= met is not False
-        rows.append({"device": device, "variant": name, "ratio": ratio,
-                     "range": f"{min(p['ratio'] for p in got):.3f}-{max(p['ratio'] for p in got):.3f}",
-                     "untraced_iops": statistics.median(p["untraced_iops"] for p in got),
-                     "traced_iops": statistics.median(p["traced_iops"] for p in got),
-                     "target": target, "met": "" if met is None else ("ok" if met else "MISSED")})
-    print_table(f"engine traced ÷ untraced, median of {rounds} paired rounds (defer, 2 devices, iodepth 32)", rows,
-                ["device", "variant", "ratio", "range", "untraced_iops", "traced_iops", "target", "met"])
+        rows.append(
+            {
+                "device": device,
+                "variant": name,
+                "ratio": ratio,
+                "range": f"{min(p['ratio'] for p in got):.3f}-{max(p['ratio'] for p in got):.3f}",
+                "untraced_iops": statistics.median(p["untraced_iops"] for p in got),
+                "traced_iops": statistics.median(p["traced_iops"] for p in got),
+                "target": target,
+                "met": "" if met is None else ("ok" if met else "MISSED"),
+            }
+        )
+    print_table(
+        f"engine traced ÷ untraced, median of {rounds} paired rounds (defer, 2 devices, iodepth 32)",
+        rows,
+        ["device", "variant", "ratio", "range", "untraced_iops", "traced_iops", "target", "met"],
+    )
     print("all targets met" if ok else "some targets MISSED")
-    result = {"benchmark": "engine_tracing", "machine": machine(), "rounds": rounds, "seconds": seconds,
-              "rows": rows, "all_targets_met": ok}
+    result = {
+        "benchmark": "engine_tracing",
+        "machine": machine(),
+        "rounds": rounds,
+        "seconds": seconds,
+        "rows": rows,
+        "all_targets_met": ok,
+    }
     write_json(args.json, result)
     return result
 

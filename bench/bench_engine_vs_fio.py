@@ -39,18 +39,39 @@ def main(argv: list[str] | None = None) -> dict:
             fio_runs, engine_runs = [], []
             for _ in range(1 if args.quick else max(1, args.repeats)):
                 fio_runs.append(fio_iops(fio(target.path, "randread", args.bs, args.iodepth, runtime)))
-                engine_runs.append(engine(target.path, target.size_bytes, strategy=args.strategy,
-                                          iodepth=args.iodepth, bs=args.bs, rw="randread", duration_s=runtime).iops)
+                engine_runs.append(
+                    engine(
+                        target.path,
+                        target.size_bytes,
+                        strategy=args.strategy,
+                        iodepth=args.iodepth,
+                        bs=args.bs,
+                        rw="randread",
+                        duration_s=runtime,
+                    ).iops
+                )
             f, e = statistics.median(fio_runs), statistics.median(engine_runs)
             ratio = statistics.median(e_i / f_i for e_i, f_i in zip(engine_runs, fio_runs)) if all(fio_runs) else None
-            rows.append({
-                "device": kind, "strategy": args.strategy, "iodepth": args.iodepth, "bs": args.bs,
-                "fio_iops": f, "engine_iops": e, "fio_runs": fio_runs, "engine_runs": engine_runs,
-                "ratio": ratio, "target": TARGETS.get(kind),
-                "met": None if ratio is None or kind not in TARGETS else ratio >= TARGETS[kind],
-            })
-    print_table("engine vs fio (4k randread, io_uring)", rows,
-                ["device", "strategy", "iodepth", "fio_iops", "engine_iops", "ratio", "target", "met"])
+            rows.append(
+                {
+                    "device": kind,
+                    "strategy": args.strategy,
+                    "iodepth": args.iodepth,
+                    "bs": args.bs,
+                    "fio_iops": f,
+                    "engine_iops": e,
+                    "fio_runs": fio_runs,
+                    "engine_runs": engine_runs,
+                    "ratio": ratio,
+                    "target": TARGETS.get(kind),
+                    "met": None if ratio is None or kind not in TARGETS else ratio >= TARGETS[kind],
+                }
+            )
+    print_table(
+        "engine vs fio (4k randread, io_uring)",
+        rows,
+        ["device", "strategy", "iodepth", "fio_iops", "engine_iops", "ratio", "target", "met"],
+    )
     result = {"benchmark": "engine_vs_fio", "machine": machine(), "rows": rows}
     write_json(args.json, result)
     return result

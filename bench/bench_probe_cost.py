@@ -28,13 +28,25 @@ import argparse
 import contextlib
 import json
 
-from bench.common import (aggregate_programs, default_aggregate_probes, device, empty_programs, fio_command, held,
-                          machine, print_table, require_root, write_json)
+from bench.common import (
+    aggregate_programs,
+    default_aggregate_probes,
+    device,
+    empty_programs,
+    fio_command,
+    held,
+    machine,
+    print_table,
+    require_root,
+    write_json,
+)
 from plugtrace.tracing.libbpf import bpf_stats
 
 #: what `record -- CMD` runs by default, and with --watch-device
-PROBE_SETS = {"traced program (default)": default_aggregate_probes(),
-              "with --watch-device": default_aggregate_probes(device_known=True)}
+PROBE_SETS = {
+    "traced program (default)": default_aggregate_probes(),
+    "with --watch-device": default_aggregate_probes(device_known=True),
+}
 _EMPTY_ON = "io_uring_submit_req"
 
 
@@ -90,8 +102,13 @@ def hit_cost(rounds: int, nops: int) -> dict:
             traced.append(loop(nops))
     if min(bare) < 0:
         raise SystemExit("io_uring_queue_init failed: io_uring is not available")
-    return {"nop_ns_untraced": min(bare), "nop_ns_with_empty_program": min(traced),
-            "ns_per_hit": min(traced) - min(bare), "rounds": rounds, "nops_per_round": nops}
+    return {
+        "nop_ns_untraced": min(bare),
+        "nop_ns_with_empty_program": min(traced),
+        "ns_per_hit": min(traced) - min(bare),
+        "rounds": rounds,
+        "nops_per_round": nops,
+    }
 
 
 def measure(kind: str, runtime_s: float) -> tuple[list[dict], list[dict]]:
@@ -113,7 +130,7 @@ def measure(kind: str, runtime_s: float) -> tuple[list[dict], list[dict]]:
             if fio.poll() is None:
                 fio.kill()
                 fio.wait()
-    job = json.loads(out[out.index("{"):])["jobs"][0]
+    job = json.loads(out[out.index("{") :])["jobs"][0]
     ios, iops = int(job["read"]["total_ios"]), float(job["read"]["iops"])
     runs, ns = stats["(empty program)"][_EMPTY_ON]
     floor = ns / runs if runs else 0.0
@@ -122,17 +139,33 @@ def measure(kind: str, runtime_s: float) -> tuple[list[dict], list[dict]]:
         for tracepoint, (runs, ns) in per_tp.items():
             per_hit = ns / runs if runs else None
             above = None if per_hit is None else max(0.0, per_hit - floor)
-            rows.append({"device": kind, "probe": name, "tracepoint": tracepoint, "hits_per_io": runs / ios,
-                         "ns_per_hit": per_hit, "ns_above_empty": above,
-                         "ns_per_io": None if above is None else above * runs / ios})
+            rows.append(
+                {
+                    "device": kind,
+                    "probe": name,
+                    "tracepoint": tracepoint,
+                    "hits_per_io": runs / ios,
+                    "ns_per_hit": per_hit,
+                    "ns_above_empty": above,
+                    "ns_per_io": None if above is None else above * runs / ios,
+                }
+            )
     summary = []
     for label, probes in PROBE_SETS.items():
         mine = [r for r in rows if r["probe"] in probes]
         ns_per_io = sum(r["ns_per_io"] or 0 for r in mine)
-        summary.append({"device": kind, "probes": f"{label}: {', '.join(probes)}", "fio_iops": iops,
-                        "fio_ns_per_io": 1e9 / iops, "hits_per_io": sum(r["hits_per_io"] for r in mine),
-                        "program_ns_per_io": ns_per_io, "share_of_fio_time": ns_per_io * iops / 1e9,
-                        "empty_program_ns_per_hit": floor})
+        summary.append(
+            {
+                "device": kind,
+                "probes": f"{label}: {', '.join(probes)}",
+                "fio_iops": iops,
+                "fio_ns_per_io": 1e9 / iops,
+                "hits_per_io": sum(r["hits_per_io"] for r in mine),
+                "program_ns_per_io": ns_per_io,
+                "share_of_fio_time": ns_per_io * iops / 1e9,
+                "empty_program_ns_per_hit": floor,
+            }
+        )
     return rows, summary
 
 
@@ -145,22 +178,47 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     require_root()
     hit = hit_cost(3 if args.quick else 9, 50_000 if args.quick else 300_000)
-    print(f"one hit of an empty program on {_EMPTY_ON}, kernel counting off (io_uring NOP loop): "
-          f"{hit['ns_per_hit']:.0f} ns ({hit['nop_ns_untraced']:.0f} ns per NOP untraced, "
-          f"{hit['nop_ns_with_empty_program']:.0f} ns traced; fastest of {hit['rounds']} rounds)")
+    print(
+        f"one hit of an empty program on {_EMPTY_ON}, kernel counting off (io_uring NOP loop): "
+        f"{hit['ns_per_hit']:.0f} ns ({hit['nop_ns_untraced']:.0f} ns per NOP untraced, "
+        f"{hit['nop_ns_with_empty_program']:.0f} ns traced; fastest of {hit['rounds']} rounds)"
+    )
     rows, summaries = [], []
     for kind in args.devices:
         r, s = measure(kind, 1 if args.quick else args.runtime)
         rows += r
         summaries += s
-    print_table("BPF program time per I/O, fio 4k randread iodepth 32 (kernel.bpf_stats_enabled)", rows,
-                ["device", "probe", "tracepoint", "hits_per_io", "ns_per_hit", "ns_above_empty", "ns_per_io"])
-    print_table("aggregate probes of `record -- fio`: hits and program time vs fio's time per I/O (a hit also "
-                "costs about the empty program's ns before any program runs, not in program_ns_per_io)",
-                summaries, ["device", "probes", "fio_iops", "fio_ns_per_io", "hits_per_io", "program_ns_per_io",
-                            "share_of_fio_time", "empty_program_ns_per_hit"])
-    write_json(args.json, {"benchmark": "probe_cost", "machine": machine(), "quick": args.quick, "hit_cost": hit,
-                           "rows": rows, "summary": summaries})
+    print_table(
+        "BPF program time per I/O, fio 4k randread iodepth 32 (kernel.bpf_stats_enabled)",
+        rows,
+        ["device", "probe", "tracepoint", "hits_per_io", "ns_per_hit", "ns_above_empty", "ns_per_io"],
+    )
+    print_table(
+        "aggregate probes of `record -- fio`: hits and program time vs fio's time per I/O (a hit also "
+        "costs about the empty program's ns before any program runs, not in program_ns_per_io)",
+        summaries,
+        [
+            "device",
+            "probes",
+            "fio_iops",
+            "fio_ns_per_io",
+            "hits_per_io",
+            "program_ns_per_io",
+            "share_of_fio_time",
+            "empty_program_ns_per_hit",
+        ],
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "probe_cost",
+            "machine": machine(),
+            "quick": args.quick,
+            "hit_cost": hit,
+            "rows": rows,
+            "summary": summaries,
+        },
+    )
     return 0
 
 

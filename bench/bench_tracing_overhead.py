@@ -50,9 +50,22 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (PLUGTRACE, aggregate_programs, default_aggregate_probes, device, empty_programs,
-                          fio_command, held, machine, print_table, require_root, tracepoints_of, write_json)
+from bench.common import (
+    PLUGTRACE,
+    aggregate_programs,
+    default_aggregate_probes,
+    device,
+    empty_programs,
+    fio_command,
+    held,
+    machine,
+    print_table,
+    require_root,
+    tracepoints_of,
+    write_json,
+)
 from plugtrace import devices
+
 TARGETS = {"loop": 0.97, "zram": 0.7}
 TARGET_LOSSLESS_EVENTS_S = 200_000
 TARGET_RSS_MB = 500
@@ -75,8 +88,15 @@ VARIANTS = {
 FLOORS = {"aggregate": "floor: empty programs", "aggregate --watch-device": "floor with block probes: empty programs"}
 
 
-def run_fio(path: str, runtime_s: float, mode: str | None, workdir: Path, extra: list[str] | None = None,
-            on_start=None, record_extra: list[str] | None = None) -> tuple[dict, Path | None]:
+def run_fio(
+    path: str,
+    runtime_s: float,
+    mode: str | None,
+    workdir: Path,
+    extra: list[str] | None = None,
+    on_start=None,
+    record_extra: list[str] | None = None,
+) -> tuple[dict, Path | None]:
     """fio's job result, untraced (`mode` None), with empty programs on the default probes' tracepoints
     ("floor", "floor:device") or under plugtrace record; and the run directory."""
     out = Path(tempfile.mkdtemp(dir=workdir))
@@ -92,8 +112,20 @@ def run_fio(path: str, runtime_s: float, mode: str | None, workdir: Path, extra:
     run_dir = None
     if mode is not None:
         run_dir = out / "run"
-        cmd = [*PLUGTRACE, "record", "--mode", mode, "--quiet", "--max-events", "100000000", "-o", str(run_dir),
-               *(record_extra or []), "--", *cmd]
+        cmd = [
+            *PLUGTRACE,
+            "record",
+            "--mode",
+            mode,
+            "--quiet",
+            "--max-events",
+            "100000000",
+            "-o",
+            str(run_dir),
+            *(record_extra or []),
+            "--",
+            *cmd,
+        ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if on_start is not None:
         on_start(proc.pid)
@@ -113,21 +145,29 @@ def overhead(kind: str, path: str, runtime_s: float, repeats: int, workdir: Path
     labels = list(iops)
     for k in range(repeats):
         # each round starts one variant later, so no variant always runs first or right after another
-        for label in labels[k % len(labels):] + labels[:k % len(labels)]:
+        for label in labels[k % len(labels) :] + labels[: k % len(labels)]:
             mode, extra = VARIANTS.get(label, (None, []))
             job, run_dir = run_fio(path, runtime_s, mode, workdir, record_extra=[a.format(device=path) for a in extra])
             iops[label].append(fio_read(job)[0])
             if run_dir is not None:
                 checks.append(cross_check(kind, label, job, run_dir))
                 backends = json.loads((run_dir / "meta.json").read_text())["probes"].get("backends", {})
-                checks[-1]["sqes_from"] = ", ".join(f"{t}: {backends[t]}" for t in ("enters", "uring_requests")
-                                                    if t in backends)
+                checks[-1]["sqes_from"] = ", ".join(
+                    f"{t}: {backends[t]}" for t in ("enters", "uring_requests") if t in backends
+                )
     rows = []
     for label, values in iops.items():
         # each round's traced run against the untraced run of the same round
         ratio = statistics.median(v / u for v, u in zip(values, iops["untraced"]) if u)
-        rows.append({"device": kind, "tracing": label, "median_iops": statistics.median(values),
-                     "runs": len(values), "ratio": ratio})
+        rows.append(
+            {
+                "device": kind,
+                "tracing": label,
+                "median_iops": statistics.median(values),
+                "runs": len(values),
+                "ratio": ratio,
+            }
+        )
     return rows, checks
 
 
@@ -138,10 +178,12 @@ TOGGLED = {
     "A/A control: nothing attached": lambda pid, dev: [],
     "floor: empty programs": lambda pid, dev: [empty_programs(tracepoints_of(default_aggregate_probes()))],
     "aggregate": lambda pid, dev: [aggregate_programs(name, pid) for name in default_aggregate_probes()],
-    "floor with block probes: empty programs":
-        lambda pid, dev: [empty_programs(tracepoints_of(default_aggregate_probes(device_known=True)))],
-    "aggregate --watch-device":
-        lambda pid, dev: [aggregate_programs(name, pid, dev) for name in default_aggregate_probes(device_known=True)],
+    "floor with block probes: empty programs": lambda pid, dev: [
+        empty_programs(tracepoints_of(default_aggregate_probes(device_known=True)))
+    ],
+    "aggregate --watch-device": lambda pid, dev: [
+        aggregate_programs(name, pid, dev) for name in default_aggregate_probes(device_known=True)
+    ],
 }
 
 
@@ -181,7 +223,7 @@ def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:
         for k in range(pairs):
             for label, progs_list in opened.items():
                 rates = {}
-                for traced in ((False, True) if k % 2 == 0 else (True, False)):
+                for traced in (False, True) if k % 2 == 0 else (True, False):
                     for progs in progs_list if traced else []:
                         progs.resume()
                     n0, t0 = _completed_ios(path), time.monotonic()
@@ -204,8 +246,17 @@ def toggled(kind: str, path: str, window_s: float, pairs: int) -> list[dict]:
         half = 1.96 * statistics.stdev(r) / len(r) ** 0.5 if len(r) > 1 else float("nan")
         traced, untraced = rate_sums[label]
         ratio = traced / untraced if untraced else float("nan")
-        rows.append({"device": kind, "tracing": label, "pairs": len(r), "window_s": window_s, "ratio": ratio,
-                     "ci95_low": ratio - half, "ci95_high": ratio + half})
+        rows.append(
+            {
+                "device": kind,
+                "tracing": label,
+                "pairs": len(r),
+                "window_s": window_s,
+                "ratio": ratio,
+                "ci95_low": ratio - half,
+                "ci95_high": ratio + half,
+            }
+        )
     return rows
 
 
@@ -219,7 +270,7 @@ def verdicts(rows: list[dict], windows: list[dict]) -> list[str]:
         by = {r["tracing"]: r for r in rows if r["device"] == kind}
         win = {r["tracing"]: r for r in windows if r["device"] == kind}
 
-        def toggled_text(label: str) -> str:
+        def toggled_text(label: str, win: dict = win) -> str:
             if label not in win:
                 return "not measured toggled"
             w = win[label]
@@ -229,14 +280,18 @@ def verdicts(rows: list[dict], windows: list[dict]) -> list[str]:
         for label, floor_label in FLOORS.items():
             decisive = win.get(label, by[label])["ratio"]
             hits = ", ".join(tracepoints_of(default_aggregate_probes(VARIANTS[floor_label][0] == "floor:device")))
-            line = (f"{kind}, {label}: {toggled_text(label)}, {by[label]['ratio']:.3f} over rounds; floor (empty "
-                    f"programs on {hits}): {toggled_text(floor_label)}, {by[floor_label]['ratio']:.3f} over rounds")
+            line = (
+                f"{kind}, {label}: {toggled_text(label)}, {by[label]['ratio']:.3f} over rounds; floor (empty "
+                f"programs on {hits}): {toggled_text(floor_label)}, {by[floor_label]['ratio']:.3f} over rounds"
+            )
             if label == "aggregate":
                 line += f"; target >= {target}: {'met' if decisive >= target else 'MISSED'}"
             out.append(line)
         if "A/A control: nothing attached" in win:
-            out.append(f"{kind}, A/A control (the method with nothing attached): "
-                       f"{toggled_text('A/A control: nothing attached')}")
+            out.append(
+                f"{kind}, A/A control (the method with nothing attached): "
+                f"{toggled_text('A/A control: nothing attached')}"
+            )
     return out
 
 
@@ -252,22 +307,37 @@ def cross_check(kind: str, mode: str, job: dict, run_dir: Path) -> dict:
     else:  # aggregate: the in-kernel SQEs-per-enter histogram has one bucket per count
         counted = int((sizes["nr_sqes"] * sizes["count"]).sum())
     share_1_4 = float(sizes.loc[sizes["nr_sqes"] <= 4, "count"].sum() / sizes["count"].sum() * 100)
-    return {"device": kind, "tracing": mode, "fio_total_ios": fio_read(job)[1], "plugtrace_ios": counted,
-            "equal": counted == fio_read(job)[1], "fio_submit_1_4_pct": job["iodepth_submit"]["4"],
-            "plugtrace_submit_1_4_pct": round(share_1_4, 2), "events_lost": run.meta.get("events_lost")}
+    return {
+        "device": kind,
+        "tracing": mode,
+        "fio_total_ios": fio_read(job)[1],
+        "plugtrace_ios": counted,
+        "equal": counted == fio_read(job)[1],
+        "fio_submit_1_4_pct": job["iodepth_submit"]["4"],
+        "plugtrace_submit_1_4_pct": round(share_1_4, 2),
+        "events_lost": run.meta.get("events_lost"),
+    }
 
 
 def capture_rates(path: str, rates: list[int], runtime_s: float, workdir: Path) -> list[dict]:
     rows = []
     for rate in rates:
-        job, run_dir = run_fio(path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"],
-                               record_extra=["--watch-device", path])
+        job, run_dir = run_fio(
+            path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"], record_extra=["--watch-device", path]
+        )
         meta = json.loads((run_dir / "meta.json").read_text())
         rows_captured = sum(t["rows"] for name, t in meta["tables"].items())
         elapsed = meta["summary"]["elapsed_s"]
-        rows.append({"fio_rate_iops": rate, "fio_iops": round(fio_read(job)[0]), "events": rows_captured,
-                     "events_per_s": rows_captured / elapsed, "events_lost": meta["events_lost"],
-                     "lossless": meta["events_lost"] == 0})
+        rows.append(
+            {
+                "fio_rate_iops": rate,
+                "fio_iops": round(fio_read(job)[0]),
+                "events": rows_captured,
+                "events_per_s": rows_captured / elapsed,
+                "events_lost": meta["events_lost"],
+                "lossless": meta["events_lost"] == 0,
+            }
+        )
     return rows
 
 
@@ -308,28 +378,48 @@ def memory(path: str, rate: int, runtime_s: float, workdir: Path) -> dict:
         def loop() -> None:
             while not done.wait(1.0):
                 kids = _children(pid)
-                names = {k: Path(f"/proc/{k}/comm").read_text().strip() if Path(f"/proc/{k}/comm").exists() else ""
-                         for k in kids}
+                names = {
+                    k: Path(f"/proc/{k}/comm").read_text().strip() if Path(f"/proc/{k}/comm").exists() else ""
+                    for k in kids
+                }
                 ours = [k for k, n in names.items() if n == "bpftrace" or n.startswith("python")]
-                samples.append((_rss_mb(pid), sum(_rss_mb(k) for k, n in names.items() if n == "bpftrace"),
-                                sum(_rss_mb(k) for k, n in names.items() if n.startswith("python")),
-                                _pss_mb(pid) + sum(_pss_mb(k) for k in ours)))
+                samples.append(
+                    (
+                        _rss_mb(pid),
+                        sum(_rss_mb(k) for k, n in names.items() if n == "bpftrace"),
+                        sum(_rss_mb(k) for k, n in names.items() if n.startswith("python")),
+                        _pss_mb(pid) + sum(_pss_mb(k) for k in ours),
+                    )
+                )
+
         threading.Thread(target=loop, daemon=True).start()
 
     try:
-        run_fio(path, runtime_s, "events", workdir, extra=[f"--rate_iops={rate}"], on_start=sample,
-                record_extra=["--watch-device", path])
+        run_fio(
+            path,
+            runtime_s,
+            "events",
+            workdir,
+            extra=[f"--rate_iops={rate}"],
+            on_start=sample,
+            record_extra=["--watch-device", path],
+        )
     finally:
         done.set()
     rec = np.array([s[0] for s in samples]) if samples else np.zeros(1)
     third = max(1, len(rec) // 3)
-    return {"rate_iops": rate, "seconds": runtime_s, "samples": len(samples),
-            "recorder_max_mb": float(rec.max()), "recorder_first_third_mb": float(rec[:third].mean()),
-            "recorder_last_third_mb": float(rec[-third:].mean()),
-            "bpftrace_max_mb": max((s[1] for s in samples), default=0.0),
-            "decoders_max_mb": max((s[2] for s in samples), default=0.0),
-            "all_processes_pss_max_mb": max((s[3] for s in samples), default=0.0),
-            "target_mb": TARGET_RSS_MB}
+    return {
+        "rate_iops": rate,
+        "seconds": runtime_s,
+        "samples": len(samples),
+        "recorder_max_mb": float(rec.max()),
+        "recorder_first_third_mb": float(rec[:third].mean()),
+        "recorder_last_third_mb": float(rec[-third:].mean()),
+        "bpftrace_max_mb": max((s[1] for s in samples), default=0.0),
+        "decoders_max_mb": max((s[2] for s in samples), default=0.0),
+        "all_processes_pss_max_mb": max((s[3] for s in samples), default=0.0),
+        "target_mb": TARGET_RSS_MB,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,8 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--overhead-only", action="store_true", help="only part 1 (traced vs untraced fio)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of part 1, each running every variant (default 5)")
-    ap.add_argument("--pairs", type=int, default=200,
-                    help="traced/untraced window pairs of each variant in the toggled run (default 200)")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=200,
+        help="traced/untraced window pairs of each variant in the toggled run (default 200)",
+    )
     ap.add_argument("--window", type=float, default=0.1, help="seconds of each toggled window (default 0.1)")
     ap.add_argument("--runtime", type=float, default=3.0, help="seconds of each fio run (default 3)")
     args = ap.parse_args(argv)
@@ -356,42 +450,78 @@ def main(argv: list[str] | None = None) -> int:
                 r, c = overhead(kind, target.path, runtime, repeats, workdir)
                 rows += r
                 checks += c
-                windows += toggled(kind, target.path, 0.05 if args.quick else args.window,
-                                   3 if args.quick else args.pairs)
+                windows += toggled(
+                    kind, target.path, 0.05 if args.quick else args.window, 3 if args.quick else args.pairs
+                )
                 if kind == "zram" and not args.overhead_only:
                     capture = capture_rates(target.path, rates, runtime, workdir)
                     lossless = [c for c in capture if c["lossless"]]
                     best = max(lossless, key=lambda c: c["events_per_s"]) if lossless else capture[0]
                     mem = memory(target.path, best["fio_rate_iops"], mem_seconds, workdir)
-    print_table("fio traced by plugtrace vs untraced (ratio: median over rounds of traced / untraced IOPS)", rows,
-                ["device", "tracing", "median_iops", "runs", "ratio"])
-    print_table("inside one fio run, each variant's programs attached and detached in turn (ratio: mean rate "
-                "of completed I/Os in its traced windows / in its untraced ones; 95% interval from the pairs' "
-                "spread)",
-                windows,
-                ["device", "tracing", "pairs", "window_s", "ratio", "ci95_low", "ci95_high"])
+    print_table(
+        "fio traced by plugtrace vs untraced (ratio: median over rounds of traced / untraced IOPS)",
+        rows,
+        ["device", "tracing", "median_iops", "runs", "ratio"],
+    )
+    print_table(
+        "inside one fio run, each variant's programs attached and detached in turn (ratio: mean rate "
+        "of completed I/Os in its traced windows / in its untraced ones; 95% interval from the pairs' "
+        "spread)",
+        windows,
+        ["device", "tracing", "pairs", "window_s", "ratio", "ci95_low", "ci95_high"],
+    )
     judged = verdicts(rows, windows)
     print("\n" + "\n".join(judged))
     if capture:
-        print_table("events mode: rows captured per second at a fixed fio rate (zram)", capture,
-                    ["fio_rate_iops", "fio_iops", "events", "events_per_s", "events_lost", "lossless"])
+        print_table(
+            "events mode: rows captured per second at a fixed fio rate (zram)",
+            capture,
+            ["fio_rate_iops", "fio_iops", "events", "events_per_s", "events_lost", "lossless"],
+        )
         lossless = [c["events_per_s"] for c in capture if c["lossless"]]
         best = max(lossless) if lossless else None
-        print(f"\nhighest lossless capture: {'none lossless' if best is None else f'{best:,.0f} events/s'}"
-              f"  [target >= {TARGET_LOSSLESS_EVENTS_S:,}: "
-              f"{'ok' if best and best >= TARGET_LOSSLESS_EVENTS_S else 'MISSED (or not reached by the rates tried)'}]")
+        print(
+            f"\nhighest lossless capture: {'none lossless' if best is None else f'{best:,.0f} events/s'}"
+            f"  [target >= {TARGET_LOSSLESS_EVENTS_S:,}: "
+            f"{'ok' if best and best >= TARGET_LOSSLESS_EVENTS_S else 'MISSED (or not reached by the rates tried)'}]"
+        )
     if mem:
-        print(f"memory of plugtrace record, events mode at {mem['rate_iops']:,} IOPS for {mem['seconds']} s: "
-              f"max {mem['recorder_max_mb']:.0f} MB (first third {mem['recorder_first_third_mb']:.0f}, last third "
-              f"{mem['recorder_last_third_mb']:.0f}); bpftrace {mem['bpftrace_max_mb']:.0f} MB, decoders "
-              f"{mem['decoders_max_mb']:.0f} MB  [target <= {TARGET_RSS_MB} MB]; all of them together, "
-              f"shared pages counted once (PSS): max {mem['all_processes_pss_max_mb']:.0f} MB")
-    print_table("cross-check against fio's own numbers", checks,
-                ["device", "tracing", "fio_total_ios", "plugtrace_ios", "equal", "fio_submit_1_4_pct",
-                 "plugtrace_submit_1_4_pct", "events_lost", "sqes_from"])
-    write_json(args.json, {"benchmark": "tracing_overhead", "machine": machine(), "quick": args.quick,
-                           "overhead": rows, "toggled": windows, "verdicts": judged, "capture": capture,
-                           "memory": mem, "cross_check": checks})
+        print(
+            f"memory of plugtrace record, events mode at {mem['rate_iops']:,} IOPS for {mem['seconds']} s: "
+            f"max {mem['recorder_max_mb']:.0f} MB (first third {mem['recorder_first_third_mb']:.0f}, last third "
+            f"{mem['recorder_last_third_mb']:.0f}); bpftrace {mem['bpftrace_max_mb']:.0f} MB, decoders "
+            f"{mem['decoders_max_mb']:.0f} MB  [target <= {TARGET_RSS_MB} MB]; all of them together, "
+            f"shared pages counted once (PSS): max {mem['all_processes_pss_max_mb']:.0f} MB"
+        )
+    print_table(
+        "cross-check against fio's own numbers",
+        checks,
+        [
+            "device",
+            "tracing",
+            "fio_total_ios",
+            "plugtrace_ios",
+            "equal",
+            "fio_submit_1_4_pct",
+            "plugtrace_submit_1_4_pct",
+            "events_lost",
+            "sqes_from",
+        ],
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "tracing_overhead",
+            "machine": machine(),
+            "quick": args.quick,
+            "overhead": rows,
+            "toggled": windows,
+            "verdicts": judged,
+            "capture": capture,
+            "memory": mem,
+            "cross_check": checks,
+        },
+    )
     return 0
 
 

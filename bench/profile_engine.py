@@ -55,23 +55,45 @@ def summarise(raw: Path, top: int = 25) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--out", type=Path, default=Path("bench/engine-profile"),
-                    help="writes OUT.collapsed (raw stacks) and OUT.txt (summary)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/engine-profile"),
+        help="writes OUT.collapsed (raw stacks) and OUT.txt (summary)",
+    )
     args = ap.parse_args(argv)
     require_root()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         raise SystemExit("py-spy is not installed (pip install py-spy; the dev extra has it)")
     raw = args.out.with_suffix(".collapsed")
-    run = subprocess.run([spy, "record", "--native", "-r", "250", "-f", "raw", "-o", str(raw), "--",
-                          sys.executable, "-c", _WORKLOAD.format(seconds=args.seconds)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            spy,
+            "record",
+            "--native",
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--",
+            sys.executable,
+            "-c",
+            _WORKLOAD.format(seconds=args.seconds),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if run.returncode != 0:
         raise SystemExit(f"py-spy failed: {run.stderr[-2000:]}")
     host = machine()
-    text = (f"engine profile: defer, 4k randread, iodepth 32, 2 devices, zram, {args.seconds:g} s\n"
-            f"host: {host['cpu_model']}, {host['cpus']} CPUs, Linux {host['kernel']}, liburing {host['liburing']}\n"
-            f"{run.stdout.strip()}\n\n{summarise(raw)}\n")
+    text = (
+        f"engine profile: defer, 4k randread, iodepth 32, 2 devices, zram, {args.seconds:g} s\n"
+        f"host: {host['cpu_model']}, {host['cpus']} CPUs, Linux {host['kernel']}, liburing {host['liburing']}\n"
+        f"{run.stdout.strip()}\n\n{summarise(raw)}\n"
+    )
     args.out.with_suffix(".txt").write_text(text)
     print(text)
     return 0

@@ -5,5 +5,15 @@ from .eventloop import POLL_MAX_NS, EventLoop
 from .run import RW_MODES, WorkloadConfig, WorkloadResult, run_workload
 from .strategies import STRATEGIES
 
-__all__ = ["EventLoop", "IoUringDriver", "MAX_ENTRIES", "POLL_MAX_NS", "RING_SETUPS", "STRATEGIES", "RW_MODES",
-           "WorkloadConfig", "WorkloadResult", "run_workload"]
+__all__ = [
+    "EventLoop",
+    "IoUringDriver",
+    "MAX_ENTRIES",
+    "POLL_MAX_NS",
+    "RING_SETUPS",
+    "STRATEGIES",
+    "RW_MODES",
+    "WorkloadConfig",
+    "WorkloadResult",
+    "run_workload",
+]

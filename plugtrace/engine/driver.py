@@ -38,7 +38,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,8 +51,18 @@ from .eventloop import EventLoop
 if TYPE_CHECKING:
     from .strategies import Strategy
 
-__all__ = ["IoUringDriver", "MAX_ENTRIES", "RING_SETUPS", "REQUEST_DTYPE", "SUBMIT_DTYPE", "SECTION_DTYPE",
-           "HANDLER_DTYPE", "SUBMIT_REASONS", "OP_READ", "OP_WRITE"]
+__all__ = [
+    "IoUringDriver",
+    "MAX_ENTRIES",
+    "RING_SETUPS",
+    "REQUEST_DTYPE",
+    "SUBMIT_DTYPE",
+    "SECTION_DTYPE",
+    "HANDLER_DTYPE",
+    "SUBMIT_REASONS",
+    "OP_READ",
+    "OP_WRITE",
+]
 
 MAX_ENTRIES = 128
 OP_READ, OP_WRITE = 0, 1
@@ -62,8 +73,11 @@ RING_SETUPS: dict[str, tuple[int, ...]] = {
     "coop": (_COOP | lib.IORING_SETUP_SINGLE_ISSUER, _COOP, lib.IORING_SETUP_COOP_TASKRUN, 0),
     "plain": (0,),
 }
-_SETUP_FLAG_NAMES = {lib.IORING_SETUP_COOP_TASKRUN: "COOP_TASKRUN", lib.IORING_SETUP_TASKRUN_FLAG: "TASKRUN_FLAG",
-                     lib.IORING_SETUP_SINGLE_ISSUER: "SINGLE_ISSUER"}
+_SETUP_FLAG_NAMES = {
+    lib.IORING_SETUP_COOP_TASKRUN: "COOP_TASKRUN",
+    lib.IORING_SETUP_TASKRUN_FLAG: "TASKRUN_FLAG",
+    lib.IORING_SETUP_SINGLE_ISSUER: "SINGLE_ISSUER",
+}
 
 
 def setup_flag_names(flags: int) -> str:
@@ -103,31 +117,60 @@ def _struct_dtype(ctype: str, fields: dict[str, str]) -> np.dtype:
 REQUEST_DTYPE = _struct_dtype(
     "struct pt_req",
     {
-        "req_id": "i8", "queue_ns": "i8", "submit_ns": "i8", "complete_ns": "i8",
-        "submit_seq": "i8", "section_id": "i8", "orig_offset": "u8", "orig_len": "u4",
-        "device": "i4", "op": "i4", "res": "i4", "resubmits": "i4",
-        "section_owner": "i4", "sync": "i4", "thread": "i4", "tid": "i4",
+        "req_id": "i8",
+        "queue_ns": "i8",
+        "submit_ns": "i8",
+        "complete_ns": "i8",
+        "submit_seq": "i8",
+        "section_id": "i8",
+        "orig_offset": "u8",
+        "orig_len": "u4",
+        "device": "i4",
+        "op": "i4",
+        "res": "i4",
+        "resubmits": "i4",
+        "section_owner": "i4",
+        "sync": "i4",
+        "thread": "i4",
+        "tid": "i4",
     },
 )
 SUBMIT_DTYPE = _struct_dtype(
     "struct pt_submit_rec",
     {
-        "seq": "i8", "start_ns": "i8", "end_ns": "i8", "to_submit": "i4",
-        "ret": "i4", "reason": "i4", "thread": "i4", "tid": "i4",
+        "seq": "i8",
+        "start_ns": "i8",
+        "end_ns": "i8",
+        "to_submit": "i4",
+        "ret": "i4",
+        "reason": "i4",
+        "thread": "i4",
+        "tid": "i4",
     },
 )
 
 SECTION_DTYPE = _struct_dtype(
     "struct pt_section_rec",
     {
-        "section_id": "i8", "thread": "i4", "tid": "i4", "owner": "i4", "begin_ns": "i8", "end_ns": "i8",
-        "nr_deferred_calls": "i4", "nr_nested_polls": "i4",
+        "section_id": "i8",
+        "thread": "i4",
+        "tid": "i4",
+        "owner": "i4",
+        "begin_ns": "i8",
+        "end_ns": "i8",
+        "nr_deferred_calls": "i4",
+        "nr_nested_polls": "i4",
     },
 )
 HANDLER_DTYPE = _struct_dtype(
     "struct pt_handler_rec",
     {
-        "thread": "i4", "tid": "i4", "device": "i4", "begin_ns": "i8", "end_ns": "i8", "section_id": "i8",
+        "thread": "i4",
+        "tid": "i4",
+        "device": "i4",
+        "begin_ns": "i8",
+        "end_ns": "i8",
+        "section_id": "i8",
         "section_owner": "i4",
     },
 )
@@ -155,7 +198,7 @@ class _LogBuffer:
         n = getattr(self._d, f"{self._prefix}_len")
         if not n:
             return None
-        rows = self._buf[:n * self._dtype.itemsize].view(self._dtype)
+        rows = self._buf[: n * self._dtype.itemsize].view(self._dtype)
         self._fresh()
         setattr(self._d, f"{self._prefix}_len", 0)
         return rows
@@ -167,7 +210,7 @@ class IoUringDriver:
     def __init__(
         self,
         loop: EventLoop,
-        strategy: "Strategy",
+        strategy: Strategy,
         thread: int,
         nslots: int,
         max_bytes: int,

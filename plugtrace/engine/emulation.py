@@ -20,7 +20,8 @@ section and their deferred calls join it.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,14 @@ class Device:
     kind = ""
 
     def __init__(
-        self, index: int, loop: EventLoop, driver: IoUringDriver, strategy: Strategy, fd: int,
-        region_offset: int, region_bytes: int,
+        self,
+        index: int,
+        loop: EventLoop,
+        driver: IoUringDriver,
+        strategy: Strategy,
+        fd: int,
+        region_offset: int,
+        region_bytes: int,
     ):
         self.index = index
         self.loop = loop
@@ -58,7 +65,7 @@ class Device:
         self.bs = 0
         #: the guest's index in the driver and its C record, whose virtqueue the device drains
         self.guest = -1
-        self.guest_rec = None
+        self.guest_rec: Any = None  # the guest's C record (struct pt_guest), once attached
 
     def attach_guest(self, bs: int, guest: int, guest_rec) -> None:
         """The guest using this device: its block size, its index in the driver and its C record."""
@@ -148,7 +155,8 @@ class Ide(Device):
             self.driver.submit_from_guest(self.guest, 1, self.fd, self.bs, self.index)
 
 
-DEVICE_KINDS: dict[str, type[Device]] = {"virtio-blk": VirtioBlk, "ide": Ide}
+#: the device classes by kind (each takes the arguments of Device, a virtio-blk its interleaving too)
+DEVICE_KINDS: dict[str, Callable[..., Device]] = {"virtio-blk": VirtioBlk, "ide": Ide}
 
 
 def _counter(field: str, doc: str) -> property:

@@ -28,9 +28,9 @@ same way:
 from __future__ import annotations
 
 import select
-from time import monotonic_ns
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from time import monotonic_ns
 
 __all__ = ["EventLoop", "BottomHalf", "POLL_MAX_NS"]
 
@@ -45,7 +45,7 @@ class BottomHalf:
 
     __slots__ = ("loop", "cb", "scheduled")
 
-    def __init__(self, loop: "EventLoop", cb: Callable[[], None]):
+    def __init__(self, loop: EventLoop, cb: Callable[[], None]):
         self.loop = loop
         self.cb = cb
         self.scheduled = False

@@ -15,8 +15,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from .. import plug
 from ..errors import UsageError
 from ..uring._binding import lib
 from .driver import MAX_ENTRIES, RING_SETUPS, SUBMIT_REASONS, IoUringDriver, setup_flag_names
-from .emulation import DEVICE_KINDS, Guest, Device
+from .emulation import DEVICE_KINDS, Device, Guest
 from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
 
@@ -195,7 +196,7 @@ class _Countdown:
 class _LogWriterThread:
     """Takes log chunks from engine threads and hands them to the sink in order."""
 
-    def __init__(self, sink: Callable[[str, object], None], on_error: Callable[[], None]):
+    def __init__(self, sink: Callable[[str, Any], object], on_error: Callable[[], None]):
         self.sink = sink
         self.on_error = on_error
         self.q: queue.Queue = queue.Queue(maxsize=64)
@@ -229,31 +230,50 @@ class _LogWriterThread:
 
 def _requests_table(rows: np.ndarray) -> dict[str, np.ndarray]:
     return {
-        "req_id": rows["req_id"], "thread": rows["thread"], "tid": rows["tid"], "device": rows["device"],
-        "op": rows["op"], "offset_bytes": rows["orig_offset"].astype("i8"),
-        "len_bytes": rows["orig_len"].astype("i8"), "queue_ns": rows["queue_ns"],
-        "submit_ns": rows["submit_ns"], "complete_ns": rows["complete_ns"], "submit_seq": rows["submit_seq"],
-        "section_id": rows["section_id"], "section_owner": rows["section_owner"],
-        "sync": rows["sync"].astype(bool), "resubmits": rows["resubmits"], "result": rows["res"],
+        "req_id": rows["req_id"],
+        "thread": rows["thread"],
+        "tid": rows["tid"],
+        "device": rows["device"],
+        "op": rows["op"],
+        "offset_bytes": rows["orig_offset"].astype("i8"),
+        "len_bytes": rows["orig_len"].astype("i8"),
+        "queue_ns": rows["queue_ns"],
+        "submit_ns": rows["submit_ns"],
+        "complete_ns": rows["complete_ns"],
+        "submit_seq": rows["submit_seq"],
+        "section_id": rows["section_id"],
+        "section_owner": rows["section_owner"],
+        "sync": rows["sync"].astype(bool),
+        "resubmits": rows["resubmits"],
+        "result": rows["res"],
     }
 
 
 def _submits_table(rows: np.ndarray) -> dict[str, object]:
     reasons = np.asarray(SUBMIT_REASONS, dtype=object)[rows["reason"]]
     return {
-        "submit_seq": rows["seq"], "thread": rows["thread"], "tid": rows["tid"],
-        "start_ns": rows["start_ns"], "end_ns": rows["end_ns"], "latency_ns": rows["end_ns"] - rows["start_ns"],
-        "nr_sqes": rows["to_submit"], "ret": rows["ret"], "reason": reasons,
+        "submit_seq": rows["seq"],
+        "thread": rows["thread"],
+        "tid": rows["tid"],
+        "start_ns": rows["start_ns"],
+        "end_ns": rows["end_ns"],
+        "latency_ns": rows["end_ns"] - rows["start_ns"],
+        "nr_sqes": rows["to_submit"],
+        "ret": rows["ret"],
+        "reason": reasons,
     }
 
 
 def _columns(rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: np.ascontiguousarray(rows[name]) for name in rows.dtype.names}
+    return {name: np.ascontiguousarray(rows[name]) for name in rows.dtype.names or ()}
 
 
 #: the driver's log records -> the run's table columns (done in the log writer thread, off the engine's)
 _TABLES: dict[str, Callable[[np.ndarray], dict]] = {
-    "requests": _requests_table, "submits": _submits_table, "sections": _columns, "handlers": _columns,
+    "requests": _requests_table,
+    "submits": _submits_table,
+    "sections": _columns,
+    "handlers": _columns,
 }
 
 
@@ -261,7 +281,7 @@ def run_workload(
     config: WorkloadConfig,
     path: str,
     size_bytes: int,
-    sink: Callable[[str, object], None],
+    sink: Callable[[str, Any], object],
     stop: threading.Event | None = None,
     progress: Callable[[float, int], None] | None = None,
 ) -> WorkloadResult:
@@ -302,7 +322,12 @@ def run_workload(
         try:
             nslots = sum(config.iodepth if i < config.devices else 1 for i in device_indices) + 8
             driver = IoUringDriver(
-                loop, strategy, t, nslots=max(nslots, MAX_ENTRIES), max_bytes=config.bs, ring_setup=config.ring_setup,
+                loop,
+                strategy,
+                t,
+                nslots=max(nslots, MAX_ENTRIES),
+                max_bytes=config.bs,
+                ring_setup=config.ring_setup,
                 log_sink=logs.put,
             )
             driver.pattern_seed = config.seed
@@ -315,15 +340,23 @@ def run_workload(
             for i in device_indices:
                 kind = config.device_kind if i < config.devices else "ide"
                 dev: Device = DEVICE_KINDS[kind](
-                    i, loop, driver, strategy, fd, i * region, region,
-                    interleave=config.interleave, rng=random.Random(config.seed * 7919 + i),
+                    i,
+                    loop,
+                    driver,
+                    strategy,
+                    fd,
+                    i * region,
+                    region,
+                    interleave=config.interleave,
+                    rng=random.Random(config.seed * 7919 + i),
                 )
                 depth = config.iodepth if kind != "ide" else 1
                 per_guest = None
                 if config.requests is not None:
                     per_guest = max(1, config.requests // ndev)
-                guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest,
-                              seed=rng.getrandbits(63))
+                guest = Guest(
+                    dev, depth, config.bs, config.rw, config.read_fraction, per_guest, seed=rng.getrandbits(63)
+                )
                 dev.on_handler = hooks.handler
                 state["devices"].append(dev)
                 state["guests"].append(guest)
@@ -360,8 +393,13 @@ def run_workload(
                         if driver.in_queue and not driver.blocked:
                             driver.ioq_submit("completion")
                         loop.aio_poll(True)
-                    state["info"] = {"thread": t, "tid": driver.tid, "ring_flags": setup_flag_names(driver.ring_flags),
-                                     "poll_hits": loop.poll_hits, "nested_polls": loop.nested_polls}
+                    state["info"] = {
+                        "thread": t,
+                        "tid": driver.tid,
+                        "ring_flags": setup_flag_names(driver.ring_flags),
+                        "poll_hits": loop.poll_hits,
+                        "nested_polls": loop.nested_polls,
+                    }
                     driver.close()  # flushes its logs, also when the run failed: keep what was logged
                 loop.close()
             except BaseException as exc:
@@ -427,4 +465,3 @@ def run_workload(
     finally:
         os.close(fd)
     return result
-

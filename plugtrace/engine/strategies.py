@@ -17,7 +17,8 @@ the io_uring driver does with a queued request:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import plug
 from .driver import MAX_ENTRIES
@@ -35,32 +36,32 @@ class Strategy:
     name = ""
     description = ""
 
-    def attach(self, driver: "IoUringDriver") -> None:
+    def attach(self, driver: IoUringDriver) -> None:
         """Hook into the driver's event loop if the strategy needs to."""
 
-    def handler_begin(self, device: "Device") -> None:
+    def handler_begin(self, device: Device) -> None:
         """A plugging device's handler starts (virtio-blk: before draining the queue)."""
         plug.defer_call_begin(device.index)
 
-    def handler_end(self, device: "Device") -> None:
+    def handler_end(self, device: Device) -> None:
         plug.defer_call_end()
 
-    def on_queued(self, driver: "IoUringDriver") -> None:
+    def on_queued(self, driver: IoUringDriver) -> None:
         """A request was queued (`in_queue` already counts it)."""
         raise NotImplementedError
 
-    def run_length(self, driver: "IoUringDriver") -> int:
+    def run_length(self, driver: IoUringDriver) -> int:
         """How many requests may be queued in a row before `on_queued` would act
         on one other than the last: with 1 (always right) each request is heard of
         alone."""
         return 1
 
-    def on_queued_run(self, driver: "IoUringDriver", k: int) -> None:
+    def on_queued_run(self, driver: IoUringDriver, k: int) -> None:
         """`k` requests (at most `run_length()`) were queued in a row: do what
         `on_queued` would have done after each of them."""
         self.on_queued(driver)
 
-    def queue_in_runs(self, driver: "IoUringDriver", n: int, queue: Callable[[int, int], None]) -> None:
+    def queue_in_runs(self, driver: IoUringDriver, n: int, queue: Callable[[int, int], None]) -> None:
         """Queue `n` requests: `queue(i, k)` queues requests i .. i + k - 1
         (without counting them in `in_queue`), then the strategy hears of the run.
 
@@ -74,7 +75,7 @@ class Strategy:
             i += k
             self.on_queued_run(driver, k)
 
-    def submit_after_completions(self, driver: "IoUringDriver") -> bool:
+    def submit_after_completions(self, driver: IoUringDriver) -> bool:
         """Whether reaping completions should submit what is queued (QEMU: yes)."""
         return True
 
@@ -83,7 +84,7 @@ class Strategy:
 _UNBOUNDED = 1 << 30
 
 
-def _room(driver: "IoUringDriver") -> int:
+def _room(driver: IoUringDriver) -> int:
     """Requests that can be queued before the last of them reaches MAX_ENTRIES (at least 1)."""
     return max(1, MAX_ENTRIES - driver.in_flight - driver.in_queue)
 
@@ -132,7 +133,7 @@ class DevicePlug(Strategy):
         return not driver.plugged
 
 
-def _deferred_submit(driver: "IoUringDriver") -> None:
+def _deferred_submit(driver: IoUringDriver) -> None:
     """luring_deferred_fn(): the one deferred call per driver and section."""
     if not driver.blocked and driver.in_queue > 0:
         driver.ioq_submit("deferred")
@@ -182,9 +183,7 @@ class LoopIteration(Strategy):
         return _UNBOUNDED if driver.blocked else _room(driver)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Immediate, DevicePlug, Defer, LoopIteration)
-}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Immediate, DevicePlug, Defer, LoopIteration)}
 
 
 def make_strategy(name: str) -> Strategy:

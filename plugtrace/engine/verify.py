@@ -34,20 +34,32 @@ def verify_blocks(fd: int, written: np.ndarray, bs: int, seed: int, max_report: 
         _verify(fd, blocks, bs, seed, bad, max_report, progress)
     except KeyboardInterrupt:  # SIGTERM too: record raises a subclass of it
         checked, mismatches = progress["counts"]
-        return {"checked_blocks": checked, "of_blocks": int(len(blocks)),
-                "mismatches": mismatches, "mismatch_offsets": bad, "interrupted": True}
+        return {
+            "checked_blocks": checked,
+            "of_blocks": int(len(blocks)),
+            "mismatches": mismatches,
+            "mismatch_offsets": bad,
+            "interrupted": True,
+        }
     checked, mismatches = progress["counts"]
     return {"checked_blocks": checked, "mismatches": mismatches, "mismatch_offsets": bad}
 
 
-def _verify(fd: int, blocks: np.ndarray, bs: int, seed: int, bad: list[int], max_report: int,
-            progress: dict[str, tuple[int, int]]) -> None:
+def _verify(
+    fd: int,
+    blocks: np.ndarray,
+    bs: int,
+    seed: int,
+    bad: list[int],
+    max_report: int,
+    progress: dict[str, tuple[int, int]],
+) -> None:
     """Check `blocks` in batches of reads, counting into `progress` as it goes."""
     bufs = mmap.mmap(-1, bs * _BATCH)
     base = ffi.from_buffer(bufs)
     with Ring(_BATCH) as ring:
         for start in range(0, len(blocks), _BATCH):
-            chunk = blocks[start:start + _BATCH]
+            chunk = blocks[start : start + _BATCH]
             for i, block in enumerate(chunk):
                 sqe = lib.io_uring_get_sqe(ring.ptr)
                 lib.io_uring_prep_read(sqe, fd, base + i * bs, bs, int(block) * bs)

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 __all__ = ["ffi", "lib", "check", "extension_path"]
 
 #: the shared object uprobes attach to (marker functions live there)
-extension_path: str = __import__("plugtrace.uring._uring", fromlist=["_uring"]).__file__
+extension_path: str = str(__import__("plugtrace.uring._uring", fromlist=["_uring"]).__file__)
 
 
 def check(ret: int, call: str) -> int:

@@ -148,7 +148,8 @@ struct pt_driver {
 };
 """
 
-CDEF = r"""
+CDEF = (
+    r"""
 struct io_uring { ...; int ring_fd; unsigned flags; unsigned features; };
 struct io_uring_sqe { ...; };
 struct io_uring_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
@@ -166,8 +167,10 @@ void io_uring_queue_exit(struct io_uring *ring);
 struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring);
 void io_uring_prep_read(struct io_uring_sqe *sqe, int fd, void *buf, unsigned nbytes, uint64_t offset);
 void io_uring_prep_write(struct io_uring_sqe *sqe, int fd, const void *buf, unsigned nbytes, uint64_t offset);
-void io_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
-void io_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs, uint64_t offset);
+void io_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs,
+                         uint64_t offset);
+void io_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr_vecs,
+                          uint64_t offset);
 void io_uring_prep_fsync(struct io_uring_sqe *sqe, int fd, unsigned fsync_flags);
 void io_uring_sqe_set_data64(struct io_uring_sqe *sqe, uint64_t data);
 void io_uring_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags);
@@ -189,7 +192,9 @@ int pt_wait_cqe(struct io_uring *ring);
 int pt_liburing_version(void);
 
 /* --- the engine's hot path --------------------------------------------- */
-""" + STRUCTS + r"""
+"""
+    + STRUCTS
+    + r"""
 
 int64_t pt_now_ns(void);
 int32_t pt_gettid(void);
@@ -218,8 +223,10 @@ void plugtrace_mark_deferred_run(uint64_t section_id, uint32_t index);
 void plugtrace_mark_request_queued(uint64_t req_id, int32_t device);
 void plugtrace_mark_submit(int64_t submit_seq, uint32_t nr_sqes);
 """
+)
 
-SOURCE = r"""
+SOURCE = (
+    r"""
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
@@ -277,7 +284,9 @@ static int pt_liburing_version(void)
 #endif
 }
 
-""" + STRUCTS + r"""
+"""
+    + STRUCTS
+    + r"""
 
 static int64_t pt_now_ns(void)
 {
@@ -591,6 +600,7 @@ static int64_t pt_check_pattern(const char *buf, uint32_t len, uint64_t offset, 
     return -1;
 }
 """
+)
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from . import _binding
 from ._binding import ffi, lib
@@ -76,7 +76,7 @@ class Ring:
         if not self._open:
             raise ValueError("operation on a closed Ring")
 
-    def __enter__(self) -> "Ring":
+    def __enter__(self) -> Ring:
         return self
 
     def __exit__(self, *exc) -> None:
