@@ -288,180 +288,228 @@ def run_workload(
     """Run `config` against the block device or file at `path` (`size_bytes` usable).
 
     `sink(table_name, columns)` receives log chunks (`requests`, `submits`,
-    `sections`). `stop` ends the run early (Ctrl-C): guests stop issuing and
-    what is in flight completes. `progress(elapsed_s, completed)` is called
-    about once a second from the calling thread.
+    `sections`, `handlers`). `stop` ends the run early (Ctrl-C): guests stop
+    issuing and what is in flight completes. `progress(elapsed_s, completed)`
+    is called about once a second from the calling thread.
     """
-    config.validate()
-    stop = stop or threading.Event()
-    ndev = config.devices + config.ide_devices
-    region = (size_bytes // ndev) // config.bs * config.bs
-    if region < config.bs * max(config.iodepth, 1):
-        raise UsageError(
-            f"--bs/--devices: the device ({size_bytes} bytes) is too small for {ndev} emulated devices "
-            f"of at least {config.iodepth} blocks of {config.bs} bytes"
-        )
-    flags = os.O_RDWR if config.writes else os.O_RDONLY
-    fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
-    written = _WrittenBlocks(size_bytes, config.bs) if config.writes else None
-    logs = _LogWriterThread(sink, on_error=stop.set)
-    threads: list[threading.Thread] = []
-    states: list[dict] = []
-    errors: list[BaseException] = []
-    all_started = threading.Barrier(config.threads + 1)
-    finished = _Countdown(config.threads)
-    deadline_holder: list[float] = []
+    return _Workload(config, path, size_bytes, sink, stop or threading.Event(), progress).run()
 
-    def thread_main(t: int, device_indices: list[int]) -> None:
-        state: dict = {"guests": [], "devices": [], "driver": None}
-        states.append(state)
-        loop = EventLoop(config.poll_max_ns)
-        strategy = make_strategy(config.strategy)
-        driver = None
-        hooks = None
+
+class _EngineThread:
+    """One event-loop thread of a workload: its ring, its devices and their guests."""
+
+    def __init__(self, work: _Workload, index: int, device_indices: list[int]) -> None:
+        self.work = work
+        self.index = index
+        self.device_indices = device_indices
+        self.guests: list[Guest] = []
+        self.devices: list[Device] = []
+        self.driver: IoUringDriver | None = None
+        #: what the run's metadata says of this thread, once it has ended
+        self.info: dict[str, Any] | None = None
+        self.thread = threading.Thread(target=self.main, name=f"plugtrace-engine-{index}", daemon=True)
+
+    def main(self) -> None:
+        work = self.work
+        loop = EventLoop(work.config.poll_max_ns)
         try:
-            nslots = sum(config.iodepth if i < config.devices else 1 for i in device_indices) + 8
-            driver = IoUringDriver(
-                loop,
-                strategy,
-                t,
-                nslots=max(nslots, MAX_ENTRIES),
-                max_bytes=config.bs,
-                ring_setup=config.ring_setup,
-                log_sink=logs.put,
-            )
-            driver.pattern_seed = config.seed
-            if written is not None:
-                driver.mark_written(written.bitmap, config.bs)
-            state["driver"] = driver
-            hooks = _SectionLog(loop, driver)
-            plug.set_section_hooks(hooks)
-            rng = random.Random(config.seed * 1000 + t)
-            for i in device_indices:
-                kind = config.device_kind if i < config.devices else "ide"
-                dev: Device = DEVICE_KINDS[kind](
-                    i,
-                    loop,
-                    driver,
-                    strategy,
-                    fd,
-                    i * region,
-                    region,
-                    interleave=config.interleave,
-                    rng=random.Random(config.seed * 7919 + i),
-                )
-                depth = config.iodepth if kind != "ide" else 1
-                per_guest = None
-                if config.requests is not None:
-                    per_guest = max(1, config.requests // ndev)
-                guest = Guest(
-                    dev, depth, config.bs, config.rw, config.read_fraction, per_guest, seed=rng.getrandbits(63)
-                )
-                dev.on_handler = hooks.handler
-                state["devices"].append(dev)
-                state["guests"].append(guest)
-            all_started.wait()
-            for g in state["guests"]:
-                g.start()
-            guests = state["guests"]
-            deadline = deadline_holder[0] if deadline_holder else None
-            check_every = 0
-            while True:
-                # Block only while something is in flight, so an idle thread
-                # always comes back to check whether it is done.
-                loop.aio_poll(driver.in_flight > 0)
-                check_every += 1
-                if check_every & 15 == 0 or driver.in_flight == 0:
-                    if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                        for g in guests:
-                            g.stop()
-                    if all(g.finished for g in guests):
-                        break
+            self._set_up(loop)
+            work.all_started.wait()
+            self._run(loop)
         except BaseException as exc:
-            errors.append(exc)
-            stop.set()
-            try:
-                all_started.abort()
-            except threading.BrokenBarrierError:
-                pass
+            work.failed(exc)
         finally:
             try:
-                plug.set_section_hooks(None)
-                if driver is not None:
-                    # never leave requests in flight on a ring we are closing
-                    while driver.in_flight > 0 or driver.in_queue > 0:
-                        if driver.in_queue and not driver.blocked:
-                            driver.ioq_submit("completion")
-                        loop.aio_poll(True)
-                    state["info"] = {
-                        "thread": t,
-                        "tid": driver.tid,
-                        "ring_flags": setup_flag_names(driver.ring_flags),
-                        "poll_hits": loop.poll_hits,
-                        "nested_polls": loop.nested_polls,
-                    }
-                    driver.close()  # flushes its logs, also when the run failed: keep what was logged
-                loop.close()
+                self._wind_down(loop)
             except BaseException as exc:
-                errors.append(exc)
+                work.errors.append(exc)
             finally:
-                finished.release()
+                work.finished.release()
 
-    for t in range(config.threads):
-        idx = list(range(t, ndev, config.threads))
-        th = threading.Thread(target=thread_main, args=(t, idx), name=f"plugtrace-engine-{t}", daemon=True)
-        threads.append(th)
-        th.start()
-    start = time.monotonic()
-    interrupted = False
-    try:
+    def _set_up(self, loop: EventLoop) -> None:
+        """The ring, the strategy, and each device with its guest."""
+        config, work, t = self.work.config, self.work, self.index
+        strategy = make_strategy(config.strategy)
+        nslots = sum(config.iodepth if i < config.devices else 1 for i in self.device_indices) + 8
+        driver = IoUringDriver(
+            loop,
+            strategy,
+            t,
+            nslots=max(nslots, MAX_ENTRIES),
+            max_bytes=config.bs,
+            ring_setup=config.ring_setup,
+            log_sink=work.logs.put,
+        )
+        self.driver = driver
+        driver.pattern_seed = config.seed
+        if work.written is not None:
+            driver.mark_written(work.written.bitmap, config.bs)
+        hooks = _SectionLog(loop, driver)
+        plug.set_section_hooks(hooks)
+        rng = random.Random(config.seed * 1000 + t)
+        for i in self.device_indices:
+            kind = config.device_kind if i < config.devices else "ide"
+            dev: Device = DEVICE_KINDS[kind](
+                i,
+                loop,
+                driver,
+                strategy,
+                work.fd,
+                i * work.region,
+                work.region,
+                interleave=config.interleave,
+                rng=random.Random(config.seed * 7919 + i),
+            )
+            depth = config.iodepth if kind != "ide" else 1
+            per_guest = max(1, config.requests // work.ndev) if config.requests is not None else None
+            guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest, seed=rng.getrandbits(63))
+            dev.on_handler = hooks.handler
+            self.devices.append(dev)
+            self.guests.append(guest)
+
+    def _run(self, loop: EventLoop) -> None:
+        """Poll until every guest is done (its requests, the deadline, or a stop)."""
+        driver, work, guests = self.driver, self.work, self.guests
+        assert driver is not None
+        for g in guests:
+            g.start()
+        check_every = 0
+        while True:
+            # Block only while something is in flight, so an idle thread
+            # always comes back to check whether it is done.
+            loop.aio_poll(driver.in_flight > 0)
+            check_every += 1
+            if check_every & 15 == 0 or driver.in_flight == 0:
+                if work.stop.is_set() or (work.deadline is not None and time.monotonic() >= work.deadline):
+                    for g in guests:
+                        g.stop()
+                if all(g.finished for g in guests):
+                    break
+
+    def _wind_down(self, loop: EventLoop) -> None:
+        """Complete what is in flight, say what the thread did, close the ring (flushing its logs)."""
+        plug.set_section_hooks(None)
+        driver = self.driver
+        if driver is not None:
+            # never leave requests in flight on a ring we are closing
+            while driver.in_flight > 0 or driver.in_queue > 0:
+                if driver.in_queue and not driver.blocked:
+                    driver.ioq_submit("completion")
+                loop.aio_poll(True)
+            self.info = {
+                "thread": self.index,
+                "tid": driver.tid,
+                "ring_flags": setup_flag_names(driver.ring_flags),
+                "poll_hits": loop.poll_hits,
+                "nested_polls": loop.nested_polls,
+            }
+            driver.close()  # flushes its logs, also when the run failed: keep what was logged
+        loop.close()
+
+
+class _Workload:
+    """One run of `run_workload`: its device file, its threads, their logs and the result."""
+
+    def __init__(
+        self,
+        config: WorkloadConfig,
+        path: str,
+        size_bytes: int,
+        sink: Callable[[str, Any], object],
+        stop: threading.Event,
+        progress: Callable[[float, int], None] | None,
+    ) -> None:
+        config.validate()
+        self.config, self.stop, self.progress = config, stop, progress
+        self.ndev = config.devices + config.ide_devices
+        self.region = (size_bytes // self.ndev) // config.bs * config.bs
+        if self.region < config.bs * max(config.iodepth, 1):
+            raise UsageError(
+                f"--bs/--devices: the device ({size_bytes} bytes) is too small for {self.ndev} emulated devices "
+                f"of at least {config.iodepth} blocks of {config.bs} bytes"
+            )
+        flags = os.O_RDWR if config.writes else os.O_RDONLY
+        self.fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
+        self.written = _WrittenBlocks(size_bytes, config.bs) if config.writes else None
+        self.logs = _LogWriterThread(sink, on_error=stop.set)
+        self.errors: list[BaseException] = []
+        self.all_started = threading.Barrier(config.threads + 1)
+        self.finished = _Countdown(config.threads)
+        self.deadline: float | None = None
+        self.threads = [
+            _EngineThread(self, t, list(range(t, self.ndev, config.threads))) for t in range(config.threads)
+        ]
+
+    def failed(self, exc: BaseException) -> None:
+        """A thread failed: the others stop, and nobody waits for it at the start line."""
+        self.errors.append(exc)
+        self.stop.set()
         try:
-            if config.duration_s is not None:
-                deadline_holder.append(time.monotonic() + config.duration_s)
-            all_started.wait()
+            self.all_started.abort()
         except threading.BrokenBarrierError:
             pass
-        start = time.monotonic()
-        last = start
-        while not finished.wait_all(timeout=0.2):
-            now = time.monotonic()
-            if progress is not None and now - last >= 1.0:
-                last = now
-                progress(now - start, sum(s["driver"].completed for s in states if s.get("driver")))
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()
-        finished.wait_all_uninterrupted()
-    elapsed = time.monotonic() - start
-    if stop.is_set() and not errors:
-        interrupted = True
-    logs_error: BaseException | None = None
-    try:
-        logs.close()
-    except BaseException as exc:
-        logs_error = exc
-    guests = [g for s in states for g in s["guests"]]
-    devices = [d for s in states for d in s["devices"]]
-    result = WorkloadResult(
-        elapsed_s=elapsed,
-        nr_requests=sum(g.completed for g in guests),
-        nr_errors=sum(g.errors for g in guests),
-        first_error=next((g.first_error for g in guests if g.first_error), 0),
-        interrupted=interrupted,
-        devices=sorted((d.describe(d.index % config.threads) for d in devices), key=lambda x: x["index"]),
-        sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
-        threads=[s["info"] for s in states if "info" in s],
-    )
-    try:
-        if errors:
-            raise errors[0]
-        if logs_error is not None:
-            raise logs_error
-        if written is not None and config.verify and not interrupted:
-            from .verify import verify_blocks
 
-            result.integrity = verify_blocks(fd, written.bitmap, config.bs, config.seed)
-            result.interrupted = bool(result.integrity.get("interrupted"))
-    finally:
-        os.close(fd)
-    return result
+    def run(self) -> WorkloadResult:
+        try:
+            for t in self.threads:
+                t.thread.start()
+            elapsed, interrupted = self._wait()
+            result = self._result(elapsed, interrupted)
+            if self.errors:
+                raise self.errors[0]
+            self._verify(result)
+            return result
+        finally:
+            os.close(self.fd)
+
+    def _wait(self) -> tuple[float, bool]:
+        """Until every thread has ended, showing progress; returns (seconds run, whether interrupted)."""
+        config = self.config
+        start = time.monotonic()
+        interrupted = False
+        try:
+            try:
+                if config.duration_s is not None:
+                    self.deadline = time.monotonic() + config.duration_s
+                self.all_started.wait()
+            except threading.BrokenBarrierError:
+                pass
+            start = last = time.monotonic()
+            while not self.finished.wait_all(timeout=0.2):
+                now = time.monotonic()
+                if self.progress is not None and now - last >= 1.0:
+                    last = now
+                    self.progress(now - start, sum(t.driver.completed for t in self.threads if t.driver))
+        except KeyboardInterrupt:
+            interrupted = True
+            self.stop.set()
+            self.finished.wait_all_uninterrupted()
+        elapsed = time.monotonic() - start
+        try:
+            self.logs.close()
+        except BaseException as exc:
+            self.errors.append(exc)
+        return elapsed, interrupted or (self.stop.is_set() and not self.errors)
+
+    def _result(self, elapsed: float, interrupted: bool) -> WorkloadResult:
+        guests = [g for t in self.threads for g in t.guests]
+        devices = [d for t in self.threads for d in t.devices]
+        return WorkloadResult(
+            elapsed_s=elapsed,
+            nr_requests=sum(g.completed for g in guests),
+            nr_errors=sum(g.errors for g in guests),
+            first_error=next((g.first_error for g in guests if g.first_error), 0),
+            interrupted=interrupted,
+            devices=sorted((d.describe(d.index % self.config.threads) for d in devices), key=lambda x: x["index"]),
+            sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
+            threads=[t.info for t in self.threads if t.info is not None],
+        )
+
+    def _verify(self, result: WorkloadResult) -> None:
+        """Read back every block a write workload wrote (unless interrupted or told not to)."""
+        if self.written is None or not self.config.verify or result.interrupted:
+            return
+        from .verify import verify_blocks
+
+        result.integrity = verify_blocks(self.fd, self.written.bitmap, self.config.bs, self.config.seed)
+        result.interrupted = bool(result.integrity.get("interrupted"))
