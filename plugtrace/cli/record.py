@@ -127,7 +127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "per enter from io_uring's per-request tracepoint; name enters for io_uring_enter() "
         "latency, at the price of every system call of the machine passing a tracepoint; "
         "markers, the uprobes on plugtrace's own plug sections, only when named: the engine "
-        "logs its sections itself and a uprobe trap per marker costs it about half its IOPS; "
+        "logs its sections itself and a uprobe trap per marker costs it IOPS (bench_engine_tracing measures it); "
         "for a traced program, block_rq and "
         "block_unplug only with --watch-device: they cost it 2-3 probe hits per I/O). "
         "Every probe hit costs the traced program time: trace what you need",

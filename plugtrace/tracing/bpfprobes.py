@@ -9,8 +9,8 @@ readable reference and the fallback (`Tracer` runs them when these cannot
 load).
 
 Why not the scripts: each hit of a classic tracepoint costs the traced
-program about 0.5 us on this kind of VM; fio on zram makes an io_uring_enter()
-per I/O in ~1.2 us. The programs here run on BTF-typed raw tracepoints, read
+program a large part of the time a fast device takes per I/O (the README's
+"Tracing" section gives the figures of its host). The programs here run on BTF-typed raw tracepoints, read
 the arguments and kernel structs directly (no helper call per field), keep
 per-thread start times in task storage (no lock, no hash update per call) and
 request start times in an array slot per request tag; the traced processes

@@ -79,11 +79,12 @@ I64, I32 = pa.int64(), pa.int32()
 
 #: why the uprobes on our plug-section markers stay off unless asked for. The engine logs every section,
 #: request and submit itself; a uprobe traps into the kernel at each marker it fires (two per section, and
-#: in events mode one per request), which costs the engine about half its IOPS (README, "Tracing").
+#: in events mode one per request), which costs the engine a share of its IOPS that
+#: `bench/bench_engine_tracing.py` measures (the README's "Benchmarks" gives it with its host).
 MARKERS_OFF_BY_DEFAULT = (
     "off by default: the engine logs its sections itself, and a uprobe trap per "
-    "marker costs it about half its IOPS; name markers in --probes to see the sections "
-    "from the kernel's side too"
+    "marker costs it IOPS (python -m bench.bench_engine_tracing says how many); name markers in --probes "
+    "to see the sections from the kernel's side too"
 )
 
 PROBES: tuple[ProbeSpec, ...] = (
@@ -103,8 +104,7 @@ PROBES: tuple[ProbeSpec, ...] = (
         ),
         # aggregate mode counts SQEs per enter through uring_requests instead:
         # a syscall tracepoint puts every system call of the machine on the
-        # tracing slow path (fio on a loop device: ~0.87 of its untraced IOPS
-        # with this probe, ~0.99 with uring_requests' one hit per request)
+        # tracing slow path (what each costs fio: README, "Tracing")
         only_when_asked=("aggregate",),
         purpose="SQEs and latency of each io_uring_enter() (aggregate mode: only when asked, for the latency)",
     ),
@@ -178,9 +178,9 @@ PROBES: tuple[ProbeSpec, ...] = (
 )
 
 #: why the block probes stay off for a traced program (--pid, -- CMD) unless asked for. A block request
-#: costs a program on each of block_rq_issue, block_rq_complete and block_unplug a hit, ~55 ns each before
-#: the program runs on this kind of VM, so on a fast blk-mq device (fio on a loop device, ~3.5 us per I/O)
-#: they take 7-8% of the traced program's IOPS; the SQEs-per-enter probe alone takes 1-2%. Tracing should
+#: costs a program a hit on each of block_rq_issue, block_rq_complete and block_unplug, so on a fast
+#: blk-mq device they take several times what the SQEs-per-enter probe alone takes of the traced
+#: program's IOPS (bench_tracing_overhead; the README's "Tracing" gives the figures). Tracing should
 #: not change what it measures, so they run when the user asks: with the device (--watch-device, which
 #: also counts the requests the kernel issues from its own workers), or by name in --probes. The
 #: engine's runs always know their device, and run them.

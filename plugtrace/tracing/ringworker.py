@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="MAJ:MIN of the block device to watch")
     parser.add_argument("--max-events", type=int, default=None, help="keep at most this many rows")
     args = parser.parse_args(argv)
-    # Arrow's default pool (mimalloc) kept 10-20 MB more per reader than malloc, which hands
-    # the small, short-lived buffers of each read back; one reader runs per probe
+    # Arrow's default pool (mimalloc) kept more memory per reader than malloc, which hands
+    # the small, short-lived buffers of each read back; one reader runs per probe (the README's
+    # "Benchmarks" gives the recorder's memory with both)
     pa.set_memory_pool(pa.system_memory_pool())
     try:
         done = run(args.table, args.out, args.pid, args.device, args.max_events, args.existing_children)

@@ -28,8 +28,8 @@ _COLUMNS = ["to_submit", "ret", "latency_ns"]
 def _submitting(f: pq.ParquetFile):
     """(SQEs, latencies) of the submitting calls, one row-group batch at a time."""
     # batches of the size the recorder writes its row groups in (worker.FLUSH_ROWS), decoded
-    # in this thread: a batch of a million rows took the recorder from ~110 to ~270 MB, and
-    # Arrow's decoding threads each hold buffers of their own
+    # in this thread: a batch of a million rows more than doubled the recorder's memory, and
+    # Arrow's decoding threads each hold buffers of their own (bench_tracing_overhead measures the RSS)
     for batch in f.iter_batches(batch_size=FLUSH_ROWS, columns=_COLUMNS, use_threads=False):
         batch = batch.filter(pc.greater(batch.column(0), 0))
         yield int(pc.sum(batch.column(1)).as_py() or 0), batch.column(2).to_numpy(zero_copy_only=False)
