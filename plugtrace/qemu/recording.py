@@ -1,0 +1,274 @@
+"""A recording of a real QEMU guest: one object that owns its life.
+
+`QemuRecording.run()` opens the device, boots the guest (held at exec until the tracers are
+attached), traces the kernel's io_uring and block probes filtered to QEMU's process and the
+QEMU-side probes of its batching design, waits for the guest workload to finish, and writes a
+run directory in the format of `plugtrace record` (docs/run-format.md) plus the QEMU-only
+tables. Whatever ends it (the guest finishing, an error, Ctrl-C, SIGTERM), QEMU, the probes and
+the devices we made are gone when `run()` returns; when the recorder itself is killed, QEMU and
+bpftrace die with it (PR_SET_PDEATHSIG) and a loop device clears itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..errors import CapabilityError, PlugtraceError
+from .image import GuestImage, cache_dir, guest_image
+from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
+from .probes import QemuProbes
+from .versions import QemuBinary, find_qemu
+
+#: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
+KVM_BOOT_TIMEOUT_S = 20.0
+#: a TCG guest boots in a few seconds on this kind of machine; more is a failure
+BOOT_TIMEOUT_S = 120.0
+
+SECTION_COLUMNS = {"section_id": pa.int64(), "thread": pa.int32(), "tid": pa.int32(), "owner": pa.int32(),
+                   "begin_ns": pa.int64(), "end_ns": pa.int64(), "nr_deferred_calls": pa.int32(),
+                   "nr_nested_polls": pa.int32()}
+HANDLER_COLUMNS = {"thread": pa.int32(), "tid": pa.int32(), "device": pa.int32(), "begin_ns": pa.int64(),
+                   "end_ns": pa.int64(), "section_id": pa.int64(), "section_owner": pa.int32()}
+COUNTER_COLUMNS = {"name": pa.string(), "device": pa.int32(), "value": pa.int64()}
+HIST_COLUMNS = {"name": pa.string(), "low": pa.int64(), "high": pa.int64(), "count": pa.int64()}
+
+
+def _table(rows: dict[str, list], columns: dict[str, pa.DataType]) -> pa.Table:
+    return pa.table({c: pa.array(rows.get(c, []), type=t) for c, t in columns.items()})
+
+
+@dataclass
+class QemuConfig:
+    """What to boot and run: the QEMU, its disks, the guest workload, and how to trace."""
+
+    qemu: str = "10.0"
+    disks: int = 1
+    ide_disks: int = 0
+    iothreads: str = "per-disk"
+    workload: Workload = field(default_factory=Workload)
+    accel: str = "auto"
+    mode: str = "aggregate"
+    max_events: int = 5_000_000
+    measure_overhead: bool = False
+
+
+def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
+    """(accelerator, why): KVM where /dev/kvm really works (a timed boot of the guest, its
+    answer cached per host kernel and QEMU), else TCG."""
+    if wanted == "tcg":
+        return "tcg", "asked for (--accel tcg)"
+    ok, why = kvm_usable()
+    if not ok:
+        if wanted == "kvm":
+            raise CapabilityError(f"--accel kvm: {why}")
+        return "tcg", f"no KVM: {why}"
+    cache = cache_dir().parent / "kvm-probe.json"
+    key = f"{os.uname().release} {qemu.binary} {qemu.version}"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        guest = QemuGuest(qemu, image, "/dev/null", disks=0, ide_disks=0, iothreads="none",
+                          workload=Workload(duration_s=0), writable=False, accel="kvm")
+        try:
+            guest.start()
+            guest.release()
+            known[key] = guest.wait_started(KVM_BOOT_TIMEOUT_S)
+        finally:
+            guest.stop()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known))
+    if known[key]:
+        return "kvm", "a test boot with KVM started the guest"
+    if wanted == "kvm":
+        raise CapabilityError(f"--accel kvm: a guest did not boot with KVM within {KVM_BOOT_TIMEOUT_S:.0f} s")
+    return "tcg", f"a test boot with KVM did not start the guest within {KVM_BOOT_TIMEOUT_S:.0f} s (cached in {cache})"
+
+
+class QemuRecording:
+    """Boot, trace, and write one run directory. The CLI parses and prints; this does the rest."""
+
+    def __init__(self, cfg: QemuConfig, target, out: Path, command: list[str], quiet: bool = False):
+        self.cfg, self.target, self.out, self.command, self.quiet = cfg, target, out, command, quiet
+        self.qemu = find_qemu(cfg.qemu)
+        self.image = guest_image()
+        self.guest: QemuGuest | None = None
+        self.tracer = None
+        self.probes: QemuProbes | None = None
+        self.writer = None
+        self.accel = ("tcg", "")
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"plugtrace: {text}", file=sys.stderr)
+
+    def _guest(self) -> QemuGuest:
+        c = self.cfg
+        return QemuGuest(self.qemu, self.image, self.target.path, disks=c.disks, ide_disks=c.ide_disks,
+                         iothreads=c.iothreads, workload=c.workload, writable=self.target.writable,
+                         accel=self.accel[0])
+
+    def devices(self) -> list[dict]:
+        """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
+        iots = iothread_ids(self.cfg.disks, self.cfg.iothreads)
+        rows = []
+        for i, (name, kind) in enumerate(disk_names(self.cfg.disks, self.cfg.ide_disks, self.target.writable)):
+            thread = (f"IO {iots[i]}" if i < len(iots) and iots[i] else "main loop")
+            rows.append({"index": i, "name": name, "kind": kind, "thread": thread})
+        return rows
+
+    def meta(self) -> dict:
+        from .. import __version__
+        from ..environment import describe_environment
+
+        c = self.cfg
+        config = {"strategy": f"real QEMU {self.qemu.version}", "qemu": self.qemu.describe(),
+                  "devices": c.disks, "ide_devices": c.ide_disks, "iothreads": c.iothreads,
+                  **asdict(c.workload), "mode": c.mode, "device_spec": self.target.kind,
+                  "accel": self.accel[0], "accel_why": self.accel[1]}
+        config["iodepth_per_job"] = config.pop("iodepth")
+        config["iodepth"] = c.workload.iodepth
+        return {"plugtrace_version": __version__, "command": self.command, "config": config,
+                "environment": describe_environment(), "device": self.target.describe(),
+                "emulated_devices": self.devices(), "events_lost": None, "tracing_overhead": None}
+
+    def untraced_iops(self) -> float:
+        """The guest workload's IOPS with nothing attached (for --measure-overhead)."""
+        guest = self._guest()
+        try:
+            guest.start()
+            guest.release()
+            if not guest.wait_started(BOOT_TIMEOUT_S):
+                raise CapabilityError(f"the untraced guest did not boot (console: {guest.console.tail()})")
+            guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
+        finally:
+            guest.stop()
+        return guest_iops(guest.console)
+
+    def run(self) -> dict:
+        """Record; returns the run's final meta. Raises on errors, KeyboardInterrupt on a signal
+        (the caller marks the run); `close()` must follow in every case."""
+        from ..cli.record import _add_kernel_summary, _start_tracer, _stop_tracer
+        from ..store import RunWriter
+
+        self.accel = choose_accel(self.cfg.accel, self.qemu, self.image)
+        self.say(f"QEMU {self.qemu.version} ({self.qemu.binary}), {self.accel[0].upper()}: {self.accel[1]}")
+        self.writer = RunWriter(self.out, self.meta())
+        overhead = None
+        if self.cfg.measure_overhead and self.cfg.mode != "off":
+            self.say("measuring the untraced guest first ...")
+            overhead = {"untraced_iops": round(self.untraced_iops(), 1)}
+        self.guest = self._guest()
+        pid = self.guest.start()
+        missing: dict[str, str] = {}
+        if self.cfg.mode != "off":
+            self.tracer, missing = _start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events,
+                                                 self.writer, markers=False)
+            missing.update(self._start_qemu_probes(pid))
+        else:
+            missing["kernel"] = "tracing turned off (--mode off)"
+        for name, why in missing.items():
+            self.say(f"could not measure {name}: {why}")
+        self.guest.release()
+        if not self.guest.wait_started(BOOT_TIMEOUT_S):
+            raise CapabilityError(f"the guest did not boot within {BOOT_TIMEOUT_S:.0f} s "
+                                  f"(console: {self.guest.console.tail()})")
+        self.say(f"guest booted; running {self.cfg.workload.rw} for {self.cfg.workload.duration_s:g} s")
+        self.guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
+        info = _stop_tracer(self.tracer, self.writer, missing)
+        self.tracer = None
+        info["probes"]["could_not_measure"].update(missing)
+        self._finish_qemu_probes(info)
+        self.writer.close_tables()
+        _add_kernel_summary(info, self.out)
+        iops = guest_iops(self.guest.console)
+        totals = guest_disk_totals(self.guest.console)
+        summary = {"elapsed_s": self.guest.console.elapsed_s, "nr_requests": totals["workload_requests"],
+                   "iops": round(iops, 1), **totals}
+        if overhead is not None:
+            overhead["traced_iops"] = round(iops, 1)
+            overhead["ratio"] = round(iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
+        guest = {"workload": self.guest.console.counts, "disk_stat_before": self.guest.console.stat_before,
+                 "disk_stat_after": self.guest.console.stat_after}
+        status = "incomplete" if info.get("tracer_error") else "complete"
+        self.writer.close(status, summary=summary, guest=guest, tracing_overhead=overhead, **info)
+        return self.writer.meta
+
+    def _start_qemu_probes(self, pid: int) -> dict[str, str]:
+        """Attach the QEMU-side probes; returns what could not be measured."""
+        q = self.qemu
+        if q.design is None:
+            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) exports neither defer_call_begin nor "
+                                     "blk_io_plug: no plug sections to trace"}
+        if q.missing_symbols:
+            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) does not export "
+                                     f"{', '.join(q.missing_symbols)}"}
+        from ..tracing import detect_capabilities
+
+        caps = detect_capabilities()
+        if not caps.uprobes[0]:
+            return {"qemu_sections": caps.uprobes[1]}
+        self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+        self.probes = QemuProbes(q, pid, self.cfg.mode == "events", self.cfg.max_events,
+                                 caps.bpftrace_path or "bpftrace")
+        self.probes.start(Path(self._scratch.name))
+        if not self.probes.running:
+            why = "; ".join(self.probes.errors[-3:]) or "bpftrace exited"
+            self.probes = None
+            return {"qemu_sections": f"the QEMU-side probes did not attach: {why}"}
+        return {}
+
+    def _finish_qemu_probes(self, info: dict) -> None:
+        p = self.probes
+        if p is None:
+            return
+        p.stop()
+        self.probes = None
+        iothread_of_disk = {iot: i for i, iot in enumerate(iothread_ids(self.cfg.disks, self.cfg.iothreads))
+                            if iot and self.cfg.iothreads == "per-disk"}
+        owners = p.device_of_handler(iothread_of_disk)
+        self.writer.write_table("qemu_counters", _table(p.counters(owners), COUNTER_COLUMNS))
+        self.writer.write_table("qemu_histograms", _table(p.histograms(), HIST_COLUMNS))
+        if self.cfg.mode == "events":
+            sections, handlers = p.event_tables(owners)
+            self.writer.write_table("sections", _table(sections, SECTION_COLUMNS))
+            self.writer.write_table("handlers", _table(handlers, HANDLER_COLUMNS))
+        info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
+        info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
+        lost = p.lost
+        if lost:
+            info["events_lost"] = (info.get("events_lost") or 0) + lost
+        if p.errors:
+            info.setdefault("qemu_probe_messages", p.errors[-5:])
+
+    def close(self, status: str | None = None) -> None:
+        """Stop everything still running; mark the run `status` if it was not finished. Idempotent."""
+        from ..cli.record import _stop_tracer
+
+        try:
+            if self.guest is not None:
+                self.guest.stop()
+            if self.probes is not None:
+                self.probes.stop()
+                self.probes = None
+            if self.tracer is not None:
+                info = _stop_tracer(self.tracer, self.writer, {})
+                self.tracer = None
+                if self.writer is not None:
+                    self.writer.meta.update(info)
+            if self.writer is not None and self.writer.meta.get("status") == "recording":
+                self.writer.close(status or "failed")
+        finally:
+            if getattr(self, "_scratch", None) is not None:
+                self._scratch.cleanup()
+                self._scratch = None
+
