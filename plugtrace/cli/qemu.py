@@ -100,7 +100,7 @@ def run(args) -> int:
     from ..qemu.launch import Workload
     from ..qemu.recording import QemuConfig, QemuRecording
     from ..store import STATUS_INTERRUPTED
-    from .record import _catch_terminating, _default_output, _ignore_terminating, _print_summary, _restore, _Terminate
+    from .record import _catch_terminating, _default_output, _ignore_terminating, _restore, _Terminate
 
     _check(args)
     if os.geteuid() != 0:
@@ -159,6 +159,9 @@ def _print_qemu_summary(meta: dict, out: Path) -> None:
           f"{meta['config']['accel'].upper()}")
     print(f"  guest requests:          {s.get('workload_requests', 0):,} by the workload, "
           f"{s.get('boot_requests', 0):,} by the guest kernel at boot")
+    if "qemu_requests" in s:
+        print(f"  QEMU's io_uring requests: {s['qemu_requests']:,} ({s['qemu_workload_requests']:,} after the "
+              f"guest's start mark, {s['qemu_boot_requests']:,} before: boot)")
     counters = {}
     if "qemu_counters" in meta.get("tables", {}):
         import pyarrow.parquet as pq

@@ -53,6 +53,7 @@ for i in $(seq 1 500); do
 done
 stat() { for d in $disks; do n=${d#/dev/}; echo "ptstat $1 disk=$n $(cat /sys/block/$n/stat)"; done; }
 stat before
+printf '\036'   # the host's probes take what QEMU submits from here on as the workload's
 echo "ptload start"
 /ptload $args $disks
 echo "ptload end rc=$?"

@@ -63,6 +63,7 @@ class Console:
     ended: bool = False
 
     def feed(self, line: str) -> None:
+        line = line.lstrip("\x1e")  # the workload's start mark for the probes, printed before its start line
         self.lines.append(line)
         if line.startswith("ptload start"):
             self.started.set()
@@ -163,10 +164,11 @@ class QemuGuest:
         def child() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)   # kept across exec: QEMU dies with us
-            os.dup2(r, 3)
 
         try:
-            self.proc = subprocess.Popen(["sh", "-c", 'read _ <&3; exec "$@"', "plugtrace-qemu", *self.argv()],
+            # the shell waits for a line on the pipe, then becomes QEMU (same pid, already traced)
+            self.proc = subprocess.Popen(["sh", "-c", f'read _ <&{r}; exec {r}<&-; exec "$@"', "plugtrace-qemu",
+                                          *self.argv()],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, pass_fds=(r,), preexec_fn=child,
                                          start_new_session=True)

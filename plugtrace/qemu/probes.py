@@ -151,7 +151,8 @@ class QemuProbes:
         for name, value in sorted(self.maps.get("@calls", {}).items()):
             add(name, -1, value)
         for addr, value in self.maps.get("@sections_by_owner", {}).items():
-            add("sections", owners.get(int(addr), -1), value)
+            device = owners.get(int(addr), -1)
+            add("sections" if device >= 0 else "sections_no_handler", device, value)
         return rows
 
     def histograms(self) -> dict[str, list]:

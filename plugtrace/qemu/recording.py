@@ -135,8 +135,6 @@ class QemuRecording:
                   "devices": c.disks, "ide_devices": c.ide_disks, "iothreads": c.iothreads,
                   **asdict(c.workload), "mode": c.mode, "device_spec": self.target.kind,
                   "accel": self.accel[0], "accel_why": self.accel[1]}
-        config["iodepth_per_job"] = config.pop("iodepth")
-        config["iodepth"] = c.workload.iodepth
         return {"plugtrace_version": __version__, "command": self.command, "config": config,
                 "environment": describe_environment(), "device": self.target.describe(),
                 "emulated_devices": self.devices(), "events_lost": None, "tracing_overhead": None}
@@ -177,23 +175,29 @@ class QemuRecording:
         else:
             missing["kernel"] = "tracing turned off (--mode off)"
         for name, why in missing.items():
-            self.say(f"could not measure {name}: {why}")
+            print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         self.guest.release()
         if not self.guest.wait_started(BOOT_TIMEOUT_S):
-            raise CapabilityError(f"the guest did not boot within {BOOT_TIMEOUT_S:.0f} s "
-                                  f"(console: {self.guest.console.tail()})")
+            why = (f"QEMU exited ({self.guest.proc.returncode})" if self.guest.proc.poll() is not None
+                   else f"it did not within {BOOT_TIMEOUT_S:.0f} s")
+            raise CapabilityError(f"the guest did not start its workload: {why} (console: {self.guest.console.tail()})")
         self.say(f"guest booted; running {self.cfg.workload.rw} for {self.cfg.workload.duration_s:g} s")
         self.guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
         info = _stop_tracer(self.tracer, self.writer, missing)
         self.tracer = None
         info["probes"]["could_not_measure"].update(missing)
-        self._finish_qemu_probes(info)
+        calls = self._finish_qemu_probes(info)
         self.writer.close_tables()
         _add_kernel_summary(info, self.out)
         iops = guest_iops(self.guest.console)
         totals = guest_disk_totals(self.guest.console)
         summary = {"elapsed_s": self.guest.console.elapsed_s, "nr_requests": totals["workload_requests"],
                    "iops": round(iops, 1), **totals}
+        if "luring_co_submit" in calls:
+            # QEMU's own count of the requests it handed to io_uring, split at the guest's start mark
+            summary["qemu_requests"] = calls["luring_co_submit"]
+            summary["qemu_workload_requests"] = calls.get("luring_co_submit_workload", 0)
+            summary["qemu_boot_requests"] = calls["luring_co_submit"] - summary["qemu_workload_requests"]
         if overhead is not None:
             overhead["traced_iops"] = round(iops, 1)
             overhead["ratio"] = round(iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
@@ -227,16 +231,18 @@ class QemuRecording:
             return {"qemu_sections": f"the QEMU-side probes did not attach: {why}"}
         return {}
 
-    def _finish_qemu_probes(self, info: dict) -> None:
+    def _finish_qemu_probes(self, info: dict) -> dict[str, int]:
+        """Stop the QEMU-side probes and write their tables; returns QEMU's call counts."""
         p = self.probes
         if p is None:
-            return
+            return {}
         p.stop()
         self.probes = None
         iothread_of_disk = {iot: i for i, iot in enumerate(iothread_ids(self.cfg.disks, self.cfg.iothreads))
                             if iot and self.cfg.iothreads == "per-disk"}
         owners = p.device_of_handler(iothread_of_disk)
-        self.writer.write_table("qemu_counters", _table(p.counters(owners), COUNTER_COLUMNS))
+        counters = p.counters(owners)
+        self.writer.write_table("qemu_counters", _table(counters, COUNTER_COLUMNS))
         self.writer.write_table("qemu_histograms", _table(p.histograms(), HIST_COLUMNS))
         if self.cfg.mode == "events":
             sections, handlers = p.event_tables(owners)
@@ -249,6 +255,7 @@ class QemuRecording:
             info["events_lost"] = (info.get("events_lost") or 0) + lost
         if p.errors:
             info.setdefault("qemu_probe_messages", p.errors[-5:])
+        return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
 
     def close(self, status: str | None = None) -> None:
         """Stop everything still running; mark the run `status` if it was not finished. Idempotent."""

@@ -30,8 +30,8 @@ DESIGNS = {
     "defer": ("qemu-defer.bt", ("defer_call_begin", "defer_call_end", "defer_call")),
     "plug": ("qemu-plug.bt", ("blk_io_plug", "blk_io_unplug", "luring_io_plug", "luring_io_unplug")),
 }
-#: traced in both designs
-COMMON_SYMBOLS = ("aio_poll", "virtio_blk_handle_vq", "luring_co_submit")
+#: traced in both designs (qemu_chr_fe_write: the guest's console, where it marks its workload's start)
+COMMON_SYMBOLS = ("aio_poll", "virtio_blk_handle_vq", "luring_co_submit", "qemu_chr_fe_write")
 
 
 @dataclass
@@ -70,7 +70,7 @@ def find_qemu(name: str) -> QemuBinary:
     if name in INSTALLED:
         binary, firmware = INSTALLED[name]
         if not binary.exists():
-            raise CapabilityError(f"QEMU {name} is not installed ({binary} missing; {SETUP_HINT})")
+            raise CapabilityError(f"could not measure: QEMU {name} is not installed ({binary} missing; {SETUP_HINT})")
     else:
         binary = Path(name)
         if not binary.is_file():
@@ -79,7 +79,7 @@ def find_qemu(name: str) -> QemuBinary:
     proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
     m = re.search(r"version (\d+\.\d+(?:\.\d+)?)", proc.stdout)
     if proc.returncode != 0 or not m:
-        raise CapabilityError(f"{binary} does not run: {(proc.stderr or proc.stdout).strip()[:200]}")
+        raise CapabilityError(f"could not measure: {binary} does not run: {(proc.stderr or proc.stdout).strip()[:200]}")
     symbols = exported_symbols(binary)
     design = "defer" if "defer_call_begin" in symbols else "plug" if "blk_io_plug" in symbols else None
     return QemuBinary(name, binary, tuple(firmware), m.group(1), design, symbols)

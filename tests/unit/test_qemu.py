@@ -50,7 +50,7 @@ def test_module_order_puts_dependencies_first(tmp_path):
 def test_console_parses_counts_and_disk_stats():
     c = Console()
     for line in ["booting ...", "ptstat before disk=vda 12 0 96 3 0 0 0 0 0 4 3 0 0 0 0 0 0",
-                 "ptload start", "ptload disk=vda reads=1000 writes=0 errors=0", "ptload elapsed_s=2.000000",
+                 "\x1eptload start", "ptload disk=vda reads=1000 writes=0 errors=0", "ptload elapsed_s=2.000000",
                  "ptload end rc=0", "ptstat after disk=vda 1012 0 8096 3 0 0 0 0 0 4 3 0 0 0 0 0 0"]:
         c.feed(line)
     assert c.started.is_set() and c.done
@@ -95,7 +95,7 @@ def _fed(lines, maps):
 
 def test_events_become_sections_and_handlers_with_owners():
     maps = {"@handler_thread": {"100,IO iot1": 3, "200,IO iot0": 5},
-            "@calls": {"sections": 2, "aio_poll": 9}, "@sections_by_owner": {"100": 1, "200": 1}}
+            "@calls": {"sections": 3, "aio_poll": 9}, "@sections_by_owner": {"100": 1, "200": 1, "0": 1}}
     lines = ["H 7 10 200", "B 7 11 200", "P 7 12", "E 7 20 3 1", "h 7 21",
              "H 8 30 100", "B 8 31 100", "E 8 40 1 0", "h 8 41"]
     p = _fed(lines, maps)
@@ -108,6 +108,7 @@ def test_events_become_sections_and_handlers_with_owners():
     counters = p.counters(owners)
     assert ("sections", 0, 1) in zip(counters["name"], counters["device"], counters["value"])
     assert ("aio_poll", -1, 9) in zip(counters["name"], counters["device"], counters["value"])
+    assert ("sections_no_handler", -1, 1) in zip(counters["name"], counters["device"], counters["value"])
 
 
 def test_handlers_on_a_shared_thread_are_numbered_by_address():

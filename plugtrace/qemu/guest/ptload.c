@@ -3,7 +3,8 @@
  * --iodepth O_DIRECT requests outstanding on one disk through Linux AIO (raw
  * system calls, so the static binary needs no libaio) for --duration seconds,
  * then waits for what is in flight, so the counts it prints are every request
- * it completed: the host's tracer must see exactly these.
+ * it completed: the host's tracer must see exactly these. Unlike fio, random offsets
+ * are whole even-numbered blocks (see prep()).
  *
  *   ptload --rw randread --bs 4096 --iodepth 8 --jobs 2 --duration 3 --rwmixread 50 /dev/vda ...
  *
@@ -49,7 +50,9 @@ static void prep(struct job *j, struct iocb *cb, char *buf, int fd, uint64_t nbl
     int random = strstr(rw, "rand") != NULL;
     int mixed = !strcmp(rw, "rw") || !strcmp(rw, "randrw");
     int is_read = mixed ? (long)(rand_r(&j->seed) % 100) < mixread : strstr(rw, "write") == NULL;
-    uint64_t block = random ? ((uint64_t)rand_r(&j->seed) << 16 ^ rand_r(&j->seed)) % nblocks
+    /* random offsets are every other block: no two requests are ever contiguous, so QEMU's
+       virtio-blk request merging never joins two and each guest request is one io_uring SQE */
+    uint64_t block = random ? (((uint64_t)rand_r(&j->seed) << 16 ^ rand_r(&j->seed)) % (nblocks / 2)) * 2
                             : (*seq)++ % nblocks;
     memset(cb, 0, sizeof(*cb));
     cb->aio_fildes = fd;
