@@ -77,10 +77,13 @@ def test_qemu_10_aggregate_counts_match_the_guest(tmp_path):
     assert leftovers() == before
     run = Run.open(out)
     assert run.strategy == "real QEMU 10.0.2"
-    report = subprocess.run([*PLUGTRACE, "report", str(out), "-o", str(tmp_path / "r.html"), "--static"],
+    # the report puts a model run (a shipped sample) and the real one side by side
+    model = Path(__file__).resolve().parents[2] / "data" / "defer"
+    report = subprocess.run([*PLUGTRACE, "report", str(model), str(out), "-o", str(tmp_path / "r.html"), "--static"],
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
-    assert "real QEMU 10.0.2" in (tmp_path / "r.html").read_text()
+    html = (tmp_path / "r.html").read_text()
+    assert "real QEMU 10.0.2" in html and "defer" in html
 
 
 def test_qemu_72_events_sections_and_requests(tmp_path):
@@ -123,7 +126,8 @@ def test_missing_qemu_says_could_not_measure(tmp_path):
     assert "could not measure" in p.stderr or "did not" in p.stderr, p.stderr
 
 
-def test_sigkill_of_the_recorder_leaves_no_qemu_device_or_probe(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_a_stopped_recorder_leaves_no_qemu_device_or_probe(tmp_path, sig):
     require_qemu("10.0")
     before = leftovers()
     proc = subprocess.Popen([*PLUGTRACE, "qemu", "--qemu", "10.0", "--accel", "tcg", "--size", "64M", "--sparse",
@@ -135,13 +139,24 @@ def test_sigkill_of_the_recorder_leaves_no_qemu_device_or_probe(tmp_path):
     assert leftovers()[0], "QEMU never started"
     time.sleep(3)  # booted and traced
     bpftraces = subprocess.run(["pgrep", "-P", str(proc.pid), "bpftrace"], capture_output=True, text=True).stdout.split()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and leftovers() != before:
         time.sleep(0.2)
     assert leftovers() == before
-    for pid in bpftraces:
-        assert not Path(f"/proc/{pid}").exists()
+    def alive(pid: str) -> bool:  # a zombie waiting for init to reap it holds no probe
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(map(alive, bpftraces)):
+        time.sleep(0.2)
+    assert not any(map(alive, bpftraces))
     events = Path("/sys/kernel/tracing/uprobe_events")
     assert "qemu-system" not in (events.read_text() if events.exists() else "")
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"] == "interrupted"
