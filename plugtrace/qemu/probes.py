@@ -24,6 +24,8 @@ from ..tracing.probes import PROBES_DIR
 from .versions import DESIGNS, QemuBinary
 
 READY_TIMEOUT_S = 30.0
+#: luring_co_submit()'s request type bits (QEMU's block/aio.h)
+QEMU_AIO_READ, QEMU_AIO_WRITE = 0x1, 0x2
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -164,10 +166,14 @@ class QemuProbes:
                 rows[k].extend(v)
         return dict(rows) or {"name": [], "low": [], "high": [], "count": []}
 
-    def event_tables(self, owners: dict[int, int]) -> tuple[dict[str, list], dict[str, list]]:
-        """(`sections`, `handlers`) from the event lines, in the engine's columns."""
+    def event_tables(self, owners: dict[int, int]) -> tuple[dict[str, list], dict[str, list], dict[str, list]]:
+        """(`sections`, `handlers`, `qemu_requests`) from the event lines: the first two in the
+        engine's columns; a request is attributed to the disk whose handler was running on its
+        thread when QEMU handed it to its io_uring driver (-1: none, e.g. IDE)."""
         sections: dict[str, list] = defaultdict(list)
         handlers: dict[str, list] = defaultdict(list)
+        requests: dict[str, list] = defaultdict(list)
+        running: dict[int, int] = {}                          # tid -> disk whose handler runs
         threads: dict[int, int] = {}
         open_section: dict[int, tuple[int, int, int]] = {}   # tid -> (section_id, begin_ns, owner)
         open_handler: dict[int, int] = {}                     # tid -> row in handlers
@@ -188,9 +194,20 @@ class QemuProbes:
             elif kind == "H":
                 sid, _, sowner = open_section.get(tid, (-1, 0, -1))
                 open_handler[tid] = len(handlers["tid"])
-                for col, v in (("thread", thread), ("tid", tid), ("device", owners.get(int(f[3]), -1)),
+                running[tid] = owners.get(int(f[3]), -1)
+                for col, v in (("thread", thread), ("tid", tid), ("device", running[tid]),
                                ("begin_ns", ts), ("end_ns", -1), ("section_id", sid), ("section_owner", sowner)):
                     handlers[col].append(v)
             elif kind == "h" and tid in open_handler:
                 handlers["end_ns"][open_handler.pop(tid)] = ts
-        return dict(sections), dict(handlers)
+                running.pop(tid, None)
+            elif kind == "Q":
+                sid, _, sowner = open_section.get(tid, (-1, 0, -1))
+                aio_type = int(f[3])
+                for col, v in (("req_id", len(requests["tid"])), ("thread", thread), ("tid", tid),
+                               ("device", running.get(tid, -1)),
+                               ("op", 0 if aio_type & QEMU_AIO_READ else 1 if aio_type & QEMU_AIO_WRITE else -1),
+                               ("offset_bytes", int(f[4])), ("queue_ns", ts), ("section_id", sid),
+                               ("section_owner", sowner)):
+                    requests[col].append(v)
+        return dict(sections), dict(handlers), dict(requests)

@@ -19,7 +19,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..errors import CapabilityError, PlugtraceError
 from .image import GuestImage, cache_dir, guest_image
@@ -38,11 +40,34 @@ SECTION_COLUMNS = {"section_id": pa.int64(), "thread": pa.int32(), "tid": pa.int
 HANDLER_COLUMNS = {"thread": pa.int32(), "tid": pa.int32(), "device": pa.int32(), "begin_ns": pa.int64(),
                    "end_ns": pa.int64(), "section_id": pa.int64(), "section_owner": pa.int32()}
 COUNTER_COLUMNS = {"name": pa.string(), "device": pa.int32(), "value": pa.int64()}
+REQUEST_COLUMNS = {"req_id": pa.int64(), "thread": pa.int32(), "tid": pa.int32(), "device": pa.int32(),
+                   "op": pa.int32(), "offset_bytes": pa.int64(), "queue_ns": pa.int64(), "submit_ns": pa.int64(),
+                   "section_id": pa.int64(), "section_owner": pa.int32()}
 HIST_COLUMNS = {"name": pa.string(), "low": pa.int64(), "high": pa.int64(), "count": pa.int64()}
 
 
 def _table(rows: dict[str, list], columns: dict[str, pa.DataType]) -> pa.Table:
     return pa.table({c: pa.array(rows.get(c, []), type=t) for c, t in columns.items()})
+
+
+def submit_times(run_dir: Path, requests: dict[str, list]) -> list[int]:
+    """When each QEMU request left: the start of the first submitting io_uring_enter() on its
+    thread at or after it was queued (the kernel's `enters` table; -1 without it or after the end)."""
+    path = run_dir / "tables" / "enters.parquet"
+    queued = np.asarray(requests.get("queue_ns", []), dtype=np.int64)
+    out = np.full(len(queued), -1, dtype=np.int64)
+    if not path.exists() or not len(queued):
+        return out.tolist()
+    enters = pq.read_table(path, columns=["ts_ns", "tid", "to_submit"]).to_pandas()
+    enters = enters[enters["to_submit"] > 0]
+    tids = np.asarray(requests["tid"])
+    for tid, group in enters.groupby("tid"):
+        ts = np.sort(group["ts_ns"].to_numpy())
+        mine = np.flatnonzero(tids == tid)
+        at = np.searchsorted(ts, queued[mine], side="left")
+        ok = at < len(ts)
+        out[mine[ok]] = ts[at[ok]]
+    return out.tolist()
 
 
 @dataclass
@@ -188,6 +213,9 @@ class QemuRecording:
         info["probes"]["could_not_measure"].update(missing)
         calls = self._finish_qemu_probes(info)
         self.writer.close_tables()
+        if getattr(self, "_requests", None) is not None:
+            self._requests["submit_ns"] = submit_times(self.out, self._requests)
+            self.writer.write_table("qemu_requests", _table(self._requests, REQUEST_COLUMNS))
         _add_kernel_summary(info, self.out)
         iops = guest_iops(self.guest.console)
         totals = guest_disk_totals(self.guest.console)
@@ -245,9 +273,10 @@ class QemuRecording:
         self.writer.write_table("qemu_counters", _table(counters, COUNTER_COLUMNS))
         self.writer.write_table("qemu_histograms", _table(p.histograms(), HIST_COLUMNS))
         if self.cfg.mode == "events":
-            sections, handlers = p.event_tables(owners)
+            sections, handlers, requests = p.event_tables(owners)
             self.writer.write_table("sections", _table(sections, SECTION_COLUMNS))
             self.writer.write_table("handlers", _table(handlers, HANDLER_COLUMNS))
+            self._requests = requests
         info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
         info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
         lost = p.lost

@@ -109,6 +109,12 @@ def test_qemu_72_events_sections_and_requests(tmp_path):
     assert sorted(sections.owner.unique()) == [0, 1]     # both disks, one shared iothread
     assert sections.nr_deferred_calls.sum() == c[("luring_co_submit_in_section", -1)]
     assert (sections.end_ns >= sections.begin_ns).all()
+    requests = pq.read_table(out / "tables" / "qemu_requests.parquet").to_pandas()
+    assert len(requests) == c[("luring_co_submit", -1)]
+    virtio = requests[requests.device >= 0]                # IDE requests run outside any handler
+    assert sorted(virtio.device.unique()) == [0, 1] and (virtio.op == 0).all()
+    sent = requests[requests.submit_ns >= 0]
+    assert len(sent) > 0.99 * len(requests) and (sent.submit_ns >= sent.queue_ns).all()
     assert leftovers() == before
     from plugtrace.analysis import df_batch_sizes, df_sections
 

@@ -96,12 +96,14 @@ def _fed(lines, maps):
 def test_events_become_sections_and_handlers_with_owners():
     maps = {"@handler_thread": {"100,IO iot1": 3, "200,IO iot0": 5},
             "@calls": {"sections": 3, "aio_poll": 9}, "@sections_by_owner": {"100": 1, "200": 1, "0": 1}}
-    lines = ["H 7 10 200", "B 7 11 200", "P 7 12", "E 7 20 3 1", "h 7 21",
+    lines = ["H 7 10 200", "B 7 11 200", "Q 7 11 1 4096", "P 7 12", "E 7 20 3 1", "h 7 21", "Q 7 22 2 0",
              "H 8 30 100", "B 8 31 100", "E 8 40 1 0", "h 8 41"]
     p = _fed(lines, maps)
     owners = p.device_of_handler({"iot0": 0, "iot1": 1})
     assert owners == {200: 0, 100: 1}
-    sections, handlers = p.event_tables(owners)
+    sections, handlers, requests = p.event_tables(owners)
+    assert requests["device"] == [0, -1] and requests["op"] == [0, 1] and requests["section_id"] == [0, -1]
+    assert requests["offset_bytes"] == [4096, 0] and requests["section_owner"] == [0, -1]
     assert sections["owner"] == [0, 1] and sections["nr_deferred_calls"] == [3, 1]
     assert sections["nr_nested_polls"] == [1, 0] and sections["begin_ns"] == [11, 31]
     assert handlers["device"] == [0, 1] and handlers["end_ns"] == [21, 41] and handlers["section_id"] == [-1, -1]
@@ -119,3 +121,17 @@ def test_handlers_on_a_shared_thread_are_numbered_by_address():
 def test_unknown_qemu_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="7.2, 10.0 or the path"):
         versions.find_qemu(str(tmp_path / "nope"))
+
+
+def test_submit_times_take_the_next_submitting_enter_of_the_thread(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from plugtrace.qemu.recording import submit_times
+
+    (tmp_path / "tables").mkdir()
+    pq.write_table(pa.table({"ts_ns": [5, 10, 30, 12], "tid": [1, 1, 1, 2], "to_submit": [1, 0, 2, 1]}),
+                   tmp_path / "tables" / "enters.parquet")
+    requests = {"queue_ns": [4, 6, 11, 31, 11], "tid": [1, 1, 2, 1, 3]}
+    assert submit_times(tmp_path, requests) == [5, 30, 12, -1, -1]
+    assert submit_times(tmp_path / "nowhere", requests) == [-1] * 5
