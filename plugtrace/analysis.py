@@ -992,12 +992,21 @@ def df_model_vs_qemu(runs: Iterable[Run] | Runs) -> pd.DataFrame:
     one row per run: `df_compare`'s columns plus ``kind`` (``model`` / ``real QEMU``),
     ``sections_per_request`` (outermost plug / defer sections per guest request: the model's
     sections log, QEMU's uprobes), ``polls_in_sections`` (``aio_poll()`` calls made inside a
-    section: the interleaving case) and ``requests`` (guest requests). NaN where a run cannot
-    say (a model run without its sections log)."""
+    section: the interleaving case), ``requests`` (guest requests), and ``wait_p50_ns`` /
+    ``wait_p99_ns``: how long a request waited from being queued to the io_uring driver until
+    the submit that carried it began (the model's request log; a QEMU run's ``qemu_requests``,
+    events mode). NaN where a run cannot say."""
     runs = list(_as_runs(runs))
     df = df_compare(runs)
-    kinds, per_request, polls, requests = [], [], [], []
+    kinds, per_request, polls, requests, waits = [], [], [], [], []
     for run in runs:
+        log = "qemu_requests" if run.config.get("qemu") else "requests"
+        if run.has(log):
+            t = run.table(log, ["queue_ns", "submit_ns"])
+            wait = (t["submit_ns"] - t["queue_ns"])[t["submit_ns"] >= 0].to_numpy()
+            waits.append(np.percentile(wait, [50, 99]) if len(wait) else (np.nan, np.nan))
+        else:
+            waits.append((np.nan, np.nan))
         calls = _qemu_calls(run)
         n = run.summary.get("workload_requests", run.summary.get("nr_requests"))
         if run.config.get("qemu"):
@@ -1017,6 +1026,7 @@ def df_model_vs_qemu(runs: Iterable[Run] | Runs) -> pd.DataFrame:
         polls.append(nested)
     df.insert(1, "kind", kinds)
     df["requests"], df["sections_per_request"], df["polls_in_sections"] = requests, per_request, polls
+    df["wait_p50_ns"], df["wait_p99_ns"] = [w[0] for w in waits], [w[1] for w in waits]
     return df
 
 

@@ -97,8 +97,10 @@ def run(args) -> int:
     import os
 
     from .. import devices
+    from ..qemu.image import guest_image
     from ..qemu.launch import Workload
     from ..qemu.recording import QemuConfig, QemuRecording
+    from ..qemu.versions import find_qemu
     from ..store import STATUS_INTERRUPTED
     from .record import _catch_terminating, _default_output, _ignore_terminating, _restore, _Terminate
 
@@ -111,6 +113,8 @@ def run(args) -> int:
                      accel=args.accel, mode=args.mode, max_events=args.max_events,
                      measure_overhead=args.measure_overhead)
     out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
+    # what the run needs is found before a device is made for it
+    qemu, image = find_qemu(args.qemu), guest_image()
     old = _catch_terminating()
     target = recording = None
     status = "failed"
@@ -118,7 +122,8 @@ def run(args) -> int:
         target = devices.open_target(args.device, devices.parse_size(args.size), allow_write=args.allow_write,
                                      sparse=args.sparse)
         devices.check_writable(target, cfg.workload.writes)
-        recording = QemuRecording(cfg, target, out, ["plugtrace", *sys.argv[1:]], quiet=args.quiet)
+        recording = QemuRecording(cfg, target, out, ["plugtrace", *sys.argv[1:]], quiet=args.quiet, qemu=qemu,
+                                  image=image)
         meta = recording.run()
         status = meta["status"]
         _print_qemu_summary(meta, out)

@@ -122,10 +122,11 @@ def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str,
 class QemuRecording:
     """Boot, trace, and write one run directory. The CLI parses and prints; this does the rest."""
 
-    def __init__(self, cfg: QemuConfig, target, out: Path, command: list[str], quiet: bool = False):
+    def __init__(self, cfg: QemuConfig, target, out: Path, command: list[str], quiet: bool = False,
+                 qemu: QemuBinary | None = None, image: GuestImage | None = None):
         self.cfg, self.target, self.out, self.command, self.quiet = cfg, target, out, command, quiet
-        self.qemu = find_qemu(cfg.qemu)
-        self.image = guest_image()
+        self.qemu = qemu or find_qemu(cfg.qemu)
+        self.image = image or guest_image()
         self.guest: QemuGuest | None = None
         self.tracer = None
         self.probes: QemuProbes | None = None
