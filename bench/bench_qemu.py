@@ -38,30 +38,86 @@ def _meta(out: Path) -> dict:
 
 def model(strategy: str, seconds: float, tmp: Path) -> dict:
     out = tmp / f"model-{strategy}"
-    p = subprocess.run([*PLUGTRACE, "record", "--device", LOAD["device"], "--size", LOAD["size"], "--strategy",
-                        strategy, "--devices", str(LOAD["disks"]), "--iodepth", str(LOAD["iodepth"]), "--bs",
-                        str(LOAD["bs"]), "--rw", LOAD["rw"], "--duration", str(seconds), "--quiet", "-o", str(out)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "record",
+            "--device",
+            LOAD["device"],
+            "--size",
+            LOAD["size"],
+            "--strategy",
+            strategy,
+            "--devices",
+            str(LOAD["disks"]),
+            "--iodepth",
+            str(LOAD["iodepth"]),
+            "--bs",
+            str(LOAD["bs"]),
+            "--rw",
+            LOAD["rw"],
+            "--duration",
+            str(seconds),
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0:
         return {"run": f"model {strategy}", "error": _failure(p)}
     m = _meta(out)
-    return {"run": f"model {strategy}", "iops": m["summary"]["iops"],
-            "sqes_per_enter": (m.get("kernel_summary") or {}).get("mean_sqes_per_enter")}
+    return {
+        "run": f"model {strategy}",
+        "iops": m["summary"]["iops"],
+        "sqes_per_enter": (m.get("kernel_summary") or {}).get("mean_sqes_per_enter"),
+    }
 
 
 def real_qemu(version: str, seconds: float, tmp: Path) -> dict:
     out = tmp / f"qemu-{version}"
-    p = subprocess.run([*PLUGTRACE, "qemu", "--qemu", version, "--device", LOAD["device"], "--size", LOAD["size"],
-                        "--disks", str(LOAD["disks"]), "--iothreads", "shared", "--iodepth", str(LOAD["iodepth"]),
-                        "--bs", str(LOAD["bs"]), "--rw", LOAD["rw"], "--duration", str(seconds),
-                        "--measure-overhead", "--quiet", "-o", str(out)], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "qemu",
+            "--qemu",
+            version,
+            "--device",
+            LOAD["device"],
+            "--size",
+            LOAD["size"],
+            "--disks",
+            str(LOAD["disks"]),
+            "--iothreads",
+            "shared",
+            "--iodepth",
+            str(LOAD["iodepth"]),
+            "--bs",
+            str(LOAD["bs"]),
+            "--rw",
+            LOAD["rw"],
+            "--duration",
+            str(seconds),
+            "--measure-overhead",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0:
         return {"run": f"QEMU {version}", "error": _failure(p)}
     m = _meta(out)
     o = m.get("tracing_overhead") or {}
-    return {"run": f"QEMU {m['config']['qemu']['version']} ({m['config']['accel']})", "iops": m["summary"]["iops"],
-            "sqes_per_enter": (m.get("kernel_summary") or {}).get("mean_sqes_per_enter"),
-            "untraced_iops": o.get("untraced_iops"), "traced_over_untraced": o.get("ratio")}
+    return {
+        "run": f"QEMU {m['config']['qemu']['version']} ({m['config']['accel']})",
+        "iops": m["summary"]["iops"],
+        "sqes_per_enter": (m.get("kernel_summary") or {}).get("mean_sqes_per_enter"),
+        "untraced_iops": o.get("untraced_iops"),
+        "traced_over_untraced": o.get("ratio"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['run']}: {r['error']}")
         elif base and r.get("sqes_per_enter"):
             r["sqes_per_enter_vs_model_defer"] = r["sqes_per_enter"] / base["sqes_per_enter"]
-    print_table(f"one guest load: {LOAD}, {seconds:g} s", [r for r in rows if "error" not in r],
-                ["run", "iops", "sqes_per_enter", "sqes_per_enter_vs_model_defer", "untraced_iops",
-                 "traced_over_untraced"])
+    print_table(
+        f"one guest load: {LOAD}, {seconds:g} s",
+        [r for r in rows if "error" not in r],
+        ["run", "iops", "sqes_per_enter", "sqes_per_enter_vs_model_defer", "untraced_iops", "traced_over_untraced"],
+    )
     write_json(args.json, {"machine": machine(), "load": LOAD, "seconds": seconds, "rows": rows})
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import PlugtraceError, UsageError
+from ..errors import UsageError
 
 HELP = "boot a real QEMU guest (7.2 or 10.0) on a device and trace its plug / defer_call batching"
 DESCRIPTION = """\
@@ -46,15 +46,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
     g.add_argument("--size", default="1G", help="size of a device we create (default: 1G)")
     g.add_argument("--sparse", action="store_true", help="loop: leave the backing file sparse")
-    g.add_argument("--allow-write", action="store_true",
-                   help="let the guest write to a device you named (its data is destroyed)")
+    g.add_argument(
+        "--allow-write", action="store_true", help="let the guest write to a device you named (its data is destroyed)"
+    )
     g.add_argument("--disks", type=int, default=1, help="virtio-blk disks, all on the device (default: 1)")
-    g.add_argument("--iothreads", default="per-disk", choices=IOTHREADS,
-                   help="per-disk: an iothread each; shared: one for all; none: QEMU's main loop "
-                        "(default: per-disk)")
+    g.add_argument(
+        "--iothreads",
+        default="per-disk",
+        choices=IOTHREADS,
+        help="per-disk: an iothread each; shared: one for all; none: QEMU's main loop (default: per-disk)",
+    )
     g.add_argument("--ide-disks", type=int, default=0, help="IDE disks on the same device (default: 0)")
-    g.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
-                   help="auto: KVM when a timed test boot with it works, else TCG (default: auto)")
+    g.add_argument(
+        "--accel",
+        default="auto",
+        choices=("auto", "kvm", "tcg"),
+        help="auto: KVM when a timed test boot with it works, else TCG (default: auto)",
+    )
     w = p.add_argument_group("guest workload (per disk, like fio's)")
     w.add_argument("--rw", default="randread", choices=RW, help="default: randread")
     w.add_argument("--bs", type=int, default=4096, help="block size in bytes, a multiple of 512 (default: 4096)")
@@ -63,13 +71,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--jobs", type=int, default=1, help="threads per disk (default: 1)")
     w.add_argument("--duration", type=float, default=3.0, help="seconds the workload runs (default: 3)")
     t = p.add_argument_group("tracing")
-    t.add_argument("--mode", default="aggregate", choices=("aggregate", "events", "off"),
-                   help="aggregate: counters and histograms in the kernel (default); events: one row per "
-                        "event (sections, handlers, io_uring requests); off: the guest's own counts only")
-    t.add_argument("--max-events", type=int, default=5_000_000,
-                   help="events mode: keep at most this many events per probe, count the rest as lost")
-    t.add_argument("--measure-overhead", action="store_true",
-                   help="boot the guest untraced first and store traced/untraced guest IOPS")
+    t.add_argument(
+        "--mode",
+        default="aggregate",
+        choices=("aggregate", "events", "off"),
+        help="aggregate: counters and histograms in the kernel (default); events: one row per "
+        "event (sections, handlers, io_uring requests); off: the guest's own counts only",
+    )
+    t.add_argument(
+        "--max-events",
+        type=int,
+        default=5_000_000,
+        help="events mode: keep at most this many events per probe, count the rest as lost",
+    )
+    t.add_argument(
+        "--measure-overhead",
+        action="store_true",
+        help="boot the guest untraced first and store traced/untraced guest IOPS",
+    )
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-qemu-VERSION)")
     o.add_argument("--quiet", action="store_true", help="fewer progress messages")
@@ -97,62 +116,51 @@ def run(args) -> int:
     import os
 
     from .. import devices
+    from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..qemu.image import guest_image
     from ..qemu.launch import Workload
     from ..qemu.recording import QemuConfig, QemuRecording
     from ..qemu.versions import find_qemu
-    from ..store import STATUS_INTERRUPTED
-    from .record import _catch_terminating, _default_output, _ignore_terminating, _restore, _Terminate
+    from .record import _default_output
+    from .recording import Recording
 
     _check(args)
     if os.geteuid() != 0:
         raise UsageError("plugtrace qemu needs root (QEMU opens the device, bpftrace traces it)")
-    cfg = QemuConfig(qemu=args.qemu, disks=args.disks, ide_disks=args.ide_disks, iothreads=args.iothreads,
-                     workload=Workload(rw=args.rw, bs=args.bs, iodepth=args.iodepth, jobs=args.jobs,
-                                       duration_s=args.duration, rwmixread=args.rwmixread),
-                     accel=args.accel, mode=args.mode, max_events=args.max_events,
-                     measure_overhead=args.measure_overhead)
+    cfg = QemuConfig(
+        qemu=args.qemu,
+        disks=args.disks,
+        ide_disks=args.ide_disks,
+        iothreads=args.iothreads,
+        workload=Workload(
+            rw=args.rw,
+            bs=args.bs,
+            iodepth=args.iodepth,
+            jobs=args.jobs,
+            duration_s=args.duration,
+            rwmixread=args.rwmixread,
+        ),
+        accel=args.accel,
+        mode=args.mode,
+        max_events=args.max_events,
+        measure_overhead=args.measure_overhead,
+    )
     out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
     # what the run needs is found before a device is made for it
     qemu, image = find_qemu(args.qemu), guest_image()
-    old = _catch_terminating()
-    target = recording = None
-    status = "failed"
-    try:
-        target = devices.open_target(args.device, devices.parse_size(args.size), allow_write=args.allow_write,
-                                     sparse=args.sparse)
+    with Recording(out, {}, command=["plugtrace", *sys.argv[1:]]) as rec:
+        rec.on_exit(devices.cleanup_all)
+        target = devices.open_target(
+            args.device, devices.parse_size(args.size), allow_write=args.allow_write, sparse=args.sparse
+        )
+        rec.on_exit(target.close)
         devices.check_writable(target, cfg.workload.writes)
-        recording = QemuRecording(cfg, target, out, ["plugtrace", *sys.argv[1:]], quiet=args.quiet, qemu=qemu,
-                                  image=image)
+        recording = QemuRecording(cfg, target, rec, qemu, image, quiet=args.quiet)
+        rec.on_exit(recording.close)  # QEMU and its probes stop before the device goes
         meta = recording.run()
-        status = meta["status"]
         _print_qemu_summary(meta, out)
-        return 0
-    except (KeyboardInterrupt, _Terminate):
-        status = STATUS_INTERRUPTED
-        print("\nplugtrace: interrupted; QEMU stopped, keeping what was recorded", file=sys.stderr)
-        return 130
-    except PlugtraceError as exc:
-        if recording is not None and recording.writer is not None:
-            recording.writer.meta["error"] = exc.message
-        raise
-    except OSError as exc:
-        msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
-        if recording is not None and recording.writer is not None:
-            recording.writer.meta["error"] = msg
-        raise PlugtraceError(msg) from None
-    finally:
-        _ignore_terminating()
-        try:
-            if recording is not None:
-                recording.close(status)
-                if recording.writer is not None and status != "complete":
-                    print(f"plugtrace: run directory {out} marked {recording.writer.meta['status']}", file=sys.stderr)
-        finally:
-            if target is not None:
-                target.close()
-            devices.cleanup_all()
-            _restore(old)
+        return EXIT_OK
+    return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
 
 
 def _print_qemu_summary(meta: dict, out: Path) -> None:
@@ -160,13 +168,19 @@ def _print_qemu_summary(meta: dict, out: Path) -> None:
 
     _print_summary(meta, out)
     s, q = meta.get("summary", {}), meta["config"]["qemu"]
-    print(f"  QEMU:                    {q['version']} ({q['design'] or 'no plug design found'}), "
-          f"{meta['config']['accel'].upper()}")
-    print(f"  guest requests:          {s.get('workload_requests', 0):,} by the workload, "
-          f"{s.get('boot_requests', 0):,} by the guest kernel at boot")
+    print(
+        f"  QEMU:                    {q['version']} ({q['design'] or 'no plug design found'}), "
+        f"{meta['config']['accel'].upper()}"
+    )
+    print(
+        f"  guest requests:          {s.get('workload_requests', 0):,} by the workload, "
+        f"{s.get('boot_requests', 0):,} by the guest kernel at boot"
+    )
     if "qemu_requests" in s:
-        print(f"  QEMU's io_uring requests: {s['qemu_requests']:,} ({s['qemu_workload_requests']:,} after the "
-              f"guest's start mark, {s['qemu_boot_requests']:,} before: boot)")
+        print(
+            f"  QEMU's io_uring requests: {s['qemu_requests']:,} ({s['qemu_workload_requests']:,} after the "
+            f"guest's start mark, {s['qemu_boot_requests']:,} before: boot)"
+        )
     counters = {}
     if "qemu_counters" in meta.get("tables", {}):
         import pyarrow.parquet as pq
@@ -174,6 +188,8 @@ def _print_qemu_summary(meta: dict, out: Path) -> None:
         t = pq.read_table(out / "tables" / "qemu_counters.parquet").to_pylist()
         counters = {r["name"]: r["value"] for r in t if r["device"] == -1}
     if counters:
-        print(f"  QEMU sections:           {counters.get('sections', 0):,}  (aio_poll inside: "
-              f"{counters.get('aio_poll_in_section', 0):,} of {counters.get('aio_poll', 0):,}; "
-              f"requests to io_uring: {counters.get('luring_co_submit', 0):,})")
+        print(
+            f"  QEMU sections:           {counters.get('sections', 0):,}  (aio_poll inside: "
+            f"{counters.get('aio_poll_in_section', 0):,} of {counters.get('aio_poll', 0):,}; "
+            f"requests to io_uring: {counters.get('luring_co_submit', 0):,})"
+        )

@@ -134,8 +134,9 @@ def _build_workload(dest: Path) -> None:
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise CapabilityError(f"gcc is needed to build the guest workload ({SETUP_HINT})")
-    proc = subprocess.run([cc, "-O2", "-static", "-pthread", "-o", str(dest), str(WORKLOAD_SOURCE)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [cc, "-O2", "-static", "-pthread", "-o", str(dest), str(WORKLOAD_SOURCE)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise CapabilityError(f"building the guest workload failed: {proc.stderr.strip()[-300:]}")
 
@@ -152,8 +153,13 @@ def guest_image(rebuild: bool = False) -> GuestImage:
         raise CapabilityError(f"{BUSYBOX} missing: the guest needs busybox-static ({SETUP_HINT})")
     modules = module_order(modules_dir)
     key = hashlib.sha256()
-    for part in (WORKLOAD_SOURCE.read_bytes(), INIT.encode(), str(vmlinuz).encode(),
-                 str(BUSYBOX.stat().st_size).encode(), str(BUSYBOX.stat().st_mtime_ns).encode()):
+    for part in (
+        WORKLOAD_SOURCE.read_bytes(),
+        INIT.encode(),
+        str(vmlinuz).encode(),
+        str(BUSYBOX.stat().st_size).encode(),
+        str(BUSYBOX.stat().st_mtime_ns).encode(),
+    ):
         key.update(part)
     initrd = cache_dir() / f"initramfs-{key.hexdigest()[:16]}.cpio.gz"
     if initrd.exists() and not rebuild:
@@ -162,11 +168,18 @@ def guest_image(rebuild: bool = False) -> GuestImage:
     with tempfile.TemporaryDirectory() as tmp:
         ptload = Path(tmp) / "ptload"
         _build_workload(ptload)
-        files = [("bin", 0o40755, b""), ("proc", 0o40755, b""), ("sys", 0o40755, b""), ("dev", 0o40755, b""),
-                 ("modules", 0o40755, b""),
-                 ("bin/busybox", 0o100755, BUSYBOX.read_bytes()), ("bin/sh", 0o120777, b"busybox"),
-                 ("init", 0o100755, INIT.encode()), ("ptload", 0o100755, ptload.read_bytes()),
-                 ("modules.order", 0o100644, "\n".join(p.name.split(".ko")[0] for p in modules).encode() + b"\n")]
+        files = [
+            ("bin", 0o40755, b""),
+            ("proc", 0o40755, b""),
+            ("sys", 0o40755, b""),
+            ("dev", 0o40755, b""),
+            ("modules", 0o40755, b""),
+            ("bin/busybox", 0o100755, BUSYBOX.read_bytes()),
+            ("bin/sh", 0o120777, b"busybox"),
+            ("init", 0o100755, INIT.encode()),
+            ("ptload", 0o100755, ptload.read_bytes()),
+            ("modules.order", 0o100644, "\n".join(p.name.split(".ko")[0] for p in modules).encode() + b"\n"),
+        ]
         files += [(f"modules/{p.name}", 0o100644, p.read_bytes()) for p in modules]
         partial = initrd.with_suffix(".partial")
         with gzip.open(partial, "wb", compresslevel=6) as fh:

@@ -45,9 +45,17 @@ class Workload:
         return "write" in self.rw or self.rw in ("rw", "randrw")
 
     def args(self) -> str:
-        return ",".join(f"--{k},{v}" for k, v in (("rw", self.rw), ("bs", self.bs), ("iodepth", self.iodepth),
-                                                  ("jobs", self.jobs), ("duration", self.duration_s),
-                                                  ("rwmixread", self.rwmixread)))
+        return ",".join(
+            f"--{k},{v}"
+            for k, v in (
+                ("rw", self.rw),
+                ("bs", self.bs),
+                ("iodepth", self.iodepth),
+                ("jobs", self.jobs),
+                ("duration", self.duration_s),
+                ("rwmixread", self.rwmixread),
+            )
+        )
 
 
 @dataclass
@@ -55,11 +63,11 @@ class Console:
     """What the guest said on its serial console."""
 
     lines: list[str] = field(default_factory=list)
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)   # disk -> reads/writes/errors
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # disk -> reads/writes/errors
     stat_before: dict[str, dict[str, int]] = field(default_factory=dict)
     stat_after: dict[str, dict[str, int]] = field(default_factory=dict)
     started: threading.Event = field(default_factory=threading.Event)
-    elapsed_s: float | None = None    # the workload's own, first request to last completion
+    elapsed_s: float | None = None  # the workload's own, first request to last completion
     ended: bool = False
 
     def feed(self, line: str) -> None:
@@ -80,7 +88,8 @@ class Console:
             disk = f[2].removeprefix("disk=")
             numbers = [int(x) for x in f[3:]]
             (self.stat_before if f[1] == "before" else self.stat_after)[disk] = {
-                k: numbers[i] for k, i in _STAT.items() if i < len(numbers)}
+                k: numbers[i] for k, i in _STAT.items() if i < len(numbers)
+            }
 
     @property
     def done(self) -> bool:
@@ -119,9 +128,21 @@ def kvm_usable() -> tuple[bool, str]:
 class QemuGuest:
     """One QEMU process running the guest workload on `device_path`."""
 
-    def __init__(self, qemu: QemuBinary, image: GuestImage, device_path: str, *, disks: int, ide_disks: int,
-                 iothreads: str, workload: Workload, writable: bool, accel: str = "tcg", memory_mb: int = 256,
-                 cpus: int = 2):
+    def __init__(
+        self,
+        qemu: QemuBinary,
+        image: GuestImage,
+        device_path: str,
+        *,
+        disks: int,
+        ide_disks: int,
+        iothreads: str,
+        workload: Workload,
+        writable: bool,
+        accel: str = "tcg",
+        memory_mb: int = 256,
+        cpus: int = 2,
+    ):
         self.qemu, self.image, self.device_path = qemu, image, device_path
         self.disks, self.ide_disks, self.iothreads = disks, ide_disks, iothreads
         self.workload, self.writable, self.accel = workload, writable, accel
@@ -136,25 +157,50 @@ class QemuGuest:
         argv = [str(q.binary)]
         for fw in q.firmware:
             argv += ["-L", str(fw)]
-        argv += ["-M", "pc", "-accel", self.accel, "-smp", str(self.cpus), "-m", str(self.memory_mb),
-                 "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
-                 "-name", "plugtrace-guest,debug-threads=on"]
+        argv += [
+            "-M",
+            "pc",
+            "-accel",
+            self.accel,
+            "-smp",
+            str(self.cpus),
+            "-m",
+            str(self.memory_mb),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-name",
+            "plugtrace-guest,debug-threads=on",
+        ]
         ids = iothread_ids(self.disks, self.iothreads)
         for iot in dict.fromkeys(i for i in ids if i):
             argv += ["-object", f"iothread,id={iot}"]
-        drive = (f"file={self.device_path},if=none,format=raw,aio=io_uring,cache=none,file.locking=off"
-                 + ("" if self.writable else ",readonly=on"))
+        drive = f"file={self.device_path},if=none,format=raw,aio=io_uring,cache=none,file.locking=off" + (
+            "" if self.writable else ",readonly=on"
+        )
         for i, iot in enumerate(ids):
-            argv += ["-drive", f"{drive},id=vd{i}",
-                     "-device", f"virtio-blk-pci,drive=vd{i}" + (f",iothread={iot}" if iot else "")]
+            argv += [
+                "-drive",
+                f"{drive},id=vd{i}",
+                "-device",
+                f"virtio-blk-pci,drive=vd{i}" + (f",iothread={iot}" if iot else ""),
+            ]
         # an IDE hard disk cannot be read-only in QEMU: on a device not handed over for writing,
         # the IDE disks are CD-ROM drives (ATAPI on the same controller, the same io_uring path)
         ide = "ide-hd" if self.writable else "ide-cd"
         for i in range(self.ide_disks):
             argv += ["-drive", f"{drive},id=ide{i}", "-device", f"{ide},drive=ide{i},bus=ide.{i}"]
-        argv += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd), "-append",
-                 f"console=ttyS0 quiet panic=-1 pt.disks={self.disks + self.ide_disks} "
-                 f"pt.args={self.workload.args()}"]
+        argv += [
+            "-kernel",
+            str(self.image.kernel),
+            "-initrd",
+            str(self.image.initrd),
+            "-append",
+            f"console=ttyS0 quiet panic=-1 pt.disks={self.disks + self.ide_disks} pt.args={self.workload.args()}",
+        ]
         return argv
 
     def start(self) -> int:
@@ -163,15 +209,19 @@ class QemuGuest:
 
         def child() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)   # kept across exec: QEMU dies with us
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # kept across exec: QEMU dies with us
 
         try:
             # the shell waits for a line on the pipe, then becomes QEMU (same pid, already traced)
-            self.proc = subprocess.Popen(["sh", "-c", f'read _ <&{r}; exec {r}<&-; exec "$@"', "plugtrace-qemu",
-                                          *self.argv()],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, pass_fds=(r,), preexec_fn=child,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["sh", "-c", f'read _ <&{r}; exec {r}<&-; exec "$@"', "plugtrace-qemu", *self.argv()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(r,),
+                preexec_fn=child,
+                start_new_session=True,
+            )
         finally:
             os.close(r)
         self._go = w
@@ -205,13 +255,16 @@ class QemuGuest:
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise CapabilityError(f"the guest did not finish within {timeout_s:.0f} s "
-                                  f"(console: {self.console.tail()})") from None
+            raise CapabilityError(
+                f"the guest did not finish within {timeout_s:.0f} s (console: {self.console.tail()})"
+            ) from None
         if self._reader is not None:
             self._reader.join(timeout=5)
         if not self.console.done:
-            raise CapabilityError(f"QEMU exited ({self.proc.returncode}) before the guest workload finished "
-                                  f"(console: {self.console.tail()})")
+            raise CapabilityError(
+                f"QEMU exited ({self.proc.returncode}) before the guest workload finished "
+                f"(console: {self.console.tail()})"
+            )
 
     def stop(self) -> None:
         """End QEMU and anything it started: politely, then not. Idempotent."""
@@ -248,4 +301,3 @@ def guest_iops(console: Console) -> float:
     """The workload's requests per second, by its own clock (0 when it did not say)."""
     n = sum(c.get("reads", 0) + c.get("writes", 0) for c in console.counts.values())
     return n / console.elapsed_s if console.elapsed_s else 0.0
-

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -38,8 +37,11 @@ def _die_with_parent() -> None:  # in the child, between fork and exec
 def render(qemu: QemuBinary, pid: int, events: bool) -> str:
     """The probe script of `qemu`'s design for process `pid`."""
     text = (PROBES_DIR / DESIGNS[qemu.design][0]).read_text()
-    return text.replace("{{qemu}}", str(qemu.binary)).replace("{{pid}}", str(pid)).replace(
-        "{{events}}", "1" if events else "0")
+    return (
+        text.replace("{{qemu}}", str(qemu.binary))
+        .replace("{{pid}}", str(pid))
+        .replace("{{events}}", "1" if events else "0")
+    )
 
 
 class QemuProbes:
@@ -49,7 +51,7 @@ class QemuProbes:
         self.qemu, self.pid, self.events, self.max_events = qemu, pid, events, max_events
         self.bpftrace = bpftrace
         self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []          # event lines, in order
+        self.lines: list[str] = []  # event lines, in order
         self.maps: dict = {}
         self.lost = 0
         self.errors: list[str] = []
@@ -63,10 +65,17 @@ class QemuProbes:
         script.write_text(render(self.qemu, self.pid, self.events))
         prog = f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{script.read_text()}'
         script.write_text(prog)
-        self.proc = subprocess.Popen([self.bpftrace, "-f", "json", str(script)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
+        self.proc = subprocess.Popen(
+            [self.bpftrace, "-f", "json", str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        self._threads = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
         for t in self._threads:
             t.start()
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -173,10 +182,10 @@ class QemuProbes:
         sections: dict[str, list] = defaultdict(list)
         handlers: dict[str, list] = defaultdict(list)
         requests: dict[str, list] = defaultdict(list)
-        running: dict[int, int] = {}                          # tid -> disk whose handler runs
+        running: dict[int, int] = {}  # tid -> disk whose handler runs
         threads: dict[int, int] = {}
-        open_section: dict[int, tuple[int, int, int]] = {}   # tid -> (section_id, begin_ns, owner)
-        open_handler: dict[int, int] = {}                     # tid -> row in handlers
+        open_section: dict[int, tuple[int, int, int]] = {}  # tid -> (section_id, begin_ns, owner)
+        open_handler: dict[int, int] = {}  # tid -> row in handlers
         next_id = 0
         for line in self.lines:
             f = line.split()
@@ -187,16 +196,30 @@ class QemuProbes:
                 next_id += 1
             elif kind == "E" and tid in open_section:
                 sid, begin, owner = open_section.pop(tid)
-                for col, v in (("section_id", sid), ("thread", thread), ("tid", tid), ("owner", owner),
-                               ("begin_ns", begin), ("end_ns", ts), ("nr_deferred_calls", int(f[3])),
-                               ("nr_nested_polls", int(f[4]))):
+                for col, v in (
+                    ("section_id", sid),
+                    ("thread", thread),
+                    ("tid", tid),
+                    ("owner", owner),
+                    ("begin_ns", begin),
+                    ("end_ns", ts),
+                    ("nr_deferred_calls", int(f[3])),
+                    ("nr_nested_polls", int(f[4])),
+                ):
                     sections[col].append(v)
             elif kind == "H":
                 sid, _, sowner = open_section.get(tid, (-1, 0, -1))
                 open_handler[tid] = len(handlers["tid"])
                 running[tid] = owners.get(int(f[3]), -1)
-                for col, v in (("thread", thread), ("tid", tid), ("device", running[tid]),
-                               ("begin_ns", ts), ("end_ns", -1), ("section_id", sid), ("section_owner", sowner)):
+                for col, v in (
+                    ("thread", thread),
+                    ("tid", tid),
+                    ("device", running[tid]),
+                    ("begin_ns", ts),
+                    ("end_ns", -1),
+                    ("section_id", sid),
+                    ("section_owner", sowner),
+                ):
                     handlers[col].append(v)
             elif kind == "h" and tid in open_handler:
                 handlers["end_ns"][open_handler.pop(tid)] = ts
@@ -204,10 +227,16 @@ class QemuProbes:
             elif kind == "Q":
                 sid, _, sowner = open_section.get(tid, (-1, 0, -1))
                 aio_type = int(f[3])
-                for col, v in (("req_id", len(requests["tid"])), ("thread", thread), ("tid", tid),
-                               ("device", running.get(tid, -1)),
-                               ("op", 0 if aio_type & QEMU_AIO_READ else 1 if aio_type & QEMU_AIO_WRITE else -1),
-                               ("offset_bytes", int(f[4])), ("queue_ns", ts), ("section_id", sid),
-                               ("section_owner", sowner)):
+                for col, v in (
+                    ("req_id", len(requests["tid"])),
+                    ("thread", thread),
+                    ("tid", tid),
+                    ("device", running.get(tid, -1)),
+                    ("op", 0 if aio_type & QEMU_AIO_READ else 1 if aio_type & QEMU_AIO_WRITE else -1),
+                    ("offset_bytes", int(f[4])),
+                    ("queue_ns", ts),
+                    ("section_id", sid),
+                    ("section_owner", sowner),
+                ):
                     requests[col].append(v)
         return dict(sections), dict(handlers), dict(requests)

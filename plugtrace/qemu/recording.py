@@ -1,12 +1,13 @@
-"""A recording of a real QEMU guest: one object that owns its life.
+"""A recording of a real QEMU guest.
 
-`QemuRecording.run()` opens the device, boots the guest (held at exec until the tracers are
-attached), traces the kernel's io_uring and block probes filtered to QEMU's process and the
-QEMU-side probes of its batching design, waits for the guest workload to finish, and writes a
-run directory in the format of `plugtrace record` (docs/run-format.md) plus the QEMU-only
-tables. Whatever ends it (the guest finishing, an error, Ctrl-C, SIGTERM), QEMU, the probes and
-the devices we made are gone when `run()` returns; when the recorder itself is killed, QEMU and
-bpftrace die with it (PR_SET_PDEATHSIG) and a loop device clears itself.
+`QemuRecording.run()` boots the guest (held at exec until the tracers are attached), traces the
+kernel's io_uring and block probes filtered to QEMU's process and the QEMU-side probes of its
+batching design, waits for the guest workload to finish, and writes a run directory in the
+format of `plugtrace record` (docs/run-format.md) plus the QEMU-only tables. The run directory,
+the kernel tracer, the terminating signals and the status on every way out belong to the
+`Recording` it is handed (the same as `plugtrace record`'s); `close()`, registered with it,
+stops QEMU and the QEMU-side probes however the recording ends. When the recorder itself is
+killed, QEMU and bpftrace die with it (PR_SET_PDEATHSIG) and a loop device clears itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,26 +23,49 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import CapabilityError, PlugtraceError
-from .image import GuestImage, cache_dir, guest_image
+from ..errors import CapabilityError
+from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
 from .probes import QemuProbes
-from .versions import QemuBinary, find_qemu
+from .versions import QemuBinary
 
 #: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
 KVM_BOOT_TIMEOUT_S = 20.0
 #: a TCG guest boots in a few seconds on this kind of machine; more is a failure
 BOOT_TIMEOUT_S = 120.0
 
-SECTION_COLUMNS = {"section_id": pa.int64(), "thread": pa.int32(), "tid": pa.int32(), "owner": pa.int32(),
-                   "begin_ns": pa.int64(), "end_ns": pa.int64(), "nr_deferred_calls": pa.int32(),
-                   "nr_nested_polls": pa.int32()}
-HANDLER_COLUMNS = {"thread": pa.int32(), "tid": pa.int32(), "device": pa.int32(), "begin_ns": pa.int64(),
-                   "end_ns": pa.int64(), "section_id": pa.int64(), "section_owner": pa.int32()}
+SECTION_COLUMNS = {
+    "section_id": pa.int64(),
+    "thread": pa.int32(),
+    "tid": pa.int32(),
+    "owner": pa.int32(),
+    "begin_ns": pa.int64(),
+    "end_ns": pa.int64(),
+    "nr_deferred_calls": pa.int32(),
+    "nr_nested_polls": pa.int32(),
+}
+HANDLER_COLUMNS = {
+    "thread": pa.int32(),
+    "tid": pa.int32(),
+    "device": pa.int32(),
+    "begin_ns": pa.int64(),
+    "end_ns": pa.int64(),
+    "section_id": pa.int64(),
+    "section_owner": pa.int32(),
+}
 COUNTER_COLUMNS = {"name": pa.string(), "device": pa.int32(), "value": pa.int64()}
-REQUEST_COLUMNS = {"req_id": pa.int64(), "thread": pa.int32(), "tid": pa.int32(), "device": pa.int32(),
-                   "op": pa.int32(), "offset_bytes": pa.int64(), "queue_ns": pa.int64(), "submit_ns": pa.int64(),
-                   "section_id": pa.int64(), "section_owner": pa.int32()}
+REQUEST_COLUMNS = {
+    "req_id": pa.int64(),
+    "thread": pa.int32(),
+    "tid": pa.int32(),
+    "device": pa.int32(),
+    "op": pa.int32(),
+    "offset_bytes": pa.int64(),
+    "queue_ns": pa.int64(),
+    "submit_ns": pa.int64(),
+    "section_id": pa.int64(),
+    "section_owner": pa.int32(),
+}
 HIST_COLUMNS = {"name": pa.string(), "low": pa.int64(), "high": pa.int64(), "count": pa.int64()}
 
 
@@ -102,8 +125,17 @@ def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str,
     except (OSError, ValueError):
         known = {}
     if key not in known:
-        guest = QemuGuest(qemu, image, "/dev/null", disks=0, ide_disks=0, iothreads="none",
-                          workload=Workload(duration_s=0), writable=False, accel="kvm")
+        guest = QemuGuest(
+            qemu,
+            image,
+            "/dev/null",
+            disks=0,
+            ide_disks=0,
+            iothreads="none",
+            workload=Workload(duration_s=0),
+            writable=False,
+            accel="kvm",
+        )
         try:
             guest.start()
             guest.release()
@@ -120,18 +152,16 @@ def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str,
 
 
 class QemuRecording:
-    """Boot, trace, and write one run directory. The CLI parses and prints; this does the rest."""
+    """Boot, trace, and write one run directory through `rec` (a `Recording`)."""
 
-    def __init__(self, cfg: QemuConfig, target, out: Path, command: list[str], quiet: bool = False,
-                 qemu: QemuBinary | None = None, image: GuestImage | None = None):
-        self.cfg, self.target, self.out, self.command, self.quiet = cfg, target, out, command, quiet
-        self.qemu = qemu or find_qemu(cfg.qemu)
-        self.image = image or guest_image()
+    def __init__(self, cfg: QemuConfig, target, rec, qemu: QemuBinary, image: GuestImage, quiet: bool = False):
+        self.cfg, self.target, self.rec, self.quiet = cfg, target, rec, quiet
+        self.qemu, self.image = qemu, image
         self.guest: QemuGuest | None = None
-        self.tracer = None
         self.probes: QemuProbes | None = None
-        self.writer = None
         self.accel = ("tcg", "")
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        self._requests: dict[str, list] | None = None
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -139,35 +169,45 @@ class QemuRecording:
 
     def _guest(self) -> QemuGuest:
         c = self.cfg
-        return QemuGuest(self.qemu, self.image, self.target.path, disks=c.disks, ide_disks=c.ide_disks,
-                         iothreads=c.iothreads, workload=c.workload, writable=self.target.writable,
-                         accel=self.accel[0])
+        return QemuGuest(
+            self.qemu,
+            self.image,
+            self.target.path,
+            disks=c.disks,
+            ide_disks=c.ide_disks,
+            iothreads=c.iothreads,
+            workload=c.workload,
+            writable=self.target.writable,
+            accel=self.accel[0],
+        )
 
     def devices(self) -> list[dict]:
         """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
         iots = iothread_ids(self.cfg.disks, self.cfg.iothreads)
         rows = []
         for i, (name, kind) in enumerate(disk_names(self.cfg.disks, self.cfg.ide_disks, self.target.writable)):
-            thread = (f"IO {iots[i]}" if i < len(iots) and iots[i] else "main loop")
+            thread = f"IO {iots[i]}" if i < len(iots) and iots[i] else "main loop"
             rows.append({"index": i, "name": name, "kind": kind, "thread": thread})
         return rows
 
-    def meta(self) -> dict:
-        from .. import __version__
-        from ..environment import describe_environment
-
+    def config(self) -> dict:
         c = self.cfg
-        config = {"strategy": f"real QEMU {self.qemu.version}", "qemu": self.qemu.describe(),
-                  "devices": c.disks, "ide_devices": c.ide_disks, "iothreads": c.iothreads,
-                  **asdict(c.workload), "mode": c.mode, "device_spec": self.target.kind,
-                  "accel": self.accel[0], "accel_why": self.accel[1]}
-        return {"plugtrace_version": __version__, "command": self.command, "config": config,
-                "environment": describe_environment(), "device": self.target.describe(),
-                "emulated_devices": self.devices(), "events_lost": None, "tracing_overhead": None}
+        return {
+            "strategy": f"real QEMU {self.qemu.version}",
+            "qemu": self.qemu.describe(),
+            "devices": c.disks,
+            "ide_devices": c.ide_disks,
+            "iothreads": c.iothreads,
+            **asdict(c.workload),
+            "mode": c.mode,
+            "device_spec": self.target.kind,
+            "accel": self.accel[0],
+            "accel_why": self.accel[1],
+        }
 
     def untraced_iops(self) -> float:
         """The guest workload's IOPS with nothing attached (for --measure-overhead)."""
-        guest = self._guest()
+        self.guest = guest = self._guest()
         try:
             guest.start()
             guest.release()
@@ -179,49 +219,54 @@ class QemuRecording:
         return guest_iops(guest.console)
 
     def run(self) -> dict:
-        """Record; returns the run's final meta. Raises on errors, KeyboardInterrupt on a signal
-        (the caller marks the run); `close()` must follow in every case."""
-        from ..cli.record import _add_kernel_summary, _start_tracer, _stop_tracer
-        from ..store import RunWriter
+        """Record; returns the run's final meta. An error or a signal leaves through the `Recording`,
+        which marks the run; `close()` (registered with it) stops what still runs."""
+        from ..environment import describe_environment
+        from ..store import STATUS_COMPLETE
 
+        rec = self.rec
         self.accel = choose_accel(self.cfg.accel, self.qemu, self.image)
         self.say(f"QEMU {self.qemu.version} ({self.qemu.binary}), {self.accel[0].upper()}: {self.accel[1]}")
-        self.writer = RunWriter(self.out, self.meta())
+        writer = rec.open(
+            config=self.config(),
+            environment=describe_environment(),
+            device=self.target.describe(),
+            emulated_devices=self.devices(),
+        )
         overhead = None
         if self.cfg.measure_overhead and self.cfg.mode != "off":
             self.say("measuring the untraced guest first ...")
             overhead = {"untraced_iops": round(self.untraced_iops(), 1)}
         self.guest = self._guest()
         pid = self.guest.start()
-        missing: dict[str, str] = {}
-        if self.cfg.mode != "off":
-            self.tracer, missing = _start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events,
-                                                 self.writer, markers=False)
-            missing.update(self._start_qemu_probes(pid))
-        else:
-            missing["kernel"] = "tracing turned off (--mode off)"
-        for name, why in missing.items():
+        missing = rec.start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events, markers=False)
+        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" else {}
+        for name, why in (missing | qemu_missing).items():
             print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         self.guest.release()
         if not self.guest.wait_started(BOOT_TIMEOUT_S):
-            why = (f"QEMU exited ({self.guest.proc.returncode})" if self.guest.proc.poll() is not None
-                   else f"it did not within {BOOT_TIMEOUT_S:.0f} s")
+            why = (
+                f"QEMU exited ({self.guest.proc.returncode})"
+                if self.guest.proc.poll() is not None
+                else f"it did not within {BOOT_TIMEOUT_S:.0f} s"
+            )
             raise CapabilityError(f"the guest did not start its workload: {why} (console: {self.guest.console.tail()})")
         self.say(f"guest booted; running {self.cfg.workload.rw} for {self.cfg.workload.duration_s:g} s")
         self.guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
-        info = _stop_tracer(self.tracer, self.writer, missing)
-        self.tracer = None
-        info["probes"]["could_not_measure"].update(missing)
+        info = rec.close_tables()
+        info["probes"]["could_not_measure"].update(qemu_missing)
         calls = self._finish_qemu_probes(info)
-        self.writer.close_tables()
-        if getattr(self, "_requests", None) is not None:
-            self._requests["submit_ns"] = submit_times(self.out, self._requests)
-            self.writer.write_table("qemu_requests", _table(self._requests, REQUEST_COLUMNS))
-        _add_kernel_summary(info, self.out)
+        if self._requests is not None:
+            self._requests["submit_ns"] = submit_times(rec.out, self._requests)
+            writer.write_table("qemu_requests", _table(self._requests, REQUEST_COLUMNS))
         iops = guest_iops(self.guest.console)
         totals = guest_disk_totals(self.guest.console)
-        summary = {"elapsed_s": self.guest.console.elapsed_s, "nr_requests": totals["workload_requests"],
-                   "iops": round(iops, 1), **totals}
+        summary = {
+            "elapsed_s": self.guest.console.elapsed_s,
+            "nr_requests": totals["workload_requests"],
+            "iops": round(iops, 1),
+            **totals,
+        }
         if "luring_co_submit" in calls:
             # QEMU's own count of the requests it handed to io_uring, split at the guest's start mark
             summary["qemu_requests"] = calls["luring_co_submit"]
@@ -230,29 +275,33 @@ class QemuRecording:
         if overhead is not None:
             overhead["traced_iops"] = round(iops, 1)
             overhead["ratio"] = round(iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
-        guest = {"workload": self.guest.console.counts, "disk_stat_before": self.guest.console.stat_before,
-                 "disk_stat_after": self.guest.console.stat_after}
-        status = "incomplete" if info.get("tracer_error") else "complete"
-        self.writer.close(status, summary=summary, guest=guest, tracing_overhead=overhead, **info)
-        return self.writer.meta
+        guest = {
+            "workload": self.guest.console.counts,
+            "disk_stat_before": self.guest.console.stat_before,
+            "disk_stat_after": self.guest.console.stat_after,
+        }
+        rec.finish(STATUS_COMPLETE, info, summary=summary, guest=guest, tracing_overhead=overhead)
+        return writer.meta
 
     def _start_qemu_probes(self, pid: int) -> dict[str, str]:
         """Attach the QEMU-side probes; returns what could not be measured."""
         q = self.qemu
         if q.design is None:
-            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) exports neither defer_call_begin nor "
-                                     "blk_io_plug: no plug sections to trace"}
+            return {
+                "qemu_sections": f"QEMU {q.version} ({q.binary}) exports neither defer_call_begin nor "
+                "blk_io_plug: no plug sections to trace"
+            }
         if q.missing_symbols:
-            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) does not export "
-                                     f"{', '.join(q.missing_symbols)}"}
+            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) does not export {', '.join(q.missing_symbols)}"}
         from ..tracing import detect_capabilities
 
         caps = detect_capabilities()
         if not caps.uprobes[0]:
             return {"qemu_sections": caps.uprobes[1]}
         self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
-        self.probes = QemuProbes(q, pid, self.cfg.mode == "events", self.cfg.max_events,
-                                 caps.bpftrace_path or "bpftrace")
+        self.probes = QemuProbes(
+            q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
+        )
         self.probes.start(Path(self._scratch.name))
         if not self.probes.running:
             why = "; ".join(self.probes.errors[-3:]) or "bpftrace exited"
@@ -267,16 +316,20 @@ class QemuRecording:
             return {}
         p.stop()
         self.probes = None
-        iothread_of_disk = {iot: i for i, iot in enumerate(iothread_ids(self.cfg.disks, self.cfg.iothreads))
-                            if iot and self.cfg.iothreads == "per-disk"}
+        iothread_of_disk = {
+            iot: i
+            for i, iot in enumerate(iothread_ids(self.cfg.disks, self.cfg.iothreads))
+            if iot and self.cfg.iothreads == "per-disk"
+        }
         owners = p.device_of_handler(iothread_of_disk)
         counters = p.counters(owners)
-        self.writer.write_table("qemu_counters", _table(counters, COUNTER_COLUMNS))
-        self.writer.write_table("qemu_histograms", _table(p.histograms(), HIST_COLUMNS))
+        writer = self.rec.writer
+        writer.write_table("qemu_counters", _table(counters, COUNTER_COLUMNS))
+        writer.write_table("qemu_histograms", _table(p.histograms(), HIST_COLUMNS))
         if self.cfg.mode == "events":
             sections, handlers, requests = p.event_tables(owners)
-            self.writer.write_table("sections", _table(sections, SECTION_COLUMNS))
-            self.writer.write_table("handlers", _table(handlers, HANDLER_COLUMNS))
+            writer.write_table("sections", _table(sections, SECTION_COLUMNS))
+            writer.write_table("handlers", _table(handlers, HANDLER_COLUMNS))
             self._requests = requests
         info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
         info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
@@ -287,25 +340,15 @@ class QemuRecording:
             info.setdefault("qemu_probe_messages", p.errors[-5:])
         return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
 
-    def close(self, status: str | None = None) -> None:
-        """Stop everything still running; mark the run `status` if it was not finished. Idempotent."""
-        from ..cli.record import _stop_tracer
-
+    def close(self) -> None:
+        """Stop QEMU and the QEMU-side probes if they still run. Idempotent."""
         try:
             if self.guest is not None:
                 self.guest.stop()
             if self.probes is not None:
                 self.probes.stop()
                 self.probes = None
-            if self.tracer is not None:
-                info = _stop_tracer(self.tracer, self.writer, {})
-                self.tracer = None
-                if self.writer is not None:
-                    self.writer.meta.update(info)
-            if self.writer is not None and self.writer.meta.get("status") == "recording":
-                self.writer.close(status or "failed")
         finally:
-            if getattr(self, "_scratch", None) is not None:
+            if self._scratch is not None:
                 self._scratch.cleanup()
                 self._scratch = None
-

@@ -21,8 +21,10 @@ from .image import PREFIX, SETUP_HINT
 #: --qemu NAME -> (binary, firmware directories passed with -L)
 INSTALLED = {
     "7.2": (Path("/usr/bin/qemu-system-x86_64"), ()),
-    "10.0": (PREFIX / "qemu-10.0/usr/bin/qemu-system-x86_64",
-             (PREFIX / "qemu-10.0/usr/share/qemu", PREFIX / "qemu-10.0/usr/share/seabios")),
+    "10.0": (
+        PREFIX / "qemu-10.0/usr/bin/qemu-system-x86_64",
+        (PREFIX / "qemu-10.0/usr/share/qemu", PREFIX / "qemu-10.0/usr/share/seabios"),
+    ),
 }
 
 #: the QEMU-side probe script of each design, and the symbols it attaches to
@@ -53,8 +55,13 @@ class QemuBinary:
         return [s for s in (*DESIGNS[self.design][1], *COMMON_SYMBOLS) if s not in self.symbols]
 
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "binary": str(self.binary),
-                "firmware": [str(f) for f in self.firmware], "design": self.design}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "binary": str(self.binary),
+            "firmware": [str(f) for f in self.firmware],
+            "design": self.design,
+        }
 
 
 def exported_symbols(binary: Path) -> set[str]:

@@ -7,7 +7,6 @@ that open them.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -38,8 +37,12 @@ def require_qemu(version: str) -> None:
 
 
 def qemu(*args, timeout=180):
-    return subprocess.run([*PLUGTRACE, "qemu", "--accel", "tcg", "--size", "256M", "--sparse", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*PLUGTRACE, "qemu", "--accel", "tcg", "--size", "256M", "--sparse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def counters(run_dir: Path) -> dict:
@@ -72,15 +75,19 @@ def test_qemu_10_aggregate_counts_match_the_guest(tmp_path):
     # sections: each handler run opens one; begins and ends pair up
     assert c[("defer_call_begin", -1)] == c[("defer_call_end", -1)]
     assert c[("sections", 0)] + c[("sections", 1)] == c[("virtio_blk_handle_vq", -1)]
-    assert c[("sections", 0)] > 0 and c[("sections", 1)] > 0   # both disks' iothreads
+    assert c[("sections", 0)] > 0 and c[("sections", 1)] > 0  # both disks' iothreads
     assert "qemu:defer" in meta["probes"]["ran"]
     assert leftovers() == before
     run = Run.open(out)
     assert run.strategy == "real QEMU 10.0.2"
     # the report puts a model run (a shipped sample) and the real one side by side
     model = Path(__file__).resolve().parents[2] / "data" / "defer"
-    report = subprocess.run([*PLUGTRACE, "report", str(model), str(out), "-o", str(tmp_path / "r.html"), "--static"],
-                            capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [*PLUGTRACE, "report", str(model), str(out), "-o", str(tmp_path / "r.html"), "--static"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "r.html").read_text()
     assert "real QEMU 10.0.2" in html and "defer" in html
@@ -90,8 +97,24 @@ def test_qemu_72_events_sections_and_requests(tmp_path):
     require_qemu("7.2")
     before = leftovers()
     out = tmp_path / "q72"
-    p = qemu("--qemu", "7.2", "--device", "zram", "--disks", "2", "--iothreads", "shared", "--ide-disks", "1",
-             "--duration", "2", "--mode", "events", "-o", str(out))
+    p = qemu(
+        "--qemu",
+        "7.2",
+        "--device",
+        "zram",
+        "--disks",
+        "2",
+        "--iothreads",
+        "shared",
+        "--ide-disks",
+        "1",
+        "--duration",
+        "2",
+        "--mode",
+        "events",
+        "-o",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     meta = json.loads((out / "meta.json").read_text())
     s, c = meta["summary"], counters(out)
@@ -106,12 +129,12 @@ def test_qemu_72_events_sections_and_requests(tmp_path):
     assert len(sections) == c[("sections", -1)] == c[("virtio_blk_handle_vq", -1)]
     assert c[("blk_io_plug", -1)] == c[("blk_io_unplug", -1)] >= len(sections)
     assert len(handlers) == c[("virtio_blk_handle_vq", -1)]
-    assert sorted(sections.owner.unique()) == [0, 1]     # both disks, one shared iothread
+    assert sorted(sections.owner.unique()) == [0, 1]  # both disks, one shared iothread
     assert sections.nr_deferred_calls.sum() == c[("luring_co_submit_in_section", -1)]
     assert (sections.end_ns >= sections.begin_ns).all()
     requests = pq.read_table(out / "tables" / "qemu_requests.parquet").to_pandas()
     assert len(requests) == c[("luring_co_submit", -1)]
-    virtio = requests[requests.device >= 0]                # IDE requests run outside any handler
+    virtio = requests[requests.device >= 0]  # IDE requests run outside any handler
     assert sorted(virtio.device.unique()) == [0, 1] and (virtio.op == 0).all()
     sent = requests[requests.submit_ns >= 0]
     assert len(sent) > 0.99 * len(requests) and (sent.submit_ns >= sent.queue_ns).all()
@@ -136,21 +159,41 @@ def test_missing_qemu_says_could_not_measure(tmp_path):
 def test_a_stopped_recorder_leaves_no_qemu_device_or_probe(tmp_path, sig):
     require_qemu("10.0")
     before = leftovers()
-    proc = subprocess.Popen([*PLUGTRACE, "qemu", "--qemu", "10.0", "--accel", "tcg", "--size", "64M", "--sparse",
-                             "--duration", "30", "-o", str(tmp_path / "r")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "qemu",
+            "--qemu",
+            "10.0",
+            "--accel",
+            "tcg",
+            "--size",
+            "64M",
+            "--sparse",
+            "--duration",
+            "30",
+            "-o",
+            str(tmp_path / "r"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not leftovers()[0]:
         time.sleep(0.2)
     assert leftovers()[0], "QEMU never started"
     time.sleep(3)  # booted and traced
-    bpftraces = subprocess.run(["pgrep", "-P", str(proc.pid), "bpftrace"], capture_output=True, text=True).stdout.split()
+    bpftraces = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "bpftrace"], capture_output=True, text=True
+    ).stdout.split()
     proc.send_signal(sig)
     proc.wait(timeout=60)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and leftovers() != before:
         time.sleep(0.2)
     assert leftovers() == before
+
     def alive(pid: str) -> bool:  # a zombie waiting for init to reap it holds no probe
         try:
             return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"

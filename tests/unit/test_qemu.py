@@ -1,8 +1,5 @@
 """The real-QEMU recorder's pure parts: guest image, console, probe output, command line."""
 
-import gzip
-import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -15,13 +12,13 @@ from plugtrace.qemu.launch import Console, QemuGuest, Workload
 def _read_cpio(data: bytes) -> dict[str, tuple[int, bytes]]:
     files, pos = {}, 0
     while True:
-        assert data[pos:pos + 6] == b"070701"
-        fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        assert data[pos : pos + 6] == b"070701"
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
         mode, size, namesize = fields[1], fields[6], fields[11]
         pos += 110
-        name = data[pos:pos + namesize - 1].decode()
+        name = data[pos : pos + namesize - 1].decode()
         pos += namesize + (-(110 + namesize) % 4)
-        body = data[pos:pos + size]
+        body = data[pos : pos + size]
         pos += size + (-size % 4)
         if name == "TRAILER!!!":
             return files
@@ -49,9 +46,15 @@ def test_module_order_puts_dependencies_first(tmp_path):
 
 def test_console_parses_counts_and_disk_stats():
     c = Console()
-    for line in ["booting ...", "ptstat before disk=vda 12 0 96 3 0 0 0 0 0 4 3 0 0 0 0 0 0",
-                 "\x1eptload start", "ptload disk=vda reads=1000 writes=0 errors=0", "ptload elapsed_s=2.000000",
-                 "ptload end rc=0", "ptstat after disk=vda 1012 0 8096 3 0 0 0 0 0 4 3 0 0 0 0 0 0"]:
+    for line in [
+        "booting ...",
+        "ptstat before disk=vda 12 0 96 3 0 0 0 0 0 4 3 0 0 0 0 0 0",
+        "\x1eptload start",
+        "ptload disk=vda reads=1000 writes=0 errors=0",
+        "ptload elapsed_s=2.000000",
+        "ptload end rc=0",
+        "ptstat after disk=vda 1012 0 8096 3 0 0 0 0 0 4 3 0 0 0 0 0 0",
+    ]:
         c.feed(line)
     assert c.started.is_set() and c.done
     assert c.counts == {"vda": {"reads": 1000, "writes": 0, "errors": 0}}
@@ -67,8 +70,16 @@ def test_workload_args_and_writes():
 
 def test_command_line_has_iothreads_aio_and_readonly_ide_as_cdrom():
     q = versions.QemuBinary("10.0", Path("/q"), (Path("/fw"),), "10.0.2", "defer")
-    g = QemuGuest(q, image.GuestImage(Path("/k"), Path("/i")), "/dev/loop9", disks=2, ide_disks=1,
-                  iothreads="shared", workload=Workload(), writable=False)
+    g = QemuGuest(
+        q,
+        image.GuestImage(Path("/k"), Path("/i")),
+        "/dev/loop9",
+        disks=2,
+        ide_disks=1,
+        iothreads="shared",
+        workload=Workload(),
+        writable=False,
+    )
     argv = " ".join(g.argv())
     assert argv.count("-object iothread,id=iot0") == 1 and "iot1" not in argv
     assert argv.count("aio=io_uring,cache=none") == 3 and argv.count("readonly=on") == 3
@@ -81,7 +92,7 @@ def test_probe_scripts_render_for_one_process():
     q = versions.QemuBinary("7.2", Path("/usr/bin/qemu-system-x86_64"), (), "7.2.22", "plug")
     text = probes.render(q, 4242, events=True)
     assert "{{" not in text and "/pid == 4242/" in text and "uprobe:/usr/bin/qemu-system-x86_64:blk_io_plug" in text
-    for design, (script, symbols) in versions.DESIGNS.items():
+    for script, symbols in versions.DESIGNS.values():
         body = (probes.PROBES_DIR / script).read_text()
         for sym in (*symbols, *versions.COMMON_SYMBOLS):
             assert f":{sym} " in body, (script, sym)
@@ -94,10 +105,24 @@ def _fed(lines, maps):
 
 
 def test_events_become_sections_and_handlers_with_owners():
-    maps = {"@handler_thread": {"100,IO iot1": 3, "200,IO iot0": 5},
-            "@calls": {"sections": 3, "aio_poll": 9}, "@sections_by_owner": {"100": 1, "200": 1, "0": 1}}
-    lines = ["H 7 10 200", "B 7 11 200", "Q 7 11 1 4096", "P 7 12", "E 7 20 3 1", "h 7 21", "Q 7 22 2 0",
-             "H 8 30 100", "B 8 31 100", "E 8 40 1 0", "h 8 41"]
+    maps = {
+        "@handler_thread": {"100,IO iot1": 3, "200,IO iot0": 5},
+        "@calls": {"sections": 3, "aio_poll": 9},
+        "@sections_by_owner": {"100": 1, "200": 1, "0": 1},
+    }
+    lines = [
+        "H 7 10 200",
+        "B 7 11 200",
+        "Q 7 11 1 4096",
+        "P 7 12",
+        "E 7 20 3 1",
+        "h 7 21",
+        "Q 7 22 2 0",
+        "H 8 30 100",
+        "B 8 31 100",
+        "E 8 40 1 0",
+        "h 8 41",
+    ]
     p = _fed(lines, maps)
     owners = p.device_of_handler({"iot0": 0, "iot1": 1})
     assert owners == {200: 0, 100: 1}
@@ -130,8 +155,10 @@ def test_submit_times_take_the_next_submitting_enter_of_the_thread(tmp_path):
     from plugtrace.qemu.recording import submit_times
 
     (tmp_path / "tables").mkdir()
-    pq.write_table(pa.table({"ts_ns": [5, 10, 30, 12], "tid": [1, 1, 1, 2], "to_submit": [1, 0, 2, 1]}),
-                   tmp_path / "tables" / "enters.parquet")
+    pq.write_table(
+        pa.table({"ts_ns": [5, 10, 30, 12], "tid": [1, 1, 1, 2], "to_submit": [1, 0, 2, 1]}),
+        tmp_path / "tables" / "enters.parquet",
+    )
     requests = {"queue_ns": [4, 6, 11, 31, 11], "tid": [1, 1, 2, 1, 3]}
     assert submit_times(tmp_path, requests) == [5, 30, 12, -1, -1]
     assert submit_times(tmp_path / "nowhere", requests) == [-1] * 5
