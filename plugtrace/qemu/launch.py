@@ -176,8 +176,8 @@ class QemuGuest:
             "plugtrace-guest,debug-threads=on",
         ]
         ids = iothread_ids(self.disks, self.iothreads)
-        for iot in dict.fromkeys(i for i in ids if i):
-            argv += ["-object", f"iothread,id={iot}"]
+        for iothread in dict.fromkeys(i for i in ids if i):
+            argv += ["-object", f"iothread,id={iothread}"]
         drive = f"file={self.device_path},if=none,format=raw,aio=io_uring,cache=none,file.locking=off" + (
             "" if self.writable else ",readonly=on"
         )
@@ -238,22 +238,29 @@ class QemuGuest:
                 os.close(self._go)
                 self._go = None
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """QEMU's process (once started)."""
+        assert self.proc is not None, "start() the guest first"
+        return self.proc
+
     def _read_console(self) -> None:
-        for raw in self.proc.stdout:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
             self.console.feed(raw.decode(errors="replace").rstrip("\r\n"))
 
     def wait_started(self, timeout_s: float) -> bool:
         """Whether the guest booted and started its workload within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while not self.console.started.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None or time.monotonic() > deadline:
                 return False
         return True
 
     def wait_done(self, timeout_s: float) -> None:
         """Wait for the guest to finish its workload and power off."""
         try:
-            self.proc.wait(timeout=timeout_s)
+            self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise CapabilityError(
                 f"the guest did not finish within {timeout_s:.0f} s (console: {self.console.tail()})"
@@ -262,7 +269,7 @@ class QemuGuest:
             self._reader.join(timeout=5)
         if not self.console.done:
             raise CapabilityError(
-                f"QEMU exited ({self.proc.returncode}) before the guest workload finished "
+                f"QEMU exited ({self.process.returncode}) before the guest workload finished "
                 f"(console: {self.console.tail()})"
             )
 

@@ -36,6 +36,7 @@ def _die_with_parent() -> None:  # in the child, between fork and exec
 
 def render(qemu: QemuBinary, pid: int, events: bool) -> str:
     """The probe script of `qemu`'s design for process `pid`."""
+    assert qemu.design is not None, "a QEMU without a plug design has no probe script"
     text = (PROBES_DIR / DESIGNS[qemu.design][0]).read_text()
     return (
         text.replace("{{qemu}}", str(qemu.binary))
@@ -91,6 +92,7 @@ class QemuProbes:
         return self.proc is not None and self.proc.poll() is None and self._ready.is_set()
 
     def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
             try:
                 msg = json.loads(raw)
@@ -111,6 +113,7 @@ class QemuProbes:
                 self.lost += int(data.get("events", 0))
 
     def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").strip()
             if line and "Attaching" not in line:

@@ -18,12 +18,14 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import CapabilityError
+from ..schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
 from .probes import QemuProbes
@@ -34,43 +36,12 @@ KVM_BOOT_TIMEOUT_S = 20.0
 #: a TCG guest boots in a few seconds on this kind of machine; more is a failure
 BOOT_TIMEOUT_S = 120.0
 
-SECTION_COLUMNS = {
-    "section_id": pa.int64(),
-    "thread": pa.int32(),
-    "tid": pa.int32(),
-    "owner": pa.int32(),
-    "begin_ns": pa.int64(),
-    "end_ns": pa.int64(),
-    "nr_deferred_calls": pa.int32(),
-    "nr_nested_polls": pa.int32(),
-}
-HANDLER_COLUMNS = {
-    "thread": pa.int32(),
-    "tid": pa.int32(),
-    "device": pa.int32(),
-    "begin_ns": pa.int64(),
-    "end_ns": pa.int64(),
-    "section_id": pa.int64(),
-    "section_owner": pa.int32(),
-}
-COUNTER_COLUMNS = {"name": pa.string(), "device": pa.int32(), "value": pa.int64()}
-REQUEST_COLUMNS = {
-    "req_id": pa.int64(),
-    "thread": pa.int32(),
-    "tid": pa.int32(),
-    "device": pa.int32(),
-    "op": pa.int32(),
-    "offset_bytes": pa.int64(),
-    "queue_ns": pa.int64(),
-    "submit_ns": pa.int64(),
-    "section_id": pa.int64(),
-    "section_owner": pa.int32(),
-}
-HIST_COLUMNS = {"name": pa.string(), "low": pa.int64(), "high": pa.int64(), "count": pa.int64()}
 
-
-def _table(rows: dict[str, list], columns: dict[str, pa.DataType]) -> pa.Table:
-    return pa.table({c: pa.array(rows.get(c, []), type=t) for c, t in columns.items()})
+def _table(name: str, rows: dict[str, list]) -> pa.Table:
+    """Rows of table `name` in the columns and types of `plugtrace.schema`."""
+    schema = schema_of(name)
+    assert schema is not None, f"{name} is not in plugtrace.schema"
+    return pa.table({f.name: pa.array(rows.get(f.name, []), type=f.type) for f in schema})
 
 
 def submit_times(run_dir: Path, requests: dict[str, list]) -> list[int]:
@@ -233,7 +204,7 @@ class QemuRecording:
             device=self.target.describe(),
             emulated_devices=self.devices(),
         )
-        overhead = None
+        overhead: dict[str, Any] | None = None
         if self.cfg.measure_overhead and self.cfg.mode != "off":
             self.say("measuring the untraced guest first ...")
             overhead = {"untraced_iops": round(self.untraced_iops(), 1)}
@@ -246,8 +217,8 @@ class QemuRecording:
         self.guest.release()
         if not self.guest.wait_started(BOOT_TIMEOUT_S):
             why = (
-                f"QEMU exited ({self.guest.proc.returncode})"
-                if self.guest.proc.poll() is not None
+                f"QEMU exited ({self.guest.process.returncode})"
+                if self.guest.process.poll() is not None
                 else f"it did not within {BOOT_TIMEOUT_S:.0f} s"
             )
             raise CapabilityError(f"the guest did not start its workload: {why} (console: {self.guest.console.tail()})")
@@ -258,10 +229,10 @@ class QemuRecording:
         calls = self._finish_qemu_probes(info)
         if self._requests is not None:
             self._requests["submit_ns"] = submit_times(rec.out, self._requests)
-            writer.write_table("qemu_requests", _table(self._requests, REQUEST_COLUMNS))
+            writer.write_table("qemu_requests", _table("qemu_requests", self._requests))
         iops = guest_iops(self.guest.console)
         totals = guest_disk_totals(self.guest.console)
-        summary = {
+        summary: dict[str, Any] = {
             "elapsed_s": self.guest.console.elapsed_s,
             "nr_requests": totals["workload_requests"],
             "iops": round(iops, 1),
@@ -324,12 +295,12 @@ class QemuRecording:
         owners = p.device_of_handler(iothread_of_disk)
         counters = p.counters(owners)
         writer = self.rec.writer
-        writer.write_table("qemu_counters", _table(counters, COUNTER_COLUMNS))
-        writer.write_table("qemu_histograms", _table(p.histograms(), HIST_COLUMNS))
+        writer.write_table("qemu_counters", _table("qemu_counters", counters))
+        writer.write_table("qemu_histograms", _table("qemu_histograms", p.histograms()))
         if self.cfg.mode == "events":
             sections, handlers, requests = p.event_tables(owners)
-            writer.write_table("sections", _table(sections, SECTION_COLUMNS))
-            writer.write_table("handlers", _table(handlers, HANDLER_COLUMNS))
+            writer.write_table("sections", _table("sections", sections))
+            writer.write_table("handlers", _table("handlers", handlers))
             self._requests = requests
         info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
         info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"

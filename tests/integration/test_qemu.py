@@ -9,7 +9,6 @@ that open them.
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,10 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from plugtrace.analysis import Run
-
-from .conftest import require, require_bpftrace
-
-PLUGTRACE = [sys.executable, "-m", "plugtrace"]
+from tests.helpers import PLUGTRACE, require, require_bpftrace
 
 
 def require_qemu(version: str) -> None:
