@@ -782,13 +782,14 @@ def test_report_of_a_run_with_wrong_meta_types_is_a_clear_error(tmp_path, field,
 
 def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from plugtrace.store import RunWriter
 
     RunWriter(tmp_path / "failed", {"config": {"strategy": "defer"}}).close("failed")
+    # tables written behind RunWriter's back (it casts what it writes to plugtrace.schema)
     w = RunWriter(tmp_path / "empty", {"config": {"strategy": "defer"}})
-    w.append(
-        "submits",
+    pq.write_table(
         pa.table(
             {
                 "start_ns": pa.array([], pa.int64()),
@@ -798,13 +799,16 @@ def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
                 "ret": pa.array([], pa.int32()),
             }
         ),
+        w.table_path("submits"),
     )
+    w.adopt_table("submits", 0)
     w.close("complete")
     w = RunWriter(tmp_path / "corrupt", {"config": {"strategy": "defer"}})
-    w.append(
-        "submits",
+    pq.write_table(
         pa.table({"start_ns": ["a", "b"], "tid": [1, 1], "nr_sqes": [1, 2], "latency_ns": [5, 6], "ret": [1, 2]}),
+        w.table_path("submits"),
     )
+    w.adopt_table("submits", 2)
     w.close("complete")
     out = tmp_path / "r.html"
     p = subprocess.run(
