@@ -190,8 +190,9 @@ class QemuProbes:
         open_section: dict[int, tuple[int, int, int]] = {}  # tid -> (section_id, begin_ns, owner)
         open_handler: dict[int, int] = {}  # tid -> row in handlers
         next_id = 0
-        for line in self.lines:
-            f = line.split()
+        # bpftrace reads its per-CPU buffers one after the other: a thread that moved to another CPU can
+        # have its events printed out of order, so they are put back in time order (stable: ties keep theirs)
+        for f in sorted((line.split() for line in self.lines), key=lambda f: int(f[2])):
             kind, tid, ts = f[0], int(f[1]), int(f[2])
             thread = threads.setdefault(tid, len(threads))
             if kind == "B":

@@ -138,6 +138,13 @@ def test_events_become_sections_and_handlers_with_owners():
     assert ("sections_no_handler", -1, 1) in zip(counters["name"], counters["device"], counters["value"])
 
 
+def test_events_printed_out_of_order_are_put_back_in_time_order():
+    # the section's end was read from another CPU's buffer before its begin
+    p = _fed(["E 7 20 3 0", "H 7 10 200", "B 7 11 200", "h 7 21"], {"@handler_thread": {"200,IO iot0": 1}})
+    sections, handlers, _ = p.event_tables(p.device_of_handler({"iot0": 0}))
+    assert sections["begin_ns"] == [11] and sections["end_ns"] == [20] and handlers["end_ns"] == [21]
+
+
 def test_handlers_on_a_shared_thread_are_numbered_by_address():
     p = _fed([], {"@handler_thread": {"300,IO iot0": 1, "100,IO iot0": 1}})
     assert p.device_of_handler({}) == {100: 0, 300: 1}
