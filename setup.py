@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["plugtrace", "plugtrace.*"]) + ["plugtrace.probes"],
     package_dir={"plugtrace.probes": "probes"},
     package_data={
-        "plugtrace": ["report/templates/*.j2"],
+        "plugtrace": ["report/templates/*.j2", "qemu/guest/*.c"],
         "plugtrace.probes": ["*.bt", "*.bpf.c", "*.h", "Makefile", "build/*.bpf.o"],
     },
     cffi_modules=["plugtrace/uring/_build.py:ffibuilder", "plugtrace/tracing/_libbpf_build.py:ffibuilder"],

@@ -59,6 +59,7 @@ __all__ = [
     "df_sqes_over_time",
     "df_device_stats",
     "df_compare",
+    "df_model_vs_qemu",
     "df_diff",
 ]
 
@@ -75,6 +76,7 @@ TABLE_SOURCES = {
     "handlers": "the engine's handler log (written by plugtrace record since handler runs are logged)",
     "histograms": "the in-kernel histograms (aggregate mode)",
     "counters": "the in-kernel counters (aggregate mode)",
+    "qemu_counters": "the QEMU-side uprobes (plugtrace qemu)",
 }
 
 #: other names a probe may be listed under in meta.probes.could_not_measure
@@ -974,6 +976,58 @@ def df_compare(runs: Iterable[Run] | Runs) -> pd.DataFrame:
     out-of-core query over all the runs.
     """
     return _as_runs(runs).df_compare()
+
+
+def _qemu_calls(run: Run) -> dict[str, int]:
+    """A real QEMU run's call counts from its uprobes (all devices), {} for other runs."""
+    if not run.has("qemu_counters"):
+        return {}
+    t = run.table("qemu_counters")
+    t = t[t["device"] == -1]
+    return dict(zip(t["name"], t["value"].astype(int)))
+
+
+def df_model_vs_qemu(runs: Iterable[Run] | Runs) -> pd.DataFrame:
+    """Model runs (`plugtrace record`) and real QEMU runs (`plugtrace qemu`) of one guest load,
+    one row per run: `df_compare`'s columns plus ``kind`` (``model`` / ``real QEMU``),
+    ``sections_per_request`` (outermost plug / defer sections per guest request: the model's
+    sections log, QEMU's uprobes), ``polls_in_sections`` (``aio_poll()`` calls made inside a
+    section: the interleaving case), ``requests`` (guest requests), and ``wait_p50_ns`` /
+    ``wait_p99_ns``: how long a request waited from being queued to the io_uring driver until
+    the submit that carried it began (the model's request log; a QEMU run's ``qemu_requests``,
+    events mode). NaN where a run cannot say."""
+    runs = list(_as_runs(runs))
+    df = df_compare(runs)
+    kinds, per_request, polls, requests, waits = [], [], [], [], []
+    for run in runs:
+        log = "qemu_requests" if run.config.get("qemu") else "requests"
+        if run.has(log):
+            t = run.table(log, ["queue_ns", "submit_ns"])
+            wait = (t["submit_ns"] - t["queue_ns"])[t["submit_ns"] >= 0].to_numpy()
+            waits.append(np.percentile(wait, [50, 99]) if len(wait) else (np.nan, np.nan))
+        else:
+            waits.append((np.nan, np.nan))
+        calls = _qemu_calls(run)
+        n = run.summary.get("workload_requests", run.summary.get("nr_requests"))
+        if run.config.get("qemu"):
+            kinds.append("real QEMU")
+            # a count bpftrace never incremented is not printed: zero, when the probes ran at all
+            zero = 0 if calls else np.nan
+            sections, nested = calls.get("sections", zero), calls.get("aio_poll_in_section", zero)
+        else:
+            kinds.append("model")
+            if run.has("sections"):
+                t = run.table("sections", ["nr_nested_polls"])
+                sections, nested = len(t), int(t["nr_nested_polls"].sum())
+            else:
+                sections = nested = np.nan
+        requests.append(n if n is not None else np.nan)
+        per_request.append(sections / n if n else np.nan)
+        polls.append(nested)
+    df.insert(1, "kind", kinds)
+    df["requests"], df["sections_per_request"], df["polls_in_sections"] = requests, per_request, polls
+    df["wait_p50_ns"], df["wait_p99_ns"] = [w[0] for w in waits], [w[1] for w in waits]
+    return df
 
 
 @requires(("submits", "enters"))

@@ -106,6 +106,23 @@ TABLES: dict[str, pa.Schema] = {
     # aggregate mode: in-kernel histograms (power-of-two or linear buckets) and counters
     "histograms": pa.schema([("name", pa.string()), ("low", I64), ("high", I64), ("count", I64)]),
     "counters": pa.schema([("name", pa.string()), ("value", I64)]),
+    # --- a real QEMU's run (plugtrace qemu): its uprobes' counts and histograms, and its requests ---------
+    "qemu_counters": pa.schema([("name", pa.string()), ("device", I32), ("value", I64)]),
+    "qemu_histograms": pa.schema([("name", pa.string()), ("low", I64), ("high", I64), ("count", I64)]),
+    "qemu_requests": pa.schema(
+        [
+            ("req_id", I64),
+            ("thread", I32),
+            ("tid", I32),
+            ("device", I32),
+            ("op", I32),
+            ("offset_bytes", I64),
+            ("queue_ns", I64),
+            ("submit_ns", I64),
+            ("section_id", I64),
+            ("section_owner", I32),
+        ]
+    ),
 }
 
 

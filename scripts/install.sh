@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc python3-venv)
 # our eBPF programs (probes/*.bpf.c): compiled with clang against the running kernel's BTF, loaded by libbpf
 DEB_PACKAGES+=(clang libbpf-dev bpftool make)
+# plugtrace qemu: QEMU 7.2 (10.0 comes from scripts/install-qemu.sh) and the guest's busybox
+DEB_PACKAGES+=(qemu-system-x86 busybox-static binutils)
 # Debian's own Python needs these to make a venv and build the extension;
 # another Python (pyenv, a container's) brings its own.
 python3 -c 'import ensurepip, os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
@@ -58,5 +60,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
     fi
     rm -f "$log"
     touch "$stamp"
+fi
+# plugtrace qemu: QEMU 10.0 beside 7.2, the guest kernel, and the guest's initramfs (cached)
+if [ "$(id -u)" -eq 0 ]; then
+    ./scripts/install-qemu.sh
+    .venv/bin/python -m plugtrace.qemu.image >/dev/null
 fi
 echo "plugtrace is installed in $(pwd)/.venv (run: .venv/bin/plugtrace --help)"

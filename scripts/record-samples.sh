@@ -21,4 +21,12 @@ record defer-interleave --device loop --strategy defer --interleave 0.2 --mode e
 record defer-aggregate --device loop --strategy defer --interleave 0.2 --mode aggregate $COMMON
 record defer-zram --device zram --strategy defer --mode events $COMMON
 record defer-zram-aggregate --device zram --strategy defer --mode aggregate $COMMON
+# Real QEMU guests on the same load (2 disks on one iothread, iodepth 32 each, 4 KiB random reads):
+# notebook 05-real-qemu compares them with device-plug and defer above
+QEMU_COMMON="--device loop --size 256M --disks 2 --iothreads shared --iodepth 32 --duration 1 --mode events --max-events 60000 --accel tcg --measure-overhead --quiet"
+for version in 7.2 10.0; do
+    rm -rf "data/qemu-$version"
+    echo "== data/qemu-$version: plugtrace qemu --qemu $version $QEMU_COMMON" >&2
+    $PT qemu --qemu "$version" $QEMU_COMMON -o "data/qemu-$version"
+done
 du -sh data

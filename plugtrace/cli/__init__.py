@@ -20,7 +20,7 @@ import sys
 
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, PlugtraceError
 
-SUBCOMMANDS = ("record", "report", "diff", "export", "devices", "doctor")
+SUBCOMMANDS = ("record", "qemu", "report", "diff", "export", "devices", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,8 @@ def parameters_for(name: str, runs: dict) -> str:
         return f"RUN_CALM = {str(runs['defer'])!r}\nRUN_INTERLEAVED = {str(runs['defer-interleave'])!r}"
     if name.startswith("04"):
         return f"RUNS = {[str(runs[s]) for s in STRATEGIES]!r}"
+    if name.startswith("05"):  # the model's side synthetic; the real QEMU runs are only ever recorded
+        return f"MODEL_RUNS = {[str(runs[s]) for s in ('device-plug', 'defer')]!r}"
     if name.startswith("06"):
         return f"RUNS = {[str(path) for path in runs.values()]!r}"
     return f"RUN = {str(runs['defer-interleave'])!r}"

@@ -1,0 +1,246 @@
+"""The QEMU-side probes: uprobes on a QEMU binary's exported symbols, run by one bpftrace.
+
+`QemuProbes` renders `probes/qemu-defer.bt` (10.0) or `probes/qemu-plug.bt` (7.2) for one QEMU
+process, starts bpftrace (killed with us, however we end: PR_SET_PDEATHSIG; its uprobes go with
+its file descriptors), waits until it is attached, and at the end turns what it printed into
+tables: `qemu_counters` and `qemu_histograms` always, `sections` and `handlers` (one row each)
+in events mode. Event lines beyond `max_events` are counted as lost, as bpftrace's own drops are.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ..tracing.decode import histogram_rows
+from ..tracing.probes import PROBES_DIR
+from .versions import DESIGNS, QemuBinary
+
+READY_TIMEOUT_S = 30.0
+#: luring_co_submit()'s request type bits (QEMU's block/aio.h)
+QEMU_AIO_READ, QEMU_AIO_WRITE = 0x1, 0x2
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:  # in the child, between fork and exec
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def render(qemu: QemuBinary, pid: int, events: bool) -> str:
+    """The probe script of `qemu`'s design for process `pid`."""
+    assert qemu.design is not None, "a QEMU without a plug design has no probe script"
+    text = (PROBES_DIR / DESIGNS[qemu.design][0]).read_text()
+    return (
+        text.replace("{{qemu}}", str(qemu.binary))
+        .replace("{{pid}}", str(pid))
+        .replace("{{events}}", "1" if events else "0")
+    )
+
+
+class QemuProbes:
+    """One bpftrace attached to one QEMU process's plug / defer_call functions."""
+
+    def __init__(self, qemu: QemuBinary, pid: int, events: bool, max_events: int, bpftrace: str = "bpftrace"):
+        self.qemu, self.pid, self.events, self.max_events = qemu, pid, events, max_events
+        self.bpftrace = bpftrace
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []  # event lines, in order
+        self.maps: dict = {}
+        self.lost = 0
+        self.errors: list[str] = []
+        self._ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, script_dir: Path) -> None:
+        """Start bpftrace and wait until every uprobe is attached (CapabilityError-free: a failure
+        is kept in `errors` and reported as could-not-measure)."""
+        script = script_dir / f"qemu-{self.qemu.design}.bt"
+        script.write_text(render(self.qemu, self.pid, self.events))
+        prog = f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{script.read_text()}'
+        script.write_text(prog)
+        self.proc = subprocess.Popen(
+            [self.bpftrace, "-f", "json", str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        self._threads = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                if not self.errors:
+                    self.errors.append("bpftrace did not attach its uprobes in time")
+                return
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self._ready.is_set()
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            kind, data = msg.get("type"), msg.get("data")
+            if kind == "printf":
+                for line in data.splitlines():
+                    if line == "plugtrace-ready":
+                        self._ready.set()
+                    elif len(self.lines) < self.max_events:
+                        self.lines.append(line)
+                    else:
+                        self.lost += 1
+            elif kind in ("map", "hist", "lhist", "stats"):
+                self.maps.update(data)
+            elif kind == "lost_events":
+                self.lost += int(data.get("events", 0))
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            if line and "Attaching" not in line:
+                self.errors.append(line)
+
+    def stop(self) -> None:
+        """Stop bpftrace (it prints its maps as it exits); idempotent."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.errors.append("bpftrace did not stop within 20 s and was killed")
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def device_of_handler(self, iothread_of_disk: dict[str, int]) -> dict[int, int]:
+        """VirtIOBlock address -> disk index. A handler that ran on a disk's own iothread
+        (thread name "IO <iothread id>") is that disk; the others are numbered by address."""
+        seen: dict[int, str] = {}
+        for key in self.maps.get("@handler_thread", {}):
+            addr, _, comm = key.partition(",")
+            seen[int(addr)] = comm
+        owners: dict[int, int] = {}
+        for addr, comm in seen.items():
+            name = comm.removeprefix("IO ")
+            if name in iothread_of_disk:
+                owners[addr] = iothread_of_disk[name]
+        rest = sorted(a for a in seen if a not in owners)
+        free = [i for i in range(len(seen)) if i not in owners.values()]
+        owners.update(zip(rest, free))
+        return owners
+
+    def counters(self, owners: dict[int, int]) -> dict[str, list]:
+        """`qemu_counters`: name, device (-1: all), value."""
+        rows: dict[str, list] = {"name": [], "device": [], "value": []}
+
+        def add(name: str, device: int, value: int) -> None:
+            rows["name"].append(name)
+            rows["device"].append(device)
+            rows["value"].append(int(value))
+
+        for name, value in sorted(self.maps.get("@calls", {}).items()):
+            add(name, -1, value)
+        for addr, value in self.maps.get("@sections_by_owner", {}).items():
+            device = owners.get(int(addr), -1)
+            add("sections" if device >= 0 else "sections_no_handler", device, value)
+        return rows
+
+    def histograms(self) -> dict[str, list]:
+        """`qemu_histograms`: section_ns (outermost section, begin to end after its deferred
+        calls) and deferred_per_section, as the histograms table has them."""
+        rows: dict[str, list] = defaultdict(list)
+        for name in ("section_ns", "deferred_per_section"):
+            for k, v in histogram_rows(name, self.maps.get(f"@{name}", [])).items():
+                rows[k].extend(v)
+        return dict(rows) or {"name": [], "low": [], "high": [], "count": []}
+
+    def event_tables(self, owners: dict[int, int]) -> tuple[dict[str, list], dict[str, list], dict[str, list]]:
+        """(`sections`, `handlers`, `qemu_requests`) from the event lines: the first two in the
+        engine's columns; a request is attributed to the disk whose handler was running on its
+        thread when QEMU handed it to its io_uring driver (-1: none, e.g. IDE)."""
+        sections: dict[str, list] = defaultdict(list)
+        handlers: dict[str, list] = defaultdict(list)
+        requests: dict[str, list] = defaultdict(list)
+        running: dict[int, int] = {}  # tid -> disk whose handler runs
+        threads: dict[int, int] = {}
+        open_section: dict[int, tuple[int, int, int]] = {}  # tid -> (section_id, begin_ns, owner)
+        open_handler: dict[int, int] = {}  # tid -> row in handlers
+        next_id = 0
+        # bpftrace reads its per-CPU buffers one after the other: a thread that moved to another CPU can
+        # have its events printed out of order, so they are put back in time order (stable: ties keep theirs)
+        for f in sorted((line.split() for line in self.lines), key=lambda f: int(f[2])):
+            kind, tid, ts = f[0], int(f[1]), int(f[2])
+            thread = threads.setdefault(tid, len(threads))
+            if kind == "B":
+                open_section[tid] = (next_id, ts, owners.get(int(f[3]), -1))
+                next_id += 1
+            elif kind == "E" and tid in open_section:
+                sid, begin, owner = open_section.pop(tid)
+                for col, v in (
+                    ("section_id", sid),
+                    ("thread", thread),
+                    ("tid", tid),
+                    ("owner", owner),
+                    ("begin_ns", begin),
+                    ("end_ns", ts),
+                    ("nr_deferred_calls", int(f[3])),
+                    ("nr_nested_polls", int(f[4])),
+                ):
+                    sections[col].append(v)
+            elif kind == "H":
+                sid, _, sowner = open_section.get(tid, (-1, 0, -1))
+                open_handler[tid] = len(handlers["tid"])
+                running[tid] = owners.get(int(f[3]), -1)
+                for col, v in (
+                    ("thread", thread),
+                    ("tid", tid),
+                    ("device", running[tid]),
+                    ("begin_ns", ts),
+                    ("end_ns", -1),
+                    ("section_id", sid),
+                    ("section_owner", sowner),
+                ):
+                    handlers[col].append(v)
+            elif kind == "h" and tid in open_handler:
+                handlers["end_ns"][open_handler.pop(tid)] = ts
+                running.pop(tid, None)
+            elif kind == "Q":
+                sid, _, sowner = open_section.get(tid, (-1, 0, -1))
+                aio_type = int(f[3])
+                for col, v in (
+                    ("req_id", len(requests["tid"])),
+                    ("thread", thread),
+                    ("tid", tid),
+                    ("device", running.get(tid, -1)),
+                    ("op", 0 if aio_type & QEMU_AIO_READ else 1 if aio_type & QEMU_AIO_WRITE else -1),
+                    ("offset_bytes", int(f[4])),
+                    ("queue_ns", ts),
+                    ("section_id", sid),
+                    ("section_owner", sowner),
+                ):
+                    requests[col].append(v)
+        return dict(sections), dict(handlers), dict(requests)

@@ -1,0 +1,325 @@
+"""A recording of a real QEMU guest.
+
+`QemuRecording.run()` boots the guest (held at exec until the tracers are attached), traces the
+kernel's io_uring and block probes filtered to QEMU's process and the QEMU-side probes of its
+batching design, waits for the guest workload to finish, and writes a run directory in the
+format of `plugtrace record` (docs/run-format.md) plus the QEMU-only tables. The run directory,
+the kernel tracer, the terminating signals and the status on every way out belong to the
+`Recording` it is handed (the same as `plugtrace record`'s); `close()`, registered with it,
+stops QEMU and the QEMU-side probes however the recording ends. When the recorder itself is
+killed, QEMU and bpftrace die with it (PR_SET_PDEATHSIG) and a loop device clears itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import CapabilityError
+from ..schema import schema_of
+from .image import GuestImage, cache_dir
+from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
+from .probes import QemuProbes
+from .versions import QemuBinary
+
+#: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
+KVM_BOOT_TIMEOUT_S = 20.0
+#: a TCG guest boots in a few seconds on this kind of machine; more is a failure
+BOOT_TIMEOUT_S = 120.0
+
+
+def _table(name: str, rows: dict[str, list]) -> pa.Table:
+    """Rows of table `name` in the columns and types of `plugtrace.schema`."""
+    schema = schema_of(name)
+    assert schema is not None, f"{name} is not in plugtrace.schema"
+    return pa.table({f.name: pa.array(rows.get(f.name, []), type=f.type) for f in schema})
+
+
+def submit_times(run_dir: Path, requests: dict[str, list]) -> list[int]:
+    """When each QEMU request left: the start of the first submitting io_uring_enter() on its
+    thread at or after it was queued (the kernel's `enters` table; -1 without it or after the end)."""
+    path = run_dir / "tables" / "enters.parquet"
+    queued = np.asarray(requests.get("queue_ns", []), dtype=np.int64)
+    out = np.full(len(queued), -1, dtype=np.int64)
+    if not path.exists() or not len(queued):
+        return out.tolist()
+    enters = pq.read_table(path, columns=["ts_ns", "tid", "to_submit"]).to_pandas()
+    enters = enters[enters["to_submit"] > 0]
+    tids = np.asarray(requests["tid"])
+    for tid, group in enters.groupby("tid"):
+        ts = np.sort(group["ts_ns"].to_numpy())
+        mine = np.flatnonzero(tids == tid)
+        at = np.searchsorted(ts, queued[mine], side="left")
+        ok = at < len(ts)
+        out[mine[ok]] = ts[at[ok]]
+    return out.tolist()
+
+
+@dataclass
+class QemuConfig:
+    """What to boot and run: the QEMU, its disks, the guest workload, and how to trace."""
+
+    qemu: str = "10.0"
+    disks: int = 1
+    ide_disks: int = 0
+    iothreads: str = "per-disk"
+    workload: Workload = field(default_factory=Workload)
+    accel: str = "auto"
+    mode: str = "aggregate"
+    max_events: int = 5_000_000
+    measure_overhead: bool = False
+
+
+def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
+    """(accelerator, why): KVM where /dev/kvm really works (a timed boot of the guest, its
+    answer cached per host kernel and QEMU), else TCG."""
+    if wanted == "tcg":
+        return "tcg", "asked for (--accel tcg)"
+    ok, why = kvm_usable()
+    if not ok:
+        if wanted == "kvm":
+            raise CapabilityError(f"--accel kvm: {why}")
+        return "tcg", f"no KVM: {why}"
+    cache = cache_dir().parent / "kvm-probe.json"
+    key = f"{os.uname().release} {qemu.binary} {qemu.version}"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        guest = QemuGuest(
+            qemu,
+            image,
+            "/dev/null",
+            disks=0,
+            ide_disks=0,
+            iothreads="none",
+            workload=Workload(duration_s=0),
+            writable=False,
+            accel="kvm",
+        )
+        try:
+            guest.start()
+            guest.release()
+            known[key] = guest.wait_started(KVM_BOOT_TIMEOUT_S)
+        finally:
+            guest.stop()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known))
+    if known[key]:
+        return "kvm", "a test boot with KVM started the guest"
+    if wanted == "kvm":
+        raise CapabilityError(f"--accel kvm: a guest did not boot with KVM within {KVM_BOOT_TIMEOUT_S:.0f} s")
+    return "tcg", f"a test boot with KVM did not start the guest within {KVM_BOOT_TIMEOUT_S:.0f} s (cached in {cache})"
+
+
+class QemuRecording:
+    """Boot, trace, and write one run directory through `rec` (a `Recording`)."""
+
+    def __init__(self, cfg: QemuConfig, target, rec, qemu: QemuBinary, image: GuestImage, quiet: bool = False):
+        self.cfg, self.target, self.rec, self.quiet = cfg, target, rec, quiet
+        self.qemu, self.image = qemu, image
+        self.guest: QemuGuest | None = None
+        self.probes: QemuProbes | None = None
+        self.accel = ("tcg", "")
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        self._requests: dict[str, list] | None = None
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"plugtrace: {text}", file=sys.stderr)
+
+    def _guest(self) -> QemuGuest:
+        c = self.cfg
+        return QemuGuest(
+            self.qemu,
+            self.image,
+            self.target.path,
+            disks=c.disks,
+            ide_disks=c.ide_disks,
+            iothreads=c.iothreads,
+            workload=c.workload,
+            writable=self.target.writable,
+            accel=self.accel[0],
+        )
+
+    def devices(self) -> list[dict]:
+        """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
+        iots = iothread_ids(self.cfg.disks, self.cfg.iothreads)
+        rows = []
+        for i, (name, kind) in enumerate(disk_names(self.cfg.disks, self.cfg.ide_disks, self.target.writable)):
+            thread = f"IO {iots[i]}" if i < len(iots) and iots[i] else "main loop"
+            rows.append({"index": i, "name": name, "kind": kind, "thread": thread})
+        return rows
+
+    def config(self) -> dict:
+        c = self.cfg
+        return {
+            "strategy": f"real QEMU {self.qemu.version}",
+            "qemu": self.qemu.describe(),
+            "devices": c.disks,
+            "ide_devices": c.ide_disks,
+            "iothreads": c.iothreads,
+            **asdict(c.workload),
+            "mode": c.mode,
+            "device_spec": self.target.kind,
+            "accel": self.accel[0],
+            "accel_why": self.accel[1],
+        }
+
+    def untraced_iops(self) -> float:
+        """The guest workload's IOPS with nothing attached (for --measure-overhead)."""
+        self.guest = guest = self._guest()
+        try:
+            guest.start()
+            guest.release()
+            if not guest.wait_started(BOOT_TIMEOUT_S):
+                raise CapabilityError(f"the untraced guest did not boot (console: {guest.console.tail()})")
+            guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
+        finally:
+            guest.stop()
+        return guest_iops(guest.console)
+
+    def run(self) -> dict:
+        """Record; returns the run's final meta. An error or a signal leaves through the `Recording`,
+        which marks the run; `close()` (registered with it) stops what still runs."""
+        from ..environment import describe_environment
+        from ..store import STATUS_COMPLETE
+
+        rec = self.rec
+        self.accel = choose_accel(self.cfg.accel, self.qemu, self.image)
+        self.say(f"QEMU {self.qemu.version} ({self.qemu.binary}), {self.accel[0].upper()}: {self.accel[1]}")
+        writer = rec.open(
+            config=self.config(),
+            environment=describe_environment(),
+            device=self.target.describe(),
+            emulated_devices=self.devices(),
+        )
+        overhead: dict[str, Any] | None = None
+        if self.cfg.measure_overhead and self.cfg.mode != "off":
+            self.say("measuring the untraced guest first ...")
+            overhead = {"untraced_iops": round(self.untraced_iops(), 1)}
+        self.guest = self._guest()
+        pid = self.guest.start()
+        missing = rec.start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events, markers=False)
+        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" else {}
+        for name, why in (missing | qemu_missing).items():
+            print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
+        self.guest.release()
+        if not self.guest.wait_started(BOOT_TIMEOUT_S):
+            why = (
+                f"QEMU exited ({self.guest.process.returncode})"
+                if self.guest.process.poll() is not None
+                else f"it did not within {BOOT_TIMEOUT_S:.0f} s"
+            )
+            raise CapabilityError(f"the guest did not start its workload: {why} (console: {self.guest.console.tail()})")
+        self.say(f"guest booted; running {self.cfg.workload.rw} for {self.cfg.workload.duration_s:g} s")
+        self.guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
+        info = rec.close_tables()
+        info["probes"]["could_not_measure"].update(qemu_missing)
+        calls = self._finish_qemu_probes(info)
+        if self._requests is not None:
+            self._requests["submit_ns"] = submit_times(rec.out, self._requests)
+            writer.write_table("qemu_requests", _table("qemu_requests", self._requests))
+        iops = guest_iops(self.guest.console)
+        totals = guest_disk_totals(self.guest.console)
+        summary: dict[str, Any] = {
+            "elapsed_s": self.guest.console.elapsed_s,
+            "nr_requests": totals["workload_requests"],
+            "iops": round(iops, 1),
+            **totals,
+        }
+        if "luring_co_submit" in calls:
+            # QEMU's own count of the requests it handed to io_uring, split at the guest's start mark
+            summary["qemu_requests"] = calls["luring_co_submit"]
+            summary["qemu_workload_requests"] = calls.get("luring_co_submit_workload", 0)
+            summary["qemu_boot_requests"] = calls["luring_co_submit"] - summary["qemu_workload_requests"]
+        if overhead is not None:
+            overhead["traced_iops"] = round(iops, 1)
+            overhead["ratio"] = round(iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
+        guest = {
+            "workload": self.guest.console.counts,
+            "disk_stat_before": self.guest.console.stat_before,
+            "disk_stat_after": self.guest.console.stat_after,
+        }
+        rec.finish(STATUS_COMPLETE, info, summary=summary, guest=guest, tracing_overhead=overhead)
+        return writer.meta
+
+    def _start_qemu_probes(self, pid: int) -> dict[str, str]:
+        """Attach the QEMU-side probes; returns what could not be measured."""
+        q = self.qemu
+        if q.design is None:
+            return {
+                "qemu_sections": f"QEMU {q.version} ({q.binary}) exports neither defer_call_begin nor "
+                "blk_io_plug: no plug sections to trace"
+            }
+        if q.missing_symbols:
+            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) does not export {', '.join(q.missing_symbols)}"}
+        from ..tracing import detect_capabilities
+
+        caps = detect_capabilities()
+        if not caps.uprobes[0]:
+            return {"qemu_sections": caps.uprobes[1]}
+        self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+        self.probes = QemuProbes(
+            q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
+        )
+        self.probes.start(Path(self._scratch.name))
+        if not self.probes.running:
+            why = "; ".join(self.probes.errors[-3:]) or "bpftrace exited"
+            self.probes = None
+            return {"qemu_sections": f"the QEMU-side probes did not attach: {why}"}
+        return {}
+
+    def _finish_qemu_probes(self, info: dict) -> dict[str, int]:
+        """Stop the QEMU-side probes and write their tables; returns QEMU's call counts."""
+        p = self.probes
+        if p is None:
+            return {}
+        p.stop()
+        self.probes = None
+        iothread_of_disk = {
+            iot: i
+            for i, iot in enumerate(iothread_ids(self.cfg.disks, self.cfg.iothreads))
+            if iot and self.cfg.iothreads == "per-disk"
+        }
+        owners = p.device_of_handler(iothread_of_disk)
+        counters = p.counters(owners)
+        writer = self.rec.writer
+        writer.write_table("qemu_counters", _table("qemu_counters", counters))
+        writer.write_table("qemu_histograms", _table("qemu_histograms", p.histograms()))
+        if self.cfg.mode == "events":
+            sections, handlers, requests = p.event_tables(owners)
+            writer.write_table("sections", _table("sections", sections))
+            writer.write_table("handlers", _table("handlers", handlers))
+            self._requests = requests
+        info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
+        info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
+        lost = p.lost
+        if lost:
+            info["events_lost"] = (info.get("events_lost") or 0) + lost
+        if p.errors:
+            info.setdefault("qemu_probe_messages", p.errors[-5:])
+        return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
+
+    def close(self) -> None:
+        """Stop QEMU and the QEMU-side probes if they still run. Idempotent."""
+        try:
+            if self.guest is not None:
+                self.guest.stop()
+            if self.probes is not None:
+                self.probes.stop()
+                self.probes = None
+        finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
+                self._scratch = None

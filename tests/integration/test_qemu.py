@@ -1,0 +1,207 @@
+"""plugtrace qemu as a user runs it: real QEMU 7.2 and 10.0 guests (TCG), real bpftrace, real devices.
+
+Each test boots one guest for about 10 s; the counts it checks are exact:
+the SQEs the kernel saw QEMU submit equal QEMU's own io_uring requests (uprobes), those after
+the guest's start mark equal the guest workload's own count, and sections equal the calls
+that open them.
+"""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from plugtrace.analysis import Run
+from tests.helpers import PLUGTRACE, require, require_bpftrace
+
+
+def require_qemu(version: str) -> None:
+    require_bpftrace()
+    from plugtrace.errors import PlugtraceError
+    from plugtrace.qemu.image import guest_image
+    from plugtrace.qemu.versions import find_qemu
+
+    try:
+        find_qemu(version)
+        guest_image()
+    except PlugtraceError as exc:
+        require(False, exc.message)
+
+
+def qemu(*args, timeout=180):
+    return subprocess.run(
+        [*PLUGTRACE, "qemu", "--accel", "tcg", "--size", "256M", "--sparse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def counters(run_dir: Path) -> dict:
+    rows = pq.read_table(run_dir / "tables" / "qemu_counters.parquet").to_pylist()
+    return {(r["name"], r["device"]): r["value"] for r in rows}
+
+
+def leftovers() -> tuple:
+    qemus = subprocess.run(["pgrep", "-f", "plugtrace-guest"], capture_output=True, text=True).stdout.split()
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.count("plugtrace")
+    return qemus, loops
+
+
+def test_qemu_10_aggregate_counts_match_the_guest(tmp_path):
+    require_qemu("10.0")
+    before = leftovers()
+    out = tmp_path / "q10"
+    p = qemu("--qemu", "10.0", "--device", "loop", "--disks", "2", "--duration", "2", "-o", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    s, c = meta["summary"], counters(out)
+    assert meta["config"]["qemu"]["design"] == "defer" and meta["config"]["accel"] == "tcg"
+    assert s["workload_requests"] > 1000
+    # the guest's own count = what QEMU handed io_uring after the guest's start mark
+    assert s["qemu_workload_requests"] == s["workload_requests"]
+    # every request QEMU handed io_uring is one SQE the kernel saw QEMU submit
+    h = pq.read_table(out / "tables" / "histograms.parquet").to_pandas()
+    sizes = h[h.name == "submit_nr_sqes"]
+    assert int((sizes.low * sizes["count"]).sum()) == s["qemu_requests"] == c[("luring_co_submit", -1)]
+    # sections: each handler run opens one; begins and ends pair up
+    assert c[("defer_call_begin", -1)] == c[("defer_call_end", -1)]
+    assert c[("sections", 0)] + c[("sections", 1)] == c[("virtio_blk_handle_vq", -1)]
+    assert c[("sections", 0)] > 0 and c[("sections", 1)] > 0  # both disks' iothreads
+    assert "qemu:defer" in meta["probes"]["ran"]
+    assert leftovers() == before
+    run = Run.open(out)
+    assert run.strategy == "real QEMU 10.0.2"
+    # the report puts a model run (a shipped sample) and the real one side by side
+    model = Path(__file__).resolve().parents[2] / "data" / "defer"
+    report = subprocess.run(
+        [*PLUGTRACE, "report", str(model), str(out), "-o", str(tmp_path / "r.html"), "--static"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "real QEMU 10.0.2" in html and "defer" in html
+
+
+def test_qemu_72_events_sections_and_requests(tmp_path):
+    require_qemu("7.2")
+    before = leftovers()
+    out = tmp_path / "q72"
+    p = qemu(
+        "--qemu",
+        "7.2",
+        "--device",
+        "zram",
+        "--disks",
+        "2",
+        "--iothreads",
+        "shared",
+        "--ide-disks",
+        "1",
+        "--duration",
+        "2",
+        "--mode",
+        "events",
+        "-o",
+        str(out),
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    s, c = meta["summary"], counters(out)
+    assert meta["config"]["qemu"]["design"] == "plug"
+    assert s["qemu_workload_requests"] == s["workload_requests"] > 1000
+    assert set(meta["guest"]["workload"]) == {"vda", "vdb", "sda"}
+    uring = pq.read_table(out / "tables" / "uring_requests.parquet").to_pandas()
+    assert (uring.event == "submit").sum() == c[("luring_co_submit", -1)] == s["qemu_requests"]
+    assert meta["events_lost"] == 0
+    sections = pq.read_table(out / "tables" / "sections.parquet").to_pandas()
+    handlers = pq.read_table(out / "tables" / "handlers.parquet").to_pandas()
+    assert len(sections) == c[("sections", -1)] == c[("virtio_blk_handle_vq", -1)]
+    assert c[("blk_io_plug", -1)] == c[("blk_io_unplug", -1)] >= len(sections)
+    assert len(handlers) == c[("virtio_blk_handle_vq", -1)]
+    assert sorted(sections.owner.unique()) == [0, 1]  # both disks, one shared iothread
+    assert sections.nr_deferred_calls.sum() == c[("luring_co_submit_in_section", -1)]
+    assert (sections.end_ns >= sections.begin_ns).all()
+    requests = pq.read_table(out / "tables" / "qemu_requests.parquet").to_pandas()
+    assert len(requests) == c[("luring_co_submit", -1)]
+    virtio = requests[requests.device >= 0]  # IDE requests run outside any handler
+    assert sorted(virtio.device.unique()) == [0, 1] and (virtio.op == 0).all()
+    sent = requests[requests.submit_ns >= 0]
+    assert len(sent) > 0.99 * len(requests) and (sent.submit_ns >= sent.queue_ns).all()
+    assert leftovers() == before
+    from plugtrace.analysis import df_batch_sizes, df_sections
+
+    assert len(df_sections(Run.open(out))) == len(sections)
+    assert df_batch_sizes(Run.open(out))["count"].sum() > 0
+
+
+def test_missing_qemu_says_could_not_measure(tmp_path):
+    require_bpftrace()
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("#!/bin/sh\necho 'QEMU emulator version 9.9.9'\n")
+    fake.chmod(0o755)
+    p = qemu("--qemu", str(fake), "--device", "loop", "-o", str(tmp_path / "r"), timeout=60)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "could not measure" in p.stderr or "did not" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_a_stopped_recorder_leaves_no_qemu_device_or_probe(tmp_path, sig):
+    require_qemu("10.0")
+    before = leftovers()
+    proc = subprocess.Popen(
+        [
+            *PLUGTRACE,
+            "qemu",
+            "--qemu",
+            "10.0",
+            "--accel",
+            "tcg",
+            "--size",
+            "64M",
+            "--sparse",
+            "--duration",
+            "30",
+            "-o",
+            str(tmp_path / "r"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not leftovers()[0]:
+        time.sleep(0.2)
+    assert leftovers()[0], "QEMU never started"
+    time.sleep(3)  # booted and traced
+    bpftraces = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "bpftrace"], capture_output=True, text=True
+    ).stdout.split()
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and leftovers() != before:
+        time.sleep(0.2)
+    assert leftovers() == before
+
+    def alive(pid: str) -> bool:  # a zombie waiting for init to reap it holds no probe
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(map(alive, bpftraces)):
+        time.sleep(0.2)
+    assert not any(map(alive, bpftraces))
+    events = Path("/sys/kernel/tracing/uprobe_events")
+    assert "qemu-system" not in (events.read_text() if events.exists() else "")
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"] == "interrupted"
