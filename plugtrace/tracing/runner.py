@@ -291,6 +291,8 @@ class Tracer:
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         #: copies of the scripts that also follow the children `pid` had already (see `_script`)
         self._scripts_dir: tempfile.TemporaryDirectory | None = None
+        #: the children `pid` had when the first script was started: every script follows the same ones
+        self._existing: list[int] | None = None
         self._result: TraceResult | None = None
 
     # --- choosing ------------------------------------------------------------
@@ -517,7 +519,9 @@ class Tracer:
             return str(spec.path)
         from .libbpf import descendants
 
-        children = descendants(self.pid)
+        if self._existing is None:
+            self._existing = descendants(self.pid)
+        children = self._existing
         text = spec.path.read_text()
         if not children or self._FOLLOW not in text:
             return str(spec.path)
