@@ -90,7 +90,7 @@ def run(
         "maps": {},
         "messages": [],
         "error": sink.error,
-        "wrote": sink.writer is not None,
+        "wrote": sink.created(),
     }
 
 

@@ -612,8 +612,12 @@ class Tracer:
             dropped += p.done.get("dropped", 0)
             if p.events:
                 ran.append(p.spec.table)
-                if p.done.get("wrote") and writer is not None:
-                    writer.adopt_table(p.spec.table, p.done.get("rows", 0), damaged=bool(p.done.get("error")))
+                # A file the worker created is the run's even when its first write failed (a
+                # full disk leaves it empty) or the worker died before saying so: meta lists it,
+                # damaged unless the worker finished it.
+                if writer is not None and (p.done.get("wrote") or writer.table_path(p.spec.table).exists()):
+                    damaged = bool(p.done.get("error")) or not p.done
+                    writer.adopt_table(p.spec.table, p.done.get("rows", 0), damaged=damaged)
                 continue
             maps = p.done.get("maps") or {}
             if not maps:

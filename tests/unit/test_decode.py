@@ -119,3 +119,17 @@ def test_request_flags_are_spelled_as_the_block_tracepoints_spell_rwbs():
     for spelled, pick in ((True, 0), (False, 1)):
         got = _Rwbs(kernel, zoned=spelled)(np.array(list(zoned), dtype=np.uint32))
         assert list(got) == [v[pick] for v in zoned.values()]
+
+
+def test_a_table_file_that_could_not_be_written_is_still_reported_as_created():
+    # /dev/full fails every write with ENOSPC, as a full disk does; the file exists all the
+    # same, and the recording must list it (as damaged) rather than leave it unaccounted.
+    from plugtrace.schema import TABLES
+    from plugtrace.tracing.worker import _TableFile
+
+    sink = _TableFile("/dev/full", "block_unplug")
+    schema = TABLES["block_unplug"]
+    sink.write([pa.table({f.name: pa.array([1], f.type) for f in schema}, schema=schema)])
+    sink.close()
+    assert sink.error is not None and "No space left" in sink.error
+    assert sink.created()
