@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CapabilityError, DeviceError, UsageError
+from .procfs import process_start
 
 __all__ = ["Target", "open_target", "cleanup_all", "cleanup_orphans", "parse_size", "is_mounted"]
 
@@ -245,17 +246,9 @@ def _zram_owner_file(index: int) -> Path:
     return ZRAM_OWNERS / f"zram{index}.owner"
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` (clock ticks since boot), or None when there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _claim_zram(index: int) -> None:
     ZRAM_OWNERS.mkdir(parents=True, exist_ok=True)
-    _zram_owner_file(index).write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+    _zram_owner_file(index).write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
 
 
 def orphaned_zram() -> list[int]:
@@ -267,7 +260,7 @@ def orphaned_zram() -> list[int]:
             index = int(owner.name[len("zram") : -len(".owner")])
         except (OSError, ValueError):
             continue
-        if _process_start(int(pid)) != start and Path(f"/sys/block/zram{index}").exists():
+        if process_start(int(pid)) != start and Path(f"/sys/block/zram{index}").exists():
             found.append(index)
         elif not Path(f"/sys/block/zram{index}").exists():
             _unlink(str(owner))

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..errors import EXIT_DATA_MISMATCH, EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
+from ..procfs import descendants
 from .recording import Recording
 
 HELP = "run a workload on a real io_uring device and record what happened"
@@ -484,8 +485,6 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     if command and shutil.which(command[0]) is None:
         raise UsageError(f"cannot run {command[0]}: not found, or not executable")
     watched = _watched_device(args.watch_device)
-    from ..tracing.libbpf import descendants
-
     children = descendants(args.pid) if args.pid is not None else []
     if children:
         shown = ", ".join(map(str, children[:8])) + (", ..." if len(children) > 8 else "")

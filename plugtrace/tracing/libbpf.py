@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..procfs import descendants
 from .probes import PROBES_DIR
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "Ring",
     "available",
     "bpf_stats",
-    "descendants",
     "libbpf_version",
     "objects_dir",
     "record_dtype",
@@ -65,23 +65,6 @@ def _binding():
 
 class BpfError(OSError):
     """Loading or attaching our programs failed; the message says which and why in one line."""
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes `pid` started (and theirs), from /proc's parent links."""
-    children: dict[int, list[int]] = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat_file.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return sorted(found)
 
 
 def _pid_max() -> int:

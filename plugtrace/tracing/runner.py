@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import CapabilityError, PlugtraceError
+from ..procfs import descendants
 from ..schema import TABLES
 from .capabilities import Capabilities, cpu_ids
 from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
@@ -517,8 +518,6 @@ class Tracer:
         children `pid` forked already too (a copy of the same name, so it reads as the script it is)."""
         if not (self.existing_children and self.pid):
             return str(spec.path)
-        from .libbpf import descendants
-
         if self._existing is None:
             self._existing = descendants(self.pid)
         children = self._existing

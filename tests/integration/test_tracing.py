@@ -622,7 +622,7 @@ def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bp
         stderr=subprocess.DEVNULL,
     )
     try:
-        from plugtrace.tracing.libbpf import descendants
+        from plugtrace.procfs import descendants
 
         deadline = time.monotonic() + 30
         while len(descendants(fio.pid)) < 2 and time.monotonic() < deadline:
