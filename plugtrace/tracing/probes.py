@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ..schema import LABEL, TABLES
+
 
 def _probes_dir() -> Path:
     """probes/ of a checkout, else the copy an installed wheel carries as the package plugtrace.probes;
@@ -44,14 +46,14 @@ class ProbeSpec:
 
     `table` names the events-mode table (and the probe in meta.json);
     `tracepoints` must all be present for it to run; `columns` are the fields
-    of one events-mode line, with their Arrow types; `needs_uprobes` marks the
+    of one events-mode line, with their Arrow types, derived from the table's
+    schema; `needs_uprobes` marks the
     marker probe, which also needs the extension's path.
     """
 
     table: str
     file: str
     tracepoints: tuple[str, ...]
-    columns: tuple[tuple[str, pa.DataType], ...]
     needs_uprobes: bool = False
     #: integer columns printed as codes, stored as these names
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -71,11 +73,17 @@ class ProbeSpec:
         return PROBES_DIR / self.file
 
     @property
+    def columns(self) -> tuple[tuple[str, pa.DataType], ...]:
+        """The fields of one events-mode line: the table's columns (`plugtrace.schema`), a
+        label printed as its code; none for a program that serves aggregate mode only."""
+        if "events" not in self.modes:
+            return ()
+        return tuple((f.name, pa.int32() if f.type == LABEL else f.type) for f in TABLES[self.table])
+
+    @property
     def schema(self) -> pa.Schema:
         return pa.schema(list(self.columns))
 
-
-I64, I32 = pa.int64(), pa.int32()
 
 #: why the uprobes on our plug-section markers stay off unless asked for. The engine logs every section,
 #: request and submit itself; a uprobe traps into the kernel at each marker it fires (two per section, and
@@ -92,16 +100,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         "enters",
         "io_uring_enter.bt",
         ("syscalls:sys_enter_io_uring_enter", "syscalls:sys_exit_io_uring_enter"),
-        (
-            ("ts_ns", I64),
-            ("tid", I32),
-            ("fd", I32),
-            ("to_submit", I32),
-            ("min_complete", I32),
-            ("flags", I32),
-            ("ret", I32),
-            ("latency_ns", I64),
-        ),
         # aggregate mode counts SQEs per enter through uring_requests instead:
         # a syscall tracepoint puts every system call of the machine on the
         # tracing slow path (what each costs fio: README, "Tracing")
@@ -112,7 +110,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         "uring_requests",
         "uring_requests.bt",
         ("io_uring:io_uring_submit_req", "io_uring:io_uring_complete"),
-        (("ts_ns", I64), ("tid", I32), ("event", I32), ("user_data", pa.uint64()), ("opcode", I32), ("res", I32)),
         labels=(("event", ("submit", "complete")),),
         modes=("events",),
         purpose="each io_uring request's submit and completion",
@@ -122,7 +119,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         "uring_requests",
         "uring_submits.bt",
         ("io_uring:io_uring_submit_req",),
-        (),
         modes=("aggregate",),
         purpose="SQEs per submitting io_uring_enter(), from each request's position in its batch",
     ),
@@ -130,15 +126,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         "block_rq",
         "block_rq.bt",
         ("block:block_rq_issue", "block:block_rq_complete"),
-        (
-            ("issue_ns", I64),
-            ("complete_ns", I64),
-            ("latency_ns", I64),
-            ("dev", I64),
-            ("sector", I64),
-            ("nr_bytes", I64),
-            ("rwbs", pa.string()),
-        ),
         default_needs_device=True,
         purpose="block requests issued to the device and their latency",
     ),
@@ -146,7 +133,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         "block_unplug",
         "block_plug.bt",
         ("block:block_unplug",),
-        (("ts_ns", I64), ("tid", I32), ("nr_rq", I32)),
         default_needs_device=True,
         purpose="requests flushed per block-layer unplug",
     ),
@@ -154,7 +140,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         "markers",
         "markers.bt",
         (),
-        (("ts_ns", I64), ("tid", I32), ("marker", I32), ("arg0", I64), ("arg1", I64)),
         needs_uprobes=True,
         labels=(("marker", ("section_begin", "section_end", "deferred_run", "request_queued", "submit")),),
         modes=("events",),
@@ -167,7 +152,6 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec(
         "markers",
         "section_markers.bt",
-        (),
         (),
         needs_uprobes=True,
         modes=("aggregate",),

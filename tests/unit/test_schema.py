@@ -39,18 +39,25 @@ def test_a_synthetic_run_has_the_schema(tmp_path):
         assert schema.remove_metadata() == TABLES[name], name
 
 
-def test_the_tracers_probe_columns_are_those_of_the_schema():
+def test_each_events_script_prints_one_field_per_column_of_its_table():
+    import re
+
     from plugtrace.tracing.probes import PROBES
 
+    checked = 0
     for spec in PROBES:
-        if not spec.columns:
+        if "events" not in spec.modes:
+            assert spec.columns == ()
             continue
-        labelled = {column for column, _ in spec.labels}
-        expected = TABLES[spec.table]
-        assert [n for n, _ in spec.columns] == expected.names, spec.table
-        for column, dtype in spec.columns:
-            want = expected.field(column).type
-            assert (want == LABEL) if column in labelled else (dtype == want), f"{spec.table}.{column}"
+        schema = TABLES[spec.table]
+        # a label column is printed as its code and named by the spec's labels
+        assert {c for c, _ in spec.labels} == {f.name for f in schema if f.type == LABEL}, spec.table
+        formats = re.findall(r'printf\("([^"]*)\\n"', spec.path.read_text())
+        assert formats, spec.file
+        for fmt in formats:
+            assert fmt.count(",") + 1 == len(spec.columns) == len(schema), f"{spec.file}: {fmt}"
+        checked += 1
+    assert checked >= 5
 
 
 def test_conform_casts_and_refuses_other_columns():
