@@ -97,6 +97,20 @@ def _child_setup() -> None:  # runs in the child between fork and exec
         pass
 
 
+def _spawn(argv: list[str], stdin: Any = subprocess.DEVNULL, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A probe's process: output piped to us, in a session of its own (a Ctrl-C at the terminal reaches
+    only the recording, which stops its probes in order), set up by `_child_setup`."""
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_child_setup,
+    )
+
+
 @dataclass
 class _ProbeProcess:
     """One probe running in processes of its own, by one of two backends: bpftrace piped into its
@@ -406,34 +420,16 @@ class Tracer:
             worker_argv += ["--max-events", str(self.max_events)]
         env = dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES))
         with signals_held():
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_child_setup,
-            )
+            proc = _spawn(argv, env=env)
             try:
-                worker = subprocess.Popen(
-                    worker_argv,
-                    stdin=proc.stdout,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    preexec_fn=_child_setup,
-                )
+                worker = _spawn(worker_argv, stdin=proc.stdout)
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
             if proc.stdout is not None:
                 proc.stdout.close()  # the worker holds the read end now
-            p = _ProbeProcess(spec, proc, worker, events)
-            _live.add(p)
-            self._procs.append(p)
-        p.start_readers()
+            self._track(_ProbeProcess(spec, proc, worker, events))
 
     def _await_attached(self) -> list[_ProbeProcess]:
         """Wait until every probe process started has attached; those that did not are
@@ -492,17 +488,12 @@ class Tracer:
         if self.max_events:
             argv += ["--max-events", str(self.max_events)]
         with signals_held():
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_child_setup,
-            )
-            p = _ProbeProcess(spec, proc, None, True)
-            _live.add(p)
-            self._procs.append(p)
+            self._track(_ProbeProcess(spec, _spawn(argv), None, True))
+
+    def _track(self, p: _ProbeProcess) -> None:
+        """From here on `p` is stopped with the recording, and by the exit handlers if the recording is not."""
+        _live.add(p)
+        self._procs.append(p)
         p.start_readers()
 
     def _close_own(self) -> None:
