@@ -90,7 +90,6 @@ def run(
         "maps": {},
         "messages": [],
         "error": sink.error,
-        "wrote": sink.created(),
     }
 
 

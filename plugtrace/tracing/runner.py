@@ -429,7 +429,8 @@ class Tracer:
                 raise
             if proc.stdout is not None:
                 proc.stdout.close()  # the worker holds the read end now
-            self._track(_ProbeProcess(spec, proc, worker, events))
+            p = self._track(_ProbeProcess(spec, proc, worker, events))
+        p.start_readers()
 
     def _await_attached(self) -> list[_ProbeProcess]:
         """Wait until every probe process started has attached; those that did not are
@@ -488,13 +489,14 @@ class Tracer:
         if self.max_events:
             argv += ["--max-events", str(self.max_events)]
         with signals_held():
-            self._track(_ProbeProcess(spec, _spawn(argv), None, True))
+            p = self._track(_ProbeProcess(spec, _spawn(argv), None, True))
+        p.start_readers()
 
-    def _track(self, p: _ProbeProcess) -> None:
+    def _track(self, p: _ProbeProcess) -> _ProbeProcess:
         """From here on `p` is stopped with the recording, and by the exit handlers if the recording is not."""
         _live.add(p)
         self._procs.append(p)
-        p.start_readers()
+        return p
 
     def _close_own(self) -> None:
         own, self._own = self._own, {}
@@ -605,7 +607,7 @@ class Tracer:
                 # A file the worker created is the run's even when its first write failed (a
                 # full disk leaves it empty) or the worker died before saying so: meta lists it,
                 # damaged unless the worker finished it.
-                if writer is not None and (p.done.get("wrote") or writer.table_path(p.spec.table).exists()):
+                if writer is not None and writer.table_path(p.spec.table).exists():
                     damaged = bool(p.done.get("error")) or not p.done
                     writer.adopt_table(p.spec.table, p.done.get("rows", 0), damaged=damaged)
                 continue

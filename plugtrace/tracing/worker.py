@@ -56,10 +56,6 @@ class _TableFile:
         except OSError as exc:
             self.error = f"cannot write {self.path}: {exc.strerror or exc}"
 
-    def created(self) -> bool:
-        """Whether the file exists: opening it can fail (a full disk) after creating it empty."""
-        return os.path.exists(self.path)
-
     def close(self) -> None:
         if self.writer is not None and not self.error:
             try:
@@ -108,7 +104,6 @@ def run(table: str, out: str, max_events: int | None) -> dict:
         "maps": maps,
         "messages": messages,
         "error": sink.error,
-        "wrote": sink.created(),
     }
 
 

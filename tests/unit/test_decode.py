@@ -121,15 +121,16 @@ def test_request_flags_are_spelled_as_the_block_tracepoints_spell_rwbs():
         assert list(got) == [v[pick] for v in zoned.values()]
 
 
-def test_a_table_file_that_could_not_be_written_is_still_reported_as_created():
-    # /dev/full fails every write with ENOSPC, as a full disk does; the file exists all the
-    # same, and the recording must list it (as damaged) rather than leave it unaccounted.
+def test_a_table_file_keeps_a_write_error_instead_of_raising():
+    # /dev/full fails every write with ENOSPC, as a full disk does: the worker keeps reading
+    # (so bpftrace is not blocked) and reports the error, and the table is marked damaged.
     from plugtrace.schema import TABLES
     from plugtrace.tracing.worker import _TableFile
 
     sink = _TableFile("/dev/full", "block_unplug")
     schema = TABLES["block_unplug"]
-    sink.write([pa.table({f.name: pa.array([1], f.type) for f in schema}, schema=schema)])
+    for _ in range(2):
+        sink.write([pa.table({f.name: pa.array([1], f.type) for f in schema}, schema=schema)])
     sink.close()
     assert sink.error is not None and "No space left" in sink.error
-    assert sink.created()
+    assert sink.rows == 0
