@@ -47,8 +47,8 @@ class ProbeSpec:
     `table` names the events-mode table (and the probe in meta.json);
     `tracepoints` must all be present for it to run; `columns` are the fields
     of one events-mode line, with their Arrow types, derived from the table's
-    schema; `needs_uprobes` marks the
-    marker probe, which also needs the extension's path.
+    schema; `needs_uprobes` marks the marker probe, which also needs the
+    extension's path.
     """
 
     table: str
