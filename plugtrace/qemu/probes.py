@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
+from ..tracing.runner import PERF_RB_PAGES
 from .versions import DESIGNS, QemuBinary
 
 READY_TIMEOUT_S = 30.0
@@ -72,6 +74,9 @@ class QemuProbes:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,
+            # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
+            # while its reader waits for a CPU that TCG guests keep busy
+            env=dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES)),
         )
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),

@@ -305,6 +305,7 @@ class QemuRecording:
         info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
         info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
         lost = p.lost
+        info["probes"].setdefault("lost_events", {})[f"qemu:{self.qemu.design}"] = lost
         if lost:
             info["events_lost"] = (info.get("events_lost") or 0) + lost
         if p.errors:
