@@ -24,12 +24,13 @@ import heapq
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from .analysis import Run, df_requests
 from .errors import PlugtraceError
+from .output import output_file
 
 __all__ = ["to_perfetto", "ExportSummary"]
 
@@ -60,12 +61,12 @@ def _slots(begin: np.ndarray, end: np.ndarray) -> np.ndarray:
 class _Writer:
     """Tracks and time-ordered events, written with Perfetto's streaming trace builder."""
 
-    def __init__(self, path: Path):
+    def __init__(self, file: IO[bytes]):
         from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TrackEvent
         from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
 
         self.TrackEvent = TrackEvent
-        self.file = open(path, "wb")
+        self.file = _Counting(file)
         self.builder = StreamingTraceProtoBuilder(self.file)
         self.next_uuid = 1
         self.tracks: dict[Any, int] = {}
@@ -133,8 +134,18 @@ class _Writer:
                 packet.trusted_packet_sequence_id = _SEQUENCE
                 self.emitters[kind[i]](packet.track_event, int(row[i]))
                 self._write(packet)
-        self.file.close()
         return self.packets
+
+
+class _Counting:
+    """A binary file that counts what is written to it (the output may be a FIFO, which has no size)."""
+
+    def __init__(self, file: IO[bytes]):
+        self.file, self.bytes = file, 0
+
+    def write(self, data: bytes) -> int:
+        self.bytes += len(data)
+        return self.file.write(data)
 
 
 class _Links:
@@ -169,11 +180,15 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
         import perfetto.trace_builder.proto_builder  # noqa: F401
     except ImportError:
         raise PlugtraceError("exporting to Perfetto needs the perfetto package (pip install perfetto)") from None
-    lo = hi = None
-    if window_ms is not None:
-        lo, hi = (run.start_ns + int(v * 1e6) for v in window_ms)
-    out = Path(path)
-    w = _Writer(out)
+    # written whole or not at all, never over the run itself (see plugtrace.output)
+    with output_file(path, protect=[run.path]) as fh:
+        w = _Writer(fh)
+        summary = _write_trace(run, w, window_ms)
+    summary["bytes"] = w.file.bytes
+    return summary
+
+
+def _write_trace(run: Run, w: _Writer, window_ms: tuple[float, float] | None) -> ExportSummary:
     T = w.TrackEvent
     summary = ExportSummary(sections=0, submits=0, enters=0, requests=0, block_requests=0, flows=0, counter_values=0)
     process = w.track("process", "", process=(1, f"plugtrace run {run.name} ({run.strategy})"))
@@ -364,7 +379,6 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
         summary["block_requests"] = len(sector)
 
     summary["packets"] = w.finish()
-    summary["bytes"] = out.stat().st_size
     return summary
 
 

@@ -14,7 +14,6 @@ run cut short still leaves readable files behind.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import os
 import threading
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PlugtraceError, RunDirError
+from .output import WriteError, output_file, write_error
 from .schema import schema_of
 
 SCHEMA_NAME = "plugtrace-run"
@@ -53,18 +53,9 @@ def _as_arrow(data: Any) -> pa.Table:
     raise TypeError(f"cannot store {type(data).__name__} as a table")
 
 
-class StoreWriteError(PlugtraceError):
-    """Writing the run directory failed (disk full, quota, I/O error)."""
-
-
-def _disk_error(path: Path, exc: OSError) -> PlugtraceError:
-    if exc.errno == errno.ENOSPC:
-        why = "the disk is full"
-    elif exc.errno == errno.EDQUOT:
-        why = "the disk quota is exhausted"
-    else:
-        why = exc.strerror or str(exc)
-    return StoreWriteError(f"cannot write {path}: {why}")
+#: writing the run directory failed (disk full, quota, I/O error)
+StoreWriteError = WriteError
+_disk_error = write_error
 
 
 def conform(name: str, table: pa.Table) -> pa.Table:
@@ -205,19 +196,10 @@ class RunWriter:
             self._write_meta()
 
     def _write_meta(self) -> None:
-        path = self.path / "meta.json"
-        tmp = path.with_suffix(".json.tmp")
-        try:
-            with open(tmp, "w") as fh:
-                json.dump(self.meta, fh, indent=2, default=_json_default)
-                fh.write("\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise _disk_error(path, exc) from exc
+        # the recorder handles signals itself, and meta.json is rewritten from its threads too
+        with output_file(self.path / "meta.json", text=True, interruptible=False) as fh:
+            json.dump(self.meta, fh, indent=2, default=_json_default)
+            fh.write("\n")
 
     def close_tables(self) -> PlugtraceError | None:
         """Finish every open table (so it can be read); returns the first error, if any.

@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Any
 
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, PlugtraceError
 
@@ -52,27 +53,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StdoutError(PlugtraceError):
+    """Standard output cannot be written: a full disk or a failing device (`plugtrace diff A B > /dev/full`)."""
+
+
+class _CheckedStdout:
+    """sys.stdout whose write errors (but a closed pipe's) are a StdoutError, told apart from any other OSError."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def _guard(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutError(f"cannot write to standard output: {exc.strerror}") from None
+
+    def write(self, text: str) -> int:
+        return int(self._guard(self._stream.write, text))
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    stdout, sys.stdout = sys.stdout, _CheckedStdout(sys.stdout)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "_run", None):
             parser.print_help()
             return 2
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a full or failing stdout is told here, not by Python's own flush at exit
+        return code
     except PlugtraceError as exc:
         print(f"plugtrace: {exc.message}", file=sys.stderr)
+        if isinstance(exc, StdoutError):
+            _drop_stdout(stdout)
         return exc.exit_code
     except KeyboardInterrupt:
         # Ctrl-C before a command had anything to keep (e.g. while starting up)
         print("plugtrace: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # the reader of our output went away (`plugtrace devices | head`): nothing to say, nor anyone to say it
-        # to; stdout goes to /dev/null so that Python's own flush at exit does not complain either
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # the reader of our output went away (`plugtrace devices | head`): nothing to say, nor anyone to say it to
+        _drop_stdout(stdout)
         return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout = stdout
+
+
+def _drop_stdout(stdout: Any) -> None:
+    """What is left to write to stdout goes to /dev/null, so that Python's own flush at exit has nothing to
+    complain about."""
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # not a file (a notebook's, a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..analysis import DIFF_NUMBERS, Run
 from ..errors import UsageError
+from ..output import check_not_in_runs, output_file
 
 HELP = "compare two runs (or two directories of runs): what changed, beyond noise or not"
 DESCRIPTION = """\
@@ -131,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
     conditions = [Condition.parse(text) for text in args.fail_if]
     failed = False
     frames = []
-    for a, b in _pairs(args.a, args.b):
+    pairs = _pairs(args.a, args.b)
+    inputs = [run.path for pair in pairs for run in pair]
+    if args.csv:  # before any work: the CSV must never go over a run being compared
+        check_not_in_runs(args.csv, inputs, "--csv")
+    for a, b in pairs:
         diff = df_diff(a, b, noise=args.noise / 100)
         print(f"{a.path} -> {b.path}")
         print(_format(diff))
@@ -142,5 +147,6 @@ def run(args: argparse.Namespace) -> int:
         print()
         frames.append(diff.assign(a_run=str(a.path), b_run=str(b.path)))
     if args.csv:
-        pd.concat(frames, ignore_index=True).to_csv(args.csv, index=False)
+        with output_file(args.csv, text=True, protect=inputs, option="--csv") as fh:
+            pd.concat(frames, ignore_index=True).to_csv(fh, index=False)
     return EXIT_CONDITION_MET if failed else 0

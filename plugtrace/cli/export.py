@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_output(run: Path, name: str) -> Path:
+    """RUN-NAME.pftrace in the current directory, or beside the run when the current directory is inside it."""
+    here, own = Path.cwd().resolve(), run.resolve()
+    return (own.parent if here.is_relative_to(own) else Path()) / f"{name}.pftrace"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis import Run
     from ..export import to_perfetto
@@ -48,17 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.window_ms and args.window_ms[0] >= args.window_ms[1]:
         raise UsageError("--window-ms START END needs START < END")
     source = Run.open(args.run)
-    out = args.output or Path(f"{source.name}.pftrace")
+    out = args.output or _default_output(source.path, source.name)
     requests = (source.meta.get("tables") or {}).get("requests", {}).get("rows", 0)
     if requests > BIG_RUN_REQUESTS and not args.window_ms:
         print(
             f"note: {requests:,} requests make a trace of several GB, more than Perfetto's UI opens in a browser "
             "tab (about 1-2 GB); --window-ms START END exports part of the run"
         )
-    try:
-        summary = to_perfetto(source, out, window_ms=tuple(args.window_ms) if args.window_ms else None)
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror}") from None
+    summary = to_perfetto(source, out, window_ms=tuple(args.window_ms) if args.window_ms else None)
     print(
         f"wrote {out.resolve()} ({summary['bytes'] / 1e6:.1f} MB): {summary['requests']:,} requests, "
         f"{summary['sections']:,} sections, {summary['submits']:,} submits, {summary['enters']:,} kernel enters, "

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..analysis import Runs
-from ..errors import PlugtraceError, UsageError
+from ..output import check_not_in_runs, output_file
 
 HELP = "write an HTML report about one or more run directories"
 DESCRIPTION = """\
@@ -46,19 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from ..report import render
 
     runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
-    out = args.output.resolve()
-    for run in runs:  # a report may sit in a run directory, but never over the run's own files
-        own = run.path.resolve()
-        if out == own / "meta.json" or out.is_relative_to(own / "tables") or out == own:
-            raise UsageError(f"-o {args.output}: that is part of the run {run.path}; write the report elsewhere")
+    # a report may sit in a run directory, but never over the run's own files
+    check_not_in_runs(args.output, [run.path for run in runs])
     html = render(runs, interactive=not args.static)
-    # written beside, then renamed over: a failed write never leaves half a report in place of the old one
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PlugtraceError(f"cannot write {args.output}: {exc.strerror}") from None
+    with output_file(args.output, text=True, protect=[run.path for run in runs]) as fh:
+        fh.write(html)
     print(f"wrote {args.output.resolve()} ({len(html.encode()) / 1e6:.1f} MB, {len(runs)} run{'s' * (len(runs) != 1)})")
     return 0
