@@ -36,7 +36,7 @@ import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 
 from . import store
-from .errors import PlugtraceError, RunDirError
+from .errors import PlugtraceError, RunDirError, UsageError
 from .query import Aggregate, LocalEngine, TableFile, _bin, _file_source, default_engine, percentiles
 
 __all__ = [
@@ -111,6 +111,30 @@ PARTIAL_STATUSES = (store.STATUS_RECORDING, store.STATUS_INTERRUPTED, store.STAT
 
 class MissingTableError(PlugtraceError):
     """An analysis needs a table the run does not have."""
+
+
+class WindowError(UsageError, ValueError):
+    """A time window that is not two finite times, START < END, within `MAX_WINDOW_MS` of the run's start."""
+
+
+#: how far from a run's start a time window may reach, ms (a month: timestamps stay well inside int64 ns)
+MAX_WINDOW_MS = 31 * 24 * 3600e3
+
+
+def check_window(window_ms: Sequence[float], name: str = "window_ms") -> tuple[float, float]:
+    """`window_ms` (start, end: ms since the run's start) as two floats, or a WindowError naming `name`."""
+    try:
+        start, end = (float(v) for v in window_ms)
+    except (TypeError, ValueError):
+        raise WindowError(f"{name}: expected two times in ms (START END), not {window_ms!r}") from None
+    shown = f"{name} {start:g} {end:g}"
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise WindowError(f"{shown}: START and END must be finite numbers of ms")
+    if not start < end:
+        raise WindowError(f"{shown}: needs START < END")
+    if max(abs(start), abs(end)) > MAX_WINDOW_MS:
+        raise WindowError(f"{shown}: reaches past any run (at most {MAX_WINDOW_MS:g} ms from its start)")
+    return start, end
 
 
 class Run:
@@ -254,7 +278,7 @@ class Run:
         """Parquet filters keeping rows whose `column` (ns) lies in `window_ms` (start, end: ms from run start)."""
         if window_ms is None:
             return None
-        start, end = window_ms
+        start, end = check_window(window_ms)
         return [(column, ">=", self.start_ns + int(start * 1e6)), (column, "<", self.start_ns + int(end * 1e6))]
 
     def table(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -1458,6 +1482,12 @@ DIFF_NUMBERS = (
 #: the relative change of a number beyond which `df_diff` calls it beyond run-to-run noise, by default:
 #: the README's benchmarks see separate runs of the same workload on one VM move by up to ~5-12%
 DEFAULT_NOISE = 0.10
+
+
+class NoiseError(UsageError, ValueError):
+    """A noise threshold that is not a fraction in (0, 1]."""
+
+
 #: a two-sample test must give a p-value below this, too
 SIGNIFICANCE = 0.01
 #: and two distributions must differ by at least this much (Kolmogorov-Smirnov D: largest gap of their CDFs)
@@ -1509,7 +1539,15 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
     test on the submits' batch sizes for their mean, a two-sample
     Kolmogorov-Smirnov test on whole distributions, which must also differ by
     D ≥ `MIN_KS_DISTANCE`. Everything is computed out of core.
+
+    When either run is `partial` (it stopped early or lost a table), its numbers
+    cover only part of its workload and say nothing about a change:
+    ``beyond_noise`` is then NA (no verdict) on every row.
+
+    `noise`: a fraction in (0, 1]; anything else is a ValueError.
     """
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and 0 < noise <= 1):
+        raise NoiseError(f"noise must be a fraction in (0, 1], not {noise!r}")
     runs = Runs([a, b])
     compare = runs.df_compare().set_index(pd.Index([0, 1]))
     rows: list[dict[str, Any]] = []
@@ -1580,4 +1618,7 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
     add_distribution(
         "submit_latency_distribution", *(_ks(latency[0], latency[1]) if len(latency) == 2 else (np.nan, np.nan))
     )
-    return pd.DataFrame(rows)
+    diff = pd.DataFrame(rows)
+    if a.partial or b.partial:
+        diff["beyond_noise"] = pd.array([pd.NA] * len(diff), dtype="boolean")
+    return diff

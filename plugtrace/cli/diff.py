@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..analysis import DIFF_NUMBERS, Run
-from ..errors import UsageError
+from ..errors import RunDirError, UsageError
 from ..output import check_not_in_runs, output_file
 
 HELP = "compare two runs (or two directories of runs): what changed, beyond noise or not"
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("b", metavar="B", help="the run (or directory of runs) that may have changed")
     parser.add_argument(
         "--noise",
-        type=float,
+        type=_percent,
         default=10.0,
         metavar="PCT",
         help="smallest relative change called beyond noise, percent (default: %(default)g)",
@@ -96,17 +96,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="FILE", help="also write the comparison as CSV")
 
 
-def _pairs(a: str, b: str) -> list[tuple[Run, Run]]:
+def _percent(text: str) -> float:
+    """--noise: a finite percentage in (0, 100]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 100):
+        raise argparse.ArgumentTypeError(f"{text!r}: a percentage above 0 and at most 100")
+    return value
+
+
+def _pairs(a: str, b: str) -> tuple[list[tuple[Run, Run]], list[str]]:
+    """The runs to compare, paired, and a line for each run that has no partner."""
     from ..analysis import Runs
 
     runs_a, runs_b = Runs(a), Runs(b)
     if len(runs_a) == 1 and len(runs_b) == 1:
-        return [(runs_a.runs[0], runs_b.runs[0])]
+        return [(runs_a.runs[0], runs_b.runs[0])], []
     by_name = {run.name: run for run in runs_b}
     pairs = [(run, by_name[run.name]) for run in runs_a if run.name in by_name]
     if not pairs:
         raise UsageError(f"{a} and {b} have no runs of the same name to compare")
-    return pairs
+    names_a = {run.name for run in runs_a}
+    unpaired = [f"only in {a}: {run.name} (not compared)" for run in runs_a if run.name not in by_name]
+    unpaired += [f"only in {b}: {run.name} (not compared)" for run in runs_b if run.name not in names_a]
+    return pairs, unpaired
+
+
+def _partial(run: Run) -> str | None:
+    """Why `run`'s numbers cover only part of it, or None."""
+    if not run.partial:
+        return None
+    if run.unreadable:
+        return f"its table {', '.join(sorted(run.unreadable))} cannot be read ({next(iter(run.unreadable.values()))})"
+    return f"its status is '{run.status}': it stopped before the end"
 
 
 def _format(diff: pd.DataFrame) -> str:
@@ -121,7 +145,7 @@ def _format(diff: pd.DataFrame) -> str:
             a_txt, b_txt, change = number(r.a), number(r.b), number(r.change)
         pct = "–" if pd.isna(r.change_pct) else f"{r.change_pct:+.1f}%"
         p = "–" if pd.isna(r.p_value) else f"{r.p_value:.2g}"
-        verdict = "CHANGED" if r.beyond_noise else "within noise"
+        verdict = "no verdict" if pd.isna(r.beyond_noise) else "CHANGED" if r.beyond_noise else "within noise"
         lines.append(f"{r.metric:30} {a_txt:>14} {b_txt:>14} {change:>14} {pct:>9}  {r.test:9} {p:>9}  {verdict}")
     return "\n".join(lines)
 
@@ -132,13 +156,19 @@ def run(args: argparse.Namespace) -> int:
     conditions = [Condition.parse(text) for text in args.fail_if]
     failed = False
     frames = []
-    pairs = _pairs(args.a, args.b)
+    pairs, unpaired = _pairs(args.a, args.b)
     inputs = [run.path for pair in pairs for run in pair]
     if args.csv:  # before any work: the CSV must never go over a run being compared
         check_not_in_runs(args.csv, inputs, "--csv")
+    partial = []
     for a, b in pairs:
         diff = df_diff(a, b, noise=args.noise / 100)
         print(f"{a.path} -> {b.path}")
+        for run in (a, b):
+            why = _partial(run)
+            if why:
+                print(f"  {run.path} is partial: {why}; its numbers are no measure of a change, so no verdict")
+                partial.append(f"{run.path} ({why})")
         print(_format(diff))
         for condition in conditions:
             holds, why = condition.check(diff)
@@ -146,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  --fail-if {why}")
         print()
         frames.append(diff.assign(a_run=str(a.path), b_run=str(b.path)))
+    for line in unpaired:
+        print(line)
     if args.csv:
         with output_file(args.csv, text=True, protect=inputs, option="--csv") as fh:
             pd.concat(frames, ignore_index=True).to_csv(fh, index=False)
+    if partial:
+        raise RunDirError(f"no verdict: a partial run cannot be compared: {'; '.join(partial)}")
     return EXIT_CONDITION_MET if failed else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import UsageError
@@ -29,7 +30,13 @@ BIG_RUN_REQUESTS = 2_000_000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run directory written by plugtrace record")
     parser.add_argument("--perfetto", action="store_true", help="write a Perfetto trace (the only format so far)")
-    parser.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: RUN-NAME.pftrace)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="file to write (default: RUN-NAME.pftrace here, or beside the run when here is inside it)",
+    )
     parser.add_argument(
         "--window-ms",
         nargs=2,
@@ -46,13 +53,12 @@ def _default_output(run: Path, name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import Run
+    from ..analysis import Run, check_window
     from ..export import to_perfetto
 
     if not args.perfetto:
         raise UsageError("choose a format: --perfetto")
-    if args.window_ms and args.window_ms[0] >= args.window_ms[1]:
-        raise UsageError("--window-ms START END needs START < END")
+    window = check_window(args.window_ms, "--window-ms") if args.window_ms else None
     source = Run.open(args.run)
     out = args.output or _default_output(source.path, source.name)
     requests = (source.meta.get("tables") or {}).get("requests", {}).get("rows", 0)
@@ -61,11 +67,22 @@ def run(args: argparse.Namespace) -> int:
             f"note: {requests:,} requests make a trace of several GB, more than Perfetto's UI opens in a browser "
             "tab (about 1-2 GB); --window-ms START END exports part of the run"
         )
-    summary = to_perfetto(source, out, window_ms=tuple(args.window_ms) if args.window_ms else None)
+    summary = to_perfetto(source, out, window_ms=window)
     print(
         f"wrote {out.resolve()} ({summary['bytes'] / 1e6:.1f} MB): {summary['requests']:,} requests, "
         f"{summary['sections']:,} sections, {summary['submits']:,} submits, {summary['enters']:,} kernel enters, "
         f"{summary['block_requests']:,} block requests, {summary['flows']:,} flows"
     )
     print("open it in Perfetto's UI (https://ui.perfetto.dev, 'Open trace file') or with trace_processor")
+    events = sum(summary[k] for k in ("requests", "sections", "submits", "enters", "block_requests"))
+    if not events:
+        where = f"in --window-ms {window[0]:g} {window[1]:g}" if window else "at all"
+        print(f"plugtrace: note: the trace is empty: the run has no events {where}", file=sys.stderr)
+    if source.partial:
+        print(
+            f"plugtrace: note: {source.path} is partial (status '{source.status}'"
+            f"{', unreadable: ' + ', '.join(sorted(source.unreadable)) if source.unreadable else ''}): "
+            "the trace holds only what was recorded",
+            file=sys.stderr,
+        )
     return 0

@@ -103,7 +103,8 @@ def _html_table(df: pd.DataFrame) -> str:
 
 def _diff_table(diff: pd.DataFrame) -> str:
     """`df_diff` as HTML, its verdict in words (the CLI's `plugtrace diff` prints the same)."""
-    shown = diff.assign(verdict=diff["beyond_noise"].map({True: "CHANGED", False: "within noise"}))
+    verdict = diff["beyond_noise"].map({True: "CHANGED", False: "within noise"}).fillna("no verdict: a run is partial")
+    shown = diff.assign(verdict=verdict)
     return shown.drop(columns="beyond_noise").to_html(
         index=False,
         classes="data",

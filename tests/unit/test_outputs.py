@@ -135,3 +135,106 @@ def test_sigterm_during_export_leaves_the_previous_trace_as_it_was(tmp_path):
     assert b"interrupted by SIGTERM" in stderr and b"Traceback" not in stderr
     assert out.read_bytes() == b"the previous trace"
     assert not _partials(tmp_path)
+
+
+# --- moderate: a partial run gets no verdict; numbers are checked --------------------------------------------
+
+
+def _partial_copy(run: Path, to: Path, status: str = "recording") -> Path:
+    """`run` as a killed recorder leaves it: same tables, meta.json still saying `status`."""
+    import json
+    import shutil
+
+    shutil.copytree(run, to)
+    meta = json.loads((to / "meta.json").read_text())
+    meta["status"] = status
+    (to / "meta.json").write_text(json.dumps(meta))
+    return to
+
+
+@pytest.mark.parametrize("status", ["recording", "interrupted"])
+def test_diff_with_a_partial_run_gives_no_verdict(tmp_path, status):
+    a = _run(tmp_path, "a")
+    b = _partial_copy(_run(tmp_path, "b", seed=5, strategy="immediate"), tmp_path / "killed", status)
+    p = _cli("diff", a, b, "--csv", tmp_path / "d.csv")
+    _one_line(p, 3, "no verdict", "killed", f"'{status}'")
+    assert "within noise" not in p.stdout and "CHANGED" not in p.stdout
+    assert p.stdout.count("no verdict") == 8 + 1, "every row, and the line saying why"
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "d.csv")["beyond_noise"].isna().all()
+
+
+def test_a_directory_diff_names_the_runs_only_one_side_has(tmp_path):
+    for side, names in (("main", ["x", "old"]), ("branch", ["x", "new"])):
+        for name in names:
+            _run(tmp_path / side, name)
+    p = _cli("diff", tmp_path / "main", tmp_path / "branch")
+    assert p.returncode == 0, p.stderr
+    assert f"only in {tmp_path / 'main'}: old (not compared)" in p.stdout
+    assert f"only in {tmp_path / 'branch'}: new (not compared)" in p.stdout
+
+
+@pytest.mark.parametrize("noise", ["nan", "-5", "0", "1e309", "inf", "101"])
+def test_diff_refuses_a_noise_that_is_not_a_percentage(tmp_path, noise):
+    run = _run(tmp_path)
+    p = _cli("diff", run, run, "--noise", noise)
+    assert p.returncode == 2 and "--noise" in p.stderr and "percentage" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+def test_df_diff_refuses_a_noise_that_is_not_a_fraction(tmp_path):
+    from plugtrace.analysis import Run, df_diff
+
+    run = Run.open(_run(tmp_path))
+    for noise in (float("nan"), -0.05, 0, float("inf"), 2):
+        with pytest.raises(ValueError, match=r"noise must be a fraction in \(0, 1\]"):
+            df_diff(run, run, noise=noise)
+
+
+@pytest.mark.parametrize(
+    "window, message",
+    [
+        (("nan", "10"), "must be finite"),
+        (("0", "inf"), "must be finite"),
+        (("0", "1e20"), "reaches past any run"),
+        (("500", "100"), "needs START < END"),
+    ],
+)
+def test_export_refuses_a_window_that_is_not_one(tmp_path, window, message):
+    run = _run(tmp_path)
+    p = _cli("export", run, "--perfetto", "--window-ms", *window, "-o", tmp_path / "t.pftrace")
+    _one_line(p, 2, "--window-ms", message)
+    assert not (tmp_path / "t.pftrace").exists()
+
+
+def test_the_library_refuses_the_windows_the_cli_refuses(tmp_path):
+    from plugtrace.analysis import Run, df_requests, df_submits
+
+    run = Run.open(_run(tmp_path))
+    for fn in (df_submits, df_requests):
+        with pytest.raises(ValueError, match=r"window_ms 500 100: needs START < END"):
+            fn(run, window_ms=(500, 100))
+        with pytest.raises(ValueError, match="must be finite"):
+            fn(run, window_ms=(float("nan"), 10))
+    assert len(df_submits(run, window_ms=(0, 1e9))) == len(df_submits(run))
+
+
+# --- minor ---------------------------------------------------------------------------------------------------
+
+
+def test_an_empty_export_says_so(tmp_path):
+    run = _run(tmp_path)
+    p = _cli("export", run, "--perfetto", "--window-ms", 1e6, 2e6, "-o", tmp_path / "t.pftrace")
+    assert p.returncode == 0 and "the trace is empty: the run has no events in --window-ms 1e+06 2e+06" in p.stderr
+    killed = _partial_copy(run, tmp_path / "killed")
+    p = _cli("export", killed, "--perfetto", "-o", tmp_path / "k.pftrace")
+    assert p.returncode == 0 and f"{killed} is partial (status 'recording')" in p.stderr, p.stderr
+
+
+def test_the_default_export_path_is_outside_the_run(tmp_path):
+    run = _run(tmp_path)
+    before = _digest(run)
+    p = _cli("export", "..", "--perfetto", cwd=run / "tables")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "run.pftrace").is_file() and _digest(run) == before
