@@ -144,14 +144,21 @@ class Run:
     versions) and every table's Parquet footer, so a truncated file is reported
     at once, naming it, rather than halfway through an analysis. Tables that a
     run marked as damaged (status ``incomplete``) or that a still-running
-    recording has not finished are set aside in `unreadable` instead.
+    recording has not finished are set aside in `unreadable` instead, and so
+    are tables whose columns are not the run format's (another table's, a
+    column of another type, negative counts: `corrupt`); `require_whole()`
+    refuses a run with any.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], unreadable: dict[str, str]):
+    def __init__(
+        self, path: Path, meta: dict[str, Any], unreadable: dict[str, str], corrupt: dict[str, str] | None = None
+    ):
         self.path = path
         self.meta = meta
         #: table name -> why it cannot be read
         self.unreadable = unreadable
+        #: of those, the tables whose columns or values are not what the run format says: name -> why
+        self.corrupt = corrupt or {}
         self._start_ns: int | None = None
         #: percentile queries already answered (see Runs.percentiles)
         self._percentiles: dict[tuple, pd.DataFrame] = {}
@@ -164,18 +171,22 @@ class Run:
         damaged = set(meta.get("damaged_tables") or [])
         unfinished_ok = meta.get("status") == store.STATUS_RECORDING
         unreadable: dict[str, str] = {}
+        corrupt: dict[str, str] = {}
         for name in sorted(set(store.table_names(run_path)) | set(meta.get("tables") or {})):
             file = run_path / "tables" / f"{name}.parquet"
             if not file.exists():
                 raise RunDirError(f"{file}: missing, although meta.json lists table '{name}'")
             try:
-                pq.read_metadata(file)
+                metadata = pq.read_metadata(file)
             except (pa.ArrowException, OSError) as exc:
                 if name in damaged or unfinished_ok:
                     unreadable[name] = f"not finished when the recording stopped ({exc})"
                     continue
                 raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None
-        return cls(run_path, meta, unreadable)
+            why = store.check_table(name, metadata)
+            if why is not None:
+                corrupt[name] = unreadable[name] = f"{file} is corrupt: {why}"
+        return cls(run_path, meta, unreadable, corrupt)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, strategy={self.strategy!r}, status={self.status!r})"
@@ -235,6 +246,11 @@ class Run:
             if probe in self.not_asked:
                 return f"{why}; probe '{probe}' was not recorded: {self.not_asked[probe]}"
         return why
+
+    def require_whole(self) -> None:
+        """Raise RunDirError naming the first corrupt table, if the run has one."""
+        if self.corrupt:
+            raise RunDirError(f"{next(iter(self.corrupt.values()))}; the run directory is corrupt")
 
     def require(self, *tables: str | tuple[str, ...], user: str = "this analysis") -> None:
         """Raise MissingTableError unless every requirement is met.
@@ -1540,7 +1556,8 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
     Kolmogorov-Smirnov test on whole distributions, which must also differ by
     D ≥ `MIN_KS_DISTANCE`. Everything is computed out of core.
 
-    When either run is `partial` (it stopped early or lost a table), its numbers
+    A run with a corrupt table is refused (RunDirError). When either run is
+    `partial` (it stopped early or a table is unreadable), its numbers
     cover only part of its workload and say nothing about a change:
     ``beyond_noise`` is then NA (no verdict) on every row.
 
@@ -1548,6 +1565,8 @@ def df_diff(a: Run, b: Run, noise: float = DEFAULT_NOISE) -> pd.DataFrame:
     """
     if not (isinstance(noise, (int, float)) and math.isfinite(noise) and 0 < noise <= 1):
         raise NoiseError(f"noise must be a fraction in (0, 1], not {noise!r}")
+    a.require_whole()
+    b.require_whole()
     runs = Runs([a, b])
     compare = runs.df_compare().set_index(pd.Index([0, 1]))
     rows: list[dict[str, Any]] = []

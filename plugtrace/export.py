@@ -180,6 +180,7 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
         import perfetto.trace_builder.proto_builder  # noqa: F401
     except ImportError:
         raise PlugtraceError("exporting to Perfetto needs the perfetto package (pip install perfetto)") from None
+    run.require_whole()  # a table of the wrong columns would export as garbage, or halfway
     # written whole or not at all, never over the run itself (see plugtrace.output)
     with output_file(path, protect=[run.path]) as fh:
         w = _Writer(fh)

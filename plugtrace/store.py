@@ -276,8 +276,12 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             meta = json.load(fh)
     except FileNotFoundError:
         raise RunDirError(f"{meta_path}: missing; {run} is not a plugtrace run directory") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or an integer of 5,000 digits
         raise RunDirError(f"{meta_path}: not valid JSON ({exc}); the run directory is corrupt") from None
+    except RecursionError:
+        raise RunDirError(
+            f"{meta_path}: nested too deeply to be a run's meta.json; the run directory is corrupt"
+        ) from None
     except OSError as exc:
         raise RunDirError(f"{meta_path}: cannot read ({exc.strerror})") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
@@ -297,6 +301,56 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             f"versions up to {SCHEMA_VERSION}; upgrade plugtrace to read it"
         )
     return meta
+
+
+#: columns that count things or measure a duration: a negative value means the table is corrupt
+NON_NEGATIVE = {
+    "requests": ("len_bytes",),
+    "submits": ("nr_sqes", "latency_ns"),
+    "sections": ("nr_deferred_calls", "nr_nested_polls"),
+    "enters": ("to_submit", "latency_ns"),
+    "block_rq": ("latency_ns", "nr_bytes"),
+    "block_unplug": ("nr_rq",),
+    "histograms": ("count",),
+}
+
+
+def _same_type(found: pa.DataType, wanted: pa.DataType) -> bool:
+    """Types a reader treats alike: exactly the schema's, or strings dictionary-encoded or not."""
+
+    def plain(t: pa.DataType) -> pa.DataType:
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        return pa.string() if pa.types.is_large_string(t) else t
+
+    return found == wanted or plain(found) == plain(wanted) == pa.string()
+
+
+def check_table(name: str, metadata: pq.FileMetaData) -> str | None:
+    """Why table `name`, as its Parquet footer describes it, is not what the run format says (another
+    table's columns, a column of another type, negative counts or durations), or None when it is.
+
+    Reads only the footer: values are checked through the column statistics plugtrace's writers keep."""
+    schema = schema_of(name)
+    if schema is None:  # a table this version does not know is kept as it is
+        return None
+    found = metadata.schema.to_arrow_schema()
+    foreign = [c for c in found.names if c not in schema.names]
+    if foreign:
+        return f"it has columns the run format does not give '{name}' ({', '.join(foreign)})"
+    missing = [c for c in schema.names if c not in found.names]
+    if missing:
+        return f"it lacks the columns {', '.join(missing)}"
+    for field in schema:
+        have = found.field(field.name).type
+        if not _same_type(have, field.type):
+            return f"its column '{field.name}' is {have}, where the run format has {field.type}"
+    for column in NON_NEGATIVE.get(name, ()):
+        index = found.names.index(column)
+        for i in range(metadata.num_row_groups):
+            stats = metadata.row_group(i).column(index).statistics
+            if stats is not None and stats.has_min_max and stats.min < 0:
+                return f"its column '{column}' holds negative values ({stats.min})"
+    return None
 
 
 def table_names(path: str | os.PathLike) -> list[str]:

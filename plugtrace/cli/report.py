@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..analysis import Runs
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
     # a report may sit in a run directory, but never over the run's own files
     check_not_in_runs(args.output, [run.path for run in runs])
+    for run in runs:  # reported all the same, each analysis that needs the table saying it could not
+        for why in run.corrupt.values():
+            print(f"plugtrace: note: {why}; the report leaves that table out", file=sys.stderr)
     html = render(runs, interactive=not args.static)
     with output_file(args.output, text=True, protect=[run.path for run in runs]) as fh:
         fh.write(html)

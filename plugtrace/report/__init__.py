@@ -216,11 +216,12 @@ def _status_note(run: Run) -> str | None:
         "incomplete": "some tables could not be finished (e.g. disk full): "
         + ", ".join(run.meta.get("damaged_tables") or []),
     }
+    found = list(run.corrupt.values())  # set aside on opening: each analysis needing one says so
     if run.status in notes:
-        return notes[run.status]
-    if run.status != "complete":
-        return f"unknown status {run.status!r}"
-    return None
+        found.append(notes[run.status])
+    elif run.status != "complete":
+        found.append(f"unknown status {run.status!r}")
+    return "; ".join(found) or None
 
 
 #: runs a report draws plots for, each; past this it compares them and summarises each without plots
@@ -242,7 +243,7 @@ def render(runs: Sequence[Run] | Runs, interactive: bool = True) -> str:
         compare = df_compare(runs)
         png = _png(lambda fig: plot_compare(compare, axes=fig.subplots(1, 3)), (13, 4))
         comparison = {"table": _html_table(compare), "plot": png, "diff": None, "noise_pct": DEFAULT_NOISE * 100}
-        if len(runs) == 2:
+        if len(runs) == 2 and not any(run.corrupt for run in runs):  # a corrupt run's note says why not
             comparison["diff"] = _diff_table(df_diff(*runs))
     uses_bokeh = any(p.html for v in views for p in v.plots)
     return _env.get_template("report.html.j2").render(

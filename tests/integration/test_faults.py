@@ -828,7 +828,7 @@ def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
     )
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     text = out.read_text()
-    assert "the run failed" in text and "a table may be corrupt" in text
+    assert "the run failed" in text and "submits.parquet is corrupt" in text
 
 
 def test_a_hanging_bpftrace_is_waited_for_aloud_then_killed(tmp_path):

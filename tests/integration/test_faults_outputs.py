@@ -55,20 +55,16 @@ def test_writers_write_into_a_device_node_in_place(tmp_path, writer):
 
 def _fill(fs: Path) -> None:
     """Fills `fs` to the last byte."""
-    with open(fs / "filler", "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * (64 << 10))
-                fh.flush()
-        except OSError:
-            pass
-    with open(fs / "filler", "ab") as fh:  # what a partly written block left
-        try:
-            while True:
-                fh.write(b"\0")
-                fh.flush()
-        except OSError:
-            pass
+    fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (64 << 10, 1):  # then the bytes a partly written chunk left
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))
