@@ -812,7 +812,14 @@ class Runs:
         return self._labelled(df)
 
     def _iops(self) -> dict[int, float]:
-        """Per run_id: completed requests per second from the request log, else the recorded summary."""
+        """Per run_id: the IOPS the run recorded in its summary (what `record` printed and the report's
+        summary shows), else completed requests per second from the request log (a killed run's)."""
+        iops: dict[int, float] = {}
+        for i, run in enumerate(self.runs):
+            recorded = run.summary.get("iops")
+            if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+                iops[i] = float(recorded)
+        logged = [i for i, run in enumerate(self.runs) if i not in iops and run.has("requests")]
         done = self.aggregate(
             Aggregate(
                 "requests",
@@ -822,12 +829,14 @@ class Runs:
                     "last": ("max", "CASE WHEN complete_ns >= 0 THEN complete_ns END"),
                     "first": ("min", "queue_ns"),
                 },
-            )
+            ),
+            logged,
         ).set_index("run_id")
-        iops = {}
-        for i, run in enumerate(self.runs):
+        for i in range(len(self.runs)):
+            if i in iops:
+                continue
             if i not in done.index:
-                iops[i] = float(run.summary.get("iops", np.nan))
+                iops[i] = np.nan
             elif not done.at[i, "done"]:
                 iops[i] = 0.0
             else:
@@ -1008,7 +1017,8 @@ def df_compare(runs: Iterable[Run] | Runs) -> pd.DataFrame:
     """One row per run, for comparing strategies on the same workload.
 
     Columns: ``run`` (directory name), ``strategy``, ``interleave``, ``status``,
-    ``iops`` (completed requests per second), ``mean_sqes_per_submit``,
+    ``iops`` (completed requests per second: the run's recorded summary, else
+    from its request log), ``mean_sqes_per_submit``,
     ``submit_p50_ns``, ``submit_p99_ns``, ``other_device_deferrals`` (requests
     deferred into another device's section), ``other_device_fraction`` (of
     submitted requests), ``deferral_extra_wait_mean_ns`` (mean extra wait of

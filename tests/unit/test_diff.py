@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +86,18 @@ def test_directories_of_runs_are_compared_by_name(runs, tmp_path):
 
     table = pd.read_csv(tmp_path / "d.csv")
     assert set(table["a_run"].str.rsplit("/", n=1).str[-1]) == {"defer", "immediate"}
+
+
+def test_diff_compares_the_iops_each_run_recorded(tmp_path):
+    """One number for a run's IOPS: the one its summary holds (what record printed, what the report shows)."""
+    import json
+    import shutil
+
+    run = tmp_path / "defer"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "data" / "defer", run)
+    meta = json.loads((run / "meta.json").read_text())
+    meta["summary"]["iops"] = 80682.9
+    (run / "meta.json").write_text(json.dumps(meta))
+    diff = df_diff(Run.open(run), Run.open(run)).set_index("metric")
+    assert diff.loc["iops", "a"] == diff.loc["iops", "b"] == 80682.9
+    assert "80,683" in _diff(run, run).stdout
