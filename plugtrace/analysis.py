@@ -1313,14 +1313,22 @@ def timeline_window(run: Run, start_ms: float | None = None, window_ms: float | 
     """A short window of the run, read with Parquet filters (row groups outside it are skipped).
 
     By default the window holds about 40 submits and starts a little before the
-    first request deferred into another device's section, when there is one.
+    first request deferred into another device's section, when there is one, else
+    at the first section, submit or enter (a QEMU run's guest boots first).
     """
-    rate = run.summary.get("nr_submits", 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
+    # submits per second: the summary's, else the kernel's enters (a traced program's, a QEMU run's)
+    submits = run.summary.get("nr_submits") or ((run.meta.get("tables") or {}).get("enters") or {}).get("rows", 0)
+    rate = (submits or 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
     if window_ms is None:
         window_ms = 40 / rate * 1e3 if rate > 0 else 1.0
     if start_ms is None:
         first = first_other_device_deferral_ns(run)
-        start_ms = max((first - run.start_ns) / 1e6 - window_ms / 4, 0.0) if first is not None else 0.0
+        if first is not None:
+            start_ms = max((first - run.start_ns) / 1e6 - window_ms / 4, 0.0)
+        else:  # so that the window holds the first event drawn at least, never nothing
+            drawn = [run._column_min(t, _TIME_COLUMNS[t]) for t in ("sections", "submits", "enters") if run.has(t)]
+            firsts = [v for v in drawn if v is not None]
+            start_ms = (min(firsts) - run.start_ns) / 1e6 if firsts else 0.0
     frames = {
         table: run.arrow(table, columns, run.window_filters(columns[0], (start_ms, start_ms + window_ms))).to_pandas()
         for table, columns in TIMELINE_COLUMNS.items()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from ..analysis import Runs
+from ..analysis import Run, Runs
 from ..output import check_not_in_runs, output_file
 
 HELP = "write an HTML report about one or more run directories"
@@ -42,10 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _once(runs: Runs) -> Runs:
+    """`runs` with each run directory once (`report A A`, `report runs/ runs/a`), saying so."""
+    unique: dict[str, Run] = {}
+    for run in runs:
+        key = os.path.realpath(run.path)
+        if key in unique:
+            print(f"plugtrace: note: {run.path} is named more than once; reported once", file=sys.stderr)
+        else:
+            unique[key] = run
+    return runs if len(unique) == len(runs) else Runs(list(unique.values()))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..report import render
 
-    runs = Runs(args.runs)  # RunDirError names the faulty file, or says no run was found
+    runs = _once(Runs(args.runs))  # RunDirError names the faulty file, or says no run was found
     # a report may sit in a run directory, but never over the run's own files
     check_not_in_runs(args.output, [run.path for run in runs])
     for run in runs:  # reported all the same, each analysis that needs the table saying it could not

@@ -238,3 +238,23 @@ def test_the_default_export_path_is_outside_the_run(tmp_path):
     p = _cli("export", "..", "--perfetto", cwd=run / "tables")
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "run.pftrace").is_file() and _digest(run) == before
+
+
+def test_a_run_named_twice_is_reported_once(tmp_path):
+    run = _run(tmp_path)
+    p = _cli("report", run, run, f"{run}/", "--static", "-o", tmp_path / "r.html")
+    assert p.returncode == 0, p.stderr
+    assert ", 1 run)" in p.stdout
+    assert p.stderr.count("is named more than once; reported once") == 2
+
+
+def test_reporting_a_qemu_run_draws_its_timeline_without_a_bokeh_warning(tmp_path):
+    """The QEMU run's guest boots before its first section: the default timeline window starts there, not at 0,
+    where it held nothing and Bokeh warned of a plot with no renderers."""
+    from plugtrace.analysis import Run, timeline_window
+
+    data = Path(__file__).resolve().parents[2] / "data"
+    window = timeline_window(Run.open(data / "qemu-7.2"))
+    assert sum(len(f) for f in window.frames.values()) > 0
+    p = _cli("report", data / "qemu-7.2", "-o", tmp_path / "r.html")
+    assert p.returncode == 0 and "MISSING_RENDERERS" not in p.stderr and "WARNING" not in p.stderr, p.stderr
