@@ -120,8 +120,8 @@ def output_file(
     the block ends without an error (see the module's docstring).
 
     `protect`: run directories being read; `path` must not be part of one (UsageError, `option` names
-    the flag in the message). `interruptible`: SIGTERM and SIGHUP end the write cleanly (PlugtraceError
-    with exit code 128 + signal); off for writers inside a command that handles signals itself. OSErrors
+    the flag in the message). `interruptible`: SIGTERM, SIGHUP and Ctrl-C end the write cleanly (`Interrupted`,
+    exit code 128 + signal); off for writers inside a command that handles signals itself. OSErrors
     become one-line `WriteError`s; nothing partial is left behind.
     """
     check_not_in_runs(path, protect, option)
@@ -143,13 +143,15 @@ def output_file(
                 with open(path, mode, encoding=encoding) as fh:
                     yield fh
             except KeyboardInterrupt:
+                if not interruptible:
+                    raise
                 raise Interrupted(signal.SIGINT, path) from None
             except OSError as exc:
                 raise write_error(path, exc) from None
         return
     # a regular file or a new one, behind any symlinks: written beside it, then renamed over it
     final = Path(os.path.realpath(path))
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.partial")
     with guard:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
@@ -164,7 +166,7 @@ def output_file(
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt) and interruptible:
                 raise Interrupted(signal.SIGINT, path) from None
             if isinstance(exc, OSError):
                 raise write_error(path, exc) from None

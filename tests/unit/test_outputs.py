@@ -258,3 +258,36 @@ def test_reporting_a_qemu_run_draws_its_timeline_without_a_bokeh_warning(tmp_pat
     assert sum(len(f) for f in window.frames.values()) > 0
     p = _cli("report", data / "qemu-7.2", "-o", tmp_path / "r.html")
     assert p.returncode == 0 and "MISSING_RENDERERS" not in p.stderr and "WARNING" not in p.stderr, p.stderr
+
+
+# --- the helper itself -----------------------------------------------------------------------------------------
+
+
+def test_output_file_replaces_a_file_whole_and_keeps_what_it_was_otherwise(tmp_path):
+    from plugtrace.errors import UsageError
+    from plugtrace.output import Interrupted, output_file
+
+    out = tmp_path / "out.txt"
+    out.write_text("old")
+    os.chmod(out, 0o640)
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    with output_file(link, text=True) as fh:
+        fh.write("new")
+    assert link.is_symlink() and out.read_text() == "new", "the symlink stays, its target is replaced"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640, "the file keeps its permissions"
+    with pytest.raises(Interrupted, match=f"interrupted by SIGINT: {out} was not written"):
+        with output_file(out, text=True) as fh:
+            fh.write("half")
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):  # a command that handles signals itself gets its Ctrl-C
+        with output_file(out, text=True, interruptible=False) as fh:
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError):
+        with output_file(out, text=True) as fh:
+            fh.write("half")
+            raise ValueError("a writer's own error goes through as it is")
+    assert out.read_text() == "new" and not _partials(tmp_path)
+    with pytest.raises(UsageError, match="is a directory"):
+        with output_file(tmp_path) as fh:
+            pass
