@@ -23,7 +23,11 @@ and, where a test applies, the test must agree (Welch's test on the mean batch
 size, a two-sample Kolmogorov-Smirnov test on distributions, p < 0.01 and
 D >= 0.05).
 
-Given two directories of runs, runs of the same name are compared pairwise.
+Given two directories of runs, runs of the same name are compared pairwise,
+and a run only one side has is named. A run that stopped early (killed,
+interrupted, a table unreadable) covers only part of its workload: its
+numbers are shown with no verdict, and diff exits 3. A run with a corrupt
+table is refused (exit 3), naming the table.
 
 --fail-if makes the exit status fail a CI job (exit 1) when a condition on a
 change holds, or cannot be checked because a run lacks the number:
