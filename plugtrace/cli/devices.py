@@ -65,8 +65,10 @@ def run(args) -> int:
     if args.cleanup:
         if os.geteuid() != 0:
             raise CapabilityError("removing zram devices needs root")
-        removed = cleanup_orphans()
+        removed, busy = cleanup_orphans()
         print(f"removed {', '.join(removed)}" if removed else "nothing left behind by a killed recorder")
+        if busy:
+            print(f"left alone, because open: {', '.join(busy)}")
         return 0
     orphans = {f"/dev/zram{i}" for i in orphaned_zram()}
     rows = [_describe(p.name, orphans) for p in sorted(Path("/sys/block").iterdir())]

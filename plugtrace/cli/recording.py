@@ -115,7 +115,12 @@ class Recording:
         try:
             status, replacement = self._status_for(exc)
             if isinstance(exc, KeyboardInterrupt):
-                print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
+                print(
+                    "\nplugtrace: interrupted; keeping what was recorded"
+                    if self.writer is not None
+                    else "\nplugtrace: interrupted before recording began; nothing was recorded",
+                    file=sys.stderr,
+                )
             # a failure the CLI explains in its one line needs no second line saying the run failed
             self._close(status, say=not (status == STATUS_FAILED and isinstance(exc, (PlugtraceError, OSError))))
         finally:
