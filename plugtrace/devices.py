@@ -18,6 +18,7 @@ import atexit
 import errno
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -183,17 +184,15 @@ def _fill(fd: int, size_bytes: int) -> None:
 
 def _unnamed_file(directory: str) -> int:
     """An open read-write file in `directory` that no name reaches: whatever ends this process, even
-    SIGKILL, the kernel frees it (O_TMPFILE; where the file system lacks it, a file unlinked at once)."""
+    SIGKILL, the kernel frees it. It is made with a name, so that `losetup -a` says whose the loop
+    device is ("/var/tmp/plugtrace-loop-....img (deleted)"), and unlinked at once."""
+    # held: a Ctrl-C, SIGTERM, SIGHUP or SIGQUIT between the two calls would leave the name behind
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
     try:
-        return os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise
-    from .tracing.runner import signals_held
-
-    with signals_held():  # a Ctrl-C between the two calls would leave the name behind
         fd, name = tempfile.mkstemp(prefix="plugtrace-loop-", suffix=".img", dir=directory)
         os.unlink(name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return fd
 
 
@@ -278,7 +277,7 @@ def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None, sp
         raise
     sys_loop = Path(f"/sys/block/{os.path.basename(path)}/loop")
     try:
-        target.backing_file = (sys_loop / "backing_file").read_text().strip()  # e.g. "/var/tmp/#123 (deleted)"
+        target.backing_file = (sys_loop / "backing_file").read_text().strip()  # "... (deleted)"
     except OSError:
         pass
     dio = sys_loop / "dio"
@@ -358,15 +357,20 @@ def cleanup_orphans() -> tuple[list[str], list[str]]:
 
 
 def _zram_remove(index: int) -> bool:
-    """Reset and remove zram`index`; False when it is open (the kernel refuses both then) or was not
+    """Reset and remove zram`index`; False when it stays open (the kernel refuses both then) or was not
     there to remove."""
     base = Path(f"/sys/block/zram{index}")
-    try:
-        (base / "reset").write_text("1")
-        Path("/sys/class/zram-control/hot_remove").write_text(str(index))
-    except OSError:
-        return False
-    return True
+    # udev probes a device whose size changed, holding it open for a moment: a refusal is asked again
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            (base / "reset").write_text("1")
+            Path("/sys/class/zram-control/hot_remove").write_text(str(index))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
 def create_zram(size_bytes: int = DEFAULT_SIZE) -> Target:
