@@ -383,6 +383,13 @@ def run(args) -> int:
     if args.max_events <= 0:
         raise UsageError("--max-events: must be positive")
     size = devices.parse_size(args.size)
+    made = args.device in ("loop", "zram") or (args.device.startswith("file:") and not os.path.lexists(args.device[5:]))
+    ndev = cfg.devices + cfg.ide_devices
+    if made and (size // ndev) // cfg.bs < cfg.iodepth:  # the engine's own check, before the device is made
+        raise UsageError(
+            f"--size/--devices: {size} bytes are too small for {ndev} emulated devices of at least "
+            f"{cfg.iodepth} blocks of {cfg.bs} bytes"
+        )
     out = Path(args.output) if args.output else _default_output(cfg.strategy)
     command_line = ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else list(sys.argv)
     with Recording(out, {"environment": describe_environment()}, command=command_line) as rec:
@@ -473,7 +480,9 @@ def _child_signals_and_fd(r: int) -> None:
     """In the traced command's child before exec: signals let through, and the "go" pipe on fd 3 (the
     shell that waits on it can name no descriptor above 9), replacing whatever fd 3 was there."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    os.dup2(r, 3)  # inheritable, unlike r
+    if r != 3:
+        os.dup2(r, 3)
+    os.set_inheritable(3, True)  # r is close-on-exec, and dup2 onto itself (r == 3) leaves it so
 
 
 def _uses_our_extension(pid: int, probes: list[str] | None) -> bool:

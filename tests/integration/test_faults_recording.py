@@ -322,6 +322,7 @@ def test_a_text_file_is_not_run_as_a_program(tmp_path, what):
     [
         (["--size", "0"], "--size: a positive multiple of 512"),
         (["--size", "513"], "--size: a positive multiple of 512"),
+        (["--size", "16M", "--devices", "1000"], "--size/--devices: 16777216 bytes are too small for 1000"),
     ],
 )
 def test_record_refuses_a_size_before_making_a_device(tmp_path, args, message):
