@@ -1,6 +1,7 @@
 """Real block devices to run on: ones we create (and always remove) and ones a user names.
 
-* `loop`: a loop device over a sparse file, with direct I/O (`losetup --direct-io=on`).
+* `loop`: a loop device with direct I/O over a file with no name (filled with data unless `sparse`),
+  attached with LOOP_CONFIGURE so that it clears itself when we end, however we end.
 * `zram`: a compressed RAM disk made with zram's hot_add (never an existing zram device).
 * `file:PATH`: a file opened with O_DIRECT (created, and removed afterwards, if missing).
 * `/dev/X`: a user's block device: read-only unless `allow_write`; refused when it
@@ -17,6 +18,7 @@ import atexit
 import errno
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -40,11 +42,14 @@ _lock = threading.Lock()
 
 
 def parse_size(text: str) -> int:
-    """'512M', '1G', '1.5GiB', '4096' -> bytes."""
+    """'512M', '1G', '1.5GiB', '4096' -> bytes: a positive multiple of 512 (a device's sector)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
     if not m:
         raise UsageError(f"--size: not a size: {text!r} (e.g. 512M, 1G)")
-    return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)])
+    size = int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)])
+    if size <= 0 or size % 512:
+        raise UsageError(f"--size: a positive multiple of 512 bytes, not {text!r} ({size} bytes)")
+    return size
 
 
 @dataclass
@@ -64,6 +69,8 @@ class Target:
     #: ends, however it ends, the kernel closes it and the device clears itself (LO_FLAGS_AUTOCLEAR).
     #: On a user's block device: the exclusive open that keeps other recorders off it during the run.
     _hold_fd: int | None = None
+    #: a file we made: (st_dev, st_ino) of what we made, the only thing removed under its name
+    _made: tuple[int, int] | None = None
 
     @property
     def dev_t(self) -> str | None:
@@ -97,20 +104,29 @@ class Target:
                 _created.remove(self)
         if self._hold_fd is not None:
             # a user's device: others may have it again; a loop device of ours: the last opener is gone,
-            # the device clears itself now (losetup -d below is for one whose autoclear could not be set)
+            # the device clears itself now (and detaching it by name afterwards could hit another
+            # program's device, made meanwhile under the same name)
             os.close(self._hold_fd)
             self._hold_fd = None
         if not self.created_by_plugtrace:
             return
-        if self.kind == "loop":
-            _run(["losetup", "-d", self.path], check=False)
-            if self.backing_file:
-                _unlink(self.backing_file)
-        elif self.kind == "zram" and self.zram_index is not None:
-            _zram_remove(self.zram_index)
-            _unlink(str(_zram_owner_file(self.zram_index)))
+        if self.kind == "zram" and self.zram_index is not None:
+            # one someone opened meanwhile stays, with its owner file: a later run removes it once closed
+            if _zram_remove(self.zram_index):
+                _unlink(str(_zram_owner_file(self.zram_index)))
+            else:
+                print(
+                    f"plugtrace: {self.path} is open by another program; it stays until `plugtrace devices "
+                    "--cleanup` once that program has closed it",
+                    file=sys.stderr,
+                )
         elif self.kind == "file":
-            _unlink(self.path)
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                return
+            if (st.st_dev, st.st_ino) == self._made:  # not a file put there under the same name meanwhile
+                _unlink(self.path)
 
     def __enter__(self) -> Target:
         return self
@@ -124,16 +140,6 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _run(cmd: list[str], check: bool = True) -> str:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        raise CapabilityError(f"{cmd[0]} not found (install util-linux)") from None
-    if check and proc.returncode != 0:
-        raise DeviceError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.returncode}")
-    return proc.stdout.strip()
 
 
 def _register(target: Target) -> Target:
@@ -176,66 +182,110 @@ def _fill(fd: int, size_bytes: int) -> None:
     os.posix_fadvise(fd, 0, size_bytes, os.POSIX_FADV_DONTNEED)  # reads must come from the disk, not memory
 
 
+def _unnamed_file(directory: str) -> int:
+    """An open read-write file in `directory` that no name reaches: whatever ends this process, even
+    SIGKILL, the kernel frees it. It is made with a name, so that `losetup -a` says whose the loop
+    device is ("/var/tmp/plugtrace-loop-....img (deleted)"), and unlinked at once."""
+    # held: a Ctrl-C, SIGTERM, SIGHUP or SIGQUIT between the two calls would leave the name behind
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+    try:
+        fd, name = tempfile.mkstemp(prefix="plugtrace-loop-", suffix=".img", dir=directory)
+        os.unlink(name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return fd
+
+
+#: LOOP_CTL_GET_FREE (on /dev/loop-control), LOOP_CONFIGURE (on /dev/loopN) and the size of its
+#: struct loop_config: fd, block_size, a struct loop_info64 whose lo_flags lie at byte 52, reserved
+_LOOP_CTL_GET_FREE, _LOOP_CONFIGURE, _LOOP_CONFIG_SIZE, _LOOP_CONFIG_FLAGS_OFFSET = 0x4C82, 0x4C0A, 304, 8 + 52
+#: LO_FLAGS_AUTOCLEAR detaches the device when its last opener closes it; LO_FLAGS_DIRECT_IO
+_LO_FLAGS_AUTOCLEAR, _LO_FLAGS_DIRECT_IO = 4, 16
+
+
+def _attach_loop(backing_fd: int) -> tuple[str, int]:
+    """Attach the file open on `backing_fd` to a free loop device, with direct I/O and autoclear set in
+    the same ioctl (LOOP_CONFIGURE): from its first moment the device lasts only as long as the
+    returned descriptor on it, so a recorder ending in any way, SIGKILL included, leaves none.
+    Returns (device path, that descriptor)."""
+    import fcntl
+    import struct
+
+    config = bytearray(_LOOP_CONFIG_SIZE)
+    struct.pack_into("=I", config, 0, backing_fd)
+    struct.pack_into("=I", config, _LOOP_CONFIG_FLAGS_OFFSET, _LO_FLAGS_AUTOCLEAR | _LO_FLAGS_DIRECT_IO)
+    try:
+        control = os.open("/dev/loop-control", os.O_RDWR)
+    except OSError as exc:
+        raise CapabilityError(f"/dev/loop-control: {exc.strerror} (is the loop module loaded?)") from None
+    try:
+        for _ in range(100):  # another program may take the free device first: ask again
+            index = fcntl.ioctl(control, _LOOP_CTL_GET_FREE)
+            path = f"/dev/loop{index}"
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:  # its node is still being made
+                time.sleep(0.01)
+                continue
+            try:
+                fcntl.ioctl(fd, _LOOP_CONFIGURE, bytes(config))
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno == errno.EBUSY:
+                    continue
+                raise DeviceError(f"cannot attach a loop device: {exc.strerror}") from None
+            except BaseException:
+                os.close(fd)  # a signal right after the ioctl: closing clears the device again
+                raise
+            return path, fd
+    finally:
+        os.close(control)
+    raise DeviceError("cannot attach a loop device: every free one was taken by another program meanwhile")
+
+
 def create_loop(size_bytes: int = DEFAULT_SIZE, directory: str | None = None, sparse: bool = False) -> Target:
     """A loop device with direct I/O over a new file in `directory` (default /var/tmp).
 
     The file is filled with data first, so that reads reach storage as they
     would on a real disk: a sparse file's holes read as zeros from no storage
-    at all, which flatters every number. `sparse` skips the filling.
+    at all, which flatters every number. `sparse` skips the filling. The file has
+    no name from its first moment (it is only ever reached through descriptors), so
+    a recorder interrupted or killed while filling it leaves nothing behind.
     """
     _require_root("creating a loop device")
     directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
-    fd, backing = tempfile.mkstemp(prefix="plugtrace-loop-", suffix=".img", dir=directory)
     t0 = time.monotonic()
     try:
-        os.ftruncate(fd, size_bytes)
-        if not sparse:
-            _fill(fd, size_bytes)
+        backing_fd = _unnamed_file(directory)
     except OSError as exc:
-        os.close(fd)
-        _unlink(backing)
-        raise DeviceError(f"cannot make a {size_bytes}-byte backing file in {directory}: {exc.strerror}") from None
-    fill_s = time.monotonic() - t0
-    os.close(fd)
+        raise DeviceError(f"cannot make a backing file in {directory}: {exc.strerror}") from None
     try:
-        path = _run(["losetup", "--direct-io=on", "--find", "--show", backing])
-    except BaseException:
-        # a signal may land after losetup attached the file but before it said where: detach what it made
-        for line in subprocess.run(["losetup", "-j", backing], capture_output=True, text=True).stdout.splitlines():
-            subprocess.run(["losetup", "-d", line.split(":", 1)[0]], capture_output=True)
-        _unlink(backing)
-        raise
-    target = _register(Target("loop", path, size_bytes, True, True, backing_file=backing))
-    try:
-        target._hold_fd = os.open(path, os.O_RDONLY)
-        _set_autoclear(target._hold_fd)
+        try:
+            os.ftruncate(backing_fd, size_bytes)
+            if not sparse:
+                _fill(backing_fd, size_bytes)
+        except OSError as exc:
+            raise DeviceError(f"cannot make a {size_bytes}-byte backing file in {directory}: {exc.strerror}") from None
+        fill_s = time.monotonic() - t0
+        path, hold_fd = _attach_loop(backing_fd)
     finally:
-        # attached, the file lives as long as the device: gone from the directory, nothing to leave behind
-        _unlink(backing)
-    dio = Path(f"/sys/block/{os.path.basename(path)}/loop/dio")
+        os.close(backing_fd)  # attached, the device holds the file; else this frees it
+    try:
+        target = _register(Target("loop", path, size_bytes, True, True, _hold_fd=hold_fd))
+    except BaseException:
+        os.close(hold_fd)
+        raise
+    sys_loop = Path(f"/sys/block/{os.path.basename(path)}/loop")
+    try:
+        target.backing_file = (sys_loop / "backing_file").read_text().strip()  # "... (deleted)"
+    except OSError:
+        pass
+    dio = sys_loop / "dio"
     target.extra["direct_io"] = dio.exists() and dio.read_text().strip() == "1"
     target.extra["backing"] = "sparse" if sparse else "filled"
     if not sparse:
         target.extra["fill_s"] = round(fill_s, 3)
     return target
-
-
-#: LOOP_GET_STATUS64 / LOOP_SET_STATUS64 (linux/loop.h), the size of struct loop_info64, where its
-#: lo_flags field lies, and the flag that detaches a loop device when its last opener closes it
-_LOOP_GET_STATUS64, _LOOP_SET_STATUS64, _LOOP_INFO64_SIZE, _LO_FLAGS_OFFSET = 0x4C05, 0x4C04, 232, 52
-_LO_FLAGS_AUTOCLEAR = 4
-
-
-def _set_autoclear(fd: int) -> None:
-    """Make the loop device open on `fd` detach itself when its last opener closes it."""
-    import fcntl
-    import struct
-
-    info = bytearray(_LOOP_INFO64_SIZE)
-    fcntl.ioctl(fd, _LOOP_GET_STATUS64, info)
-    flags = struct.unpack_from("=I", info, _LO_FLAGS_OFFSET)[0]
-    struct.pack_into("=I", info, _LO_FLAGS_OFFSET, flags | _LO_FLAGS_AUTOCLEAR)
-    fcntl.ioctl(fd, _LOOP_SET_STATUS64, bytes(info))
 
 
 #: where a zram device we made says whose it is (the kernel cannot clear a zram device by itself)
@@ -246,47 +296,81 @@ def _zram_owner_file(index: int) -> Path:
     return ZRAM_OWNERS / f"zram{index}.owner"
 
 
+def _zram_identity(index: int) -> str | None:
+    """What tells this zram device instance from another under the same name: its disk sequence number
+    (new at every hot_add) and its memory limit (cleared by every reset), or None when it is gone."""
+    base = Path(f"/sys/block/zram{index}")
+    try:
+        diskseq = (base / "diskseq").read_text().strip()
+        mem_limit = (base / "mm_stat").read_text().split()[3]
+    except (OSError, IndexError):
+        return None
+    return f"{diskseq} {mem_limit}"
+
+
+def _mark_zram(index: int, size_bytes: int) -> None:
+    """Give our zram device a memory limit no one else would choose, so that a reset (which clears it)
+    and a reuse by its next user are told from our own device. The limit is never reached: it is above
+    twice the disk size, and zram stores at most the disk size of data, compressed."""
+    token = 1 + int.from_bytes(os.urandom(2), "little") % 4095
+    limit = (2 * size_bytes + (1 << 20)) // 4096 * 4096 + token * 4096
+    Path(f"/sys/block/zram{index}/mem_limit").write_text(str(limit))
+
+
 def _claim_zram(index: int) -> None:
+    """Write down that zram`index`, as it is now (`_zram_identity`), is this process's."""
     ZRAM_OWNERS.mkdir(parents=True, exist_ok=True)
-    _zram_owner_file(index).write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
+    _zram_owner_file(index).write_text(f"{os.getpid()} {process_start(os.getpid())} {_zram_identity(index)}\n")
 
 
 def orphaned_zram() -> list[int]:
-    """zram devices plugtrace made for a recorder that is gone (killed, machine not rebooted since)."""
+    """zram devices plugtrace made for a recorder that is gone (killed, machine not rebooted since), and
+    still the very devices it made: one reset or made anew under the same name since is someone else's,
+    and only its stale owner file is removed."""
     found = []
     for owner in sorted(ZRAM_OWNERS.glob("zram*.owner")) if ZRAM_OWNERS.is_dir() else []:
         try:
-            pid, start = owner.read_text().split()
+            pid, start, identity = owner.read_text().split(maxsplit=2)
             index = int(owner.name[len("zram") : -len(".owner")])
         except (OSError, ValueError):
             continue
-        if process_start(int(pid)) != start and Path(f"/sys/block/zram{index}").exists():
+        if process_start(int(pid)) == start:
+            continue  # its recorder runs
+        if _zram_identity(index) == identity.strip():
             found.append(index)
-        elif not Path(f"/sys/block/zram{index}").exists():
+        else:
             _unlink(str(owner))
     return found
 
 
-def cleanup_orphans() -> list[str]:
-    """Remove the zram devices of dead recorders (never a live one's, never one we did not make)."""
-    removed = []
+def cleanup_orphans() -> tuple[list[str], list[str]]:
+    """Remove the zram devices of dead recorders (never a live one's, never one we did not make, never
+    one open now). Returns (removed, left because they are open)."""
+    removed, busy = [], []
     for index in orphaned_zram():
-        _zram_remove(index)
-        _unlink(str(_zram_owner_file(index)))
-        removed.append(f"/dev/zram{index}")
-    return removed
+        if _zram_remove(index):
+            _unlink(str(_zram_owner_file(index)))
+            removed.append(f"/dev/zram{index}")
+        else:
+            busy.append(f"/dev/zram{index}")
+    return removed, busy
 
 
-def _zram_remove(index: int) -> None:
+def _zram_remove(index: int) -> bool:
+    """Reset and remove zram`index`; False when it stays open (the kernel refuses both then) or was not
+    there to remove."""
     base = Path(f"/sys/block/zram{index}")
-    try:
-        (base / "reset").write_text("1")
-    except OSError:
-        pass
-    try:
-        Path("/sys/class/zram-control/hot_remove").write_text(str(index))
-    except OSError:
-        pass
+    # udev probes a device whose size changed, holding it open for a moment: a refusal is asked again
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            (base / "reset").write_text("1")
+            Path("/sys/class/zram-control/hot_remove").write_text(str(index))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
 def create_zram(size_bytes: int = DEFAULT_SIZE) -> Target:
@@ -302,8 +386,9 @@ def create_zram(size_bytes: int = DEFAULT_SIZE) -> Target:
     except OSError as exc:
         raise DeviceError(f"zram hot_add failed: {exc.strerror}") from None
     target = _register(Target("zram", f"/dev/zram{index}", size_bytes, True, True, zram_index=index))
-    _claim_zram(index)
     try:
+        _mark_zram(index, size_bytes)
+        _claim_zram(index)
         Path(f"/sys/block/zram{index}/disksize").write_text(str(size_bytes))
     except OSError as exc:
         target.close()
@@ -323,17 +408,32 @@ def open_file(path: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = Fal
         if allow_write and not os.access(path, os.W_OK):
             raise DeviceError(f"{path}: not writable")
         return Target("file", str(p), size, allow_write, False)
+    if p.is_symlink():
+        raise DeviceError(
+            f"{path}: a symbolic link to {os.readlink(p)}, which does not exist; name the file itself "
+            "(plugtrace creates a missing file, and removes it afterwards, only under the name given)"
+        )
     if not p.parent.is_dir():
         raise DeviceError(f"{path}: directory {p.parent} does not exist")
-    with open(p, "wb") as fh:
-        try:
-            # the space is taken now: a full file system is told here, not as failed writes mid-run
-            os.posix_fallocate(fh.fileno(), 0, size_bytes)
-        except OSError as exc:
-            fh.close()
-            _unlink(str(p))
-            raise DeviceError(f"{path}: cannot make a {size_bytes}-byte file: {exc.strerror}") from None
-    return _register(Target("file", str(p), size_bytes, True, True))
+    try:
+        # O_EXCL: made here or not at all (never through a link, never over a file that just appeared)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise DeviceError(f"{path}: cannot create: {exc.strerror}") from None
+    try:
+        made = os.fstat(fd)
+        # the space is taken now: a full file system is told here, not as failed writes mid-run
+        os.posix_fallocate(fd, 0, size_bytes)
+    except OSError as exc:
+        os.close(fd)
+        _unlink(str(p))
+        raise DeviceError(f"{path}: cannot make a {size_bytes}-byte file: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        _unlink(str(p))
+        raise
+    os.close(fd)
+    return _register(Target("file", str(p), size_bytes, True, True, _made=(made.st_dev, made.st_ino)))
 
 
 def is_mounted(dev_t: str) -> str | None:
@@ -431,8 +531,11 @@ def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = F
     `sparse`: a loop device over a sparse file, not filled with data first. Before making a
     device, the zram devices a killed recorder left behind are removed."""
     if spec in ("loop", "zram") and os.geteuid() == 0:
-        for name in cleanup_orphans():
+        removed, busy = cleanup_orphans()
+        for name in removed:
             print(f"plugtrace: removed {name}, left behind by a recorder that was killed", file=sys.stderr)
+        for name in busy:
+            print(f"plugtrace: {name}, left behind by a recorder that was killed, is open: left alone", file=sys.stderr)
     if spec == "loop":
         return create_loop(size_bytes, sparse=sparse)
     if spec == "zram":

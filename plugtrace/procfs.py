@@ -1,12 +1,13 @@
-"""What /proc says about processes: start times and parent links.
+"""What /proc says about processes: start times and parent links; and whether a file can start one.
 
-Both parse ``/proc/PID/stat``, whose second field (the command name, in
+`process_start` and `descendants` parse ``/proc/PID/stat``, whose second field (the command name, in
 parentheses) may itself hold spaces and parentheses; the fields are read
 after its last ``)``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -38,3 +39,27 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return sorted(found)
+
+
+#: how the files the kernel executes begin: an ELF binary, a script naming its interpreter
+_EXECUTABLE_MAGIC = (b"\x7fELF", b"#!")
+
+
+def program_problem(path: str) -> str | None:
+    """Why the file `path` cannot be run as a program (None: it can): missing, a directory, not
+    executable, or neither a binary nor a script starting with #! (which a shell would run as a
+    shell script instead, and exec() refuses with "Exec format error")."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:
+        return "not found"
+    except IsADirectoryError:
+        return "a directory"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(path, os.X_OK):
+        return "not executable"
+    if not head.startswith(_EXECUTABLE_MAGIC):
+        return "not a program (neither a binary nor a script starting with #!)"
+    return None

@@ -38,6 +38,16 @@ def _describe(name: str, orphans: set[str]) -> dict:
     holders = sorted(h.name for h in (sys_dir / "holders").iterdir()) if (sys_dir / "holders").is_dir() else []
     mounted = is_mounted(dev_t)
     ro = (sys_dir / "ro").read_text().strip() == "1"
+    # a disk whose partition is mounted or held is in use as a whole: writing it destroys that file system
+    partitions = sorted(p for p in sys_dir.iterdir() if (p / "partition").exists())
+    in_use = []
+    for part in partitions:
+        part_mount = is_mounted((part / "dev").read_text().strip())
+        part_holders = sorted(h.name for h in (part / "holders").iterdir()) if (part / "holders").is_dir() else []
+        if part_mount:
+            in_use.append(f"partition {part.name} mounted on {part_mount}")
+        elif part_holders:
+            in_use.append(f"partition {part.name} held by {', '.join(part_holders)}")
     if f"/dev/{name}" in orphans:
         verdict = "no: left behind by a plugtrace recorder that was killed (plugtrace devices --cleanup)"
     elif size == 0:
@@ -46,6 +56,8 @@ def _describe(name: str, orphans: set[str]) -> dict:
         verdict = f"no: mounted on {mounted}"
     elif holders:
         verdict = f"no: held by {', '.join(holders)}"
+    elif in_use:
+        verdict = f"no: {'; '.join(in_use)}"
     else:
         verdict = "yes (read-only unless --allow-write)" if not ro else "yes (read-only device)"
     return {
@@ -54,6 +66,7 @@ def _describe(name: str, orphans: set[str]) -> dict:
         "size_bytes": size,
         "mounted": mounted,
         "holders": holders,
+        "partitions_in_use": in_use,
         "usable": verdict,
     }
 
@@ -65,8 +78,10 @@ def run(args) -> int:
     if args.cleanup:
         if os.geteuid() != 0:
             raise CapabilityError("removing zram devices needs root")
-        removed = cleanup_orphans()
+        removed, busy = cleanup_orphans()
         print(f"removed {', '.join(removed)}" if removed else "nothing left behind by a killed recorder")
+        if busy:
+            print(f"left alone, because open: {', '.join(busy)}")
         return 0
     orphans = {f"/dev/zram{i}" for i in orphaned_zram()}
     rows = [_describe(p.name, orphans) for p in sorted(Path("/sys/block").iterdir())]

@@ -94,18 +94,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", help="fewer progress messages")
 
 
+#: the guest's memory (MiB) and what its workload's buffers may take of it; the most requests its
+#: jobs may keep in flight together (Linux AIO's aio-max-nr of 65536 events, which io_setup doubles)
+GUEST_MEMORY_MB, GUEST_BUFFERS_MB, GUEST_MAX_IN_FLIGHT = 256, 64, 16384
+
+
 def _check(args) -> None:
-    for name in ("disks", "ide_disks", "iodepth", "jobs", "bs", "max_events"):
+    """Refuse what the guest could not run, before anything is made or booted."""
+    for name, low, high in (
+        ("disks", 1, 16),
+        ("ide_disks", 0, 2),
+        ("iodepth", 1, 1024),
+        ("jobs", 1, 64),
+        ("bs", 512, 1 << 20),
+        ("max_events", 1, None),
+    ):
         v = getattr(args, name)
-        low = 0 if name == "ide_disks" else 1
-        if v < low:
-            raise UsageError(f"--{name.replace('_', '-')}: at least {low}, not {v}")
-    if args.ide_disks > 2:
-        raise UsageError("--ide-disks: the guest's IDE controller has room for 2 (its primary and secondary bus)")
-    if args.disks > 16:
-        raise UsageError("--disks: at most 16")
+        if v < low or (high is not None and v > high):
+            why = (
+                " (the guest's IDE controller has room for 2: its primary and secondary bus)"
+                if name == "ide_disks"
+                else ""
+            )
+            within = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise UsageError(f"--{name.replace('_', '-')}: {within}, not {v}{why}")
     if args.bs % 512:
         raise UsageError(f"--bs: a multiple of 512, not {args.bs}")
+    if args.mode == "off" and args.measure_overhead:
+        raise UsageError("--measure-overhead compares a traced guest with an untraced one: not with --mode off")
+    jobs = (args.disks + args.ide_disks) * args.jobs
+    if jobs * args.iodepth * args.bs > GUEST_BUFFERS_MB << 20:
+        raise UsageError(
+            f"--jobs {args.jobs} x --iodepth {args.iodepth} x --bs {args.bs} on {args.disks + args.ide_disks} "
+            f"disk(s): {jobs * args.iodepth * args.bs / 2**20:,.0f} MiB of buffers, more than the "
+            f"{GUEST_BUFFERS_MB} MiB the {GUEST_MEMORY_MB} MiB guest gives its workload"
+        )
+    if jobs * args.iodepth > GUEST_MAX_IN_FLIGHT:
+        raise UsageError(
+            f"--jobs {args.jobs} x --iodepth {args.iodepth} on {args.disks + args.ide_disks} disk(s): "
+            f"{jobs * args.iodepth:,} requests in flight, more than the guest's {GUEST_MAX_IN_FLIGHT:,}"
+        )
     if not 0 <= args.rwmixread <= 100:
         raise UsageError(f"--rwmixread: 0 to 100, not {args.rwmixread}")
     if not 0 < args.duration <= 3600:
@@ -119,14 +147,18 @@ def run(args) -> int:
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..qemu.image import guest_image
     from ..qemu.launch import Workload
-    from ..qemu.recording import QemuConfig, QemuRecording
+    from ..qemu.recording import QemuConfig, QemuRecording, remove_stale_scratch
     from ..qemu.versions import find_qemu
     from .record import _default_output
     from .recording import Recording
 
     _check(args)
+    size = devices.parse_size(args.size)
+    if size < args.bs:
+        raise UsageError(f"--size: at least one block of --bs {args.bs}, not {size} bytes")
     if os.geteuid() != 0:
         raise UsageError("plugtrace qemu needs root (QEMU opens the device, bpftrace traces it)")
+    remove_stale_scratch()  # what killed recorders left in /tmp
     cfg = QemuConfig(
         qemu=args.qemu,
         disks=args.disks,
@@ -150,11 +182,14 @@ def run(args) -> int:
     qemu, image = find_qemu(args.qemu), guest_image()
     with Recording(out, {}, command=["plugtrace", *sys.argv[1:]]) as rec:
         rec.on_exit(devices.cleanup_all)
-        target = devices.open_target(
-            args.device, devices.parse_size(args.size), allow_write=args.allow_write, sparse=args.sparse
-        )
+        target = devices.open_target(args.device, size, allow_write=args.allow_write, sparse=args.sparse)
         rec.on_exit(target.close)
         devices.check_writable(target, cfg.workload.writes)
+        if args.ide_disks and not target.writable and args.bs % 2048:
+            raise UsageError(
+                f"--bs: a multiple of 2048 with --ide-disks on a read-only device (its IDE disks are "
+                f"CD-ROM drives, 2048-byte sectors), not {args.bs}"
+            )
         recording = QemuRecording(cfg, target, rec, qemu, image, quiet=args.quiet)
         rec.on_exit(recording.close)  # QEMU and its probes stop before the device goes
         meta = recording.run()

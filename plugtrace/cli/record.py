@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..errors import EXIT_DATA_MISMATCH, EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
-from ..procfs import descendants
+from ..procfs import descendants, program_problem
 from .recording import Recording
 
 HELP = "run a workload on a real io_uring device and record what happened"
@@ -172,6 +172,44 @@ def _probe_list(text: str | None) -> list[str] | None:
             f"--probes: unknown probe {', '.join(bad) or repr(text)} (choose from {', '.join(sorted(known))})"
         )
     return names
+
+
+#: options of plugtrace's own workload, which a traced program (--pid, -- CMD) does not use
+_WORKLOAD_ONLY = (
+    "device",
+    "size",
+    "sparse",
+    "allow_write",
+    "strategy",
+    "devices",
+    "ide_devices",
+    "threads",
+    "iodepth",
+    "bs",
+    "rw",
+    "rwmixread",
+    "requests",
+    "interleave",
+    "ring_setup",
+    "poll_max_ns",
+    "seed",
+    "no_verify",
+    "measure_overhead",
+)
+
+
+def _refuse_unused_options(args) -> None:
+    """A workload option given while tracing another program would be silently ignored: refuse it."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args([])
+    given = [name for name in _WORKLOAD_ONLY if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        names = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+        raise UsageError(
+            f"{names}: for plugtrace's own workload; a traced program (--pid, -- CMD) runs its own "
+            "(give it these settings itself)"
+        )
 
 
 def _check_numbers(args) -> None:
@@ -327,7 +365,10 @@ def run(args) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if args.mode == "off" and args.measure_overhead:
+        raise UsageError("--measure-overhead compares a traced run with an untraced one: not with --mode off")
     if args.pid is not None or command:
+        _refuse_unused_options(args)
         return _record_external(args, command, probes)
     if args.watch_device is not None:
         raise UsageError(
@@ -342,6 +383,13 @@ def run(args) -> int:
     if args.max_events <= 0:
         raise UsageError("--max-events: must be positive")
     size = devices.parse_size(args.size)
+    made = args.device in ("loop", "zram") or (args.device.startswith("file:") and not os.path.lexists(args.device[5:]))
+    ndev = cfg.devices + cfg.ide_devices
+    if made and (size // ndev) // cfg.bs < cfg.iodepth:  # the engine's own check, before the device is made
+        raise UsageError(
+            f"--size/--devices: {size} bytes are too small for {ndev} emulated devices of at least "
+            f"{cfg.iodepth} blocks of {cfg.bs} bytes"
+        )
     out = Path(args.output) if args.output else _default_output(cfg.strategy)
     command_line = ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else list(sys.argv)
     with Recording(out, {"environment": describe_environment()}, command=command_line) as rec:
@@ -358,7 +406,7 @@ def run(args) -> int:
         config = cfg.as_dict() | {"mode": args.mode, "device_spec": args.device}
         writer = rec.open(config=config, device=target.describe())
         overhead: dict[str, Any] | None = None
-        if args.measure_overhead and args.mode != "off":
+        if args.measure_overhead:
             print("measuring untraced baseline ...", file=sys.stderr)
             # the baseline writes its log too, beside the run, as the traced run will: the ratio is tracing's alone
             with tempfile.TemporaryDirectory(prefix=".untraced-baseline-", dir=out) as scratch:
@@ -429,8 +477,12 @@ def _end_process_group(proc: subprocess.Popen) -> None:
 
 
 def _child_signals_and_fd(r: int) -> None:
+    """In the traced command's child before exec: signals let through, and the "go" pipe on fd 3 (the
+    shell that waits on it can name no descriptor above 9), replacing whatever fd 3 was there."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    os.dup2(r, 3)
+    if r != 3:
+        os.dup2(r, 3)
+    os.set_inheritable(3, True)  # r is close-on-exec, and dup2 onto itself (r == 3) leaves it so
 
 
 def _uses_our_extension(pid: int, probes: list[str] | None) -> bool:
@@ -482,8 +534,13 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             "--duration is for --pid and plugtrace's own workload; a command is traced until it "
             "exits (give it its own time limit, e.g. fio's --runtime)"
         )
-    if command and shutil.which(command[0]) is None:
-        raise UsageError(f"cannot run {command[0]}: not found, or not executable")
+    if command:
+        found = shutil.which(command[0])
+        if found is None:
+            raise UsageError(f"cannot run {command[0]}: not found, or not executable")
+        problem = program_problem(found)
+        if problem is not None:
+            raise UsageError(f"cannot run {command[0]}: {problem}")
     watched = _watched_device(args.watch_device)
     children = descendants(args.pid) if args.pid is not None else []
     if children:
@@ -520,8 +577,10 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
                 with signals_held():
                     proc = subprocess.Popen(
                         # no "go" (we could not trace): it exits without running the command
-                        ["sh", "-c", 'read _ <&3 && exec "$@"', "plugtrace-child", *command],
-                        pass_fds=(r,),
+                        ["sh", "-c", 'read _ <&3 && exec 3<&- && exec "$@"', "plugtrace-child", *command],
+                        # not closing descriptors: closing would close fd 3 too once the pipe is there; ours
+                        # are close-on-exec anyway, and the command gets those the user gave plugtrace
+                        close_fds=False,
                         preexec_fn=lambda: _child_signals_and_fd(r),
                         start_new_session=True,  # its own process group: its children are ended with it
                     )

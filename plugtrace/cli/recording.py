@@ -74,10 +74,32 @@ def os_error_message(exc: OSError) -> str:
     return f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
 
 
+def check_output(out: Path) -> None:
+    """Refuse a run directory that could not be made: a file, a directory with something in it, or
+    one under a directory that cannot be written."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise PlugtraceError(f"{out}: exists and is not a directory (choose another -o)")
+        if any(out.iterdir()):
+            raise PlugtraceError(f"run directory {out} exists and is not empty (choose another -o)")
+        parent = out
+    else:
+        parent = out.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise PlugtraceError(f"{out}: {parent} is not a directory")
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise PlugtraceError(f"{out}: {parent}: Read-only file system")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PlugtraceError(f"{out}: {parent} is not writable")
+
+
 class Recording:
     """One recording from its run directory's creation to its last clean-up (see the module's docstring)."""
 
     def __init__(self, out: Path, meta: dict[str, Any], command: list[str] | None = None) -> None:
+        check_output(out)  # before a device is made and filled for a run that could not be kept
         self.out = out
         self._meta = {
             "plugtrace_version": __version__,
@@ -115,7 +137,12 @@ class Recording:
         try:
             status, replacement = self._status_for(exc)
             if isinstance(exc, KeyboardInterrupt):
-                print("\nplugtrace: interrupted; keeping what was recorded", file=sys.stderr)
+                print(
+                    "\nplugtrace: interrupted; keeping what was recorded"
+                    if self.writer is not None
+                    else "\nplugtrace: interrupted before recording began; nothing was recorded",
+                    file=sys.stderr,
+                )
             # a failure the CLI explains in its one line needs no second line saying the run failed
             self._close(status, say=not (status == STATUS_FAILED and isinstance(exc, (PlugtraceError, OSError))))
         finally:

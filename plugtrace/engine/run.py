@@ -65,7 +65,10 @@ class WorkloadConfig:
             raise UsageError(f"--rw: unknown mode {self.rw!r} (choose from {', '.join(RW_MODES)})")
         if self.device_kind not in DEVICE_KINDS:
             raise UsageError(f"--device-kind: choose from {', '.join(DEVICE_KINDS)}")
-        if self.devices < 0 or self.ide_devices < 0 or self.devices + self.ide_devices < 1:
+        for option, value in (("--devices", self.devices), ("--ide-devices", self.ide_devices)):
+            if value < 0:
+                raise UsageError(f"{option}: 0 or more, not {value}")
+        if self.devices + self.ide_devices < 1:
             raise UsageError("--devices: at least one emulated device is needed")
         if self.threads < 1:
             raise UsageError("--threads: must be at least 1")

@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,17 @@ def cache_dir() -> Path:
     return Path(base) / "plugtrace" / "guest"
 
 
+def _intact(initrd: Path) -> bool:
+    """Whether a cached initramfs reads to its end (a truncated or damaged one is built again: a guest
+    booted from it would hang or panic, and only say so on its console)."""
+    try:
+        with gzip.open(initrd, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error):
+        return False
+    return b"TRAILER!!!" in data[-512:]
+
+
 def guest_image(rebuild: bool = False) -> GuestImage:
     """The cached guest image, built first when missing or out of date."""
     vmlinuz, modules_dir = find_kernel()
@@ -162,7 +174,7 @@ def guest_image(rebuild: bool = False) -> GuestImage:
     ):
         key.update(part)
     initrd = cache_dir() / f"initramfs-{key.hexdigest()[:16]}.cpio.gz"
-    if initrd.exists() and not rebuild:
+    if initrd.exists() and not rebuild and _intact(initrd):
         return GuestImage(vmlinuz, initrd)
     initrd.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

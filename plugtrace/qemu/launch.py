@@ -69,6 +69,8 @@ class Console:
     started: threading.Event = field(default_factory=threading.Event)
     elapsed_s: float | None = None  # the workload's own, first request to last completion
     ended: bool = False
+    exit_code: int | None = None  # the workload's exit status (0: no request failed)
+    errors: list[str] = field(default_factory=list)  # each failing job's first failure, as it said it
 
     def feed(self, line: str) -> None:
         line = line.lstrip("\x1e")  # the workload's start mark for the probes, printed before its start line
@@ -77,6 +79,10 @@ class Console:
             self.started.set()
         elif line.startswith("ptload end"):
             self.ended = True
+            rc = line.partition("rc=")[2].strip()
+            self.exit_code = int(rc) if rc.isdigit() else None
+        elif line.startswith("ptload error: "):
+            self.errors.append(line.removeprefix("ptload error: "))
         elif line.startswith("ptload elapsed_s="):
             self.elapsed_s = float(line.split("=", 1)[1])
         elif line.startswith("ptload disk="):
@@ -94,6 +100,17 @@ class Console:
     @property
     def done(self) -> bool:
         return bool(self.stat_after) and self.ended
+
+    @property
+    def failure(self) -> str | None:
+        """Why the guest workload failed (None: it did not): what it said first, and how often."""
+        if not self.ended or (self.exit_code == 0 and not self.errors):
+            return None
+        failed = sum(c.get("errors", 0) for c in self.counts.values())
+        if not self.errors:
+            return f"the guest workload exited with status {self.exit_code} ({self.tail()})"
+        more = f" ({failed:,} failed in all)" if failed > 1 else ""
+        return f"the guest workload failed: {self.errors[0]}{more}"
 
     def tail(self, n: int = 8) -> str:
         return " | ".join(line for line in self.lines[-n:] if line.strip())
@@ -178,9 +195,12 @@ class QemuGuest:
         ids = iothread_ids(self.disks, self.iothreads)
         for iothread in dict.fromkeys(i for i in ids if i):
             argv += ["-object", f"iothread,id={iothread}"]
-        drive = f"file={self.device_path},if=none,format=raw,aio=io_uring,cache=none,file.locking=off" + (
-            "" if self.writable else ",readonly=on"
-        )
+        # werror/rerror=report: a failed request is the guest's error to count, not a reason to pause the VM
+        # (QEMU's default on ENOSPC), which would leave the run waiting for a guest that never ends
+        drive = (
+            f"file={self.device_path},if=none,format=raw,aio=io_uring,cache=none,file.locking=off,"
+            "werror=report,rerror=report"
+        ) + ("" if self.writable else ",readonly=on")
         for i, iot in enumerate(ids):
             argv += [
                 "-drive",

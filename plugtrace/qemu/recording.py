@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -24,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import CapabilityError
+from ..errors import CapabilityError, PlugtraceError
+from ..procfs import process_start
 from ..schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
@@ -35,6 +38,24 @@ from .versions import QemuBinary
 KVM_BOOT_TIMEOUT_S = 20.0
 #: a TCG guest boots in a few seconds on this kind of machine; more is a failure
 BOOT_TIMEOUT_S = 120.0
+
+
+def _scratch_prefix(pid: int) -> str:
+    """How the QEMU-side probes' scratch directory of recorder `pid` begins: its pid and start time, so
+    that one a killed recorder left is known as such (`remove_stale_scratch`)."""
+    return f"plugtrace-qemu-{pid}.{process_start(pid)}-"
+
+
+def remove_stale_scratch() -> list[Path]:
+    """Remove the scratch directories of recorders that are gone (SIGKILL runs no clean-up); returns them."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob("plugtrace-qemu-*"):
+        m = re.fullmatch(r"plugtrace-qemu-(\d+)\.(\d+)-.*", path.name)
+        if m is None or not path.is_dir() or path.name.startswith(_scratch_prefix(int(m.group(1)))):
+            continue  # not ours, or its recorder runs
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def _table(name: str, rows: dict[str, list]) -> pa.Table:
@@ -95,6 +116,8 @@ def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str,
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
+    if not isinstance(known, dict) or not all(isinstance(v, bool) for v in known.values()):
+        known = {}  # damaged: tested again, and written anew
     if key not in known:
         guest = QemuGuest(
             qemu,
@@ -116,10 +139,14 @@ def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str,
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(known))
     if known[key]:
-        return "kvm", "a test boot with KVM started the guest"
+        return "kvm", f"a test boot with KVM started the guest (cached in {cache})"
     if wanted == "kvm":
         raise CapabilityError(f"--accel kvm: a guest did not boot with KVM within {KVM_BOOT_TIMEOUT_S:.0f} s")
     return "tcg", f"a test boot with KVM did not start the guest within {KVM_BOOT_TIMEOUT_S:.0f} s (cached in {cache})"
+
+
+class GuestWorkloadError(PlugtraceError):
+    """The guest's workload ran but its requests failed (the run is stored `failed`)."""
 
 
 class QemuRecording:
@@ -187,13 +214,15 @@ class QemuRecording:
             guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
         finally:
             guest.stop()
+        if guest.console.failure:
+            raise GuestWorkloadError(f"untraced: {guest.console.failure}")
         return guest_iops(guest.console)
 
     def run(self) -> dict:
         """Record; returns the run's final meta. An error or a signal leaves through the `Recording`,
         which marks the run; `close()` (registered with it) stops what still runs."""
         from ..environment import describe_environment
-        from ..store import STATUS_COMPLETE
+        from ..store import STATUS_COMPLETE, STATUS_FAILED
 
         rec = self.rec
         self.accel = choose_accel(self.cfg.accel, self.qemu, self.image)
@@ -215,13 +244,17 @@ class QemuRecording:
         for name, why in (missing | qemu_missing).items():
             print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         self.guest.release()
-        if not self.guest.wait_started(BOOT_TIMEOUT_S):
+        boot_timeout = KVM_BOOT_TIMEOUT_S if self.accel[0] == "kvm" else BOOT_TIMEOUT_S
+        if not self.guest.wait_started(boot_timeout):
             why = (
                 f"QEMU exited ({self.guest.process.returncode})"
                 if self.guest.process.poll() is not None
-                else f"it did not within {BOOT_TIMEOUT_S:.0f} s"
+                else f"it did not within {boot_timeout:.0f} s"
             )
-            raise CapabilityError(f"the guest did not start its workload: {why} (console: {self.guest.console.tail()})")
+            raise CapabilityError(
+                f"the guest did not start its workload: {why} (console: {self.guest.console.tail()}); "
+                + self._cache_hint()
+            )
         self.say(f"guest booted; running {self.cfg.workload.rw} for {self.cfg.workload.duration_s:g} s")
         self.guest.wait_done(BOOT_TIMEOUT_S + self.cfg.workload.duration_s)
         info = rec.close_tables()
@@ -251,8 +284,32 @@ class QemuRecording:
             "disk_stat_before": self.guest.console.stat_before,
             "disk_stat_after": self.guest.console.stat_after,
         }
-        rec.finish(STATUS_COMPLETE, info, summary=summary, guest=guest, tracing_overhead=overhead)
+        # a workload whose requests failed measured nothing: the run says so, with the guest's own words
+        failure = self.guest.console.failure
+        rec.finish(
+            STATUS_FAILED if failure else STATUS_COMPLETE,
+            info,
+            summary=summary,
+            guest=guest,
+            tracing_overhead=overhead,
+            **({"error": failure} if failure else {}),
+        )
+        if failure:
+            raise GuestWorkloadError(f"{failure}; run directory {rec.out} marked failed")
         return writer.meta
+
+    def _cache_hint(self) -> str:
+        """What a guest that does not boot may owe to the caches, and how to renew them."""
+        hint = (
+            "a damaged cached guest image is rebuilt with: python -m plugtrace.qemu.image --rebuild "
+            f"({self.image.initrd})"
+        )
+        if self.accel[0] == "kvm" and self.cfg.accel == "auto":
+            hint += (
+                f"; KVM was chosen from the test boot cached in {cache_dir().parent / 'kvm-probe.json'}: "
+                "delete it to test KVM again, or give --accel tcg"
+            )
+        return hint
 
     def _start_qemu_probes(self, pid: int) -> dict[str, str]:
         """Attach the QEMU-side probes; returns what could not be measured."""
@@ -269,7 +326,7 @@ class QemuRecording:
         caps = detect_capabilities()
         if not caps.uprobes[0]:
             return {"qemu_sections": caps.uprobes[1]}
-        self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+        self._scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(os.getpid()))
         self.probes = QemuProbes(
             q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
         )

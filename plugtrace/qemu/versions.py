@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CapabilityError, UsageError
+from ..procfs import program_problem
 from .image import PREFIX, SETUP_HINT
 
 #: --qemu NAME -> (binary, firmware directories passed with -L)
@@ -82,6 +83,9 @@ def find_qemu(name: str) -> QemuBinary:
         binary = Path(name)
         if not binary.is_file():
             raise UsageError(f"--qemu: expected 7.2, 10.0 or the path of a qemu-system-x86_64, not {name!r}")
+        problem = program_problem(name)
+        if problem is not None:
+            raise UsageError(f"--qemu {name}: {problem}")
         firmware = ()
     proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
     m = re.search(r"version (\d+\.\d+(?:\.\d+)?)", proc.stdout)

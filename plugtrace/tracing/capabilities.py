@@ -132,9 +132,25 @@ def _check_bpftrace() -> tuple[tuple[bool, str], str | None]:
 
 
 def tracefs_root() -> Path | None:
+    """Where tracefs is mounted and readable (None: nowhere, or only where we may not look)."""
     for root in (TRACEFS, DEBUGFS_TRACING):
-        if (root / "events").is_dir():
+        try:
+            if (root / "events").is_dir():
+                return root
+        except PermissionError:  # mode 0700: only root may look
+            continue
+    return None
+
+
+def _unreadable_tracefs() -> Path | None:
+    """A tracefs mount this user may not read (not root), if that is why `tracefs_root` found none."""
+    for root in (TRACEFS, DEBUGFS_TRACING):
+        try:
+            os.listdir(root)
+        except PermissionError:
             return root
+        except OSError:
+            continue
     return None
 
 
@@ -144,6 +160,9 @@ def _check_tracefs(mount: bool) -> tuple[bool, str]:
     root = tracefs_root()
     if root is not None:
         return True, f"mounted at {root}"
+    unreadable = _unreadable_tracefs()
+    if unreadable is not None:
+        return False, f"{unreadable} is not readable (not root)"
     if not mount or os.geteuid() != 0:
         return False, f"tracefs is not mounted (as root: mount -t tracefs nodev {TRACEFS})"
     p = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True)
@@ -156,7 +175,8 @@ def _check_tracepoint(name: str, root: Path | None) -> tuple[bool, str]:
     if name in _forced_missing():
         return False, f"tracepoint {name} is missing (forced by PLUGTRACE_FORCE_MISSING)"
     if root is None:
-        return False, f"tracepoint {name}: tracefs is not mounted"
+        why = "not readable (not root)" if _unreadable_tracefs() is not None else "not mounted"
+        return False, f"tracepoint {name}: tracefs is {why}"
     for candidate in (name, *TRACEPOINT_ALTERNATIVES.get(name, ())):
         category, event = candidate.split(":")
         if (root / "events" / category / event).is_dir():
@@ -174,7 +194,8 @@ def _check_uprobes(root: Path | None, bpftrace: str | None) -> tuple[bool, str]:
     if "uprobes" in _forced_missing():
         return False, "uprobes are not available (forced by PLUGTRACE_FORCE_MISSING)"
     if root is None:
-        return False, "uprobes need tracefs, which is not mounted"
+        why = "not readable (not root)" if _unreadable_tracefs() is not None else "not mounted"
+        return False, f"uprobes need tracefs, which is {why}"
     if not (root / "uprobe_events").exists():
         return False, "this kernel has no uprobes (CONFIG_UPROBE_EVENTS is off)"
     return True, "uprobe_events present"

@@ -169,3 +169,29 @@ def test_submit_times_take_the_next_submitting_enter_of_the_thread(tmp_path):
     requests = {"queue_ns": [4, 6, 11, 31, 11], "tid": [1, 1, 2, 1, 3]}
     assert submit_times(tmp_path, requests) == [5, 30, 12, -1, -1]
     assert submit_times(tmp_path / "nowhere", requests) == [-1] * 5
+
+
+def test_a_damaged_cached_guest_image_is_built_again(tmp_path, monkeypatch):
+    """A truncated initramfs in the cache (a full disk, a killed build) is noticed and rebuilt, instead of
+    booting a guest that hangs."""
+    import shutil
+
+    import pytest
+
+    from plugtrace.errors import PlugtraceError
+    from plugtrace.qemu import image
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc builds the guest workload")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        first = image.guest_image()
+    except PlugtraceError as exc:
+        pytest.skip(exc.message)  # no guest kernel installed here
+    whole = first.initrd.read_bytes()
+    first.initrd.write_bytes(whole[: len(whole) // 2])
+    again = image.guest_image()
+    import gzip
+
+    assert again.initrd == first.initrd and image._intact(again.initrd)
+    assert gzip.decompress(again.initrd.read_bytes()) == gzip.decompress(whole)

@@ -9,7 +9,9 @@
  *   ptload --rw randread --bs 4096 --iodepth 8 --jobs 2 --duration 3 --rwmixread 50 /dev/vda ...
  *
  * Prints one line per disk, "ptload disk=vda reads=N writes=M errors=E", and the time from the
- * first request to the last completion, "ptload elapsed_s=S".
+ * first request to the last completion, "ptload elapsed_s=S". Every job stops submitting at the
+ * same moment, --duration seconds after the first started, however long the others took to start.
+ * A job's first failure is printed as "ptload error: ..."; the exit status is 1 after any failure.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,14 +31,25 @@
 static const char *rw = "randread";
 static long bs = 4096, iodepth = 8, jobs = 1, mixread = 50;
 static double duration = 3;
+/* when every job stops submitting (CLOCK_MONOTONIC seconds) */
+static double deadline;
 
 struct job {
     const char *path;
     int disk;
     unsigned seed;
     long reads, writes, errors;
+    char first_error[160]; /* what went wrong first, "" while nothing did */
     pthread_t thread;
+    int started;
 };
+
+static void failed(struct job *j, const char *what, int err)
+{
+    if (!j->first_error[0])
+        snprintf(j->first_error, sizeof(j->first_error), "%s: %s: %s", j->path, what, strerror(err));
+    j->errors++;
+}
 
 static double now(void)
 {
@@ -70,46 +83,55 @@ static void *run_job(void *arg)
     int fd = open(j->path, (writes ? O_RDWR : O_RDONLY) | O_DIRECT);
     uint64_t size = 0, seq = 0;
     aio_context_t ctx = 0;
-    if (fd < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0 || size < (uint64_t)bs) {
-        fprintf(stderr, "ptload: %s: %s\n", j->path, strerror(errno));
-        j->errors++;
+    if (fd < 0) {
+        failed(j, "open", errno);
+        return NULL;
+    }
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0) {
+        failed(j, "size", errno);
+        return NULL;
+    }
+    if (size < (uint64_t)bs) {
+        failed(j, "smaller than one block", EINVAL);
         return NULL;
     }
     if (syscall(SYS_io_setup, iodepth, &ctx) < 0) {
-        fprintf(stderr, "ptload: io_setup: %s\n", strerror(errno));
-        j->errors++;
+        failed(j, "io_setup", errno);
         return NULL;
     }
     uint64_t nblocks = size / bs;
     struct iocb *cbs = calloc(iodepth, sizeof(*cbs));
     char *bufs;
-    if (posix_memalign((void **)&bufs, 4096, iodepth * bs))
+    int err = posix_memalign((void **)&bufs, 4096, iodepth * bs);
+    if (err || !cbs) {
+        failed(j, "buffers", err ? err : ENOMEM);
         return NULL;
+    }
     memset(bufs, 0x5a, iodepth * bs);
     struct io_event *events = calloc(iodepth, sizeof(*events));
     long inflight = 0;
-    for (long i = 0; i < iodepth; i++) {
+    for (long i = 0; i < iodepth && now() < deadline; i++) {
         struct iocb *p = &cbs[i];
         prep(j, p, bufs + i * bs, fd, nblocks, &seq);
         if (syscall(SYS_io_submit, ctx, 1, &p) == 1)
             inflight++;
         else
-            j->errors++;
+            failed(j, "io_submit", errno);
     }
-    double end = now() + duration;
     while (inflight > 0) {
         long n = syscall(SYS_io_getevents, ctx, 1, iodepth, events, NULL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            j->errors++;
+            failed(j, "io_getevents", errno);
             break;
         }
-        int more = now() < end;
+        int more = now() < deadline;
         for (long i = 0; i < n; i++) {
             struct iocb *p = (struct iocb *)(uintptr_t)events[i].data;
             if (events[i].res != bs)
-                j->errors++;
+                failed(j, p->aio_lio_opcode == IOCB_CMD_PREAD ? "read" : "write",
+                       events[i].res < 0 ? (int)-events[i].res : EIO);
             else if (p->aio_lio_opcode == IOCB_CMD_PREAD)
                 j->reads++;
             else
@@ -120,7 +142,7 @@ static void *run_job(void *arg)
                 if (syscall(SYS_io_submit, ctx, 1, &p) == 1)
                     inflight++;
                 else
-                    j->errors++;
+                    failed(j, "io_submit", errno);
             }
         }
     }
@@ -149,16 +171,28 @@ int main(int argc, char **argv)
     }
     struct job *all = calloc(ndisks * jobs, sizeof(*all));
     double start = now();
+    deadline = start + duration;
     for (int d = 0; d < ndisks; d++)
         for (long k = 0; k < jobs; k++) {
             struct job *j = &all[d * jobs + k];
             j->path = argv[i + d];
             j->disk = d;
             j->seed = 1 + d * 1000 + k;
-            pthread_create(&j->thread, NULL, run_job, j);
+            int err = pthread_create(&j->thread, NULL, run_job, j);
+            if (err)
+                failed(j, "cannot start a job", err);
+            else
+                j->started = 1;
         }
-    for (long n = 0; n < ndisks * jobs; n++)
-        pthread_join(all[n].thread, NULL);
+    int status = 0;
+    for (long n = 0; n < ndisks * jobs; n++) {
+        if (all[n].started)
+            pthread_join(all[n].thread, NULL);
+        if (all[n].first_error[0]) {
+            printf("ptload error: %s\n", all[n].first_error);
+            status = 1;
+        }
+    }
     printf("ptload elapsed_s=%.6f\n", now() - start);
     for (int d = 0; d < ndisks; d++) {
         long r = 0, w = 0, e = 0;
@@ -171,5 +205,5 @@ int main(int argc, char **argv)
         printf("ptload disk=%s reads=%ld writes=%ld errors=%ld\n", name ? name + 1 : argv[i + d], r, w, e);
     }
     fflush(stdout);
-    return 0;
+    return status;
 }
