@@ -4,7 +4,7 @@
 IoUringDriver (shared by its devices, as one LuringState per AioContext) and
 its share of the emulated devices, each driven by a closed-loop Guest. The
 block device is split into one region per emulated device. Logs go to a sink
-(the run directory writer) in chunks from a background thread, so the engine
+(the run directory writer) in batches from a background thread, so the engine
 threads never hold a run's log in memory.
 """
 
@@ -196,14 +196,25 @@ class _Countdown:
                 continue
 
 
+#: log records the writer thread gathers per table before it converts and hands them on: a
+#: chunk costs the sink (a Parquet write) the same few interpreter-lock round trips whatever its size,
+#: and each is time the engine threads may wait for the lock, so chunks are made big (16 MiB of
+#: request records); at most this many per table are held in memory
+LOG_BATCH_ROWS = 1 << 17
+
+
 class _LogWriterThread:
-    """Takes log chunks from engine threads and hands them to the sink in order."""
+    """Takes log chunks from engine threads and hands them to the sink in order, gathered into
+    batches of `LOG_BATCH_ROWS` records per table (the rest at `close`)."""
 
     def __init__(self, sink: Callable[[str, Any], object], on_error: Callable[[], None]):
         self.sink = sink
         self.on_error = on_error
         self.q: queue.Queue = queue.Queue(maxsize=64)
         self.error: BaseException | None = None
+        #: records not yet handed on, per table, in order
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._pending_rows: dict[str, int] = {}
         self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
         self.thread.start()
 
@@ -215,14 +226,25 @@ class _LogWriterThread:
         while True:
             item = self.q.get()
             if item is None:
+                for name in list(self._pending):
+                    self._hand_on(name)
                 return
-            if self.error is None:
-                try:
-                    name, rows = item
-                    self.sink(name, _TABLES[name](rows))
-                except BaseException as exc:  # reported by close(); later chunks are dropped
-                    self.error = exc
-                    self.on_error()
+            name, rows = item
+            self._pending.setdefault(name, []).append(rows)
+            self._pending_rows[name] = self._pending_rows.get(name, 0) + len(rows)
+            if self._pending_rows[name] >= LOG_BATCH_ROWS:
+                self._hand_on(name)
+
+    def _hand_on(self, name: str) -> None:
+        chunks = self._pending.pop(name, [])
+        self._pending_rows.pop(name, None)
+        if self.error is not None or not chunks:
+            return  # after an error later chunks are dropped
+        try:
+            self.sink(name, _TABLES[name](chunks[0] if len(chunks) == 1 else np.concatenate(chunks)))
+        except BaseException as exc:  # reported by close()
+            self.error = exc
+            self.on_error()
 
     def close(self) -> None:
         self.q.put(None)

@@ -224,6 +224,24 @@ def _status_note(run: Run) -> str | None:
     return "; ".join(found) or None
 
 
+#: a stored traced ÷ untraced IOPS ratio below this makes the run's numbers partly the tracer's
+OVERHEAD_WARNING_BELOW = 0.9
+
+
+def _overhead_note(run: Run) -> str | None:
+    """A warning when tracing slowed this run (its stored traced ÷ untraced IOPS ratio is below
+    `OVERHEAD_WARNING_BELOW`), or None (no ratio stored, or tracing cost it little)."""
+    overhead = run.meta.get("tracing_overhead") or {}
+    ratio = overhead.get("ratio")
+    if not isinstance(ratio, (int, float)) or ratio >= OVERHEAD_WARNING_BELOW:
+        return None
+    return (
+        f"tracing slowed this run: it kept {ratio:.2f} of its untraced IOPS "
+        f"({_fmt(overhead.get('traced_iops'))} traced vs {_fmt(overhead.get('untraced_iops'))} untraced). "
+        "Its rates and latencies are partly the tracer's; record in aggregate mode for how fast"
+    )
+
+
 #: runs a report draws plots for, each; past this it compares them and summarises each without plots
 MAX_PLOTTED_RUNS = 12
 
@@ -252,6 +270,7 @@ def render(runs: Sequence[Run] | Runs, interactive: bool = True) -> str:
         compact=False,
         version=__version__,
         status_note=_status_note,
+        overhead_note=_overhead_note,
         bokeh_js=interactive_plots.bokeh_js() if uses_bokeh else "",
     )
 
@@ -264,4 +283,5 @@ def render_summary(run: Run) -> str:
         compact=True,
         version=__version__,
         status_note=_status_note,
+        overhead_note=_overhead_note,
     )
