@@ -20,7 +20,8 @@ does, so `plugtrace report` and the notebooks compare it with the model's runs.
 QEMU versions (--qemu):
   7.2      Debian 12's qemu-system-x86: the per-BlockDriverState plug (before the defer_call API)
   10.0     bookworm-backports, unpacked under /opt/plugtrace/qemu-10.0: util/defer-call.c
-  PATH     any qemu-system-x86_64; its design is read from the symbols it exports (nm -D)
+  PATH     any qemu-system-x86_64, e.g. your own build; its design is read from its ELF symbol
+           tables (.symtab and .dynsym), and a probe it has no function for is named, with why
 Both are installed by ./scripts/install.sh, with the guest's kernel (Debian's linux-image-amd64)
 and its initramfs (busybox-static and the workload, built and cached on first use).
 

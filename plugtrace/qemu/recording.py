@@ -259,11 +259,14 @@ class QemuRecording:
         q = self.qemu
         if q.design is None:
             return {
-                "qemu_sections": f"QEMU {q.version} ({q.binary}) exports neither defer_call_begin nor "
-                "blk_io_plug: no plug sections to trace"
+                "qemu_sections": f"QEMU {q.version} ({q.binary}) has neither defer_call_begin nor "
+                "blk_io_plug in its symbol tables (.symtab, .dynsym): no plug sections to trace"
             }
         if q.missing_symbols:
-            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) does not export {', '.join(q.missing_symbols)}"}
+            return {
+                "qemu_sections": f"QEMU {q.version} ({q.binary}) has no {', '.join(q.missing_symbols)} "
+                "in its symbol tables (.symtab, .dynsym): stripped, inlined or renamed"
+            }
         from ..tracing import detect_capabilities
 
         caps = detect_capabilities()
@@ -274,6 +277,8 @@ class QemuRecording:
             q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
         )
         self.probes.start(Path(self._scratch.name))
+        for symbol, why in self.probes.unplaced.items():
+            self.say(f"could not place the probe on {symbol}: {why}")
         if not self.probes.running:
             why = "; ".join(self.probes.errors[-3:]) or "bpftrace exited"
             self.probes = None
@@ -298,10 +303,10 @@ class QemuRecording:
         writer.write_table("qemu_counters", _table("qemu_counters", counters))
         writer.write_table("qemu_histograms", _table("qemu_histograms", p.histograms()))
         if self.cfg.mode == "events":
-            sections, handlers, requests = p.event_tables(owners)
-            writer.write_table("sections", _table("sections", sections))
-            writer.write_table("handlers", _table("handlers", handlers))
-            self._requests = requests
+            tables = p.event_tables(owners)
+            for name in ("sections", "handlers", "qemu_sections", "qemu_handlers"):
+                writer.write_table(name, _table(name, tables[name]))
+            self._requests = tables["qemu_requests"]
         info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
         info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
         lost = p.lost
@@ -310,6 +315,8 @@ class QemuRecording:
             info["events_lost"] = (info.get("events_lost") or 0) + lost
         if p.errors:
             info.setdefault("qemu_probe_messages", p.errors[-5:])
+        for symbol, why in p.unplaced.items():
+            info["probes"]["could_not_measure"][f"qemu:{symbol}"] = why
         return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
 
     def close(self) -> None:
