@@ -80,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "event (sections, handlers, io_uring requests); off: the guest's own counts only",
     )
     t.add_argument(
+        "--qemu-probes",
+        default="on",
+        choices=("on", "off"),
+        help="off: trace only the kernel side (what the QEMU-side uprobes cost is the difference)",
+    )
+    t.add_argument(
         "--max-events",
         type=int,
         default=5_000_000,
@@ -145,6 +151,7 @@ def run(args) -> int:
         mode=args.mode,
         max_events=args.max_events,
         measure_overhead=args.measure_overhead,
+        qemu_probes=args.qemu_probes == "on",
     )
     out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
     # what the run needs is found before a device is made for it

@@ -77,6 +77,8 @@ class QemuConfig:
     mode: str = "aggregate"
     max_events: int = 5_000_000
     measure_overhead: bool = False
+    #: False: the kernel-side probes only (a baseline for what the QEMU-side ones cost)
+    qemu_probes: bool = True
 
 
 def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
@@ -171,6 +173,7 @@ class QemuRecording:
             "iothreads": c.iothreads,
             **asdict(c.workload),
             "mode": c.mode,
+            "qemu_probes": c.qemu_probes,
             "device_spec": self.target.kind,
             "accel": self.accel[0],
             "accel_why": self.accel[1],
@@ -211,7 +214,7 @@ class QemuRecording:
         self.guest = self._guest()
         pid = self.guest.start()
         missing = rec.start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events, markers=False)
-        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" else {}
+        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" and self.cfg.qemu_probes else {}
         for name, why in (missing | qemu_missing).items():
             print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         self.guest.release()
