@@ -250,3 +250,19 @@ def test_a_build_that_exports_nothing_is_traced_by_its_symbol_table(tmp_path):
     subprocess.run(["strip", str(binary)], check=True)
     stripped = versions.find_qemu(str(binary))
     assert stripped.design is None and stripped.symbol_tables == ()
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_the_sample_runs_sections_hold_every_request_and_one_per_handler_run(version):
+    from plugtrace.analysis import Run, df_qemu_arrivals, df_qemu_handlers, df_qemu_sections
+
+    run = Run.open(Path(__file__).resolve().parents[2] / "data" / f"qemu-{version}")
+    sections, handlers, requests = df_qemu_sections(run), df_qemu_handlers(run), run.table("qemu_requests")
+    assert set(requests.section_id[requests.section_id >= 0]) <= set(sections.section_id)
+    assert (sections.kind == "handler").sum() == len(handlers)
+    carried = set(requests.section_id[requests.device >= 0])
+    assert carried == set(handlers.opened_section_id[handlers.nr_submitted > 0])
+    arrivals = df_qemu_arrivals([run]).iloc[0]
+    assert arrivals.kicks + arrivals.poll_hits == arrivals.handler_runs == len(handlers)
+    assert arrivals.requests_per_handler == pytest.approx(handlers.nr_requests.mean())
+    assert 0 < arrivals.notifications_per_completion < 1 and arrivals.wait_from == "events"
