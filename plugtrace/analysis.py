@@ -63,6 +63,7 @@ __all__ = [
     "df_qemu_sections",
     "df_qemu_handlers",
     "df_qemu_arrivals",
+    "df_qemu_requests_per_handler",
     "df_diff",
 ]
 
@@ -1060,6 +1061,19 @@ def _qemu_hist(run: Run, name: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["low", "high", "count"])
     t = run.table("qemu_histograms")
     return t[t["name"] == name]
+
+
+@requires("qemu_histograms")
+def df_qemu_requests_per_handler(run: Run) -> pd.DataFrame:
+    """Requests one ``virtio_blk_handle_vq()`` run popped: ``nr_requests``, ``cause`` (``kick`` /
+    ``poll`` from `qemu_handlers` in events mode, else ``all``, from the in-kernel histogram),
+    ``count`` (handler runs)."""
+    if run.has("qemu_handlers"):
+        h = run.table("qemu_handlers", ["cause", "nr_requests"])
+        h["cause"] = h["cause"].astype(str)
+        return h.groupby(["nr_requests", "cause"]).size().rename("count").reset_index()
+    t = _qemu_hist(run, "requests_per_handler")
+    return pd.DataFrame({"nr_requests": t["low"].to_numpy(), "cause": "all", "count": t["count"].to_numpy()})
 
 
 def df_qemu_arrivals(runs: Iterable[Run] | Runs) -> pd.DataFrame:
