@@ -22,7 +22,10 @@ and, where a test applies, the test must agree (Welch's test on the mean batch
 size, a two-sample Kolmogorov-Smirnov test on distributions, p < 0.01 and
 D >= 0.05).
 
-Given two directories of runs, runs of the same name are compared pairwise.
+Given two directories of runs, runs of the same name are compared pairwise;
+given the A and B directories of `plugtrace qemu --compare`, its means over the
+repeated runs are compared (a change is beyond noise when the 95% interval of
+the difference excludes zero), and --fail-if takes its metrics too.
 
 --fail-if makes the exit status fail a CI job (exit 1) when a condition on a
 change holds, or cannot be checked because a run lacks the number:
@@ -60,14 +63,17 @@ class Condition:
         m = _CONDITION.match(text)
         if not m:
             raise UsageError(f"--fail-if {text!r}: expected METRIC OP VALUE[%], e.g. 'mean_sqes_per_submit < -10%'")
-        if m["metric"] not in DIFF_NUMBERS:
-            raise UsageError(f"--fail-if {text!r}: no number named {m['metric']!r} (one of: {', '.join(DIFF_NUMBERS)})")
+        from ..qemu.compare import COMPARE_METRICS
+
+        names = (*DIFF_NUMBERS, *(n for n in COMPARE_METRICS if n not in DIFF_NUMBERS))
+        if m["metric"] not in names:
+            raise UsageError(f"--fail-if {text!r}: no number named {m['metric']!r} (one of: {', '.join(names)})")
         return cls(text, m["metric"], m["op"], float(m["value"]), bool(m["pct"]))
 
     def check(self, diff: pd.DataFrame) -> tuple[bool, str]:
         """(holds, why): holds is True when the condition is met or cannot be checked."""
         row = diff[diff["metric"] == self.metric]
-        change = float(row["change_pct" if self.relative else "change"].iloc[0])
+        change = float(row["change_pct" if self.relative else "change"].iloc[0]) if len(row) else math.nan
         if math.isnan(change):
             return True, f"{self.text}: cannot be checked, a run lacks {self.metric}"
         unit = "%" if self.relative else ""
@@ -125,11 +131,38 @@ def _format(diff: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _compare_result(a: str, b: str) -> dict | None:
+    """`plugtrace qemu --compare`'s result for its A and B directories, with its metrics as a diff frame
+    (a change is beyond noise when the 95% interval of the difference of the means excludes zero)."""
+    from ..qemu.compare import result_of
+
+    result = result_of(a, b)
+    if result is None:
+        return None
+    rows = [
+        {"metric": r["metric"], "a": r["a"], "b": r["b"], "change": r["change"], "change_pct": r["change_pct"],
+         "test": "welch-t", "statistic": math.nan, "p_value": math.nan, "beyond_noise": r["differ"]}
+        for r in result["metrics"]
+    ]  # fmt: skip
+    return {**result, "diff": pd.DataFrame(rows)}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis import df_diff
 
     conditions = [Condition.parse(text) for text in args.fail_if]
     failed = False
+    compared = _compare_result(args.a, args.b)
+    if compared is not None:  # plugtrace qemu --compare's A and B: their means, not one pair of runs
+        print(f"{args.a} -> {args.b}: the means of {compared['repeats']} runs each (plugtrace qemu --compare)")
+        print(_format(compared["diff"]))
+        for condition in conditions:
+            holds, why = condition.check(compared["diff"])
+            failed |= holds
+            print(f"  --fail-if {why}")
+        if args.csv:
+            compared["diff"].to_csv(args.csv, index=False)
+        return EXIT_CONDITION_MET if failed else 0
     frames = []
     for a, b in _pairs(args.a, args.b):
         diff = df_diff(a, b, noise=args.noise / 100)

@@ -96,6 +96,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="boot the guest untraced first and store traced/untraced guest IOPS",
     )
+    c = p.add_argument_group("A/B comparison")
+    c.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="run the same guest on QEMU A and B (versions or paths) alternately, --repeats times each, "
+        "and say per metric whether they differ (-o gets A/, B/ and compare.json; plugtrace diff OUT/A OUT/B "
+        "--fail-if ... gates on it)",
+    )
+    c.add_argument("--repeats", type=int, default=5, help="--compare: runs of each (default: 5)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-qemu-VERSION)")
     o.add_argument("--quiet", action="store_true", help="fewer progress messages")
@@ -122,20 +132,38 @@ def _check(args) -> None:
 def run(args) -> int:
     import os
 
-    from .. import devices
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
-    from ..qemu.image import guest_image
-    from ..qemu.launch import Workload
-    from ..qemu.recording import QemuConfig, QemuRecording
-    from ..qemu.versions import find_qemu
     from .record import _default_output
-    from .recording import Recording
 
     _check(args)
     if os.geteuid() != 0:
         raise UsageError("plugtrace qemu needs root (QEMU opens the device, bpftrace traces it)")
+    if args.compare:
+        from ..qemu.compare import run_compare
+
+        if args.repeats < 2:
+            raise UsageError(f"--repeats: at least 2 runs each, for a confidence interval, not {args.repeats}")
+        out = Path(args.output) if args.output else _default_output("qemu-compare")
+        return run_compare(args.compare, args.repeats, out, lambda name, run_out: _record(args, name, run_out))
+    out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
+    meta = _record(args, args.qemu, out)
+    if meta is None:
+        return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
+    _print_qemu_summary(meta, out)
+    return EXIT_OK
+
+
+def _record(args, qemu_name: str, out: Path) -> dict | None:
+    """Record one guest of QEMU `qemu_name` into `out`; its meta, or None when interrupted."""
+    from .. import devices
+    from ..qemu.image import guest_image
+    from ..qemu.launch import Workload
+    from ..qemu.recording import QemuConfig, QemuRecording
+    from ..qemu.versions import find_qemu
+    from .recording import Recording
+
     cfg = QemuConfig(
-        qemu=args.qemu,
+        qemu=qemu_name,
         disks=args.disks,
         ide_disks=args.ide_disks,
         iothreads=args.iothreads,
@@ -153,9 +181,8 @@ def run(args) -> int:
         measure_overhead=args.measure_overhead,
         qemu_probes=args.qemu_probes == "on",
     )
-    out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
     # what the run needs is found before a device is made for it
-    qemu, image = find_qemu(args.qemu), guest_image()
+    qemu, image = find_qemu(qemu_name), guest_image()
     with Recording(out, {}, command=["plugtrace", *sys.argv[1:]]) as rec:
         rec.on_exit(devices.cleanup_all)
         target = devices.open_target(
@@ -165,10 +192,8 @@ def run(args) -> int:
         devices.check_writable(target, cfg.workload.writes)
         recording = QemuRecording(cfg, target, rec, qemu, image, quiet=args.quiet)
         rec.on_exit(recording.close)  # QEMU and its probes stop before the device goes
-        meta = recording.run()
-        _print_qemu_summary(meta, out)
-        return EXIT_OK
-    return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
+        return recording.run()
+    return None
 
 
 def _print_qemu_summary(meta: dict, out: Path) -> None:

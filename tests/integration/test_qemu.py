@@ -226,6 +226,33 @@ def test_qemu_10_events_sections_by_their_own_nesting(tmp_path):
     assert c[("defer_call_begin", -1)] == c[("sections", -1)] + q.nr_nested_sections.sum()
 
 
+def test_compare_two_qemus_and_gate_on_it(tmp_path):
+    """--compare on real guests (2 runs each, 1 s: the shortest that gives an interval)."""
+    require_qemu("7.2")
+    require_qemu("10.0")
+    before = leftovers()
+    out = tmp_path / "ab"
+    p = qemu("--compare", "7.2", "10.0", "--repeats", "2", "--device", "zram", "--duration", "1", "-o", str(out),
+             timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((out / "compare.json").read_text())
+    assert result["runs"] == {k: [str(out / k / f"r{i}") for i in (1, 2)] for k in ("A", "B")}
+    for label, version in (("A", "7.2"), ("B", "10.0")):
+        for path in result["runs"][label]:
+            meta = json.loads((Path(path) / "meta.json").read_text())
+            assert meta["config"]["qemu"]["name"] == version
+            assert meta["summary"]["qemu_workload_requests"] == meta["summary"]["workload_requests"]
+    rows = {r["metric"]: r for r in result["metrics"]}
+    assert rows["iops"]["n_a"] == rows["iops"]["n_b"] == 2 and rows["iops"]["a_ci_low"] <= rows["iops"]["a"]
+    assert rows["mean_sqes_per_submit"]["a"] > 1 and rows["notifications_per_completion"]["b"] > 0
+    gate = subprocess.run(
+        [*PLUGTRACE, "diff", str(out / "A"), str(out / "B"), "--fail-if", "iops < -1000%"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert gate.returncode == 0 and "means of 2 runs each" in gate.stdout, gate.stdout + gate.stderr
+    assert leftovers() == before
+
+
 def test_missing_qemu_says_could_not_measure(tmp_path):
     require_bpftrace()
     fake = tmp_path / "qemu-system-x86_64"

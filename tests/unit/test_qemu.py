@@ -266,3 +266,45 @@ def test_the_sample_runs_sections_hold_every_request_and_one_per_handler_run(ver
     assert arrivals.kicks + arrivals.poll_hits == arrivals.handler_runs == len(handlers)
     assert arrivals.requests_per_handler == pytest.approx(handlers.nr_requests.mean())
     assert 0 < arrivals.notifications_per_completion < 1 and arrivals.wait_from == "events"
+
+
+def test_compare_intervals_and_their_verdict():
+    from plugtrace.qemu.compare import summarise, t975
+
+    assert t975(1) == 12.706 and t975(4.9) == 2.776 and t975(500) == 1.96 and t975(0) == float("inf")
+    same = summarise([10.0, 11.0, 12.0], [10.5, 11.5, 12.5])
+    assert same["a"] == 11.0 and same["a_ci_low"] == pytest.approx(11 - 4.303 / 3**0.5)
+    assert not same["differ"] and same["change_ci_low"] < 0 < same["change_ci_high"]
+    apart = summarise([10.0, 10.1, 9.9, 10.0], [12.0, 12.1, 11.9, 12.0])
+    assert apart["differ"] and apart["change_pct"] == pytest.approx(20.0)
+    assert not summarise([1.0], [2.0])["differ"]  # one run each: no interval, no verdict
+
+
+def test_diff_gates_on_a_compare_result(tmp_path):
+    """plugtrace diff OUT/A OUT/B --fail-if reads plugtrace qemu --compare's means."""
+    import shutil
+    import subprocess
+
+    from plugtrace.qemu.compare import run_compare
+    from tests.helpers import PLUGTRACE
+
+    data = Path(__file__).resolve().parents[2] / "data"
+    samples = {"7.2": data / "qemu-7.2", "10.0": data / "qemu-10.0"}
+
+    def record(name: str, out: Path) -> dict:  # the recorded samples stand in for fresh guests
+        shutil.copytree(samples[name], out)
+        return {}
+
+    assert run_compare(["7.2", "10.0"], 2, tmp_path, record) == 0
+    assert sorted(p.name for p in (tmp_path / "A").iterdir()) == ["r1", "r2"]
+
+    def diff(*fail_if: str) -> subprocess.CompletedProcess:
+        args = [a for f in fail_if for a in ("--fail-if", f)]
+        cmd = [*PLUGTRACE, "diff", str(tmp_path / "A"), str(tmp_path / "B"), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    # 10.0 sends the guest far fewer notifications per completion than 7.2 (the samples: 0.044 vs 0.154)
+    p = diff("notifications_per_completion < -50%")
+    assert p.returncode == 1 and "means of 2 runs each" in p.stdout and "FAILS" in p.stdout, p.stdout + p.stderr
+    assert diff("notifications_per_completion > 0%").returncode == 0
+    assert "DIFFER" in p.stdout or "CHANGED" in p.stdout
