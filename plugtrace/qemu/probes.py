@@ -321,3 +321,31 @@ class QemuProbes:
                     section_owner=sowner,
                 )
         return {n: dict(v) for n, v in t.items()}
+
+
+_MULTIREQ = re.compile(r"virtio_blk_submit_multireq .*?num_reqs (\d+) offset (\d+) size (\d+)")
+
+
+def merged_counts(trace_log: Path, requests: dict[str, list]) -> list[int]:
+    """`nr_guest_requests` of each request from QEMU's virtio_blk_submit_multireq trace events (one
+    per request virtio-blk submits: the guest requests it carries, its offset and size): a virtio
+    request takes the first event not yet taken with its offset and length; where none does (IDE,
+    a log that lost it), the count from the handler runs stays."""
+    events: dict[tuple[int, int], list[int]] = defaultdict(list)
+    with open(trace_log, errors="replace") as f:
+        for line in f:
+            m = _MULTIREQ.search(line)
+            if m:
+                events[(int(m.group(2)), int(m.group(3)))].append(int(m.group(1)))
+    taken: dict[tuple[int, int], int] = defaultdict(int)
+    out = []
+    for device, offset, length, known in zip(
+        requests["device"], requests["offset_bytes"], requests["length_bytes"], requests["nr_guest_requests"]
+    ):
+        key = (offset, length)
+        if device >= 0 and taken[key] < len(events[key]):
+            out.append(events[key][taken[key]])
+            taken[key] += 1
+        else:
+            out.append(known)
+    return out

@@ -28,7 +28,7 @@ from ..errors import CapabilityError
 from ..schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
-from .probes import QemuProbes
+from .probes import QemuProbes, merged_counts
 from .versions import QemuBinary
 
 #: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
@@ -152,7 +152,16 @@ class QemuRecording:
             workload=c.workload,
             writable=self.target.writable,
             accel=self.accel[0],
+            trace_log=self._trace_log(),
         )
+
+    def _trace_log(self) -> str | None:
+        """Events mode: where QEMU writes its virtio_blk_submit_multireq trace events."""
+        if self.cfg.mode != "events" or not self.cfg.qemu_probes:
+            return None
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+        return str(Path(self._scratch.name) / "qemu-trace.log")
 
     def devices(self) -> list[dict]:
         """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
@@ -182,6 +191,7 @@ class QemuRecording:
     def untraced_iops(self) -> float:
         """The guest workload's IOPS with nothing attached (for --measure-overhead)."""
         self.guest = guest = self._guest()
+        guest.trace_log = None  # untraced: QEMU's own trace events off too
         try:
             guest.start()
             guest.release()
@@ -232,6 +242,9 @@ class QemuRecording:
         calls = self._finish_qemu_probes(info)
         if self._requests is not None:
             self._requests["submit_ns"] = submit_times(rec.out, self._requests)
+            log = self.guest.trace_log
+            if log and Path(log).exists():
+                self._requests["nr_guest_requests"] = merged_counts(Path(log), self._requests)
             writer.write_table("qemu_requests", _table("qemu_requests", self._requests))
         iops = guest_iops(self.guest.console)
         totals = guest_disk_totals(self.guest.console)
@@ -275,7 +288,8 @@ class QemuRecording:
         caps = detect_capabilities()
         if not caps.uprobes[0]:
             return {"qemu_sections": caps.uprobes[1]}
-        self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
         self.probes = QemuProbes(
             q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
         )

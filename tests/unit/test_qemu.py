@@ -308,3 +308,34 @@ def test_diff_gates_on_a_compare_result(tmp_path):
     assert p.returncode == 1 and "means of 2 runs each" in p.stdout and "FAILS" in p.stdout, p.stdout + p.stderr
     assert diff("notifications_per_completion > 0%").returncode == 0
     assert "DIFFER" in p.stdout or "CHANGED" in p.stdout
+
+
+def test_merged_requests_take_their_count_from_qemus_trace_events(tmp_path):
+    log = tmp_path / "qemu-trace.log"
+    log.write_text(
+        "123@1700000000.000001:virtio_blk_submit_multireq vdev 0x1 mrb 0x2 start 0 num_reqs 3 offset 8192 "
+        "size 12288 is_write 0\n"
+        "123@1700000000.000002:virtio_blk_submit_multireq vdev 0x1 mrb 0x2 start 3 num_reqs 1 offset 0 size 4096 "
+        "is_write 0\n"
+        "garbage line\n"
+    )
+    requests = {
+        "device": [0, 0, -1, 0],
+        "offset_bytes": [0, 8192, 0, 65536],
+        "length_bytes": [4096, 12288, 4096, 4096],
+        "nr_guest_requests": [1, -1, -1, 1],
+    }
+    assert probes.merged_counts(log, requests) == [1, 3, -1, 1]
+    g = QemuGuest(
+        versions.QemuBinary("10.0", Path("/q"), (), "10.0.2", "defer"),
+        image.GuestImage(Path("/k"), Path("/i")),
+        "/dev/loop9",
+        disks=1,
+        ide_disks=0,
+        iothreads="per-disk",
+        workload=Workload(),
+        writable=False,
+        trace_log=str(log),
+    )
+    argv = " ".join(g.argv())
+    assert f"-trace enable=virtio_blk_submit_multireq -D {log} -msg timestamp=on" in argv
