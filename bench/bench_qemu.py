@@ -1,14 +1,18 @@
-"""The model against real QEMU on one guest load and one device: SQEs per enter and IOPS.
+"""The model against real QEMU on one guest load and one device, and what tracing QEMU costs it.
 
 One guest load (2 disks on one iothread / event-loop thread, 4 KiB random reads, iodepth 16 per
 disk, on zram) run by the model (`plugtrace record`, strategies device-plug and defer) and by
 real QEMU 7.2 and 10.0 guests (`plugtrace qemu`, TCG here), each recorded as a user records it.
-For each: IOPS, mean SQEs per io_uring_enter() (the kernel's count), and for the real QEMUs
-the cost of the QEMU-side probes: the guest's IOPS traced (kernel + QEMU uprobes) over its IOPS
-booted untraced (`--measure-overhead`). A QEMU that is not installed prints "could not
-measure: ..." and the others still run.
+For each: IOPS and mean SQEs per io_uring_enter() (the kernel's count).
 
-    python -m bench.bench_qemu [--quick] [--seconds 5] [--json out.json]
+Tracing QEMU must not change its batching. Each real QEMU is booted in rounds, one guest each
+way per round, in alternating order: untraced (`--mode off`), kernel-only tracing (`--qemu-probes
+off`: the baseline that sees SQEs per enter), the default QEMU-side probes (aggregate) and events
+mode. Per way: mean guest IOPS and mean SQEs per enter, and the per-round ratios against
+kernel-only (targets: default probes >= 0.95 of its IOPS, SQEs per enter within 5%). A QEMU
+that is not installed prints "could not measure: ..." and the others still run.
+
+    python -m bench.bench_qemu [--quick] [--seconds 5] [--rounds 3] [--json out.json]
 
 The model's IOPS and the guest's are not comparable in absolute terms (the guest runs under
 TCG: every guest instruction is emulated); its SQEs per enter are the batching question.
@@ -82,8 +86,17 @@ def model(strategy: str, seconds: float, tmp: Path) -> dict:
     }
 
 
-def real_qemu(version: str, seconds: float, tmp: Path) -> dict:
-    out = tmp / f"qemu-{version}"
+#: the ways a real QEMU guest is run, and their flags
+TRACING = {
+    "untraced": ["--mode", "off"],
+    "kernel only": ["--mode", "aggregate", "--qemu-probes", "off"],
+    "QEMU probes (aggregate)": ["--mode", "aggregate"],
+    "events": ["--mode", "events"],
+}
+
+
+def real_qemu(version: str, how: str, seconds: float, out: Path) -> dict:
+    """One guest of QEMU `version`, traced as `how` (a key of TRACING)."""
     p = subprocess.run(
         [
             *PLUGTRACE,
@@ -94,50 +107,98 @@ def real_qemu(version: str, seconds: float, tmp: Path) -> dict:
             str(LOAD["disks"]),
             "--iothreads",
             "shared",
-            "--measure-overhead",
+            *TRACING[how],
             *_load_flags(seconds, out),
         ],
         capture_output=True,
         text=True,
     )
     if p.returncode != 0:
-        return {"run": f"QEMU {version}", "error": _failure(p)}
+        return {"run": f"QEMU {version}", "tracing": how, "error": _failure(p)}
     m = _meta(out)
-    o = m.get("tracing_overhead") or {}
     return {
         "run": f"QEMU {m['config']['qemu']['version']} ({m['config']['accel']})",
+        "tracing": how,
         "iops": m["summary"]["iops"],
         "sqes_per_enter": (m.get("kernel_summary") or {}).get("mean_sqes_per_enter"),
-        "untraced_iops": o.get("untraced_iops"),
-        "traced_over_untraced": o.get("ratio"),
+        "events_lost": m.get("events_lost"),
     }
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def qemu_rounds(version: str, seconds: float, rounds: int, tmp: Path) -> list[dict]:
+    """`rounds` rounds of every way of TRACING, the order alternating; one summary row per way."""
+    got: dict[str, list[dict]] = {how: [] for how in TRACING}
+    for r in range(rounds):
+        order = list(TRACING) if r % 2 == 0 else list(reversed(TRACING))
+        for how in order:
+            got[how].append(real_qemu(version, how, seconds, tmp / f"qemu-{version}-{r}-{how.split()[0]}"))
+    errors = [x for runs in got.values() for x in runs if "error" in x]
+    if errors:
+        return [errors[0]]
+    base = got["kernel only"]
+    rows = []
+    for how, runs in got.items():
+        row = {
+            "run": runs[0]["run"],
+            "tracing": how,
+            "rounds": len(runs),
+            "iops": _mean([x["iops"] for x in runs]),
+            "sqes_per_enter": _mean([x["sqes_per_enter"] for x in runs]),
+            "iops_vs_kernel_only": _mean([x["iops"] / b["iops"] for x, b in zip(runs, base) if b["iops"]]),
+            "sqes_vs_kernel_only": _mean(
+                [
+                    x["sqes_per_enter"] / b["sqes_per_enter"]
+                    for x, b in zip(runs, base)
+                    if x["sqes_per_enter"] and b["sqes_per_enter"]
+                ]
+            ),
+            "per_round_iops": [x["iops"] for x in runs],
+        }
+        rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 s each, the defer model and QEMU 10.0 only")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the real QEMUs' tracing ways (default: 3)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     require_root()
     seconds = 1.0 if args.quick else args.seconds
     strategies = ["defer"] if args.quick else ["device-plug", "defer"]
     versions = ["10.0"] if args.quick else ["7.2", "10.0"]
+    rounds = 1 if args.quick else args.rounds
     with tempfile.TemporaryDirectory() as tmp:
         rows = [model(s, seconds, Path(tmp)) for s in strategies]
-        rows += [real_qemu(v, seconds, Path(tmp)) for v in versions]
+        real = [row for v in versions for row in qemu_rounds(v, seconds, rounds, Path(tmp))]
     base = next((r for r in rows if r["run"] == "model defer" and r.get("sqes_per_enter")), None)
     for r in rows:
         if "error" in r:
             print(f"{r['run']}: {r['error']}")
         elif base and r.get("sqes_per_enter"):
             r["sqes_per_enter_vs_model_defer"] = r["sqes_per_enter"] / base["sqes_per_enter"]
+    for r in real:
+        if "error" in r:
+            print(f"{r['run']}: {r['error']}")
     print_table(
         f"one guest load: {LOAD}, {seconds:g} s",
-        [r for r in rows if "error" not in r],
-        ["run", "iops", "sqes_per_enter", "sqes_per_enter_vs_model_defer", "untraced_iops", "traced_over_untraced"],
+        [r for r in rows if "error" not in r] + [r for r in real if "error" not in r and r["tracing"] == "kernel only"],
+        ["run", "iops", "sqes_per_enter", "sqes_per_enter_vs_model_defer"],
     )
-    write_json(args.json, {"machine": machine(), "load": LOAD, "seconds": seconds, "rows": rows})
+    print_table(
+        f"tracing a real QEMU: {rounds} rounds, alternating (targets: QEMU probes >= 0.95 of kernel-only IOPS, "
+        "SQEs per enter within 5%)",
+        [r for r in real if "error" not in r],
+        ["run", "tracing", "iops", "sqes_per_enter", "iops_vs_kernel_only", "sqes_vs_kernel_only"],
+    )
+    write_json(args.json, {"machine": machine(), "load": LOAD, "seconds": seconds, "rows": rows, "real_qemu": real})
     return 0
 
 

@@ -60,6 +60,10 @@ __all__ = [
     "df_device_stats",
     "df_compare",
     "df_model_vs_qemu",
+    "df_qemu_sections",
+    "df_qemu_handlers",
+    "df_qemu_arrivals",
+    "df_qemu_requests_per_handler",
     "df_diff",
 ]
 
@@ -77,6 +81,8 @@ TABLE_SOURCES = {
     "histograms": "the in-kernel histograms (aggregate mode)",
     "counters": "the in-kernel counters (aggregate mode)",
     "qemu_counters": "the QEMU-side uprobes (plugtrace qemu)",
+    "qemu_sections": "the QEMU-side uprobes (plugtrace qemu --mode events, since sections have a kind)",
+    "qemu_handlers": "the QEMU-side uprobes (plugtrace qemu --mode events, since handler runs have a cause)",
 }
 
 #: other names a probe may be listed under in meta.probes.could_not_measure
@@ -1078,6 +1084,92 @@ def df_model_vs_qemu(runs: Iterable[Run] | Runs) -> pd.DataFrame:
     df["requests"], df["sections_per_request"], df["polls_in_sections"] = requests, per_request, polls
     df["wait_p50_ns"], df["wait_p99_ns"] = [w[0] for w in waits], [w[1] for w in waits]
     return df
+
+
+@requires("sections", "qemu_sections")
+def df_qemu_sections(run: Run) -> pd.DataFrame:
+    """A real QEMU run's outermost sections: `sections` with ``kind`` (``handler`` /
+    ``completion`` / ``other``), ``nr_nested_sections`` and ``nr_completions`` (guest requests
+    completed in it) from `qemu_sections`, and ``duration_ns``."""
+    df = run.table("sections").merge(run.table("qemu_sections"), on="section_id", how="left", validate="1:1")
+    df["duration_ns"] = df["end_ns"] - df["begin_ns"]
+    return df
+
+
+@requires("handlers", "qemu_handlers")
+def df_qemu_handlers(run: Run) -> pd.DataFrame:
+    """A real QEMU run's `virtio_blk_handle_vq()` runs: `handlers` with ``vq``, ``cause``
+    (``kick`` / ``poll``), ``nr_requests`` (popped), ``nr_submitted`` and ``opened_section_id``
+    from `qemu_handlers` (written row for row)."""
+    h, q = run.table("handlers"), run.table("qemu_handlers")
+    assert len(h) == len(q), "qemu_handlers is written row for row with handlers"
+    return pd.concat([h, q.drop(columns=["tid", "begin_ns"])], axis=1)
+
+
+def _qemu_hist(run: Run, name: str) -> pd.DataFrame:
+    if not run.has("qemu_histograms"):
+        return pd.DataFrame(columns=["low", "high", "count"])
+    t = run.table("qemu_histograms")
+    return t[t["name"] == name]
+
+
+@requires("qemu_histograms")
+def df_qemu_requests_per_handler(run: Run) -> pd.DataFrame:
+    """Requests one ``virtio_blk_handle_vq()`` run popped: ``nr_requests``, ``cause`` (``kick`` /
+    ``poll`` from `qemu_handlers` in events mode, else ``all``, from the in-kernel histogram),
+    ``count`` (handler runs)."""
+    if run.has("qemu_handlers"):
+        h = run.table("qemu_handlers", ["cause", "nr_requests"])
+        h["cause"] = h["cause"].astype(str)
+        return h.groupby(["nr_requests", "cause"]).size().rename("count").reset_index()
+    t = _qemu_hist(run, "requests_per_handler")
+    return pd.DataFrame({"nr_requests": t["low"].to_numpy(), "cause": "all", "count": t["count"].to_numpy()})
+
+
+def df_qemu_arrivals(runs: Iterable[Run] | Runs) -> pd.DataFrame:
+    """What set a real QEMU run's batches, one row per run (aggregate or events mode): ``handler_runs``,
+    ``kicks`` / ``poll_hits`` (handler runs the guest's notification / the iothread's polling
+    started), ``poll_share``, ``requests_per_handler`` (mean requests popped per run),
+    ``notifications_per_completion`` (guest notifications / requests completed), ``wait_p50_ns``
+    (a request from ``luring_co_submit()`` to the kernel taking it: exact from `qemu_requests` in
+    events mode, else the upper bound of the median's power-of-two bucket) and ``wait_from``.
+    NaN where the run's probes could not say."""
+    rows = []
+    for run in _as_runs(runs):
+        if not run.config.get("qemu"):
+            continue
+        c = _qemu_calls(run)
+        runs_ = c.get("virtio_blk_handle_vq", np.nan)
+        kicks, polls = c.get("handler_runs_kick", 0), c.get("handler_runs_poll", 0)
+        per = _qemu_hist(run, "requests_per_handler")
+        n = per["count"].sum()
+        wait, source = np.nan, ""
+        if run.has("qemu_requests"):
+            t = run.table("qemu_requests", ["queue_ns", "submit_ns"])
+            w = (t["submit_ns"] - t["queue_ns"])[t["submit_ns"] >= 0]
+            wait, source = (float(w.median()), "events") if len(w) else (np.nan, "")
+        if source == "":
+            h = _qemu_hist(run, "wait_before_submit_ns").sort_values("low")
+            if h["count"].sum():
+                at = int(np.searchsorted(h["count"].cumsum().to_numpy(), h["count"].sum() / 2))
+                wait, source = float(h["high"].iloc[at]), "histogram"
+        rows.append(
+            {
+                "run": run.name,
+                "strategy": run.strategy,
+                "handler_runs": runs_,
+                "kicks": kicks,
+                "poll_hits": polls,
+                "poll_share": polls / (kicks + polls) if kicks + polls else np.nan,
+                "requests_per_handler": (per["low"] * per["count"]).sum() / n if n else np.nan,
+                "notifications_per_completion": (
+                    c.get("guest_notifications", 0) / c["virtqueue_push"] if c.get("virtqueue_push") else np.nan
+                ),
+                "wait_p50_ns": wait,
+                "wait_from": source,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 @requires(("submits", "enters"))

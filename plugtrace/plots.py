@@ -33,6 +33,8 @@ from .analysis import (
     df_compare,
     df_interleaving_delays,
     df_latency_cdf,
+    df_qemu_arrivals,
+    df_qemu_requests_per_handler,
     df_sqes_over_time,
     df_wait_histogram,
     required_tables,
@@ -49,6 +51,7 @@ __all__ = [
     "plot_deferral_delays",
     "plot_interleaving_delays",
     "plot_compare",
+    "plot_qemu_arrivals",
 ]
 
 CAUSE_COLORS = {"none": "tab:gray", "own_section": "tab:blue", "other_device_section": "tab:red"}
@@ -342,3 +345,26 @@ def plot_compare(data: Sequence[Run] | pd.DataFrame, axes: Sequence[Axes] | None
     for ax in axes:
         ax.set_xticks(x, labels, fontsize="small", rotation=20, ha="right")
     return axes
+
+
+@requires(*required_tables(df_qemu_requests_per_handler))
+def plot_qemu_arrivals(run: Run, ax: Axes | None = None) -> Axes:
+    """A real QEMU run's arrivals: handler runs (y) per requests popped in the run (x), stacked by
+    why the handler ran (the guest's kick, the iothread's poll; events mode), with the guest
+    notifications per completed request in the legend."""
+    per = df_qemu_requests_per_handler(run)
+    ax = _axes(ax)
+    colors = {"kick": "tab:blue", "poll": "tab:orange", "all": "tab:gray"}
+    bottom = pd.Series(0, index=sorted(per["nr_requests"].unique()), dtype=float)
+    for cause, rows in per.groupby("cause"):
+        counts = rows.set_index("nr_requests")["count"].reindex(bottom.index, fill_value=0)
+        ax.bar(bottom.index, counts, bottom=bottom, color=colors.get(str(cause), "tab:gray"), label=str(cause))
+        bottom += counts
+    a = df_qemu_arrivals([run])
+    if len(a) and not np.isnan(a["notifications_per_completion"].iloc[0]):
+        ax.plot([], [], " ", label=f"{a['notifications_per_completion'].iloc[0]:.3f} notifications / completion")
+    ax.set_xlabel("requests popped per virtio_blk_handle_vq() run")
+    ax.set_ylabel("handler runs")
+    ax.legend(fontsize=8)
+    _title(ax, "Arrivals", run)
+    return ax

@@ -117,10 +117,27 @@ TABLES: dict[str, pa.Schema] = {
             ("device", I32),
             ("op", I32),
             ("offset_bytes", I64),
+            ("length_bytes", I64),
+            ("nr_guest_requests", I32),
             ("queue_ns", I64),
             ("submit_ns", I64),
             ("section_id", I64),
             ("section_owner", I32),
+        ]
+    ),
+    # one row per row of `sections` / `handlers` of a QEMU run: what only a real QEMU's have
+    "qemu_sections": pa.schema(
+        [("section_id", I64), ("kind", LABEL), ("nr_nested_sections", I32), ("nr_completions", I32)]
+    ),
+    "qemu_handlers": pa.schema(
+        [
+            ("tid", I32),
+            ("begin_ns", I64),
+            ("vq", I32),
+            ("cause", LABEL),
+            ("nr_requests", I32),
+            ("nr_submitted", I32),
+            ("opened_section_id", I64),
         ]
     ),
 }

@@ -24,7 +24,10 @@ size, a two-sample Kolmogorov-Smirnov test on distributions, p < 0.01 and
 D >= 0.05).
 
 Given two directories of runs, runs of the same name are compared pairwise,
-and a run only one side has is named. A run that stopped early (killed,
+and a run only one side has is named; given the A and B directories of
+`plugtrace qemu --compare`, its means over the repeated runs are compared (a
+change is beyond noise when the 95% interval of the difference excludes zero),
+and --fail-if takes its metrics too. A run that stopped early (killed,
 interrupted, a table unreadable) covers only part of its workload: its
 numbers are shown with no verdict, and diff exits 3. A run with a corrupt
 table is refused (exit 3), naming the table.
@@ -65,14 +68,17 @@ class Condition:
         m = _CONDITION.match(text)
         if not m:
             raise UsageError(f"--fail-if {text!r}: expected METRIC OP VALUE[%], e.g. 'mean_sqes_per_submit < -10%'")
-        if m["metric"] not in DIFF_NUMBERS:
-            raise UsageError(f"--fail-if {text!r}: no number named {m['metric']!r} (one of: {', '.join(DIFF_NUMBERS)})")
+        from ..qemu.compare import COMPARE_METRICS
+
+        names = (*DIFF_NUMBERS, *(n for n in COMPARE_METRICS if n not in DIFF_NUMBERS))
+        if m["metric"] not in names:
+            raise UsageError(f"--fail-if {text!r}: no number named {m['metric']!r} (one of: {', '.join(names)})")
         return cls(text, m["metric"], m["op"], float(m["value"]), bool(m["pct"]))
 
     def check(self, diff: pd.DataFrame) -> tuple[bool, str]:
         """(holds, why): holds is True when the condition is met or cannot be checked."""
         row = diff[diff["metric"] == self.metric]
-        change = float(row["change_pct" if self.relative else "change"].iloc[0])
+        change = float(row["change_pct" if self.relative else "change"].iloc[0]) if len(row) else math.nan
         if math.isnan(change):
             return True, f"{self.text}: cannot be checked, a run lacks {self.metric}"
         unit = "%" if self.relative else ""
@@ -154,11 +160,39 @@ def _format(diff: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _compare_result(a: str, b: str) -> dict | None:
+    """`plugtrace qemu --compare`'s result for its A and B directories, with its metrics as a diff frame
+    (a change is beyond noise when the 95% interval of the difference of the means excludes zero)."""
+    from ..qemu.compare import result_of
+
+    result = result_of(a, b)
+    if result is None:
+        return None
+    rows = [
+        {"metric": r["metric"], "a": r["a"], "b": r["b"], "change": r["change"], "change_pct": r["change_pct"],
+         "test": "welch-t", "statistic": math.nan, "p_value": math.nan, "beyond_noise": r["differ"]}
+        for r in result["metrics"]
+    ]  # fmt: skip
+    return {**result, "diff": pd.DataFrame(rows)}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis import df_diff
 
     conditions = [Condition.parse(text) for text in args.fail_if]
     failed = False
+    compared = _compare_result(args.a, args.b)
+    if compared is not None:  # plugtrace qemu --compare's A and B: their means, not one pair of runs
+        print(f"{args.a} -> {args.b}: the means of {compared['repeats']} runs each (plugtrace qemu --compare)")
+        print(_format(compared["diff"]))
+        for condition in conditions:
+            holds, why = condition.check(compared["diff"])
+            failed |= holds
+            print(f"  --fail-if {why}")
+        if args.csv:
+            with output_file(args.csv, text=True, protect=[args.a, args.b], option="--csv") as fh:
+                compared["diff"].to_csv(fh, index=False)
+        return EXIT_CONDITION_MET if failed else 0
     frames = []
     pairs, unpaired = _pairs(args.a, args.b)
     inputs = [run.path for pair in pairs for run in pair]

@@ -20,7 +20,8 @@ does, so `plugtrace report` and the notebooks compare it with the model's runs.
 QEMU versions (--qemu):
   7.2      Debian 12's qemu-system-x86: the per-BlockDriverState plug (before the defer_call API)
   10.0     bookworm-backports, unpacked under /opt/plugtrace/qemu-10.0: util/defer-call.c
-  PATH     any qemu-system-x86_64; its design is read from the symbols it exports (nm -D)
+  PATH     any qemu-system-x86_64, e.g. your own build; its design is read from its ELF symbol
+           tables (.symtab and .dynsym), and a probe it has no function for is named, with why
 Both are installed by ./scripts/install.sh, with the guest's kernel (Debian's linux-image-amd64)
 and its initramfs (busybox-static and the workload, built and cached on first use).
 
@@ -79,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "event (sections, handlers, io_uring requests); off: the guest's own counts only",
     )
     t.add_argument(
+        "--qemu-probes",
+        default="on",
+        choices=("on", "off"),
+        help="off: trace only the kernel side (what the QEMU-side uprobes cost is the difference)",
+    )
+    t.add_argument(
         "--max-events",
         type=int,
         default=5_000_000,
@@ -89,6 +96,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="boot the guest untraced first and store traced/untraced guest IOPS",
     )
+    c = p.add_argument_group("A/B comparison")
+    c.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="run the same guest on QEMU A and B (versions or paths) alternately, --repeats times each, "
+        "and say per metric whether they differ (-o gets A/, B/ and compare.json; plugtrace diff OUT/A OUT/B "
+        "--fail-if ... gates on it)",
+    )
+    c.add_argument("--repeats", type=int, default=5, help="--compare: runs of each (default: 5)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-qemu-VERSION)")
     o.add_argument("--quiet", action="store_true", help="fewer progress messages")
@@ -145,12 +162,8 @@ def run(args) -> int:
 
     from .. import devices
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
-    from ..qemu.image import guest_image
-    from ..qemu.launch import Workload
-    from ..qemu.recording import QemuConfig, QemuRecording, remove_stale_scratch
-    from ..qemu.versions import find_qemu
+    from ..qemu.recording import remove_stale_scratch
     from .record import _default_output
-    from .recording import Recording
 
     _check(args)
     size = devices.parse_size(args.size)
@@ -159,8 +172,32 @@ def run(args) -> int:
     if os.geteuid() != 0:
         raise UsageError("plugtrace qemu needs root (QEMU opens the device, bpftrace traces it)")
     remove_stale_scratch()  # what killed recorders left in /tmp
+    if args.compare:
+        from ..qemu.compare import run_compare
+
+        if args.repeats < 2:
+            raise UsageError(f"--repeats: at least 2 runs each, for a confidence interval, not {args.repeats}")
+        out = Path(args.output) if args.output else _default_output("qemu-compare")
+        return run_compare(args.compare, args.repeats, out, lambda name, run_out: _record(args, name, run_out))
+    out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
+    meta = _record(args, args.qemu, out)
+    if meta is None:
+        return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
+    _print_qemu_summary(meta, out)
+    return EXIT_OK
+
+
+def _record(args, qemu_name: str, out: Path) -> dict | None:
+    """Record one guest of QEMU `qemu_name` into `out`; its meta, or None when interrupted."""
+    from .. import devices
+    from ..qemu.image import guest_image
+    from ..qemu.launch import Workload
+    from ..qemu.recording import QemuConfig, QemuRecording
+    from ..qemu.versions import find_qemu
+    from .recording import Recording
+
     cfg = QemuConfig(
-        qemu=args.qemu,
+        qemu=qemu_name,
         disks=args.disks,
         ide_disks=args.ide_disks,
         iothreads=args.iothreads,
@@ -176,13 +213,15 @@ def run(args) -> int:
         mode=args.mode,
         max_events=args.max_events,
         measure_overhead=args.measure_overhead,
+        qemu_probes=args.qemu_probes == "on",
     )
-    out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
     # what the run needs is found before a device is made for it
-    qemu, image = find_qemu(args.qemu), guest_image()
+    qemu, image = find_qemu(qemu_name), guest_image()
     with Recording(out, {}, command=["plugtrace", *sys.argv[1:]]) as rec:
         rec.on_exit(devices.cleanup_all)
-        target = devices.open_target(args.device, size, allow_write=args.allow_write, sparse=args.sparse)
+        target = devices.open_target(
+            args.device, devices.parse_size(args.size), allow_write=args.allow_write, sparse=args.sparse
+        )
         rec.on_exit(target.close)
         devices.check_writable(target, cfg.workload.writes)
         if args.ide_disks and not target.writable and args.bs % 2048:
@@ -192,10 +231,8 @@ def run(args) -> int:
             )
         recording = QemuRecording(cfg, target, rec, qemu, image, quiet=args.quiet)
         rec.on_exit(recording.close)  # QEMU and its probes stop before the device goes
-        meta = recording.run()
-        _print_qemu_summary(meta, out)
-        return EXIT_OK
-    return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
+        return recording.run()
+    return None
 
 
 def _print_qemu_summary(meta: dict, out: Path) -> None:

@@ -25,6 +25,9 @@ from .versions import QemuBinary
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+#: QEMU trace events read where a uprobe cannot see the argument: how many guest requests each
+#: request virtio-blk submits carries (virtio_blk_submit_multireq() is static and merges them)
+TRACE_EVENTS = ("virtio_blk_submit_multireq",)
 #: the fields of a disk's /sys/block/NAME/stat line that count completed requests
 _STAT = {"reads": 0, "writes": 4}
 
@@ -159,11 +162,14 @@ class QemuGuest:
         accel: str = "tcg",
         memory_mb: int = 256,
         cpus: int = 2,
+        trace_log: str | None = None,
     ):
         self.qemu, self.image, self.device_path = qemu, image, device_path
         self.disks, self.ide_disks, self.iothreads = disks, ide_disks, iothreads
         self.workload, self.writable, self.accel = workload, writable, accel
         self.memory_mb, self.cpus = memory_mb, cpus
+        #: where QEMU's own trace events (TRACE_EVENTS, its log backend) go; None: not enabled
+        self.trace_log = trace_log
         self.proc: subprocess.Popen | None = None
         self.console = Console()
         self._go: int | None = None
@@ -192,6 +198,10 @@ class QemuGuest:
             "-name",
             "plugtrace-guest,debug-threads=on",
         ]
+        if self.trace_log:
+            for event in TRACE_EVENTS:
+                argv += ["-trace", f"enable={event}"]
+            argv += ["-D", self.trace_log, "-msg", "timestamp=on"]
         ids = iothread_ids(self.disks, self.iothreads)
         for iothread in dict.fromkeys(i for i in ids if i):
             argv += ["-object", f"iothread,id={iothread}"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
 from ..tracing.runner import PERF_RB_PAGES
-from .versions import DESIGNS, QemuBinary
+from .versions import COMMON_SCRIPT, DESIGNS, QemuBinary
 
 READY_TIMEOUT_S = 30.0
 #: luring_co_submit()'s request type bits (QEMU's block/aio.h)
@@ -36,15 +37,48 @@ def _die_with_parent() -> None:  # in the child, between fork and exec
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def render(qemu: QemuBinary, pid: int, events: bool) -> str:
-    """The probe script of `qemu`'s design for process `pid`."""
+_PROBE_HEAD = re.compile(r"^(uprobe|uretprobe):\{\{qemu\}\}:(\w+)", re.M)
+#: the QEMU-side probes' in-kernel histograms
+HISTOGRAMS = ("section_ns", "deferred_per_section", "requests_per_handler", "wait_before_submit_ns")
+#: what the vq column reads when VirtQueue's layout is unknown (written as -1)
+NO_VQ = 65535
+
+
+def _blocks(text: str) -> list[str]:
+    """The script cut before each probe and the END block."""
+    starts = [m.start() for m in re.finditer(r"^(?:uprobe|uretprobe|tracepoint|END)", text, re.M)]
+    return [text[a:b] for a, b in zip([0, *starts], [*starts, len(text)])]
+
+
+def render(qemu: QemuBinary, pid: int, events: bool) -> tuple[str, dict[str, str]]:
+    """The probe script of `qemu`'s design for process `pid` (probes/qemu-common.bt, then the
+    design's), without the probes on functions the binary does not have; returns it and
+    {symbol: why its probes were left out}."""
     assert qemu.design is not None, "a QEMU without a plug design has no probe script"
-    text = (PROBES_DIR / DESIGNS[qemu.design][0]).read_text()
-    return (
-        text.replace("{{qemu}}", str(qemu.binary))
-        .replace("{{pid}}", str(pid))
-        .replace("{{events}}", "1" if events else "0")
-    )
+    design = DESIGNS[qemu.design]
+    text = (PROBES_DIR / COMMON_SCRIPT).read_text() + (PROBES_DIR / design.script).read_text()
+    dropped: dict[str, str] = {}
+    kept = []
+    for block in _blocks(text):
+        m = _PROBE_HEAD.search(block)
+        if m and m.group(2) not in qemu.symbols:
+            dropped[m.group(2)] = qemu.why_unplaced(m.group(2))
+            continue
+        kept.append(block)
+    vq = f"*(uint16 *)(arg1 + {qemu.vq_index_offset})" if qemu.vq_index_offset is not None else str(NO_VQ)
+    submit_type, submit_offset, submit_qiov = design.submit_args
+    for key, value in (
+        ("qemu", str(qemu.binary)),
+        ("pid", str(pid)),
+        ("events", "1" if events else "0"),
+        ("vq_index", vq),
+        ("submit_type", submit_type),
+        ("submit_offset", submit_offset),
+        ("submit_qiov", submit_qiov),
+        ("submit_is_deferred", str(design.submit_is_deferred)),
+    ):
+        kept = [b.replace("{{" + key + "}}", value) for b in kept]
+    return "".join(kept), dropped
 
 
 class QemuProbes:
@@ -58,6 +92,8 @@ class QemuProbes:
         self.maps: dict = {}
         self.lost = 0
         self.errors: list[str] = []
+        #: {symbol: why} of the probes left out (the binary has no such function)
+        self.unplaced: dict[str, str] = {}
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -65,9 +101,8 @@ class QemuProbes:
         """Start bpftrace and wait until every uprobe is attached (CapabilityError-free: a failure
         is kept in `errors` and reported as could-not-measure)."""
         script = script_dir / f"qemu-{self.qemu.design}.bt"
-        script.write_text(render(self.qemu, self.pid, self.events))
-        prog = f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{script.read_text()}'
-        script.write_text(prog)
+        text, self.unplaced = render(self.qemu, self.pid, self.events)
+        script.write_text(f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{text}')
         self.proc = subprocess.Popen(
             [self.bpftrace, "-f", "json", str(script)],
             stdin=subprocess.DEVNULL,
@@ -175,25 +210,34 @@ class QemuProbes:
         return rows
 
     def histograms(self) -> dict[str, list]:
-        """`qemu_histograms`: section_ns (outermost section, begin to end after its deferred
-        calls) and deferred_per_section, as the histograms table has them."""
+        """`qemu_histograms`, as the histograms table has them: section_ns (outermost section,
+        begin to end after its deferred calls), deferred_per_section, requests_per_handler
+        (requests popped per virtio_blk_handle_vq() run) and wait_before_submit_ns (a request
+        from luring_co_submit() to the kernel taking its SQE)."""
         rows: dict[str, list] = defaultdict(list)
-        for name in ("section_ns", "deferred_per_section"):
+        for name in HISTOGRAMS:
             for k, v in histogram_rows(name, self.maps.get(f"@{name}", [])).items():
                 rows[k].extend(v)
         return dict(rows) or {"name": [], "low": [], "high": [], "count": []}
 
-    def event_tables(self, owners: dict[int, int]) -> tuple[dict[str, list], dict[str, list], dict[str, list]]:
-        """(`sections`, `handlers`, `qemu_requests`) from the event lines: the first two in the
-        engine's columns; a request is attributed to the disk whose handler was running on its
-        thread when QEMU handed it to its io_uring driver (-1: none, e.g. IDE)."""
-        sections: dict[str, list] = defaultdict(list)
-        handlers: dict[str, list] = defaultdict(list)
-        requests: dict[str, list] = defaultdict(list)
+    def event_tables(self, owners: dict[int, int]) -> dict[str, dict[str, list]]:
+        """`sections`, `handlers` (the engine's columns), `qemu_sections`, `qemu_handlers` (what
+        only QEMU's runs have, one row per row of the first two) and `qemu_requests` from the
+        event lines. A request is attributed to the disk whose handler was running on its thread
+        when QEMU handed it to its io_uring driver (-1: none, e.g. IDE)."""
+        t: dict[str, dict[str, list]] = {
+            n: defaultdict(list) for n in ("sections", "handlers", "qemu_sections", "qemu_handlers", "qemu_requests")
+        }
+
+        def row(table: str, **cols: object) -> None:
+            for col, v in cols.items():
+                t[table][col].append(v)
+
         running: dict[int, int] = {}  # tid -> disk whose handler runs
         threads: dict[int, int] = {}
-        open_section: dict[int, tuple[int, int, int]] = {}  # tid -> (section_id, begin_ns, owner)
+        open_section: dict[int, tuple[int, int, int, int]] = {}  # tid -> (section_id, begin_ns, owner, handler)
         open_handler: dict[int, int] = {}  # tid -> row in handlers
+        submitted: dict[int, list[int]] = {}  # tid -> qemu_requests rows queued by its running handler
         next_id = 0
         # bpftrace reads its per-CPU buffers one after the other: a thread that moved to another CPU can
         # have its events printed out of order, so they are put back in time order (stable: ties keep theirs)
@@ -201,51 +245,107 @@ class QemuProbes:
             kind, tid, ts = f[0], int(f[1]), int(f[2])
             thread = threads.setdefault(tid, len(threads))
             if kind == "B":
-                open_section[tid] = (next_id, ts, owners.get(int(f[3]), -1))
+                open_section[tid] = (next_id, ts, owners.get(int(f[3]), -1), int(f[3]))
+                if tid in open_handler:  # the section this handler run opened
+                    t["qemu_handlers"]["opened_section_id"][open_handler[tid]] = next_id
                 next_id += 1
             elif kind == "E" and tid in open_section:
-                sid, begin, owner = open_section.pop(tid)
-                for col, v in (
-                    ("section_id", sid),
-                    ("thread", thread),
-                    ("tid", tid),
-                    ("owner", owner),
-                    ("begin_ns", begin),
-                    ("end_ns", ts),
-                    ("nr_deferred_calls", int(f[3])),
-                    ("nr_nested_polls", int(f[4])),
-                ):
-                    sections[col].append(v)
+                sid, begin, owner, handler = open_section.pop(tid)
+                deferred, polls, nested, completed = (int(x) for x in f[3:7])
+                row(
+                    "sections",
+                    section_id=sid,
+                    thread=thread,
+                    tid=tid,
+                    owner=owner,
+                    begin_ns=begin,
+                    end_ns=ts,
+                    nr_deferred_calls=deferred,
+                    nr_nested_polls=polls,
+                )
+                kind_ = "handler" if handler else "completion" if completed else "other"
+                row("qemu_sections", section_id=sid, kind=kind_, nr_nested_sections=nested, nr_completions=completed)
             elif kind == "H":
-                sid, _, sowner = open_section.get(tid, (-1, 0, -1))
-                open_handler[tid] = len(handlers["tid"])
+                sid, _, sowner, _ = open_section.get(tid, (-1, 0, -1, 0))
+                open_handler[tid] = len(t["handlers"]["tid"])
                 running[tid] = owners.get(int(f[3]), -1)
-                for col, v in (
-                    ("thread", thread),
-                    ("tid", tid),
-                    ("device", running[tid]),
-                    ("begin_ns", ts),
-                    ("end_ns", -1),
-                    ("section_id", sid),
-                    ("section_owner", sowner),
-                ):
-                    handlers[col].append(v)
+                submitted[tid] = []
+                row(
+                    "handlers",
+                    thread=thread,
+                    tid=tid,
+                    device=running[tid],
+                    begin_ns=ts,
+                    end_ns=-1,
+                    section_id=sid,
+                    section_owner=sowner,
+                )
+                vq = int(f[4])
+                row(
+                    "qemu_handlers",
+                    tid=tid,
+                    begin_ns=ts,
+                    vq=-1 if vq == NO_VQ else vq,
+                    cause="kick" if int(f[5]) else "poll",
+                    nr_requests=-1,
+                    nr_submitted=0,
+                    opened_section_id=sid,
+                )
             elif kind == "h" and tid in open_handler:
-                handlers["end_ns"][open_handler.pop(tid)] = ts
+                at = open_handler.pop(tid)
+                popped, mine = int(f[3]), submitted.pop(tid, [])
+                t["handlers"]["end_ns"][at] = ts
+                t["qemu_handlers"]["nr_requests"][at] = popped
+                t["qemu_handlers"]["nr_submitted"][at] = len(mine)
+                # a request carries one guest request unless QEMU merged some (fewer submitted than popped)
+                for r in mine:
+                    t["qemu_requests"]["nr_guest_requests"][r] = 1 if popped == len(mine) else -1
                 running.pop(tid, None)
             elif kind == "Q":
-                sid, _, sowner = open_section.get(tid, (-1, 0, -1))
+                sid, _, sowner, _ = open_section.get(tid, (-1, 0, -1, 0))
                 aio_type = int(f[3])
-                for col, v in (
-                    ("req_id", len(requests["tid"])),
-                    ("thread", thread),
-                    ("tid", tid),
-                    ("device", running.get(tid, -1)),
-                    ("op", 0 if aio_type & QEMU_AIO_READ else 1 if aio_type & QEMU_AIO_WRITE else -1),
-                    ("offset_bytes", int(f[4])),
-                    ("queue_ns", ts),
-                    ("section_id", sid),
-                    ("section_owner", sowner),
-                ):
-                    requests[col].append(v)
-        return dict(sections), dict(handlers), dict(requests)
+                if tid in submitted:
+                    submitted[tid].append(len(t["qemu_requests"]["tid"]))
+                row(
+                    "qemu_requests",
+                    req_id=len(t["qemu_requests"]["tid"]),
+                    thread=thread,
+                    tid=tid,
+                    device=running.get(tid, -1),
+                    op=0 if aio_type & QEMU_AIO_READ else 1 if aio_type & QEMU_AIO_WRITE else -1,
+                    offset_bytes=int(f[4]),
+                    length_bytes=int(f[5]),
+                    nr_guest_requests=-1,
+                    queue_ns=ts,
+                    section_id=sid,
+                    section_owner=sowner,
+                )
+        return {n: dict(v) for n, v in t.items()}
+
+
+_MULTIREQ = re.compile(r"virtio_blk_submit_multireq .*?num_reqs (\d+) offset (\d+) size (\d+)")
+
+
+def merged_counts(trace_log: Path, requests: dict[str, list]) -> list[int]:
+    """`nr_guest_requests` of each request from QEMU's virtio_blk_submit_multireq trace events (one
+    per request virtio-blk submits: the guest requests it carries, its offset and size): a virtio
+    request takes the first event not yet taken with its offset and length; where none does (IDE,
+    a log that lost it), the count from the handler runs stays."""
+    events: dict[tuple[int, int], list[int]] = defaultdict(list)
+    with open(trace_log, errors="replace") as f:
+        for line in f:
+            m = _MULTIREQ.search(line)
+            if m:
+                events[(int(m.group(2)), int(m.group(3)))].append(int(m.group(1)))
+    taken: dict[tuple[int, int], int] = defaultdict(int)
+    out = []
+    for device, offset, length, known in zip(
+        requests["device"], requests["offset_bytes"], requests["length_bytes"], requests["nr_guest_requests"]
+    ):
+        key = (offset, length)
+        if device >= 0 and taken[key] < len(events[key]):
+            out.append(events[key][taken[key]])
+            taken[key] += 1
+        else:
+            out.append(known)
+    return out

@@ -31,7 +31,7 @@ from ..procfs import process_start
 from ..schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
-from .probes import QemuProbes
+from .probes import QemuProbes, merged_counts
 from .versions import QemuBinary
 
 #: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
@@ -98,6 +98,8 @@ class QemuConfig:
     mode: str = "aggregate"
     max_events: int = 5_000_000
     measure_overhead: bool = False
+    #: False: the kernel-side probes only (a baseline for what the QEMU-side ones cost)
+    qemu_probes: bool = True
 
 
 def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
@@ -177,7 +179,16 @@ class QemuRecording:
             workload=c.workload,
             writable=self.target.writable,
             accel=self.accel[0],
+            trace_log=self._trace_log(),
         )
+
+    def _trace_log(self) -> str | None:
+        """Events mode: where QEMU writes its virtio_blk_submit_multireq trace events."""
+        if self.cfg.mode != "events" or not self.cfg.qemu_probes:
+            return None
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+        return str(Path(self._scratch.name) / "qemu-trace.log")
 
     def devices(self) -> list[dict]:
         """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
@@ -198,6 +209,7 @@ class QemuRecording:
             "iothreads": c.iothreads,
             **asdict(c.workload),
             "mode": c.mode,
+            "qemu_probes": c.qemu_probes,
             "device_spec": self.target.kind,
             "accel": self.accel[0],
             "accel_why": self.accel[1],
@@ -206,6 +218,7 @@ class QemuRecording:
     def untraced_iops(self) -> float:
         """The guest workload's IOPS with nothing attached (for --measure-overhead)."""
         self.guest = guest = self._guest()
+        guest.trace_log = None  # untraced: QEMU's own trace events off too
         try:
             guest.start()
             guest.release()
@@ -240,7 +253,7 @@ class QemuRecording:
         self.guest = self._guest()
         pid = self.guest.start()
         missing = rec.start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events, markers=False)
-        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" else {}
+        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" and self.cfg.qemu_probes else {}
         for name, why in (missing | qemu_missing).items():
             print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         self.guest.release()
@@ -262,6 +275,9 @@ class QemuRecording:
         calls = self._finish_qemu_probes(info)
         if self._requests is not None:
             self._requests["submit_ns"] = submit_times(rec.out, self._requests)
+            log = self.guest.trace_log
+            if log and Path(log).exists():
+                self._requests["nr_guest_requests"] = merged_counts(Path(log), self._requests)
             writer.write_table("qemu_requests", _table("qemu_requests", self._requests))
         iops = guest_iops(self.guest.console)
         totals = guest_disk_totals(self.guest.console)
@@ -316,21 +332,27 @@ class QemuRecording:
         q = self.qemu
         if q.design is None:
             return {
-                "qemu_sections": f"QEMU {q.version} ({q.binary}) exports neither defer_call_begin nor "
-                "blk_io_plug: no plug sections to trace"
+                "qemu_sections": f"QEMU {q.version} ({q.binary}) has neither defer_call_begin nor "
+                "blk_io_plug in its symbol tables (.symtab, .dynsym): no plug sections to trace"
             }
         if q.missing_symbols:
-            return {"qemu_sections": f"QEMU {q.version} ({q.binary}) does not export {', '.join(q.missing_symbols)}"}
+            return {
+                "qemu_sections": f"QEMU {q.version} ({q.binary}) has no {', '.join(q.missing_symbols)} "
+                "in its symbol tables (.symtab, .dynsym): stripped, inlined or renamed"
+            }
         from ..tracing import detect_capabilities
 
         caps = detect_capabilities()
         if not caps.uprobes[0]:
             return {"qemu_sections": caps.uprobes[1]}
-        self._scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(os.getpid()))
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(os.getpid()))
         self.probes = QemuProbes(
             q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
         )
         self.probes.start(Path(self._scratch.name))
+        for symbol, why in self.probes.unplaced.items():
+            self.say(f"could not place the probe on {symbol}: {why}")
         if not self.probes.running:
             why = "; ".join(self.probes.errors[-3:]) or "bpftrace exited"
             self.probes = None
@@ -355,10 +377,10 @@ class QemuRecording:
         writer.write_table("qemu_counters", _table("qemu_counters", counters))
         writer.write_table("qemu_histograms", _table("qemu_histograms", p.histograms()))
         if self.cfg.mode == "events":
-            sections, handlers, requests = p.event_tables(owners)
-            writer.write_table("sections", _table("sections", sections))
-            writer.write_table("handlers", _table("handlers", handlers))
-            self._requests = requests
+            tables = p.event_tables(owners)
+            for name in ("sections", "handlers", "qemu_sections", "qemu_handlers"):
+                writer.write_table(name, _table(name, tables[name]))
+            self._requests = tables["qemu_requests"]
         info["probes"]["ran"].append(f"qemu:{self.qemu.design}")
         info["probes"].setdefault("backends", {})[f"qemu:{self.qemu.design}"] = "bpftrace (uprobes)"
         lost = p.lost
@@ -367,6 +389,8 @@ class QemuRecording:
             info["events_lost"] = (info.get("events_lost") or 0) + lost
         if p.errors:
             info.setdefault("qemu_probe_messages", p.errors[-5:])
+        for symbol, why in p.unplaced.items():
+            info["probes"]["could_not_measure"][f"qemu:{symbol}"] = why
         return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
 
     def close(self) -> None:

@@ -3,14 +3,16 @@
 QEMU 7.2 (Debian 12's package) has the per-BlockDriverState plug (`blk_io_plug` /
 `blk_io_unplug`, `luring_io_plug` / `luring_io_unplug`); 10.0 (bookworm-backports, unpacked
 under /opt/plugtrace/qemu-10.0) has the thread-local `defer_call_begin` / `defer_call_end` /
-`defer_call`. Which design a binary has is read from the symbols it exports (`nm -D`), not from
-its version number, so a QEMU built elsewhere is traced by what it really contains.
+`defer_call`. Which design a binary has is read from its ELF symbol tables, the static one
+(`.symtab`: a developer's own build, not stripped) and the dynamic one (`.dynsym`: what Debian's
+stripped binaries export), not from its version number, so a QEMU built elsewhere is traced by
+what it really contains. bpftrace places uprobes by the same two tables.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +30,115 @@ INSTALLED = {
     ),
 }
 
-#: the QEMU-side probe script of each design, and the symbols it attaches to
+
+@dataclass(frozen=True)
+class Design:
+    """A batching design's probe script, the symbols without which it has no sections, and
+    luring_co_submit()'s arguments (type, offset, QEMUIOVector *) in its QEMU's signature."""
+
+    script: str
+    required: tuple[str, ...]
+    submit_args: tuple[str, str, str]
+    #: 1: each request handed to the io_uring driver is the section's deferred call (the plug)
+    submit_is_deferred: int
+
+
 DESIGNS = {
-    "defer": ("qemu-defer.bt", ("defer_call_begin", "defer_call_end", "defer_call")),
-    "plug": ("qemu-plug.bt", ("blk_io_plug", "blk_io_unplug", "luring_io_plug", "luring_io_unplug")),
+    # 10.0: luring_co_submit(bs, fd, offset, qiov, type, flags)
+    "defer": Design("qemu-defer.bt", ("defer_call_begin", "defer_call_end", "defer_call"), ("arg4", "arg2", "arg3"), 0),
+    # 7.2: luring_co_submit(bs, s, fd, offset, qiov, type)
+    "plug": Design("qemu-plug.bt", ("blk_io_plug", "blk_io_unplug"), ("arg5", "arg3", "arg4"), 1),
 }
-#: traced in both designs (qemu_chr_fe_write: the guest's console, where it marks its workload's start)
-COMMON_SYMBOLS = ("aio_poll", "virtio_blk_handle_vq", "luring_co_submit", "qemu_chr_fe_write")
+#: the probes both designs share (probes/qemu-common.bt), put before the design's own
+COMMON_SCRIPT = "qemu-common.bt"
+#: needed in both designs: whose section it is, and the requests
+COMMON_REQUIRED = ("virtio_blk_handle_vq", "luring_co_submit")
+#: each optional probe's symbol and what is lost without it
+OPTIONAL = {
+    "aio_poll": "aio_poll() calls (nr_nested_polls, aio_poll_in_section)",
+    "qemu_chr_fe_write": "the guest's start mark (luring_co_submit_workload: boot and workload I/O are not told apart)",
+    "virtqueue_pop": "requests popped per handler run (handlers nr_requests, requests_per_handler)",
+    "virtqueue_push": "guest requests completed (virtqueue_push, section kind completion)",
+    "virtio_queue_host_notifier_read": "why a handler ran (cause: every run counts as poll)",
+    "virtio_notify_irqfd": "guest notifications",
+    "event_notifier_set": "guest notifications",
+    "luring_io_plug": "luring_io_plug calls",
+    "luring_io_unplug": "luring_io_unplug calls",
+}
+#: read to find VirtQueue.queue_index: the function is one load of it
+QUEUE_INDEX_FN = "virtio_get_queue_index"
+
+
+@dataclass
+class ElfSymbols:
+    """A binary's function symbols from .symtab and .dynsym: name -> (table, file offset of its code)."""
+
+    functions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    has_symtab: bool = False
+    has_debug_info: bool = False
+
+    def code(self, binary: Path, name: str, size: int = 16) -> bytes:
+        """The first `size` bytes of function `name` (b"" when it is not there)."""
+        if name not in self.functions:
+            return b""
+        with open(binary, "rb") as f:
+            f.seek(self.functions[name][1])
+            return f.read(size)
+
+
+def read_elf_symbols(binary: Path) -> ElfSymbols:
+    """The defined function symbols of an ELF64 little-endian binary (x86-64), from both symbol
+    tables; an empty result for a file that is not one (a script)."""
+    out = ElfSymbols()
+    with open(binary, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return out
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 0x36)
+    loads = []  # (vaddr, memsz, file offset) of each PT_LOAD, to turn a symbol's address into file offset
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:
+            loads.append((p_vaddr, p_filesz, p_offset))
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names_off = sections[shstrndx][4] if shnum else 0
+
+    def name_at(table_off: int, at: int) -> str:
+        return data[table_off + at : data.index(b"\0", table_off + at)].decode(errors="replace")
+
+    for sh_name, sh_type, _, _, sh_offset, sh_size, sh_link, _, _, sh_entsize in sections:
+        sname = name_at(names_off, sh_name)
+        out.has_debug_info |= sname == ".debug_info"
+        if sh_type not in (2, 11) or not sh_entsize:  # SHT_SYMTAB, SHT_DYNSYM
+            continue
+        table = "symtab" if sh_type == 2 else "dynsym"
+        out.has_symtab |= sh_type == 2
+        strtab = sections[sh_link][4]
+        for j in range(sh_size // sh_entsize):
+            st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", data, sh_offset + j * sh_entsize)
+            if st_info & 0xF != 2 or st_shndx == 0 or not st_value:  # STT_FUNC, defined
+                continue
+            name = name_at(strtab, st_name).split("@")[0]
+            where = next((st_value - v + o for v, n, o in loads if v <= st_value < v + n), None)
+            if where is not None:
+                out.functions.setdefault(name, (table, where))
+    return out
+
+
+def queue_index_offset(code: bytes) -> int | None:
+    """VirtQueue.queue_index's offset, read from virtio_get_queue_index()'s first instruction:
+    `movzwl disp(%rdi),%eax` (0f b7 47 disp8, or 0f b7 87 disp32); None for any other code."""
+    if code[:3] == b"\x0f\xb7\x47" and len(code) >= 4:
+        return code[3]
+    if code[:3] == b"\x0f\xb7\x87" and len(code) >= 7:
+        return struct.unpack_from("<i", code, 3)[0]
+    return None
 
 
 @dataclass
 class QemuBinary:
-    """One QEMU: its binary, firmware directories, version, and the batching design it exports."""
+    """One QEMU: its binary, firmware directories, version, and the batching design it has."""
 
     name: str
     binary: Path
@@ -47,13 +146,23 @@ class QemuBinary:
     version: str
     design: str | None
     symbols: set[str] = field(default_factory=set)
+    #: VirtQueue.queue_index's offset in bytes (None: unknown, the vq column is -1)
+    vq_index_offset: int | None = None
+    #: where the symbols came from: "symtab", "dynsym" or both, and whether DWARF is there
+    symbol_tables: tuple[str, ...] = ()
 
     @property
     def missing_symbols(self) -> list[str]:
-        """The symbols its probe script needs that this binary does not export."""
+        """The symbols without which its design's sections cannot be traced."""
         if self.design is None:
             return []
-        return [s for s in (*DESIGNS[self.design][1], *COMMON_SYMBOLS) if s not in self.symbols]
+        return [s for s in (*DESIGNS[self.design].required, *COMMON_REQUIRED) if s not in self.symbols]
+
+    def why_unplaced(self, symbol: str) -> str:
+        """Why a probe on `symbol` cannot be placed in this binary, and what is not measured then."""
+        where = " and ".join(f".{t}" for t in self.symbol_tables if t != "debug_info") or "no symbol table"
+        what = OPTIONAL.get(symbol, symbol)
+        return f"{what}: {symbol} is not a function in {self.binary}'s {where} (stripped, inlined or renamed)"
 
     def describe(self) -> dict:
         return {
@@ -62,15 +171,8 @@ class QemuBinary:
             "binary": str(self.binary),
             "firmware": [str(f) for f in self.firmware],
             "design": self.design,
+            "symbol_tables": list(self.symbol_tables),
         }
-
-
-def exported_symbols(binary: Path) -> set[str]:
-    """The function names `binary` exports (`nm -D`); empty when nm cannot read it."""
-    if shutil.which("nm") is None:
-        raise CapabilityError("nm not found (install binutils): it tells which QEMU functions can be traced")
-    proc = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True)
-    return {line.split()[-1] for line in proc.stdout.splitlines() if len(line.split()) == 3}
 
 
 def find_qemu(name: str) -> QemuBinary:
@@ -91,6 +193,24 @@ def find_qemu(name: str) -> QemuBinary:
     m = re.search(r"version (\d+\.\d+(?:\.\d+)?)", proc.stdout)
     if proc.returncode != 0 or not m:
         raise CapabilityError(f"could not measure: {binary} does not run: {(proc.stderr or proc.stdout).strip()[:200]}")
-    symbols = exported_symbols(binary)
+    return describe_binary(name, binary, tuple(firmware), m.group(1))
+
+
+def describe_binary(name: str, binary: Path, firmware: tuple[Path, ...], version: str) -> QemuBinary:
+    """A QemuBinary for `binary`: its design, symbols and VirtQueue layout, read from the ELF."""
+    elf = read_elf_symbols(binary)
+    symbols = set(elf.functions)
     design = "defer" if "defer_call_begin" in symbols else "plug" if "blk_io_plug" in symbols else None
-    return QemuBinary(name, binary, tuple(firmware), m.group(1), design, symbols)
+    tables = tuple(t for t in ("symtab", "dynsym") if any(w == t for w, _ in elf.functions.values()))
+    if elf.has_debug_info:
+        tables += ("debug_info",)
+    return QemuBinary(
+        name,
+        binary,
+        firmware,
+        version,
+        design,
+        symbols,
+        vq_index_offset=queue_index_offset(elf.code(binary, QUEUE_INDEX_FN)),
+        symbol_tables=tables,
+    )

@@ -30,12 +30,14 @@ from ..analysis import (
     df_deferral_stats,
     df_diff,
     df_latency_percentiles,
+    df_qemu_arrivals,
 )
 from ..plots import (
     plot_batch_sizes,
     plot_compare,
     plot_deferral_delays,
     plot_interleaving_delays,
+    plot_qemu_arrivals,
     plot_sqes_over_time,
     plot_submit_latency_cdf,
     plot_timeline,
@@ -176,6 +178,9 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
         view.tables.append(("Deferrals by cause", _html_table(df_deferral_stats(run))))
     else:
         _add(view, "Deferrals", lambda: run.require("requests", user="the deferral analysis"))
+    if run.config.get("qemu") and run.has("qemu_histograms"):  # a real QEMU: what set its batches
+        plot("Arrivals: requests per handler run", lambda ax: plot_qemu_arrivals(run, ax=ax))
+        view.tables.append(("What set the batches (QEMU)", _html_table(df_qemu_arrivals([run]))))
     latency = _add(view, "Latency percentiles", lambda: df_latency_percentiles(run))
     if latency is not None:
         view.tables.append(("Latency percentiles", _html_table(latency)))

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -70,8 +71,22 @@ def test_qemu_10_aggregate_counts_match_the_guest(tmp_path):
     assert int((sizes.low * sizes["count"]).sum()) == s["qemu_requests"] == c[("luring_co_submit", -1)]
     # sections: each handler run opens one; begins and ends pair up
     assert c[("defer_call_begin", -1)] == c[("defer_call_end", -1)]
-    assert c[("sections", 0)] + c[("sections", 1)] == c[("virtio_blk_handle_vq", -1)]
+    assert c[("sections", 0)] + c[("sections", 1)] == c[("virtio_blk_handle_vq", -1)] == c[("sections_handler", -1)]
     assert c[("sections", 0)] > 0 and c[("sections", 1)] > 0  # both disks' iothreads
+    kinds = sum(c.get((f"sections_{k}", -1), 0) for k in ("handler", "completion", "other"))
+    assert kinds == c[("sections", -1)]
+    # arrivals: every handler run was a kick or a poll; every request popped went to io_uring unmerged
+    # (4 KiB random reads), and completed to the guest
+    assert c.get(("handler_runs_kick", -1), 0) + c.get(("handler_runs_poll", -1), 0) == c[("virtio_blk_handle_vq", -1)]
+    assert c[("virtqueue_pop", -1)] == c[("luring_co_submit", -1)]
+    assert c[("virtqueue_push", -1)] == c[("virtqueue_pop", -1)]
+    assert 0 < c[("guest_notifications", -1)] <= c[("virtqueue_push", -1)]
+    hist = pq.read_table(out / "tables" / "qemu_histograms.parquet").to_pandas()
+    per_handler = hist[hist.name == "requests_per_handler"]
+    assert int(per_handler["count"].sum()) == c[("virtio_blk_handle_vq", -1)]
+    assert int((per_handler.low * per_handler["count"]).sum()) == c[("virtqueue_pop", -1)]
+    # each request's wait before the kernel took it: one per SQE
+    assert int(hist[hist.name == "wait_before_submit_ns"]["count"].sum()) == s["qemu_requests"]
     assert "qemu:defer" in meta["probes"]["ran"]
     assert leftovers() == before
     run = Run.open(out)
@@ -132,6 +147,7 @@ def test_qemu_72_events_sections_and_requests(tmp_path):
     assert (sections.end_ns >= sections.begin_ns).all()
     requests = pq.read_table(out / "tables" / "qemu_requests.parquet").to_pandas()
     assert len(requests) == c[("luring_co_submit", -1)]
+    check_sections_and_arrivals(out, c)
     virtio = requests[requests.device >= 0]  # IDE requests run outside any handler
     assert sorted(virtio.device.unique()) == [0, 1] and (virtio.op == 0).all()
     sent = requests[requests.submit_ns >= 0]
@@ -141,6 +157,100 @@ def test_qemu_72_events_sections_and_requests(tmp_path):
 
     assert len(df_sections(Run.open(out))) == len(sections)
     assert df_batch_sizes(Run.open(out))["count"].sum() > 0
+
+
+def check_sections_and_arrivals(out: Path, c: dict) -> None:
+    """An events run's sections, handler runs and requests, against each other and the counters."""
+    t = {
+        n: pq.read_table(out / "tables" / f"{n}.parquet").to_pandas()
+        for n in ("sections", "qemu_sections", "handlers", "qemu_handlers", "qemu_requests")
+    }
+    sections = t["sections"].merge(t["qemu_sections"], on="section_id", validate="1:1")
+    assert len(sections) == len(t["sections"]) == c[("sections", -1)]
+    # every request's section is a row of sections, and a handler's where a handler queued it
+    requests = t["qemu_requests"]
+    assert set(requests.section_id[requests.section_id >= 0]) <= set(sections.section_id)
+    assert (requests.section_id[requests.device >= 0] >= 0).all()
+    handlers = pd.concat([t["handlers"], t["qemu_handlers"].drop(columns=["tid", "begin_ns"])], axis=1)
+    assert (t["qemu_handlers"][["tid", "begin_ns"]] == t["handlers"][["tid", "begin_ns"]]).all().all()
+    assert len(handlers) == c[("virtio_blk_handle_vq", -1)]
+    # one handler section per handler run; those that carried requests are the runs that queued I/O
+    kind = sections.set_index("section_id")["kind"]
+    assert (kind == "handler").sum() == len(handlers) == c[("sections_handler", -1)]
+    queued = set(handlers.opened_section_id[handlers.nr_submitted > 0])
+    assert queued == set(requests.section_id[requests.device >= 0]) == set(kind[list(queued)].index)
+    assert (kind[list(queued)] == "handler").all()
+    assert handlers.nr_submitted.sum() == (requests.device >= 0).sum()
+    # arrivals: the requests each run popped, why it ran, from which virtqueue
+    assert handlers.nr_requests.sum() == c[("virtqueue_pop", -1)] and (handlers.nr_requests >= 0).all()
+    assert handlers.cause.value_counts().to_dict() == {
+        k: c[(f"handler_runs_{k}", -1)] for k in ("kick", "poll") if (f"handler_runs_{k}", -1) in c
+    }
+    assert set(handlers.vq) <= {0, 1}  # a virtqueue per vCPU (-smp 2)
+    assert (requests.length_bytes[requests.device >= 0] == 4096).all()
+    assert (requests.nr_guest_requests[requests.device >= 0] == 1).all()
+
+
+def test_qemu_10_events_sections_by_their_own_nesting(tmp_path):
+    require_qemu("10.0")
+    out = tmp_path / "q10e"
+    p = qemu(
+        "--qemu",
+        "10.0",
+        "--device",
+        "zram",
+        "--disks",
+        "2",
+        "--iothreads",
+        "shared",
+        "--duration",
+        "2",
+        "--mode",
+        "events",
+        "-o",
+        str(out),
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    s, c = meta["summary"], counters(out)
+    assert s["qemu_workload_requests"] == s["workload_requests"] > 1000
+    uring = pq.read_table(out / "tables" / "uring_requests.parquet").to_pandas()
+    assert (uring.event == "submit").sum() == c[("luring_co_submit", -1)] == s["qemu_requests"]
+    assert meta["probes"]["lost_events"] == {"qemu:defer": 0} and meta["events_lost"] == 0
+    check_sections_and_arrivals(out, c)
+    # 10.0 also opens sections to reap completions: outside a handler, or nested in the handler's
+    # own (its submit reaps at once), which QEMU's level alone would have ended early
+    q = pq.read_table(out / "tables" / "qemu_sections.parquet").to_pandas()
+    assert (q.kind == "completion").sum() == c[("sections_completion", -1)] > 0
+    assert q.nr_nested_sections.sum() > 0
+    assert c[("defer_call_begin", -1)] == c[("sections", -1)] + q.nr_nested_sections.sum()
+
+
+def test_compare_two_qemus_and_gate_on_it(tmp_path):
+    """--compare on real guests (2 runs each, 1 s: the shortest that gives an interval)."""
+    require_qemu("7.2")
+    require_qemu("10.0")
+    before = leftovers()
+    out = tmp_path / "ab"
+    p = qemu("--compare", "7.2", "10.0", "--repeats", "2", "--device", "zram", "--duration", "1", "-o", str(out),
+             timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((out / "compare.json").read_text())
+    assert result["runs"] == {k: [str(out / k / f"r{i}") for i in (1, 2)] for k in ("A", "B")}
+    for label, version in (("A", "7.2"), ("B", "10.0")):
+        for path in result["runs"][label]:
+            meta = json.loads((Path(path) / "meta.json").read_text())
+            assert meta["config"]["qemu"]["name"] == version
+            assert meta["summary"]["qemu_workload_requests"] == meta["summary"]["workload_requests"]
+    rows = {r["metric"]: r for r in result["metrics"]}
+    assert rows["iops"]["n_a"] == rows["iops"]["n_b"] == 2 and rows["iops"]["a_ci_low"] <= rows["iops"]["a"]
+    assert rows["mean_sqes_per_submit"]["a"] > 1 and rows["notifications_per_completion"]["b"] > 0
+    gate = subprocess.run(
+        [*PLUGTRACE, "diff", str(out / "A"), str(out / "B"), "--fail-if", "iops < -1000%"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert gate.returncode == 0 and "means of 2 runs each" in gate.stdout, gate.stdout + gate.stderr
+    assert leftovers() == before
 
 
 def test_missing_qemu_says_could_not_measure(tmp_path):

@@ -88,14 +88,36 @@ def test_command_line_has_iothreads_aio_and_readonly_ide_as_cdrom():
     assert launch.iothread_ids(2, "per-disk") == ["iot0", "iot1"]
 
 
+def _binary(version: str, design: str, symbols: set[str]) -> versions.QemuBinary:
+    return versions.QemuBinary(version, Path("/usr/bin/qemu-system-x86_64"), (), version, design, symbols, 72)
+
+
+def _symbols_of(design: str) -> set[str]:
+    d = versions.DESIGNS[design]
+    text = (probes.PROBES_DIR / versions.COMMON_SCRIPT).read_text() + (probes.PROBES_DIR / d.script).read_text()
+    return {m.group(2) for m in probes._PROBE_HEAD.finditer(text)}
+
+
 def test_probe_scripts_render_for_one_process():
-    q = versions.QemuBinary("7.2", Path("/usr/bin/qemu-system-x86_64"), (), "7.2.22", "plug")
-    text = probes.render(q, 4242, events=True)
-    assert "{{" not in text and "/pid == 4242/" in text and "uprobe:/usr/bin/qemu-system-x86_64:blk_io_plug" in text
-    for script, symbols in versions.DESIGNS.values():
-        body = (probes.PROBES_DIR / script).read_text()
-        for sym in (*symbols, *versions.COMMON_SYMBOLS):
-            assert f":{sym} " in body, (script, sym)
+    for design, d in versions.DESIGNS.items():
+        used = _symbols_of(design)
+        required = {*d.required, *versions.COMMON_REQUIRED}
+        assert required <= used and used - required <= set(versions.OPTIONAL), design
+        text, dropped = probes.render(_binary("x", design, used), 4242, events=True)
+        assert "{{" not in text and "/pid == 4242" in text and not dropped
+        assert text.count("\nEND") == 1 and "*(uint16 *)(arg1 + 72)" in text
+    text, _ = probes.render(_binary("7.2", "plug", _symbols_of("plug")), 4242, events=False)
+    assert "uprobe:/usr/bin/qemu-system-x86_64:blk_io_plug " in text and "(arg4 + 32)" in text
+
+
+def test_a_probe_without_its_symbol_is_left_out_and_said_why():
+    have = _symbols_of("defer") - {"virtqueue_pop", "virtio_queue_host_notifier_read"}
+    text, dropped = probes.render(_binary("10.0", "defer", have), 1, events=True)
+    assert set(dropped) == {"virtqueue_pop", "virtio_queue_host_notifier_read"}
+    assert ":virtqueue_pop " not in text and ":virtio_queue_host_notifier_read " not in text
+    assert ":virtqueue_push " in text and text.count("{") == text.count("}")
+    assert "requests popped per handler run" in dropped["virtqueue_pop"]
+    assert "is not a function in /usr/bin/qemu-system-x86_64's" in dropped["virtqueue_pop"]
 
 
 def _fed(lines, maps):
@@ -111,27 +133,37 @@ def test_events_become_sections_and_handlers_with_owners():
         "@sections_by_owner": {"100": 1, "200": 1, "0": 1},
     }
     lines = [
-        "H 7 10 200",
+        "H 7 10 200 1 1",
         "B 7 11 200",
-        "Q 7 11 1 4096",
+        "Q 7 11 1 4096 4096",
         "P 7 12",
-        "E 7 20 3 1",
-        "h 7 21",
-        "Q 7 22 2 0",
-        "H 8 30 100",
+        "h 7 13 1",
+        "E 7 20 3 1 1 2",
+        "Q 7 22 2 0 512",
+        "H 8 30 100 0 0",
         "B 8 31 100",
-        "E 8 40 1 0",
-        "h 8 41",
+        "h 8 35 2",
+        "E 8 40 1 0 0 0",
+        "B 8 50 0",
+        "E 8 60 0 0 0 4",
     ]
     p = _fed(lines, maps)
     owners = p.device_of_handler({"iot0": 0, "iot1": 1})
     assert owners == {200: 0, 100: 1}
-    sections, handlers, requests = p.event_tables(owners)
+    t = p.event_tables(owners)
+    requests, sections, handlers, qs, qh = (
+        t[n] for n in ("qemu_requests", "sections", "handlers", "qemu_sections", "qemu_handlers")
+    )
     assert requests["device"] == [0, -1] and requests["op"] == [0, 1] and requests["section_id"] == [0, -1]
     assert requests["offset_bytes"] == [4096, 0] and requests["section_owner"] == [0, -1]
-    assert sections["owner"] == [0, 1] and sections["nr_deferred_calls"] == [3, 1]
-    assert sections["nr_nested_polls"] == [1, 0] and sections["begin_ns"] == [11, 31]
-    assert handlers["device"] == [0, 1] and handlers["end_ns"] == [21, 41] and handlers["section_id"] == [-1, -1]
+    assert requests["length_bytes"] == [4096, 512] and requests["nr_guest_requests"] == [1, -1]
+    assert sections["owner"] == [0, 1, -1] and sections["nr_deferred_calls"] == [3, 1, 0]
+    assert sections["nr_nested_polls"] == [1, 0, 0] and sections["begin_ns"] == [11, 31, 50]
+    assert qs["kind"] == ["handler", "handler", "completion"] and qs["nr_nested_sections"] == [1, 0, 0]
+    assert qs["nr_completions"] == [2, 0, 4] and qs["section_id"] == sections["section_id"]
+    assert handlers["device"] == [0, 1] and handlers["end_ns"] == [13, 35] and handlers["section_id"] == [-1, -1]
+    assert qh["vq"] == [1, 0] and qh["cause"] == ["kick", "poll"] and qh["nr_requests"] == [1, 2]
+    assert qh["nr_submitted"] == [1, 0] and qh["opened_section_id"] == [0, 1]
     counters = p.counters(owners)
     assert ("sections", 0, 1) in zip(counters["name"], counters["device"], counters["value"])
     assert ("aio_poll", -1, 9) in zip(counters["name"], counters["device"], counters["value"])
@@ -140,9 +172,14 @@ def test_events_become_sections_and_handlers_with_owners():
 
 def test_events_printed_out_of_order_are_put_back_in_time_order():
     # the section's end was read from another CPU's buffer before its begin
-    p = _fed(["E 7 20 3 0", "H 7 10 200", "B 7 11 200", "h 7 21"], {"@handler_thread": {"200,IO iot0": 1}})
-    sections, handlers, _ = p.event_tables(p.device_of_handler({"iot0": 0}))
-    assert sections["begin_ns"] == [11] and sections["end_ns"] == [20] and handlers["end_ns"] == [21]
+    p = _fed(["E 7 20 3 0 0 0", "H 7 10 200 0 1", "B 7 11 200", "h 7 21 0"], {"@handler_thread": {"200,IO iot0": 1}})
+    t = p.event_tables(p.device_of_handler({"iot0": 0}))
+    assert t["sections"]["begin_ns"] == [11] and t["sections"]["end_ns"] == [20] and t["handlers"]["end_ns"] == [21]
+
+
+def test_an_unknown_virtqueue_layout_gives_vq_minus_one():
+    p = _fed([f"H 7 10 200 {probes.NO_VQ} 0", "h 7 11 0"], {"@handler_thread": {"200,IO iot0": 1}})
+    assert p.event_tables(p.device_of_handler({"iot0": 0}))["qemu_handlers"]["vq"] == [-1]
 
 
 def test_handlers_on_a_shared_thread_are_numbered_by_address():
@@ -195,3 +232,136 @@ def test_a_damaged_cached_guest_image_is_built_again(tmp_path, monkeypatch):
 
     assert again.initrd == first.initrd and image._intact(again.initrd)
     assert gzip.decompress(again.initrd.read_bytes()) == gzip.decompress(whole)
+
+
+STAND_IN = r"""
+#include <stdio.h>
+#include <string.h>
+struct VirtQueue { char pad[0x30]; unsigned short queue_index; };
+#define FN __attribute__((noinline, used))
+FN void defer_call_begin(void) { __asm__ volatile(""); }
+FN void defer_call_end(void) { __asm__ volatile(""); }
+FN void defer_call(void (*fn)(void *), void *opaque) { fn(opaque); }
+FN void virtio_blk_handle_vq(void *s, struct VirtQueue *vq) { __asm__ volatile("" :: "r"(s), "r"(vq)); }
+FN int luring_co_submit(void *bs, int fd, unsigned long offset, void *qiov, int type) { return fd + type; }
+FN unsigned short virtio_get_queue_index(struct VirtQueue *vq) { return vq->queue_index; }
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--version")) printf("QEMU emulator version 10.1.50\n");
+    return 0;
+}
+"""
+
+
+def test_a_build_that_exports_nothing_is_traced_by_its_symbol_table(tmp_path):
+    """A developer's own QEMU build: functions in .symtab only (no -rdynamic), the layout read from code."""
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc not installed")
+    src, binary = tmp_path / "qemu.c", tmp_path / "qemu-system-x86_64"
+    src.write_text(STAND_IN)
+    subprocess.run([gcc, "-O2", "-fno-inline", "-o", str(binary), str(src)], check=True)
+    dynamic = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True).stdout
+    assert "defer_call_begin" not in dynamic  # what `nm -D` alone would have missed
+    q = versions.find_qemu(str(binary))
+    assert q.design == "defer" and q.version == "10.1.50" and q.symbol_tables == ("symtab",)
+    assert q.missing_symbols == [] and q.vq_index_offset == 0x30
+    text, dropped = probes.render(q, 1, events=True)
+    assert f"uprobe:{binary}:defer_call_begin " in text and "*(uint16 *)(arg1 + 48)" in text
+    # what it could not place, and why: every optional probe, each with its reason
+    assert set(dropped) == _symbols_of("defer") - {*versions.DESIGNS["defer"].required, *versions.COMMON_REQUIRED}
+    assert "aio_poll is not a function in" in dropped["aio_poll"] and ".symtab (stripped" in dropped["aio_poll"]
+    subprocess.run(["strip", str(binary)], check=True)
+    stripped = versions.find_qemu(str(binary))
+    assert stripped.design is None and stripped.symbol_tables == ()
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_the_sample_runs_sections_hold_every_request_and_one_per_handler_run(version):
+    from plugtrace.analysis import Run, df_qemu_arrivals, df_qemu_handlers, df_qemu_sections
+
+    run = Run.open(Path(__file__).resolve().parents[2] / "data" / f"qemu-{version}")
+    sections, handlers, requests = df_qemu_sections(run), df_qemu_handlers(run), run.table("qemu_requests")
+    assert set(requests.section_id[requests.section_id >= 0]) <= set(sections.section_id)
+    assert (sections.kind == "handler").sum() == len(handlers)
+    carried = set(requests.section_id[requests.device >= 0])
+    assert carried == set(handlers.opened_section_id[handlers.nr_submitted > 0])
+    arrivals = df_qemu_arrivals([run]).iloc[0]
+    assert arrivals.kicks + arrivals.poll_hits == arrivals.handler_runs == len(handlers)
+    assert arrivals.requests_per_handler == pytest.approx(handlers.nr_requests.mean())
+    assert 0 < arrivals.notifications_per_completion < 1 and arrivals.wait_from == "events"
+
+
+def test_compare_intervals_and_their_verdict():
+    from plugtrace.qemu.compare import summarise, t975
+
+    assert t975(1) == 12.706 and t975(4.9) == 2.776 and t975(500) == 1.96 and t975(0) == float("inf")
+    same = summarise([10.0, 11.0, 12.0], [10.5, 11.5, 12.5])
+    assert same["a"] == 11.0 and same["a_ci_low"] == pytest.approx(11 - 4.303 / 3**0.5)
+    assert not same["differ"] and same["change_ci_low"] < 0 < same["change_ci_high"]
+    apart = summarise([10.0, 10.1, 9.9, 10.0], [12.0, 12.1, 11.9, 12.0])
+    assert apart["differ"] and apart["change_pct"] == pytest.approx(20.0)
+    assert not summarise([1.0], [2.0])["differ"]  # one run each: no interval, no verdict
+
+
+def test_diff_gates_on_a_compare_result(tmp_path):
+    """plugtrace diff OUT/A OUT/B --fail-if reads plugtrace qemu --compare's means."""
+    import shutil
+    import subprocess
+
+    from plugtrace.qemu.compare import run_compare
+    from tests.helpers import PLUGTRACE
+
+    data = Path(__file__).resolve().parents[2] / "data"
+    samples = {"7.2": data / "qemu-7.2", "10.0": data / "qemu-10.0"}
+
+    def record(name: str, out: Path) -> dict:  # the recorded samples stand in for fresh guests
+        shutil.copytree(samples[name], out)
+        return {}
+
+    assert run_compare(["7.2", "10.0"], 2, tmp_path, record) == 0
+    assert sorted(p.name for p in (tmp_path / "A").iterdir()) == ["r1", "r2"]
+
+    def diff(*fail_if: str) -> subprocess.CompletedProcess:
+        args = [a for f in fail_if for a in ("--fail-if", f)]
+        cmd = [*PLUGTRACE, "diff", str(tmp_path / "A"), str(tmp_path / "B"), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    # 10.0 sends the guest far fewer notifications per completion than 7.2 (the samples: 0.044 vs 0.154)
+    p = diff("notifications_per_completion < -50%")
+    assert p.returncode == 1 and "means of 2 runs each" in p.stdout and "FAILS" in p.stdout, p.stdout + p.stderr
+    assert diff("notifications_per_completion > 0%").returncode == 0
+    assert "DIFFER" in p.stdout or "CHANGED" in p.stdout
+
+
+def test_merged_requests_take_their_count_from_qemus_trace_events(tmp_path):
+    log = tmp_path / "qemu-trace.log"
+    log.write_text(
+        "123@1700000000.000001:virtio_blk_submit_multireq vdev 0x1 mrb 0x2 start 0 num_reqs 3 offset 8192 "
+        "size 12288 is_write 0\n"
+        "123@1700000000.000002:virtio_blk_submit_multireq vdev 0x1 mrb 0x2 start 3 num_reqs 1 offset 0 size 4096 "
+        "is_write 0\n"
+        "garbage line\n"
+    )
+    requests = {
+        "device": [0, 0, -1, 0],
+        "offset_bytes": [0, 8192, 0, 65536],
+        "length_bytes": [4096, 12288, 4096, 4096],
+        "nr_guest_requests": [1, -1, -1, 1],
+    }
+    assert probes.merged_counts(log, requests) == [1, 3, -1, 1]
+    g = QemuGuest(
+        versions.QemuBinary("10.0", Path("/q"), (), "10.0.2", "defer"),
+        image.GuestImage(Path("/k"), Path("/i")),
+        "/dev/loop9",
+        disks=1,
+        ide_disks=0,
+        iothreads="per-disk",
+        workload=Workload(),
+        writable=False,
+        trace_log=str(log),
+    )
+    argv = " ".join(g.argv())
+    assert f"-trace enable=virtio_blk_submit_multireq -D {log} -msg timestamp=on" in argv
