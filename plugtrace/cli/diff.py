@@ -203,10 +203,10 @@ def run(args: argparse.Namespace) -> int:
         diff = df_diff(a, b, noise=args.noise / 100)
         print(f"{a.path} -> {b.path}")
         for run in (a, b):
-            why = _partial(run)
-            if why:
-                print(f"  {run.path} is partial: {why}; its numbers are no measure of a change, so no verdict")
-                partial.append(f"{run.path} ({why})")
+            stopped = _partial(run)
+            if stopped:
+                print(f"  {run.path} is partial: {stopped}; its numbers are no measure of a change, so no verdict")
+                partial.append(f"{run.path} ({stopped})")
         print(_format(diff))
         for condition in conditions:
             holds, why = condition.check(diff)
