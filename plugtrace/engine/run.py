@@ -205,7 +205,9 @@ LOG_BATCH_ROWS = 1 << 17
 
 class _LogWriterThread:
     """Takes log chunks from engine threads and hands them to the sink in order, gathered into
-    batches of `LOG_BATCH_ROWS` records per table (the rest at `close`)."""
+    batches of `LOG_BATCH_ROWS` records per table (the rest at `close`). A table's first chunk is
+    handed on at once, so every table is on disk from its first records: a run that a full disk,
+    a crash or SIGKILL cuts short keeps some of each, not only of the busiest one."""
 
     def __init__(self, sink: Callable[[str, Any], object], on_error: Callable[[], None]):
         self.sink = sink
@@ -215,6 +217,7 @@ class _LogWriterThread:
         #: records not yet handed on, per table, in order
         self._pending: dict[str, list[np.ndarray]] = {}
         self._pending_rows: dict[str, int] = {}
+        self._started: set[str] = set()  # tables whose first chunk was handed on
         self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
         self.thread.start()
 
@@ -232,7 +235,8 @@ class _LogWriterThread:
             name, rows = item
             self._pending.setdefault(name, []).append(rows)
             self._pending_rows[name] = self._pending_rows.get(name, 0) + len(rows)
-            if self._pending_rows[name] >= LOG_BATCH_ROWS:
+            if self._pending_rows[name] >= LOG_BATCH_ROWS or name not in self._started:
+                self._started.add(name)
                 self._hand_on(name)
 
     def _hand_on(self, name: str) -> None:
