@@ -419,9 +419,13 @@ def run(args) -> int:
                     progress=_Progress(cfg.duration_s, args.quiet),
                 )
                 scratch_log.close_tables()
+                untraced_batch = _app_summary(Path(scratch) / "run", baseline.elapsed_s, baseline.nr_requests)
             if baseline.interrupted:  # Ctrl-C or SIGTERM during the baseline ends the recording too
                 raise KeyboardInterrupt
-            overhead = {"untraced_iops": round(baseline.iops, 1)}
+            overhead = {
+                "untraced_iops": round(baseline.iops, 1),
+                "untraced_mean_sqes_per_submit": untraced_batch.get("mean_sqes_per_submit"),
+            }
         missing = rec.start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, probes)
         for name, why in missing.items():
             print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
@@ -436,6 +440,7 @@ def run(args) -> int:
         summary["nr_errors"] = result.nr_errors
         if overhead is not None:
             overhead["traced_iops"] = round(result.iops, 1)
+            overhead["traced_mean_sqes_per_submit"] = summary.get("mean_sqes_per_submit")
             untraced = overhead["untraced_iops"]
             overhead["ratio"] = round(result.iops / untraced, 4) if untraced else None
         rec.finish(

@@ -268,3 +268,21 @@ def test_loop_devices_are_filled_with_data_unless_sparse(tmp_path):
         assert device["backing"] == backing
         assert ("fill_s" in device) == (backing == "filled")
         assert ("filled the loop device's backing file" in p.stderr) == (backing == "filled")
+
+
+def test_measured_overhead_stores_both_halves_batching(tmp_path):
+    """--measure-overhead stores each half's mean SQEs per enter beside its IOPS: the traced half's
+    is the run's own summary, the untraced half's its own (not a copy of it)."""
+    require_root()
+    out = tmp_path / "run"
+    p = run(
+        "record", "--device", "zram", "--size", "64M", "--mode", "events", "--requests", "3000",
+        "--measure-overhead", "--quiet", "-o", str(out),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    o = meta["tracing_overhead"]
+    assert o["traced_iops"] == meta["summary"]["iops"]
+    assert o["traced_mean_sqes_per_submit"] == meta["summary"]["mean_sqes_per_submit"]
+    assert 1 <= o["untraced_mean_sqes_per_submit"] <= 64  # 2 devices x iodepth 32 at most in one enter
+    assert not list(out.glob(".untraced-baseline-*")), "the baseline's scratch log is removed"
