@@ -23,7 +23,7 @@ from pathlib import Path
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
 from ..tracing.runner import PERF_RB_PAGES
-from .versions import COMMON_SCRIPT, DESIGNS, QemuBinary
+from .versions import COMMON_SCRIPT, DESIGNS, GUEST_NOTIFIER_FN, OPTIONAL, QemuBinary
 
 READY_TIMEOUT_S = 30.0
 #: luring_co_submit()'s request type bits (QEMU's block/aio.h)
@@ -64,6 +64,12 @@ def render(qemu: QemuBinary, pid: int, events: bool) -> tuple[str, dict[str, str
         if m and m.group(2) not in qemu.symbols:
             dropped[m.group(2)] = qemu.why_unplaced(m.group(2))
             continue
+        if m and m.group(2) == "event_notifier_set" and qemu.guest_notifier_offset is None:
+            dropped[m.group(2)] = (
+                f"{OPTIONAL.get('virtio_notify_irqfd', 'guest notifications')}: VirtQueue.guest_notifier's offset is "
+                f"unknown ({GUEST_NOTIFIER_FN} in {qemu.binary} is not the one instruction expected)"
+            )
+            continue
         kept.append(block)
     vq = f"*(uint16 *)(arg1 + {qemu.vq_index_offset})" if qemu.vq_index_offset is not None else str(NO_VQ)
     submit_type, submit_offset, submit_qiov = design.submit_args
@@ -72,6 +78,7 @@ def render(qemu: QemuBinary, pid: int, events: bool) -> tuple[str, dict[str, str
         ("pid", str(pid)),
         ("events", "1" if events else "0"),
         ("vq_index", vq),
+        ("guest_notifier", str(qemu.guest_notifier_offset or 0)),
         ("submit_type", submit_type),
         ("submit_offset", submit_offset),
         ("submit_qiov", submit_qiov),

@@ -67,6 +67,12 @@ OPTIONAL = {
 }
 #: read to find VirtQueue.queue_index: the function is one load of it
 QUEUE_INDEX_FN = "virtio_get_queue_index"
+#: read to find VirtQueue.guest_notifier: the function is one address computation of it
+GUEST_NOTIFIER_FN = "virtio_queue_get_guest_notifier"
+#: functions QEMU runs on a coroutine's stack (a request's completion) inside the iothread's
+#: uretprobed frames: a uretprobe on one makes the kernel drop the pending return instances of
+#: frames below it on another stack, and QEMU dies of SIGILL when they return; entry probes only
+ON_COROUTINE_STACK = ("luring_co_submit", "virtqueue_push", "virtio_notify_irqfd")
 
 
 @dataclass
@@ -136,6 +142,16 @@ def queue_index_offset(code: bytes) -> int | None:
     return None
 
 
+def guest_notifier_offset(code: bytes) -> int | None:
+    """VirtQueue.guest_notifier's offset, read from virtio_queue_get_guest_notifier()'s first
+    instruction: `lea disp(%rdi),%rax` (48 8d 47 disp8, or 48 8d 87 disp32); None for any other code."""
+    if code[:3] == b"\x48\x8d\x47" and len(code) >= 4:
+        return code[3]
+    if code[:3] == b"\x48\x8d\x87" and len(code) >= 7:
+        return struct.unpack_from("<i", code, 3)[0]
+    return None
+
+
 @dataclass
 class QemuBinary:
     """One QEMU: its binary, firmware directories, version, and the batching design it has."""
@@ -148,6 +164,8 @@ class QemuBinary:
     symbols: set[str] = field(default_factory=set)
     #: VirtQueue.queue_index's offset in bytes (None: unknown, the vq column is -1)
     vq_index_offset: int | None = None
+    #: VirtQueue.guest_notifier's offset in bytes (None: unknown, guest notifications not counted)
+    guest_notifier_offset: int | None = None
     #: where the symbols came from: "symtab", "dynsym" or both, and whether DWARF is there
     symbol_tables: tuple[str, ...] = ()
 
@@ -212,5 +230,6 @@ def describe_binary(name: str, binary: Path, firmware: tuple[Path, ...], version
         design,
         symbols,
         vq_index_offset=queue_index_offset(elf.code(binary, QUEUE_INDEX_FN)),
+        guest_notifier_offset=guest_notifier_offset(elf.code(binary, GUEST_NOTIFIER_FN)),
         symbol_tables=tables,
     )

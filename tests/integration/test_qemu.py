@@ -142,6 +142,8 @@ def test_qemu_72_events_sections_and_requests(tmp_path):
     assert len(sections) == c[("sections", -1)] == c[("virtio_blk_handle_vq", -1)]
     assert c[("blk_io_plug", -1)] == c[("blk_io_unplug", -1)] >= len(sections)
     assert len(handlers) == c[("virtio_blk_handle_vq", -1)]
+    # notifications are event_notifier_set() on a guest notifier: at most one per completion
+    assert 0 < c[("guest_notifications", -1)] <= c[("virtqueue_push", -1)]
     assert sorted(sections.owner.unique()) == [0, 1]  # both disks, one shared iothread
     assert sections.nr_deferred_calls.sum() == c[("luring_co_submit_in_section", -1)]
     assert (sections.end_ns >= sections.begin_ns).all()

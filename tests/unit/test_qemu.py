@@ -89,7 +89,9 @@ def test_command_line_has_iothreads_aio_and_readonly_ide_as_cdrom():
 
 
 def _binary(version: str, design: str, symbols: set[str]) -> versions.QemuBinary:
-    return versions.QemuBinary(version, Path("/usr/bin/qemu-system-x86_64"), (), version, design, symbols, 72)
+    return versions.QemuBinary(
+        version, Path("/usr/bin/qemu-system-x86_64"), (), version, design, symbols, 72, guest_notifier_offset=104
+    )
 
 
 def _symbols_of(design: str) -> set[str]:
@@ -108,6 +110,33 @@ def test_probe_scripts_render_for_one_process():
         assert text.count("\nEND") == 1 and "*(uint16 *)(arg1 + 72)" in text
     text, _ = probes.render(_binary("7.2", "plug", _symbols_of("plug")), 4242, events=False)
     assert "uprobe:/usr/bin/qemu-system-x86_64:blk_io_plug " in text and "(arg4 + 32)" in text
+
+
+def test_no_uretprobe_on_a_function_qemu_runs_on_a_coroutine_stack():
+    """A request's completion runs on its coroutine's stack inside the iothread's uretprobed frames; a
+    uretprobe there makes the kernel drop theirs and QEMU dies of SIGILL (seen on 7.2's virtio_notify_irqfd)."""
+    import re
+
+    for name in (versions.COMMON_SCRIPT, *(d.script for d in versions.DESIGNS.values())):
+        text = (probes.PROBES_DIR / name).read_text()
+        returns = set(re.findall(r"^uretprobe:\{\{qemu\}\}:(\w+)", text, re.M))
+        assert not returns & set(versions.ON_COROUTINE_STACK), name
+
+
+def test_guest_notifications_need_the_notifiers_offset():
+    assert versions.guest_notifier_offset(bytes.fromhex("488d4768c3")) == 0x68  # QEMU 7.2 and 10.0 here
+    assert versions.guest_notifier_offset(bytes.fromhex("488d8790010000c3")) == 0x190
+    assert (
+        versions.guest_notifier_offset(bytes.fromhex("0fb74748c3")) is None
+        and versions.guest_notifier_offset(b"") is None
+    )
+    q = _binary("7.2", "plug", _symbols_of("plug"))
+    text, dropped = probes.render(q, 1, events=False)
+    assert "@guest_notifier[arg1 + 104] = 1;" in text and "@guest_notifier[arg0]/" in text and not dropped
+    q.guest_notifier_offset = None
+    text, dropped = probes.render(q, 1, events=False)
+    assert set(dropped) == {"event_notifier_set"} and ":event_notifier_set " not in text
+    assert "guest_notifier's offset is unknown" in dropped["event_notifier_set"]
 
 
 def test_a_probe_without_its_symbol_is_left_out_and_said_why():
