@@ -82,8 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--qemu-probes",
         default="on",
-        choices=("on", "off"),
-        help="off: trace only the kernel side (what the QEMU-side uprobes cost is the difference)",
+        choices=("on", "full", "off"),
+        help="on: QEMU-side uprobes, in aggregate mode none per request but luring_co_submit (default); "
+        "full: also the per-request ones (completions, notifications, requests popped), as events mode has; "
+        "off: trace only the kernel side (what the QEMU-side uprobes cost is the difference)",
     )
     t.add_argument(
         "--max-events",
@@ -103,7 +105,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("A", "B"),
         help="run the same guest on QEMU A and B (versions or paths) alternately, --repeats times each, "
         "and say per metric whether they differ (-o gets A/, B/ and compare.json; plugtrace diff OUT/A OUT/B "
-        "--fail-if ... gates on it)",
+        "--fail-if ... gates on it; notifications per completion and requests per handler need "
+        "--qemu-probes full)",
     )
     c.add_argument("--repeats", type=int, default=5, help="--compare: runs of each (default: 5)")
     o = p.add_argument_group("output")
@@ -213,7 +216,7 @@ def _record(args, qemu_name: str, out: Path) -> dict | None:
         mode=args.mode,
         max_events=args.max_events,
         measure_overhead=args.measure_overhead,
-        qemu_probes=args.qemu_probes == "on",
+        qemu_probes=args.qemu_probes,
     )
     # what the run needs is found before a device is made for it
     qemu, image = find_qemu(qemu_name), guest_image()

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
 from ..tracing.runner import PERF_RB_PAGES
-from .versions import COMMON_SCRIPT, DESIGNS, GUEST_NOTIFIER_FN, OPTIONAL, QemuBinary
+from .versions import COMMON_SCRIPT, DESIGNS, DETAIL, GUEST_NOTIFIER_FN, OPTIONAL, QemuBinary
 
 READY_TIMEOUT_S = 30.0
 #: luring_co_submit()'s request type bits (QEMU's block/aio.h)
@@ -50,10 +50,12 @@ def _blocks(text: str) -> list[str]:
     return [text[a:b] for a, b in zip([0, *starts], [*starts, len(text)])]
 
 
-def render(qemu: QemuBinary, pid: int, events: bool) -> tuple[str, dict[str, str]]:
+def render(qemu: QemuBinary, pid: int, events: bool, detail: bool | None = None) -> tuple[str, dict[str, str]]:
     """The probe script of `qemu`'s design for process `pid` (probes/qemu-common.bt, then the
     design's), without the probes on functions the binary does not have; returns it and
-    {symbol: why its probes were left out}."""
+    {symbol: why its probes were left out}. `detail` (default: `events`) keeps the per-request
+    probes of DETAIL; without them a section's deferred calls are the requests queued in it."""
+    detail = events if detail is None else detail
     assert qemu.design is not None, "a QEMU without a plug design has no probe script"
     design = DESIGNS[qemu.design]
     text = (PROBES_DIR / COMMON_SCRIPT).read_text() + (PROBES_DIR / design.script).read_text()
@@ -64,10 +66,18 @@ def render(qemu: QemuBinary, pid: int, events: bool) -> tuple[str, dict[str, str
         if m and m.group(2) not in qemu.symbols:
             dropped[m.group(2)] = qemu.why_unplaced(m.group(2))
             continue
-        if m and m.group(2) == "event_notifier_set" and qemu.guest_notifier_offset is None:
+        if m and not detail and m.group(2) in DETAIL:
+            continue
+        if (
+            m
+            and m.group(2) == "event_notifier_set"
+            and (qemu.guest_notifier_offset is None or "virtio_notify_irqfd" not in qemu.symbols)
+        ):
             dropped[m.group(2)] = (
                 f"{OPTIONAL.get('virtio_notify_irqfd', 'guest notifications')}: VirtQueue.guest_notifier's offset is "
                 f"unknown ({GUEST_NOTIFIER_FN} in {qemu.binary} is not the one instruction expected)"
+                if qemu.guest_notifier_offset is None
+                else qemu.why_unplaced("virtio_notify_irqfd")
             )
             continue
         kept.append(block)
@@ -82,17 +92,42 @@ def render(qemu: QemuBinary, pid: int, events: bool) -> tuple[str, dict[str, str
         ("submit_type", submit_type),
         ("submit_offset", submit_offset),
         ("submit_qiov", submit_qiov),
-        ("submit_is_deferred", str(design.submit_is_deferred)),
+        ("detail", "1" if detail else "0"),
+        ("submit_is_deferred", str(design.submit_is_deferred if detail else 1)),
     ):
         kept = [b.replace("{{" + key + "}}", value) for b in kept]
-    return "".join(kept), dropped
+    return _without_unused_maps("".join(kept)), dropped
+
+
+def _without_unused_maps(text: str) -> str:
+    """`text` without the END block's clear()/delete() of maps no kept probe uses: bpftrace refuses a
+    script that names a map only there (a probe left out, or off in aggregate mode, took its uses)."""
+    end = text.rfind("\nEND")
+    if end < 0:
+        return text
+    body, tail = text[:end], text[end:]
+    used = set(re.findall(r"@\w+", re.sub(r"/\*.*?\*/", "", body, flags=re.S)))
+
+    def keep(m: re.Match) -> str:
+        return m.group(0) if m.group(2) in used else ""
+
+    return body + re.sub(r"\s*(clear|delete)\((@\w+)\);", keep, tail)
 
 
 class QemuProbes:
     """One bpftrace attached to one QEMU process's plug / defer_call functions."""
 
-    def __init__(self, qemu: QemuBinary, pid: int, events: bool, max_events: int, bpftrace: str = "bpftrace"):
+    def __init__(
+        self,
+        qemu: QemuBinary,
+        pid: int,
+        events: bool,
+        max_events: int,
+        bpftrace: str = "bpftrace",
+        detail: bool | None = None,
+    ):
         self.qemu, self.pid, self.events, self.max_events = qemu, pid, events, max_events
+        self.detail = events if detail is None else detail
         self.bpftrace = bpftrace
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []  # event lines, in order
@@ -108,7 +143,7 @@ class QemuProbes:
         """Start bpftrace and wait until every uprobe is attached (CapabilityError-free: a failure
         is kept in `errors` and reported as could-not-measure)."""
         script = script_dir / f"qemu-{self.qemu.design}.bt"
-        text, self.unplaced = render(self.qemu, self.pid, self.events)
+        text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail)
         script.write_text(f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{text}')
         self.proc = subprocess.Popen(
             [self.bpftrace, "-f", "json", str(script)],

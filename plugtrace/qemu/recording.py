@@ -32,7 +32,7 @@ from ..schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
 from .probes import QemuProbes, merged_counts
-from .versions import QemuBinary
+from .versions import DETAIL, OPTIONAL, QemuBinary
 
 #: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
 KVM_BOOT_TIMEOUT_S = 20.0
@@ -98,8 +98,10 @@ class QemuConfig:
     mode: str = "aggregate"
     max_events: int = 5_000_000
     measure_overhead: bool = False
-    #: False: the kernel-side probes only (a baseline for what the QEMU-side ones cost)
-    qemu_probes: bool = True
+    #: "on": the QEMU-side probes (per request only luring_co_submit in aggregate mode); "full": also
+    #: the per-request ones (versions.DETAIL) in aggregate mode; "off": the kernel side only (a
+    #: baseline for what the QEMU-side ones cost)
+    qemu_probes: str = "on"
 
 
 def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
@@ -184,10 +186,10 @@ class QemuRecording:
 
     def _trace_log(self) -> str | None:
         """Events mode: where QEMU writes its virtio_blk_submit_multireq trace events."""
-        if self.cfg.mode != "events" or not self.cfg.qemu_probes:
+        if self.cfg.mode != "events" or self.cfg.qemu_probes == "off":
             return None
         if self._scratch is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="plugtrace-qemu-")
+            self._scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(os.getpid()))
         return str(Path(self._scratch.name) / "qemu-trace.log")
 
     def devices(self) -> list[dict]:
@@ -253,7 +255,7 @@ class QemuRecording:
         self.guest = self._guest()
         pid = self.guest.start()
         missing = rec.start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events, markers=False)
-        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" and self.cfg.qemu_probes else {}
+        qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" and self.cfg.qemu_probes != "off" else {}
         for name, why in (missing | qemu_missing).items():
             print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
         self.guest.release()
@@ -347,8 +349,14 @@ class QemuRecording:
             return {"qemu_sections": caps.uprobes[1]}
         if self._scratch is None:
             self._scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(os.getpid()))
+        events = self.cfg.mode == "events"
         self.probes = QemuProbes(
-            q, pid, self.cfg.mode == "events", self.cfg.max_events, caps.bpftrace_path or "bpftrace"
+            q,
+            pid,
+            events,
+            self.cfg.max_events,
+            caps.bpftrace_path or "bpftrace",
+            detail=events or self.cfg.qemu_probes == "full",
         )
         self.probes.start(Path(self._scratch.name))
         for symbol, why in self.probes.unplaced.items():
@@ -391,6 +399,12 @@ class QemuRecording:
             info.setdefault("qemu_probe_messages", p.errors[-5:])
         for symbol, why in p.unplaced.items():
             info["probes"]["could_not_measure"][f"qemu:{symbol}"] = why
+        if not p.detail:
+            for symbol in sorted(set(DETAIL) & self.qemu.symbols):
+                info["probes"].setdefault("not_asked", {})[f"qemu:{symbol}"] = (
+                    f"{OPTIONAL.get(symbol, symbol + ' calls')}: a uprobe per request, off in aggregate mode so "
+                    "the probes do not slow QEMU (--qemu-probes full or --mode events)"
+                )
         return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
 
     def close(self) -> None:

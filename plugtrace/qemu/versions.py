@@ -65,6 +65,10 @@ OPTIONAL = {
     "luring_io_plug": "luring_io_plug calls",
     "luring_io_unplug": "luring_io_unplug calls",
 }
+#: probes that fire once or more per request, beyond luring_co_submit(): in events mode and with
+#: --qemu-probes full only, since each uprobe hit traps into the kernel and a TCG guest's QEMU has
+#: no CPU to spare (the default aggregate probes must not change what they measure)
+DETAIL = ("virtqueue_pop", "virtqueue_push", "virtio_notify_irqfd", "event_notifier_set", "defer_call")
 #: read to find VirtQueue.queue_index: the function is one load of it
 QUEUE_INDEX_FN = "virtio_get_queue_index"
 #: read to find VirtQueue.guest_notifier: the function is one address computation of it

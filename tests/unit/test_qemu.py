@@ -131,12 +131,25 @@ def test_guest_notifications_need_the_notifiers_offset():
         and versions.guest_notifier_offset(b"") is None
     )
     q = _binary("7.2", "plug", _symbols_of("plug"))
-    text, dropped = probes.render(q, 1, events=False)
+    text, dropped = probes.render(q, 1, events=True)
     assert "@guest_notifier[arg1 + 104] = 1;" in text and "@guest_notifier[arg0]/" in text and not dropped
     q.guest_notifier_offset = None
-    text, dropped = probes.render(q, 1, events=False)
+    text, dropped = probes.render(q, 1, events=True)
     assert set(dropped) == {"event_notifier_set"} and ":event_notifier_set " not in text
     assert "guest_notifier's offset is unknown" in dropped["event_notifier_set"]
+
+
+def test_aggregate_mode_probes_only_luring_co_submit_per_request():
+    """Each QEMU-side uprobe hit traps into the kernel: the default aggregate probes keep one per request
+    (luring_co_submit, for SQEs == requests), the per-request rest only in events mode or --qemu-probes full."""
+    for design in versions.DESIGNS:
+        q = _binary("x", design, _symbols_of(design))
+        lean, _ = probes.render(q, 1, events=False)
+        full, _ = probes.render(q, 1, events=False, detail=True)
+        for symbol in versions.DETAIL:
+            if symbol in q.symbols:
+                assert f":{symbol} " not in lean and f":{symbol} " in full, (design, symbol)
+        assert ":luring_co_submit " in lean and "{{" not in lean
 
 
 def test_a_probe_without_its_symbol_is_left_out_and_said_why():
