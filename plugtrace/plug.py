@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .errors import PlugtraceError
+
 __all__ = [
     "PlugError",
     "defer_call_begin",
@@ -65,7 +67,7 @@ __all__ = [
 DeferredFn = Callable[[Any], Any]
 
 
-class PlugError(RuntimeError):
+class PlugError(PlugtraceError, RuntimeError):
     """A section ended that was never begun (QEMU asserts)."""
 
 

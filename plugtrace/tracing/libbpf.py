@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CapabilityError
 from ..procfs import descendants
 from .probes import PROBES_DIR
 
@@ -63,8 +64,18 @@ def _binding():
     return _libbpf.ffi, _libbpf.lib
 
 
-class BpfError(OSError):
-    """Loading or attaching our programs failed; the message says which and why in one line."""
+class BpfError(CapabilityError, OSError):
+    """Loading or attaching our programs failed; the message says which and why in one line.
+
+    An OSError too (`errno`, `strerror`), as the system calls beneath it report, and a
+    CapabilityError of the one error tree: what the machine lacks, exit code 4."""
+
+    def __init__(self, errno_: int, message: str):
+        OSError.__init__(self, errno_, message)
+
+    @property
+    def message(self) -> str:
+        return self.strerror or str(self)
 
 
 def _pid_max() -> int:
