@@ -63,3 +63,44 @@ class LeftBehind:
         assert loop_devices() == self.loops, "a loop device was left behind"
         assert zram_devices() == self.zrams, "a zram device was left behind"
         assert bpftrace_pids() == self.tracers, "a bpftrace process was left behind"
+
+
+#: drops root for one command: user and group nobody, no supplementary groups
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_nobody_argv: list[str] | None = None
+
+
+def plugtrace_as_nobody() -> list[str]:
+    """The command line that runs plugtrace as user nobody. This checkout's own when nobody can read it;
+    else (a clone in a `mktemp -d` directory is mode 0700) a copy of it nobody can read, hard-linked where
+    the file system allows, made once per session and removed at exit, so the user's modes stay as they are."""
+    global _nobody_argv
+    require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
+    require_root()
+    if _nobody_argv is not None:
+        return _nobody_argv
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import plugtrace"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        _nobody_argv = [*NOBODY, *PLUGTRACE]
+        return _nobody_argv
+    import atexit
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="plugtrace-nobody-checkout-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    base.chmod(0o755)
+    copy = base / "checkout"
+    made = subprocess.run(["cp", "-al", str(ROOT), str(copy)], capture_output=True, text=True)
+    if made.returncode != 0:  # another file system: a real copy
+        shutil.rmtree(copy, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(ROOT), str(copy)], check=True)
+    copy.chmod(0o755)
+    python = copy / Path(sys.executable).relative_to(ROOT) if Path(sys.executable).is_relative_to(ROOT) else None
+    require(python is not None, f"the interpreter {sys.executable} is outside the checkout; nobody cannot read it")
+    # the copy's plugtrace first on the path (the editable install names the checkout's)
+    start = f"import sys; sys.path.insert(0, {str(copy)!r}); import runpy; "
+    argv = [*NOBODY, str(python), "-c", start + "runpy.run_module('plugtrace', run_name='__main__', alter_sys=True)"]
+    check = subprocess.run([*NOBODY, str(python), "-c", start + "import plugtrace"], capture_output=True, text=True)
+    require(check.returncode == 0, f"user nobody cannot run plugtrace even from a copy: {check.stderr.strip()[-200:]}")
+    _nobody_argv = argv
+    return argv

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGTRACE, LeftBehind, loop_devices, require, require_root
+from tests.helpers import PLUGTRACE, LeftBehind, loop_devices, plugtrace_as_nobody, require, require_root
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_not_root_cannot_create_devices(world_writable_dir):
     require_root()
     out = world_writable_dir / "r"
     p = subprocess.run(
-        [*NOBODY, *PLUGTRACE, "record", "--device", "loop", "--mode", "off", "--requests", "100", "-o", str(out)],
+        [*plugtrace_as_nobody(), "record", "--device", "loop", "--mode", "off", "--requests", "100", "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -93,20 +93,10 @@ def test_not_root_cannot_create_devices(world_writable_dir):
     assert "needs root" in p.stderr and "Traceback" not in p.stderr
 
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
 @pytest.fixture
 def world_writable_dir():
-    """A directory user nobody can write, after checking nobody can run plugtrace from this checkout."""
-    require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
-    require_root()
-    p = subprocess.run([*NOBODY, sys.executable, "-c", "import plugtrace"], capture_output=True, text=True)
-    require(
-        p.returncode == 0,
-        "an unprivileged user cannot read this checkout (is a parent directory "
-        f"mode 0700?): {p.stderr.strip().splitlines()[-1:]}",
-    )
+    """A directory user nobody can write (and plugtrace_as_nobody() ready)."""
+    plugtrace_as_nobody()
     path = Path(tempfile.mkdtemp(prefix="plugtrace-nobody-"))
     path.chmod(0o777)
     yield path
@@ -120,8 +110,7 @@ def test_not_root_runs_on_a_file_and_lists_what_it_could_not_measure(world_writa
     out = tmp_path / "r"
     p = subprocess.run(
         [
-            *NOBODY,
-            *PLUGTRACE,
+            *plugtrace_as_nobody(),
             "record",
             "--device",
             f"file:{tmp_path / 'disk.img'}",

@@ -8,13 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGTRACE, LeftBehind, require, require_root
+from tests.helpers import PLUGTRACE, LeftBehind, plugtrace_as_nobody, require, require_root
 
 
 def _loop_backing_files() -> set[str]:
@@ -253,21 +252,10 @@ def test_a_guest_workload_whose_requests_fail_is_a_failed_run(tmp_path, tiny_loo
     left.check()
 
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def require_nobody_can_run_plugtrace() -> None:
-    require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to drop root")
-    require_root()
-    p = subprocess.run([*NOBODY, sys.executable, "-c", "import plugtrace"], capture_output=True, text=True)
-    require(p.returncode == 0, f"an unprivileged user cannot read this checkout: {p.stderr.strip()[-200:]}")
-
-
 @pytest.mark.parametrize("args", [[], ["--no-live"], ["--json"]])
 def test_doctor_as_a_user_says_tracefs_is_not_readable(args):
     """tracefs is mode 0700: a user's doctor says so on its line and goes on to check the rest."""
-    require_nobody_can_run_plugtrace()
-    p = subprocess.run([*NOBODY, *PLUGTRACE, "doctor", *args], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([*plugtrace_as_nobody(), "doctor", *args], capture_output=True, text=True, timeout=120)
     assert p.returncode == 4 and "Traceback" not in p.stderr and not p.stderr.strip(), p.stderr
     assert "is not readable (not root)" in p.stdout, p.stdout
     assert "io_uring" in p.stdout and "liburing" in p.stdout  # the checks after tracefs ran
