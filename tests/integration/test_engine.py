@@ -48,7 +48,9 @@ def test_immediate_submits_one_sqe_per_enter(loop_device):
 def test_other_strategies_batch_too(loop_device, strategy):
     result, t = record(loop_device, strategy=strategy, iodepth=32)
     assert result.nr_errors == 0
-    assert t["submits"].nr_sqes.mean() > 4
+    # the guest's first 32 requests arrive in one handler run and leave in one submit, whatever the
+    # machine's load (later batch sizes follow completion timing, so they are not asserted)
+    assert t["submits"].sort_values("start_ns").nr_sqes.iloc[0] == 32
     joined = requests_per_submit(t)
     assert (joined.nr_sqes == joined.nr_requests).all()
 
