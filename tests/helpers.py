@@ -6,11 +6,14 @@ elsewhere it skips with the reason, so CI can never pass by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,22 @@ def require(condition: bool, why: str) -> None:
 
 def require_root() -> None:
     require(os.geteuid() == 0, "needs root (real loop/zram devices, bpftrace)")
+
+
+@contextlib.contextmanager
+def tmpfs(size_mib: int, readonly: bool = False, at: Path | None = None) -> Iterator[Path]:
+    """A tmpfs of `size_mib` MiB (read-only with `readonly`) mounted at `at` or a new directory, for a real
+    full disk or read-only file system; unmounted afterwards, and the directory removed if it made one."""
+    require_root()
+    path = at if at is not None else Path(tempfile.mkdtemp(prefix="plugtrace-tmpfs-"))
+    options = f"size={size_mib}m" + (",ro" if readonly else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+        if at is None:
+            os.rmdir(path)
 
 
 def require_bpftrace() -> None:
@@ -84,7 +103,6 @@ def plugtrace_as_nobody() -> list[str]:
         _nobody_argv = [*NOBODY, *PLUGTRACE]
         return _nobody_argv
     import atexit
-    import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="plugtrace-nobody-checkout-"))
     atexit.register(shutil.rmtree, base, ignore_errors=True)

@@ -18,20 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGTRACE, LeftBehind, loop_devices, plugtrace_as_nobody, require, require_root
+from tests.helpers import PLUGTRACE, LeftBehind, loop_devices, plugtrace_as_nobody, require, require_root, tmpfs
 
 
 @pytest.fixture
 def tiny_fs():
     """A 2 MiB tmpfs: a run directory on it fills the disk within a second."""
-    require_root()
-    path = tempfile.mkdtemp(prefix="plugtrace-tinyfs-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", path], check=True)
-    try:
-        yield Path(path)
-    finally:
-        subprocess.run(["umount", path], check=False)
-        os.rmdir(path)
+    with tmpfs(2) as path:
+        yield path
 
 
 @pytest.mark.parametrize("mode", ["off", "events", "aggregate"])
@@ -923,10 +917,7 @@ def test_default_output_in_a_read_only_directory_is_one_line(tmp_path):
     require_root()
     ro = tmp_path / "ro"
     ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
-    try:
+    with tmpfs(1, readonly=True, at=ro):
         p = subprocess.run([*PLUGTRACE, "record", "--", "true"], capture_output=True, text=True, timeout=60, cwd=ro)
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Read-only file system" in p.stderr, p.stderr

@@ -2,35 +2,23 @@
 own directory (the machine's /dev is never written), full and read-only file systems (small tmpfs mounts).
 The cases that need no root are in tests/unit/test_outputs.py."""
 
+import contextlib
 import os
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGTRACE, require_root
+from tests.helpers import PLUGTRACE, require_root, tmpfs
 from tests.unit.test_outputs import WRITERS, _cli, _one_line, _partials, _run
 
 
 @pytest.fixture
 def small_fs():
     """mount(size_mib, readonly=False): a tmpfs of that size, unmounted at the end."""
-    require_root()
-    made = []
-
-    def mount(size_mib: int, readonly: bool = False) -> Path:
-        path = tempfile.mkdtemp(prefix="plugtrace-outfs-")
-        options = f"size={size_mib}m" + (",ro" if readonly else "")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], check=True)
-        made.append(path)
-        return Path(path)
-
-    yield mount
-    for path in made:
-        subprocess.run(["umount", path], check=False)
-        os.rmdir(path)
+    with contextlib.ExitStack() as stack:
+        yield lambda size_mib, readonly=False: stack.enter_context(tmpfs(size_mib, readonly))
 
 
 def _node(path: Path, major: int, minor: int) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGTRACE, LeftBehind, plugtrace_as_nobody, require, require_root
+from tests.helpers import PLUGTRACE, LeftBehind, plugtrace_as_nobody, require, require_root, tmpfs
 
 
 def _loop_backing_files() -> set[str]:
@@ -210,22 +210,14 @@ def test_qemu_refuses_a_workload_the_guest_cannot_run(tmp_path, args, message):
 @pytest.fixture
 def tiny_loop_device():
     """A loop device of 64 MiB over a sparse file on a 2 MiB tmpfs: writes past 2 MiB fail for real."""
-    require_root()
-    import tempfile
-
     from plugtrace import devices
 
-    mount = tempfile.mkdtemp(prefix="plugtrace-tinyfs-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mount], check=True)
-    try:
-        target = devices.create_loop(64 << 20, directory=mount, sparse=True)
+    with tmpfs(2) as mount:
+        target = devices.create_loop(64 << 20, directory=str(mount), sparse=True)
         try:
             yield target
         finally:
             target.close()
-    finally:
-        subprocess.run(["umount", mount], check=False)
-        os.rmdir(mount)
 
 
 def test_a_guest_workload_whose_requests_fail_is_a_failed_run(tmp_path, tiny_loop_device):
@@ -333,8 +325,7 @@ def test_an_unusable_output_is_refused_before_the_device_is_made(tmp_path, devic
     blocker.write_text("mine")
     ro = tmp_path / "ro"
     ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
-    try:
+    with tmpfs(1, readonly=True, at=ro):
         for out, said in ((blocker, "exists and is not a directory"), (ro / "r", "Read-only file system")):
             p = subprocess.run(
                 [*PLUGTRACE, "record", "--device", device, "--size", "64M", "--mode", "off", "--requests", "10"]
@@ -345,8 +336,6 @@ def test_an_unusable_output_is_refused_before_the_device_is_made(tmp_path, devic
             )
             assert p.returncode == 1 and said in p.stderr and "Traceback" not in p.stderr, p.stderr
             assert len(p.stderr.strip().splitlines()) == 1, p.stderr  # no "filled ... in N s" first
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
     assert blocker.read_text() == "mine"
     left.check()
 
