@@ -17,6 +17,7 @@ lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 unit: install
 	.venv/bin/python -m pytest -q -ra tests/unit

@@ -39,7 +39,7 @@ if {cli}:
     from plugtrace.cli import build_parser
     build_parser()
 from plugtrace.engine import WorkloadConfig, run_workload
-from plugtrace.store import RunWriter
+from plugtrace.run import RunWriter
 cfg = WorkloadConfig(strategy="defer", iodepth=32, duration_s={seconds}, rw="randread")
 with tempfile.TemporaryDirectory() as tmp:
     writer = RunWriter(Path(tmp) / "run", {{}})

@@ -6,7 +6,7 @@ with bpftrace, stores each run as a self-describing directory, and shows it in
 notebooks and HTML reports.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "load_ipython_extension"]
 
@@ -29,7 +29,7 @@ def _show_runs_in_notebooks() -> None:
 
         return render_summary(run)
 
-    shell.display_formatter.formatters["text/html"].for_type_by_name("plugtrace.analysis", "Run", run_html)
+    shell.display_formatter.formatters["text/html"].for_type_by_name("plugtrace.run.reader", "Run", run_html)
 
 
 _show_runs_in_notebooks()

@@ -48,7 +48,7 @@ def _fio_version() -> str | None:
 
 def describe_environment() -> dict:
     """A JSON-able description of this machine and the software versions in play."""
-    from . import __version__
+    from ._version import __version__
     from .tracing.libbpf import libbpf_version
     from .uring import liburing_version
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .analysis import Run, df_requests
 from .errors import PlugtraceError
-from .output import output_file
+from .run.output import output_file
 
 __all__ = ["to_perfetto", "ExportSummary"]
 
@@ -181,7 +181,7 @@ def to_perfetto(run: Run, path: str | os.PathLike, window_ms: tuple[float, float
     except ImportError:
         raise PlugtraceError("exporting to Perfetto needs the perfetto package (pip install perfetto)") from None
     run.require_whole()  # a table of the wrong columns would export as garbage, or halfway
-    # written whole or not at all, never over the run itself (see plugtrace.output)
+    # written whole or not at all, never over the run itself (see plugtrace.run.output)
     with output_file(path, protect=[run.path]) as fh:
         w = _Writer(fh)
         summary = _write_trace(run, w, window_ms)

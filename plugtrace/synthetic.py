@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .store import STATUS_COMPLETE, RunWriter
+from ._version import __version__
+from .run import RunWriter, Status
 
 __all__ = ["SyntheticSpec", "write_run", "STRATEGIES", "KERNEL_MODES"]
 
@@ -76,7 +76,7 @@ class SyntheticSpec:
     app: bool = True
     kernel: str = "both"
     seed: int = 1
-    status: str = STATUS_COMPLETE
+    status: str = Status.COMPLETE
     could_not_measure: dict[str, str] = field(default_factory=dict)
     events_lost: int = 0
     chunk_requests: int = 1_000_000

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'plugtrace COMMAND --help' for a command's options. "
         "'plugtrace doctor' tells what this machine can measure.",
     )
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"plugtrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

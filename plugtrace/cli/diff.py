@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..analysis import DIFF_NUMBERS, Run
 from ..errors import RunDirError, UsageError
-from ..output import check_not_in_runs, output_file
+from ..run.output import check_not_in_runs, output_file
 
 HELP = "compare two runs (or two directories of runs): what changed, beyond noise or not"
 DESCRIPTION = """\
@@ -68,7 +68,7 @@ class Condition:
         m = _CONDITION.match(text)
         if not m:
             raise UsageError(f"--fail-if {text!r}: expected METRIC OP VALUE[%], e.g. 'mean_sqes_per_submit < -10%'")
-        from ..qemu.compare import COMPARE_METRICS
+        from ..analysis.ab import COMPARE_METRICS
 
         names = (*DIFF_NUMBERS, *(n for n in COMPARE_METRICS if n not in DIFF_NUMBERS))
         if m["metric"] not in names:
@@ -163,7 +163,7 @@ def _format(diff: pd.DataFrame) -> str:
 def _compare_result(a: str, b: str) -> dict | None:
     """`plugtrace qemu --compare`'s result for its A and B directories, with its metrics as a diff frame
     (a change is beyond noise when the 95% interval of the difference of the means excludes zero)."""
-    from ..qemu.compare import result_of
+    from ..analysis.ab import result_of
 
     result = result_of(a, b)
     if result is None:

@@ -176,7 +176,7 @@ def run(args) -> int:
         raise UsageError("plugtrace qemu needs root (QEMU opens the device, bpftrace traces it)")
     remove_stale_scratch()  # what killed recorders left in /tmp
     if args.compare:
-        from ..qemu.compare import run_compare
+        from ..analysis.ab import run_compare
 
         if args.repeats < 2:
             raise UsageError(f"--repeats: at least 2 runs each, for a confidence interval, not {args.repeats}")

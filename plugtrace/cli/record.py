@@ -377,7 +377,7 @@ def run(args) -> int:
     from .. import devices
     from ..engine import run_workload
     from ..environment import describe_environment
-    from ..store import STATUS_COMPLETE, STATUS_INTERRUPTED, RunWriter
+    from ..run import RunWriter, Status
 
     cfg = _config_from_args(args)
     if args.max_events <= 0:
@@ -444,7 +444,7 @@ def run(args) -> int:
             untraced = overhead["untraced_iops"]
             overhead["ratio"] = round(result.iops / untraced, 4) if untraced else None
         rec.finish(
-            STATUS_INTERRUPTED if result.interrupted else STATUS_COMPLETE,
+            Status.INTERRUPTED if result.interrupted else Status.COMPLETE,
             trace_info,
             summary=summary,
             emulated_devices=result.devices,
@@ -523,7 +523,7 @@ def _watched_device(text: str | None) -> str | None:
 def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     """Trace another program (--pid, or -- CMD): kernel side only."""
     from ..environment import describe_environment
-    from ..store import STATUS_COMPLETE
+    from ..run import Status
     from ..tracing.runner import signals_held
 
     if args.mode == "off":
@@ -626,7 +626,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             if w >= 0:
                 os.close(w)
         rec.finish(
-            STATUS_COMPLETE,
+            Status.COMPLETE,
             rec.close_tables(),
             summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None},
         )

@@ -5,7 +5,7 @@ early, and a true status in `meta.json` on every way out.
         missing = rec.start_tracer(...)       # says what could not be measured
         ...                                   # the workload, or the traced program
         trace_info = rec.close_tables()       # the tables can be read from here on
-        rec.finish(STATUS_COMPLETE, trace_info, summary=...)
+        rec.finish(Status.COMPLETE, trace_info, summary=...)
         return EXIT_OK
     return EXIT_INTERRUPTED                   # reached only when the recording was interrupted
 
@@ -25,17 +25,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CapabilityError, PlugtraceError
-from ..store import (
-    STATUS_COMPLETE,
-    STATUS_FAILED,
-    STATUS_INCOMPLETE,
-    STATUS_INTERRUPTED,
-    STATUS_RECORDING,
-    RunWriter,
-    StoreWriteError,
-)
+from ..run import RunWriter, Status, WriteError
 
 __all__ = ["Recording", "TERMINATING", "Terminate", "catch_terminating", "ignore_terminating", "restore_signals"]
 
@@ -144,7 +136,7 @@ class Recording:
                     file=sys.stderr,
                 )
             # a failure the CLI explains in its one line needs no second line saying the run failed
-            self._close(status, say=not (status == STATUS_FAILED and isinstance(exc, (PlugtraceError, OSError))))
+            self._close(status, say=not (status == Status.FAILED and isinstance(exc, (PlugtraceError, OSError))))
         finally:
             try:
                 while self._cleanups:
@@ -158,15 +150,15 @@ class Recording:
     def _status_for(self, exc: BaseException | None) -> tuple[str, PlugtraceError | None]:
         """The status an unfinished run is closed with, and the error the CLI should show instead of `exc`."""
         if exc is None or isinstance(exc, KeyboardInterrupt):
-            return STATUS_INTERRUPTED, None
+            return Status.INTERRUPTED, None
         if isinstance(exc, PlugtraceError):
             self._note_error(exc.message)
-            return (STATUS_INCOMPLETE if isinstance(exc, StoreWriteError) else STATUS_FAILED), None
+            return (Status.INCOMPLETE if isinstance(exc, WriteError) else Status.FAILED), None
         if isinstance(exc, OSError):  # the run directory: a file in the way, a read-only file system, ...
             message = os_error_message(exc)
             self._note_error(message)
-            return STATUS_FAILED, PlugtraceError(message)
-        return STATUS_FAILED, None
+            return Status.FAILED, PlugtraceError(message)
+        return Status.FAILED, None
 
     def _note_error(self, message: str) -> None:
         if self.writer is not None:
@@ -179,15 +171,15 @@ class Recording:
             if self.writer is not None:
                 self.writer.meta.update(info)
         writer = self.writer
-        if writer is None or writer.meta.get("status") != STATUS_RECORDING:
+        if writer is None or writer.meta.get("status") != Status.RECORDING:
             return
         try:
             writer.close(status)
         except PlugtraceError as exc:
             print(f"plugtrace: {exc.message}", file=sys.stderr)
-        if writer.meta["status"] == STATUS_INTERRUPTED and self.on_interrupted is not None:
+        if writer.meta["status"] == Status.INTERRUPTED and self.on_interrupted is not None:
             self.on_interrupted(writer.meta)
-        elif writer.meta["status"] != STATUS_COMPLETE and say:
+        elif writer.meta["status"] != Status.COMPLETE and say:
             print(f"plugtrace: run directory {self.out} marked {writer.meta['status']}", file=sys.stderr)
 
     # tracing --------------------------------------------------------------------------------------------
@@ -273,8 +265,8 @@ class Recording:
     def finish(self, status: str, trace_info: dict[str, Any], **fields: Any) -> None:
         """Write `meta.json` of a run that ran to its end (a tracer error makes it `incomplete`)."""
         assert self.writer is not None
-        if trace_info.get("tracer_error") and status == STATUS_COMPLETE:
-            status = STATUS_INCOMPLETE
+        if trace_info.get("tracer_error") and status == Status.COMPLETE:
+            status = Status.INCOMPLETE
         self.writer.close(status, **trace_info, **fields)
 
 

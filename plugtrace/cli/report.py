@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..analysis import Run, Runs
-from ..output import check_not_in_runs, output_file
+from ..run.output import check_not_in_runs, output_file
 
 HELP = "write an HTML report about one or more run directories"
 DESCRIPTION = """\

@@ -39,17 +39,14 @@ import errno
 import mmap
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import plug
 from ..uring import Ring
 from ..uring._binding import ffi, lib
+from .batching import Batching
 from .eventloop import EventLoop
-
-if TYPE_CHECKING:
-    from .strategies import Strategy
 
 __all__ = [
     "IoUringDriver",
@@ -210,7 +207,7 @@ class IoUringDriver:
     def __init__(
         self,
         loop: EventLoop,
-        strategy: Strategy,
+        strategy: Batching,
         thread: int,
         nslots: int,
         max_bytes: int,

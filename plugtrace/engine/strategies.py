@@ -18,14 +18,10 @@ the io_uring driver does with a queued request:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .. import plug
+from .batching import PluggableDevice, Submitter
 from .driver import MAX_ENTRIES
-
-if TYPE_CHECKING:
-    from .driver import IoUringDriver
-    from .emulation import Device
 
 __all__ = ["Strategy", "STRATEGIES", "make_strategy"]
 
@@ -36,32 +32,32 @@ class Strategy:
     name = ""
     description = ""
 
-    def attach(self, driver: IoUringDriver) -> None:
+    def attach(self, driver: Submitter) -> None:
         """Hook into the driver's event loop if the strategy needs to."""
 
-    def handler_begin(self, device: Device) -> None:
+    def handler_begin(self, device: PluggableDevice) -> None:
         """A plugging device's handler starts (virtio-blk: before draining the queue)."""
         plug.defer_call_begin(device.index)
 
-    def handler_end(self, device: Device) -> None:
+    def handler_end(self, device: PluggableDevice) -> None:
         plug.defer_call_end()
 
-    def on_queued(self, driver: IoUringDriver) -> None:
+    def on_queued(self, driver: Submitter) -> None:
         """A request was queued (`in_queue` already counts it)."""
         raise NotImplementedError
 
-    def run_length(self, driver: IoUringDriver) -> int:
+    def run_length(self, driver: Submitter) -> int:
         """How many requests may be queued in a row before `on_queued` would act
         on one other than the last: with 1 (always right) each request is heard of
         alone."""
         return 1
 
-    def on_queued_run(self, driver: IoUringDriver, k: int) -> None:
+    def on_queued_run(self, driver: Submitter, k: int) -> None:
         """`k` requests (at most `run_length()`) were queued in a row: do what
         `on_queued` would have done after each of them."""
         self.on_queued(driver)
 
-    def queue_in_runs(self, driver: IoUringDriver, n: int, queue: Callable[[int, int], None]) -> None:
+    def queue_in_runs(self, driver: Submitter, n: int, queue: Callable[[int, int], None]) -> None:
         """Queue `n` requests: `queue(i, k)` queues requests i .. i + k - 1
         (without counting them in `in_queue`), then the strategy hears of the run.
 
@@ -75,7 +71,7 @@ class Strategy:
             i += k
             self.on_queued_run(driver, k)
 
-    def submit_after_completions(self, driver: IoUringDriver) -> bool:
+    def submit_after_completions(self, driver: Submitter) -> bool:
         """Whether reaping completions should submit what is queued (QEMU: yes)."""
         return True
 
@@ -84,7 +80,7 @@ class Strategy:
 _UNBOUNDED = 1 << 30
 
 
-def _room(driver: IoUringDriver) -> int:
+def _room(driver: Submitter) -> int:
     """Requests that can be queued before the last of them reaches MAX_ENTRIES (at least 1)."""
     return max(1, MAX_ENTRIES - driver.in_flight - driver.in_queue)
 
@@ -133,7 +129,7 @@ class DevicePlug(Strategy):
         return not driver.plugged
 
 
-def _deferred_submit(driver: IoUringDriver) -> None:
+def _deferred_submit(driver: Submitter) -> None:
     """luring_deferred_fn(): the one deferred call per driver and section."""
     if not driver.blocked and driver.in_queue > 0:
         driver.ioq_submit("deferred")

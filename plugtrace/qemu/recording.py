@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CapabilityError, PlugtraceError
 from ..procfs import process_start
-from ..schema import schema_of
+from ..run.schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
 from .probes import QemuProbes, merged_counts
@@ -59,9 +59,9 @@ def remove_stale_scratch() -> list[Path]:
 
 
 def _table(name: str, rows: dict[str, list]) -> pa.Table:
-    """Rows of table `name` in the columns and types of `plugtrace.schema`."""
+    """Rows of table `name` in the columns and types of `plugtrace.run.schema`."""
     schema = schema_of(name)
-    assert schema is not None, f"{name} is not in plugtrace.schema"
+    assert schema is not None, f"{name} is not in plugtrace.run.schema"
     return pa.table({f.name: pa.array(rows.get(f.name, []), type=f.type) for f in schema})
 
 
@@ -237,7 +237,7 @@ class QemuRecording:
         """Record; returns the run's final meta. An error or a signal leaves through the `Recording`,
         which marks the run; `close()` (registered with it) stops what still runs."""
         from ..environment import describe_environment
-        from ..store import STATUS_COMPLETE, STATUS_FAILED
+        from ..run import Status
 
         rec = self.rec
         self.accel = choose_accel(self.cfg.accel, self.qemu, self.image)
@@ -305,7 +305,7 @@ class QemuRecording:
         # a workload whose requests failed measured nothing: the run says so, with the guest's own words
         failure = self.guest.console.failure
         rec.finish(
-            STATUS_FAILED if failure else STATUS_COMPLETE,
+            Status.FAILED if failure else Status.COMPLETE,
             info,
             summary=summary,
             guest=guest,

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from .. import __version__
+from .._version import __version__
 from ..analysis import (
     DEFAULT_NOISE,
     MissingTableError,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..schema import LABEL, TABLES
+from ..run.schema import LABEL, TABLES
 
 
 def _probes_dir() -> Path:
@@ -74,7 +74,7 @@ class ProbeSpec:
 
     @property
     def columns(self) -> tuple[tuple[str, pa.DataType], ...]:
-        """The fields of one events-mode line: the table's columns (`plugtrace.schema`), a
+        """The fields of one events-mode line: the table's columns (`plugtrace.run.schema`), a
         label printed as its code; none for a program that serves aggregate mode only."""
         if "events" not in self.modes:
             return ()

@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from ..errors import CapabilityError, PlugtraceError
 from ..procfs import descendants
-from ..schema import TABLES
+from ..run.schema import TABLES
 from .capabilities import Capabilities, cpu_ids
 from .decode import batch_sizes_from_positions, counter_rows, histogram_rows
 from .probes import BLOCK_PROBES_WITHOUT_A_DEVICE, MARKER_NAMES, PROBES, ProbeSpec, probe_arguments

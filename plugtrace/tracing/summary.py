@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..analysis import SQES_HISTOGRAMS
+from ..run.schema import SQES_HISTOGRAMS
 from .worker import FLUSH_ROWS
 
 

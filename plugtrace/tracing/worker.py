@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..store import conform
+from ..run import conform
 from .decode import JsonStreamDecoder
 from .probes import PROBES
 
@@ -35,7 +35,7 @@ FLUSH_INTERVAL_S = 1.0
 
 class _TableFile:
     """Table `table`'s Parquet file, opened on the first rows, in the columns and types of
-    `plugtrace.schema`; a write error stops writing, not reading."""
+    `plugtrace.run.schema`; a write error stops writing, not reading."""
 
     def __init__(self, path: str, table: str):
         self.path = path

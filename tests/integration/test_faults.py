@@ -767,7 +767,7 @@ def test_report_of_failed_empty_and_corrupt_runs_renders_and_says_so(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from plugtrace.store import RunWriter
+    from plugtrace.run import RunWriter
 
     RunWriter(tmp_path / "failed", {"config": {"strategy": "defer"}}).close("failed")
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from plugtrace.devices import block_stat
-from plugtrace.store import read_meta, read_table
+from plugtrace.run import read_meta, read_table
 from plugtrace.tracing.capabilities import detect_capabilities
 from plugtrace.tracing.probes import kernel_dev_t
 from tests.helpers import PLUGTRACE, require, require_bpftrace

@@ -1,5 +1,5 @@
 """Run directories that are well-formed JSON and Parquet but not what the run format says: each table is
-checked against plugtrace.schema when the run is opened, and the run is called corrupt, naming the table,
+checked against plugtrace.run.schema when the run is opened, and the run is called corrupt, naming the table,
 instead of a DuckDB BinderException, a TypeError or a RecursionError halfway through an analysis."""
 
 import shutil

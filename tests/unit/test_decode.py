@@ -124,7 +124,7 @@ def test_request_flags_are_spelled_as_the_block_tracepoints_spell_rwbs():
 def test_a_table_file_keeps_a_write_error_instead_of_raising():
     # /dev/full fails every write with ENOSPC, as a full disk does: the worker keeps reading
     # (so bpftrace is not blocked) and reports the error, and the table is marked damaged.
-    from plugtrace.schema import TABLES
+    from plugtrace.run.schema import TABLES
     from plugtrace.tracing.worker import _TableFile
 
     sink = _TableFile("/dev/full", "block_unplug")

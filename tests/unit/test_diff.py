@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugtrace.analysis import Run, _ks, df_diff
+from plugtrace.analysis import Run, df_diff
+from plugtrace.analysis.diff import _ks
 from plugtrace.synthetic import write_run
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from plugtrace.analysis import Run
-from plugtrace.export import read_back
+from plugtrace.export import read_back, to_perfetto
 from plugtrace.synthetic import write_run
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -50,7 +50,7 @@ def _total(counter, prefix):
 @pytest.mark.parametrize("name", ["defer-interleave", "defer-aggregate", "immediate"])
 def test_trace_holds_every_request_section_submit_and_flow_of_a_sample_run(name, tmp_path):
     run = Run.open(DATA / name)
-    summary = run.to_perfetto(tmp_path / "t.pftrace")
+    summary = to_perfetto(run, tmp_path / "t.pftrace")
     names, begins, ends, counters, order, flows, terminating = _parse(tmp_path / "t.pftrace")
     req = run.table("requests")
     done = req[req["complete_ns"] >= 0]
@@ -79,8 +79,8 @@ def test_trace_holds_every_request_section_submit_and_flow_of_a_sample_run(name,
 
 def test_a_window_exports_part_of_a_run(tmp_path):
     run = Run.open(write_run(tmp_path / "run", strategy="defer", requests=5000, devices=2))
-    whole = run.to_perfetto(tmp_path / "all.pftrace")
-    part = run.to_perfetto(tmp_path / "part.pftrace", window_ms=(1.0, 3.0))
+    whole = to_perfetto(run, tmp_path / "all.pftrace")
+    part = to_perfetto(run, tmp_path / "part.pftrace", window_ms=(1.0, 3.0))
     req = run.table("requests")
     t_ms = (req["queue_ns"] - run.start_ns) / 1e6
     assert part["requests"] == int(((t_ms >= 1) & (t_ms < 3) & (req["complete_ns"] >= 0)).sum()) > 0
@@ -106,7 +106,7 @@ def test_cli_export(tmp_path):
 def test_a_traced_programs_run_exports_what_it_has(tmp_path, kernel):
     """A traced program (fio, QEMU) has no engine log: its kernel events, or nothing to draw but counters."""
     run = Run.open(write_run(tmp_path / "fio", strategy="immediate", app=False, kernel=kernel, requests=3000))
-    summary = run.to_perfetto(tmp_path / "fio.pftrace")
+    summary = to_perfetto(run, tmp_path / "fio.pftrace")
     names, begins, ends, counters, *_ = _parse(tmp_path / "fio.pftrace")
     assert summary["requests"] == summary["sections"] == summary["submits"] == 0
     if kernel == "events":

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from plugtrace.analysis import Run, df_deferrals, df_interleaving_delays
-from plugtrace.store import RunWriter
+from plugtrace.run import RunWriter
 
 
 @pytest.fixture

@@ -1,66 +1,41 @@
-"""The package's layering: no import circles, and the data side never imports the presentation side."""
+"""The package's floors (shared/DESIGN.md): nothing imports upward, and reading a run loads no plotting.
 
-import ast
+The floors are import-linter contracts in pyproject.toml (`[tool.importlinter]`); import-linter
+counts every import, lazy and type-only ones included, so a circle cannot hide in a function body.
+"""
+
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "plugtrace"
+import grimp  # import-linter's import graph
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def _lint_imports() -> list[str]:
+    tool = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if tool is None:
+        pytest.fail("lint-imports (import-linter) is not installed: make install installs it")
+    return [tool, "--no-cache"]
 
 
-def _top_level(tree: ast.Module):
-    """The statements run when the module is imported: not function bodies, not `if TYPE_CHECKING:` blocks."""
-    pending = list(tree.body)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            pending.extend(node.orelse)
-            continue
-        yield node
-        pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt))
+def test_the_floors_hold():
+    p = subprocess.run(_lint_imports(), cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1 kept, 0 broken" in p.stdout
 
 
-def _imports(path: Path, when_imported: bool) -> set[str]:
-    """plugtrace modules `path` imports: those it needs to be imported, or those it uses at all (lazily too)."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in _top_level(tree) if when_imported else ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            candidates = [target] + [f"{target}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found.update(c for c in candidates if c.startswith("plugtrace"))
-    return found
-
-
-def _graph(when_imported: bool) -> dict[str, set[str]]:
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "probes" not in p.parts}
-    graph = {}
-    for name, path in modules.items():
-        # a module depends on the plugtrace modules it names, not on the packages above them
-        graph[name] = {
-            m
-            for m in _imports(path, when_imported)
-            if m in modules and m != name and not name.startswith(m + ".") and m != "plugtrace"
-        }
-    return graph
+def test_the_floors_catch_an_upward_import(tmp_path):
+    """The contract is not vacuous: a run-directory module importing the analysis breaks it."""
+    shutil.copytree(ROOT / "plugtrace", tmp_path / "plugtrace", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with open(tmp_path / "plugtrace" / "run" / "meta.py", "a") as fh:
+        fh.write("\nfrom ..analysis import Runs  # noqa\n")
+    p = subprocess.run(_lint_imports(), cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path)})
+    assert p.returncode == 1 and "plugtrace.run is not allowed to import plugtrace.analysis" in p.stdout, p.stdout
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -99,25 +74,23 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_circles():
-    """Importing any module never needs a module that needs it back. (Type-only imports and a method's lazy
-    import of the module it hands work to, like `Run.to_perfetto`, are not import-time circles.)"""
-    assert _cycles(_graph(when_imported=True)) == []
+    """No module needs, at any time (lazily or for its types too), a module that needs it back; a module is not
+    counted as needing the packages above it."""
+    graph = grimp.build_graph("plugtrace", cache_dir=None)
+    edges = {
+        m: {n for n in graph.find_modules_directly_imported_by(m) if not m.startswith(n + ".") and n != "plugtrace"}
+        for m in graph.modules
+    }
+    assert _cycles(edges) == []
 
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_data_never_imports_presentation():
-    graph = _graph(when_imported=False)  # not even lazily
-    presentation = {
-        m for m in graph if m.startswith(("plugtrace.report", "plugtrace.plots", "plugtrace.magic", "plugtrace.cli"))
-    }
-    for data in ("plugtrace.analysis", "plugtrace.store", "plugtrace.query", "plugtrace.synthetic"):
-        assert not graph[data] & presentation, data
-    # and at run time: reading a run loads no plotting library
+def test_reading_a_run_loads_no_plotting_library():
     code = (
-        "import sys, plugtrace.analysis, plugtrace.store, plugtrace.query; "
+        "import sys, plugtrace.analysis, plugtrace.run, plugtrace.query; "
         "print(sorted(m for m in sys.modules if m.startswith(('plugtrace.report', 'plugtrace.plots', "
         "'matplotlib', 'bokeh'))))"
     )

@@ -265,7 +265,7 @@ def test_reporting_a_qemu_run_draws_its_timeline_without_a_bokeh_warning(tmp_pat
 
 def test_output_file_replaces_a_file_whole_and_keeps_what_it_was_otherwise(tmp_path):
     from plugtrace.errors import UsageError
-    from plugtrace.output import Interrupted, output_file
+    from plugtrace.run.output import Interrupted, output_file
 
     out = tmp_path / "out.txt"
     out.write_text("old")

@@ -1,4 +1,4 @@
-"""Every writer of a table writes the columns and types of `plugtrace.schema`."""
+"""Every writer of a table writes the columns and types of `plugtrace.run.schema`."""
 
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from plugtrace import synthetic
-from plugtrace.schema import LABEL, TABLES
-from plugtrace.store import conform
+from plugtrace.run import conform
+from plugtrace.run.schema import LABEL, TABLES
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -24,7 +24,7 @@ def test_the_recorded_sample_runs_have_the_schema():
     seen = set()
     for run in runs:
         for name, schema in _tables(run):
-            assert name in TABLES, f"{run.name}: table {name} is not in plugtrace.schema"
+            assert name in TABLES, f"{run.name}: table {name} is not in plugtrace.run.schema"
             assert schema.remove_metadata() == TABLES[name], f"{run.name}/{name}"
             seen.add(name)
     # the engine's log and the tracer's usual tables are all among them

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plugtrace import store
+from plugtrace import run as store
 from plugtrace.synthetic import STRATEGIES, SyntheticSpec, write_run
 
 

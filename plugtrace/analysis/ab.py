@@ -17,8 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK
+from ..run import Run
+from .qemu import df_qemu_arrivals
+from .runs import df_compare, df_latency_percentiles
 
 #: the metrics of one run, and what each is (all higher-is-more; units in the name)
 COMPARE_METRICS = {
@@ -32,26 +36,18 @@ COMPARE_METRICS = {
     "block_p99_ns": "99th percentile of the same",
 }
 RESULT = "compare.json"
-#: Student's t, two-sided 95%, for 1..30 degrees of freedom (index 0: 1)
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
 
 
 def t975(df: float) -> float:
-    """Student's t quantile for a two-sided 95% interval at `df` degrees of freedom (rounded down:
-    the interval is never too narrow)."""
+    """Student's t quantile for a two-sided 95% interval at `df` degrees of freedom (Welch's `df` is
+    rounded down: the interval is never too narrow)."""
     if not df >= 1:
         return math.inf
-    k = int(df)
-    return _T975[k - 1] if k <= 30 else 2.0 if k <= 120 else 1.96
+    return float(scipy.stats.t.ppf(0.975, math.floor(df)))
 
 
 def run_metrics(path: Path) -> dict[str, float]:
     """COMPARE_METRICS of one QEMU run directory (NaN where the run cannot say)."""
-    from ..analysis import Run, df_compare, df_latency_percentiles, df_qemu_arrivals
-
     run = Run.open(path)
     out = dict.fromkeys(COMPARE_METRICS, math.nan)
     out["iops"] = float(run.summary.get("iops", math.nan))

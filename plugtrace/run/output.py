@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import PlugtraceError, UsageError
+from ..errors import PlugtraceError, UsageError
 
 __all__ = ["WriteError", "Interrupted", "write_error", "check_not_in_runs", "output_file"]
 

@@ -9,8 +9,9 @@ in docs/run-format.md.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-__all__ = ["LABEL", "TABLES", "schema_of"]
+__all__ = ["LABEL", "TABLES", "NON_NEGATIVE", "SQES_HISTOGRAMS", "schema_of", "conform", "check_table"]
 
 I32, I64 = pa.int32(), pa.int64()
 #: a column of a few repeated names (an event kind, a marker): dictionary-encoded, as the tracer writes it
@@ -143,6 +144,74 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+#: the in-kernel histograms of SQEs per submitting io_uring_enter(), preferred first:
+#: the enters probe's (the syscall's result), then uring_requests' (request positions)
+SQES_HISTOGRAMS = ("enter_nr_sqes", "submit_nr_sqes")
+
+
 def schema_of(table: str) -> pa.Schema | None:
     """The schema of `table`, or None for a table this version does not know (kept as written)."""
     return TABLES.get(table)
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """`table` in the columns and types `plugtrace.run.schema` gives table `name` (a table it does not know
+    is kept as it is). A writer that produces other columns is a bug, and is told so."""
+    schema = schema_of(name)
+    if schema is None or table.schema == schema:
+        return table
+    if sorted(table.column_names) != sorted(schema.names):
+        raise ValueError(
+            f"table {name}: columns {table.column_names} are not those of plugtrace.schema ({schema.names})"
+        )
+    return table.select(schema.names).cast(schema)
+
+
+#: columns that count things or measure a duration: a negative value means the table is corrupt
+NON_NEGATIVE = {
+    "requests": ("len_bytes",),
+    "submits": ("nr_sqes", "latency_ns"),
+    "sections": ("nr_deferred_calls", "nr_nested_polls"),
+    "enters": ("to_submit", "latency_ns"),
+    "block_rq": ("latency_ns", "nr_bytes"),
+    "block_unplug": ("nr_rq",),
+    "histograms": ("count",),
+}
+
+
+def _same_type(found: pa.DataType, wanted: pa.DataType) -> bool:
+    """Types a reader treats alike: exactly the schema's, or strings dictionary-encoded or not."""
+
+    def plain(t: pa.DataType) -> pa.DataType:
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        return pa.string() if pa.types.is_large_string(t) else t
+
+    return found == wanted or plain(found) == plain(wanted) == pa.string()
+
+
+def check_table(name: str, metadata: pq.FileMetaData) -> str | None:
+    """Why table `name`, as its Parquet footer describes it, is not what the run format says (another
+    table's columns, a column of another type, negative counts or durations), or None when it is.
+
+    Reads only the footer: values are checked through the column statistics plugtrace's writers keep."""
+    schema = schema_of(name)
+    if schema is None:  # a table this version does not know is kept as it is
+        return None
+    found = metadata.schema.to_arrow_schema()
+    foreign = [c for c in found.names if c not in schema.names]
+    if foreign:
+        return f"it has columns the run format does not give '{name}' ({', '.join(foreign)})"
+    missing = [c for c in schema.names if c not in found.names]
+    if missing:
+        return f"it lacks the columns {', '.join(missing)}"
+    for field in schema:
+        have = found.field(field.name).type
+        if not _same_type(have, field.type):
+            return f"its column '{field.name}' is {have}, where the run format has {field.type}"
+    for column in NON_NEGATIVE.get(name, ()):
+        index = found.names.index(column)
+        for i in range(metadata.num_row_groups):
+            stats = metadata.row_group(i).column(index).statistics
+            if stats is not None and stats.has_min_max and stats.min < 0:
+                return f"its column '{column}' holds negative values ({stats.min})"
+    return None
