@@ -21,7 +21,6 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CapabilityError, DeviceError, UsageError
+from .logs import logger
 from .procfs import process_start
 
 __all__ = ["Target", "open_target", "cleanup_all", "cleanup_orphans", "parse_size", "is_mounted"]
@@ -115,10 +115,9 @@ class Target:
             if _zram_remove(self.zram_index):
                 _unlink(str(_zram_owner_file(self.zram_index)))
             else:
-                print(
+                logger.warning(
                     f"plugtrace: {self.path} is open by another program; it stays until `plugtrace devices "
-                    "--cleanup` once that program has closed it",
-                    file=sys.stderr,
+                    "--cleanup` once that program has closed it"
                 )
         elif self.kind == "file":
             try:
@@ -533,9 +532,9 @@ def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = F
     if spec in ("loop", "zram") and os.geteuid() == 0:
         removed, busy = cleanup_orphans()
         for name in removed:
-            print(f"plugtrace: removed {name}, left behind by a recorder that was killed", file=sys.stderr)
+            logger.warning(f"plugtrace: removed {name}, left behind by a recorder that was killed")
         for name in busy:
-            print(f"plugtrace: {name}, left behind by a recorder that was killed, is open: left alone", file=sys.stderr)
+            logger.warning(f"plugtrace: {name}, left behind by a recorder that was killed, is open: left alone")
     if spec == "loop":
         return create_loop(size_bytes, sparse=sparse)
     if spec == "zram":

@@ -4,7 +4,8 @@
     %plugtrace record --device loop --strategy defer --duration 2     # needs root
     %plugtrace diff ../data/defer ../data/immediate
 
-A line magic runs `plugtrace ARGS`; a cell magic appends the cell's lines to
+A line magic runs `plugtrace ARGS` (`record` of plugtrace's own workload through the
+Python API, `plugtrace.recording.record`, the rest as the command line); a cell magic appends the cell's lines to
 the arguments, for long option lists. After a successful `record` the run is
 opened and returned, so the notebook shows its summary card (and the variable
 `_` holds the `Run`). Other commands print what they print on a terminal; a
@@ -14,7 +15,9 @@ failure is shown as its one-line message, not a traceback.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shlex
+import sys
 from typing import Any
 
 __all__ = ["load_ipython_extension", "plugtrace_magic"]
@@ -22,7 +25,6 @@ __all__ = ["load_ipython_extension", "plugtrace_magic"]
 
 def plugtrace_magic(line: str, cell: str | None = None) -> Any:
     """Run `plugtrace LINE [CELL]`; return the recorded Run after a successful `record`."""
-    from .analysis import Run
     from .cli import build_parser, main
 
     try:
@@ -39,9 +41,11 @@ def plugtrace_magic(line: str, cell: str | None = None) -> Any:
             print(f"plugtrace exited with status {exc.code}")
         return None
     recording = getattr(args, "_run", None) is not None and args._run.__module__.endswith(".record")
+    if recording and args.pid is None and not [a for a in args.command if a != "--"]:
+        return _record(args, argv)  # plugtrace's own workload (a traced program goes through the CLI)
     out = getattr(args, "output", None) if recording else None
     if recording and out is None:
-        out = f"runs/notebook-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+        out = _notebook_output()
         at = argv.index("record") + 1  # before a traced command's own arguments (after --)
         argv[at:at] = ["-o", out]
     try:
@@ -51,7 +55,41 @@ def plugtrace_magic(line: str, cell: str | None = None) -> Any:
     if code != 0:
         print(f"plugtrace exited with status {code}")
         return None
-    return Run.open(out) if out is not None else None
+    return _open(out) if out is not None else None
+
+
+def _notebook_output() -> str:
+    return f"runs/notebook-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _open(out: str | os.PathLike) -> Any:
+    from .run import Run
+
+    return Run.open(out)
+
+
+def _record(args: Any, argv: list[str]) -> Any:
+    """`record` of plugtrace's own workload, through the Python API (`plugtrace.recording.record`)."""
+    from .cli.record import record_kwargs
+    from .errors import PlugtraceError
+    from .logs import show_messages
+    from .recording import record
+
+    show_messages(getattr(args, "verbose", 0))
+    try:
+        kwargs = record_kwargs(args)
+        if args.watch_device is not None:
+            raise PlugtraceError("--watch-device is for tracing another program (--pid or -- CMD)")
+        kwargs["output"] = kwargs["output"] or _notebook_output()
+        result = record(**kwargs, command_line=["%plugtrace", *argv])
+    except PlugtraceError as exc:  # as the command line says it: the message on stderr, the status here
+        print(f"plugtrace: {exc.message}", file=sys.stderr)
+        print(f"plugtrace exited with status {exc.exit_code}")
+        return None
+    if result.exit_code != 0:
+        print(f"plugtrace exited with status {result.exit_code}")
+        return None
+    return _open(result.out)
 
 
 def load_ipython_extension(ipython: Any) -> None:

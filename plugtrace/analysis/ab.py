@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import scipy.stats
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK
+from ..logs import logger
 from ..run import Run
 from .qemu import df_qemu_arrivals
 from .runs import df_compare, df_latency_percentiles
@@ -101,7 +101,7 @@ def run_compare(qemus: list[str], repeats: int, out: Path, record: Callable[[str
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for k in order:
             path = out / labels[k] / f"r{i + 1}"
-            print(f"plugtrace: --compare run {i + 1}/{repeats} of {labels[k]} ({qemus[k]}) -> {path}", file=sys.stderr)
+            logger.info(f"plugtrace: --compare run {i + 1}/{repeats} of {labels[k]} ({qemus[k]}) -> {path}")
             if record(qemus[k], path) is None:
                 return EXIT_INTERRUPTED
             runs[labels[k]].append(str(path))

@@ -164,7 +164,7 @@ def timeline_window(run: Run, start_ms: float | None = None, window_ms: float | 
     at the first section, submit or enter (a QEMU run's guest boots first).
     """
     # submits per second: the summary's, else the kernel's enters (a traced program's, a QEMU run's)
-    submits = run.summary.get("nr_submits") or ((run.meta.get("tables") or {}).get("enters") or {}).get("rows", 0)
+    submits = run.summary.get("nr_submits") or (run.meta.tables.get("enters") or {}).get("rows", 0)
     rate = (submits or 0) / max(run.summary.get("elapsed_s", 0) or 0, 1e-9)
     if window_ms is None:
         window_ms = 40 / rate * 1e3 if rate > 0 else 1.0

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, PlugtraceError
+from ..logs import show_messages
 
 SUBCOMMANDS = ("record", "qemu", "report", "diff", "export", "devices", "doctor")
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"plugtrace {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="say more about what is done (-vv: more)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="say more about what is done")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        show_messages(args.verbose)
         if not getattr(args, "_run", None):
             parser.print_help()
             return 2

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     window = check_window(args.window_ms, "--window-ms") if args.window_ms else None
     source = Run.open(args.run)
     out = args.output or _default_output(source.path, source.name)
-    requests = (source.meta.get("tables") or {}).get("requests", {}).get("rows", 0)
+    requests = source.meta.tables.get("requests", {}).get("rows", 0)
     if requests > BIG_RUN_REQUESTS and not args.window_ms:
         print(
             f"note: {requests:,} requests make a trace of several GB, more than Perfetto's UI opens in a browser "

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..run import RunMeta, read_table
+from . import options
+from .summary import print_summary
 
 HELP = "boot a real QEMU guest (7.2 or 10.0) on a device and trace its plug / defer_call batching"
 DESCRIPTION = """\
@@ -44,12 +47,7 @@ RW = ("read", "randread", "write", "randwrite", "rw", "randrw")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("guest")
     g.add_argument("--qemu", default="10.0", help="7.2 | 10.0 | PATH of a qemu-system-x86_64 (default: 10.0)")
-    g.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
-    g.add_argument("--size", default="1G", help="size of a device we create (default: 1G)")
-    g.add_argument("--sparse", action="store_true", help="loop: leave the backing file sparse")
-    g.add_argument(
-        "--allow-write", action="store_true", help="let the guest write to a device you named (its data is destroyed)"
-    )
+    options.add_device(g, "the guest")
     g.add_argument("--disks", type=int, default=1, help="virtio-blk disks, all on the device (default: 1)")
     g.add_argument(
         "--iothreads",
@@ -65,20 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="auto: KVM when a timed test boot with it works, else TCG (default: auto)",
     )
     w = p.add_argument_group("guest workload (per disk, like fio's)")
-    w.add_argument("--rw", default="randread", choices=RW, help="default: randread")
-    w.add_argument("--bs", type=int, default=4096, help="block size in bytes, a multiple of 512 (default: 4096)")
-    w.add_argument("--rwmixread", type=int, default=50, help="percent reads for rw / randrw (default: 50)")
-    w.add_argument("--iodepth", type=int, default=8, help="requests each job keeps in flight (default: 8)")
+    options.add_pattern(w, RW, 8, "requests each job keeps in flight", 3.0)
     w.add_argument("--jobs", type=int, default=1, help="threads per disk (default: 1)")
-    w.add_argument("--duration", type=float, default=3.0, help="seconds the workload runs (default: 3)")
     t = p.add_argument_group("tracing")
-    t.add_argument(
-        "--mode",
-        default="aggregate",
-        choices=("aggregate", "events", "off"),
-        help="aggregate: counters and histograms in the kernel (default); events: one row per "
-        "event (sections, handlers, io_uring requests); off: the guest's own counts only",
-    )
+    options.add_tracing(t, "sections, handlers, io_uring requests", per_probe=True, baseline="the guest")
     t.add_argument(
         "--qemu-probes",
         default="on",
@@ -86,17 +74,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="on: QEMU-side uprobes, in aggregate mode none per request but luring_co_submit (default); "
         "full: also the per-request ones (completions, notifications, requests popped), as events mode has; "
         "off: trace only the kernel side (what the QEMU-side uprobes cost is the difference)",
-    )
-    t.add_argument(
-        "--max-events",
-        type=int,
-        default=5_000_000,
-        help="events mode: keep at most this many events per probe, count the rest as lost",
-    )
-    t.add_argument(
-        "--measure-overhead",
-        action="store_true",
-        help="boot the guest untraced first and store traced/untraced guest IOPS",
     )
     c = p.add_argument_group("A/B comparison")
     c.add_argument(
@@ -109,9 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--qemu-probes full)",
     )
     c.add_argument("--repeats", type=int, default=5, help="--compare: runs of each (default: 5)")
-    o = p.add_argument_group("output")
-    o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-qemu-VERSION)")
-    o.add_argument("--quiet", action="store_true", help="fewer progress messages")
+    options.add_output(p.add_argument_group("output"), "runs/DATE-qemu-VERSION")
 
 
 #: the guest's memory (MiB) and what its workload's buffers may take of it; the most requests its
@@ -166,7 +141,7 @@ def run(args) -> int:
     from .. import devices
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..qemu.recording import remove_stale_scratch
-    from .record import _default_output
+    from ..recording import default_output
 
     _check(args)
     size = devices.parse_size(args.size)
@@ -180,9 +155,9 @@ def run(args) -> int:
 
         if args.repeats < 2:
             raise UsageError(f"--repeats: at least 2 runs each, for a confidence interval, not {args.repeats}")
-        out = Path(args.output) if args.output else _default_output("qemu-compare")
+        out = Path(args.output) if args.output else default_output("qemu-compare")
         return run_compare(args.compare, args.repeats, out, lambda name, run_out: _record(args, name, run_out))
-    out = Path(args.output) if args.output else _default_output(f"qemu-{args.qemu.replace('/', '_')}")
+    out = Path(args.output) if args.output else default_output(f"qemu-{args.qemu.replace('/', '_')}")
     meta = _record(args, args.qemu, out)
     if meta is None:
         return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
@@ -190,14 +165,11 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def _record(args, qemu_name: str, out: Path) -> dict | None:
+def _record(args, qemu_name: str, out: Path) -> RunMeta | None:
     """Record one guest of QEMU `qemu_name` into `out`; its meta, or None when interrupted."""
-    from .. import devices
-    from ..qemu.image import guest_image
     from ..qemu.launch import Workload
-    from ..qemu.recording import QemuConfig, QemuRecording
-    from ..qemu.versions import find_qemu
-    from .recording import Recording
+    from ..qemu.recording import QemuConfig
+    from ..recording import record_qemu
 
     cfg = QemuConfig(
         qemu=qemu_name,
@@ -218,34 +190,24 @@ def _record(args, qemu_name: str, out: Path) -> dict | None:
         measure_overhead=args.measure_overhead,
         qemu_probes=args.qemu_probes,
     )
-    # what the run needs is found before a device is made for it
-    qemu, image = find_qemu(qemu_name), guest_image()
-    with Recording(out, {}, command=["plugtrace", *sys.argv[1:]]) as rec:
-        rec.on_exit(devices.cleanup_all)
-        target = devices.open_target(
-            args.device, devices.parse_size(args.size), allow_write=args.allow_write, sparse=args.sparse
-        )
-        rec.on_exit(target.close)
-        devices.check_writable(target, cfg.workload.writes)
-        if args.ide_disks and not target.writable and args.bs % 2048:
-            raise UsageError(
-                f"--bs: a multiple of 2048 with --ide-disks on a read-only device (its IDE disks are "
-                f"CD-ROM drives, 2048-byte sectors), not {args.bs}"
-            )
-        recording = QemuRecording(cfg, target, rec, qemu, image, quiet=args.quiet)
-        rec.on_exit(recording.close)  # QEMU and its probes stop before the device goes
-        return recording.run()
-    return None
+    return record_qemu(
+        cfg,
+        out,
+        device=args.device,
+        size=args.size,
+        sparse=args.sparse,
+        allow_write=args.allow_write,
+        quiet=args.quiet,
+        command_line=["plugtrace", *sys.argv[1:]],
+    )
 
 
-def _print_qemu_summary(meta: dict, out: Path) -> None:
-    from .record import _print_summary
-
-    _print_summary(meta, out)
-    s, q = meta.get("summary", {}), meta["config"]["qemu"]
+def _print_qemu_summary(meta: RunMeta, out: Path) -> None:
+    print_summary(meta, out)
+    s, q = meta.summary, meta.config["qemu"]
     print(
         f"  QEMU:                    {q['version']} ({q['design'] or 'no plug design found'}), "
-        f"{meta['config']['accel'].upper()}"
+        f"{meta.config['accel'].upper()}"
     )
     print(
         f"  guest requests:          {s.get('workload_requests', 0):,} by the workload, "
@@ -257,11 +219,9 @@ def _print_qemu_summary(meta: dict, out: Path) -> None:
             f"guest's start mark, {s['qemu_boot_requests']:,} before: boot)"
         )
     counters = {}
-    if "qemu_counters" in meta.get("tables", {}):
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(out / "tables" / "qemu_counters.parquet").to_pylist()
-        counters = {r["name"]: r["value"] for r in t if r["device"] == -1}
+    if "qemu_counters" in meta.tables:
+        rows = read_table(out, "qemu_counters")
+        counters = {r.name: r.value for r in rows.itertuples() if r.device == -1}
     if counters:
         print(
             f"  QEMU sections:           {counters.get('sections', 0):,}  (aio_poll inside: "

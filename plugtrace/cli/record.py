@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
 import os
 import re
@@ -11,17 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
-
-from ..errors import EXIT_DATA_MISMATCH, EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
 from ..procfs import descendants, program_problem
-from .recording import Recording
+from ..recording import Recording, default_output, record
+from . import options
+from .summary import print_summary
 
 HELP = "run a workload on a real io_uring device and record what happened"
 DESCRIPTION = """\
@@ -57,28 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..engine import POLL_MAX_NS, RING_SETUPS, RW_MODES, STRATEGIES
 
     w = p.add_argument_group("workload")
-    w.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
-    w.add_argument("--size", default="1G", help="size of a device we create (default: 1G)")
-    w.add_argument(
-        "--sparse",
-        action="store_true",
-        help="loop: leave the backing file sparse instead of filling it with data first (holes read "
-        "as zeros from no storage: faster than any real disk)",
-    )
-    w.add_argument(
-        "--allow-write",
-        action="store_true",
-        help="let a write workload write to a device you named (its data is destroyed)",
-    )
+    options.add_device(w, "a write workload")
     w.add_argument("--strategy", default="defer", help=f"{' | '.join(STRATEGIES)} (default: defer)")
     w.add_argument("--devices", type=int, default=1, help="virtio-blk-like devices (default: 1)")
     w.add_argument("--ide-devices", type=int, default=0, help="IDE-like devices: depth 1, no plug (default: 0)")
     w.add_argument("--threads", type=int, default=1, help="event-loop threads; devices are spread over them")
-    w.add_argument("--iodepth", type=int, default=32, help="requests each virtio-blk guest keeps outstanding")
-    w.add_argument("--bs", type=int, default=4096, help="block size in bytes, a multiple of 512 (default: 4096)")
-    w.add_argument("--rw", default="randread", help=f"{' | '.join(RW_MODES)} (default: randread)")
-    w.add_argument("--rwmixread", type=int, default=50, help="percent reads for rw/randrw (default: 50)")
-    w.add_argument("--duration", type=float, default=None, help="seconds to run (default: 5)")
+    options.add_pattern(w, RW_MODES, 32, "requests each virtio-blk guest keeps outstanding", None)
     w.add_argument("--requests", type=int, default=None, help="stop after this many requests instead")
     w.add_argument(
         "--interleave",
@@ -106,19 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--seed", type=int, default=1, help="random seed for offsets and data (default: 1)")
     w.add_argument("--no-verify", action="store_true", help="skip reading back written blocks")
     t = p.add_argument_group("tracing")
-    t.add_argument(
-        "--mode",
-        default="aggregate",
-        choices=("aggregate", "events", "off"),
-        help="aggregate: histograms in the kernel (cheap, default); events: one row per "
-        "event (bounded); off: app-side log only",
-    )
-    t.add_argument(
-        "--max-events",
-        type=int,
-        default=5_000_000,
-        help="events mode: keep at most this many events, count the rest as lost",
-    )
+    options.add_tracing(t, "submits, requests, block requests", per_probe=False, baseline="the workload")
     t.add_argument(
         "--probes",
         default=None,
@@ -133,11 +102,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "block_unplug only with --watch-device: they cost it 2-3 probe hits per I/O). "
         "Every probe hit costs the traced program time: trace what you need",
     )
-    t.add_argument(
-        "--measure-overhead",
-        action="store_true",
-        help="run the workload untraced first, then traced, and store both IOPS and the ratio",
-    )
     t.add_argument("--pid", type=int, default=None, help="trace this running process instead of a workload")
     t.add_argument(
         "--watch-device",
@@ -149,9 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "count the requests the traced process issues itself (which leaves out requests "
         "the kernel dispatches from its own workers)",
     )
-    o = p.add_argument_group("output")
-    o.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-STRATEGY)")
-    o.add_argument("--quiet", action="store_true", help="no progress display")
+    options.add_output(p.add_argument_group("output"), "runs/DATE-STRATEGY")
     p.add_argument(
         "command",
         nargs=argparse.REMAINDER,
@@ -212,256 +174,62 @@ def _refuse_unused_options(args) -> None:
         )
 
 
-def _check_numbers(args) -> None:
-    """Refuse values that would be stored as invalid JSON or overflow later."""
-    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
-        raise UsageError(f"--duration: a positive number of seconds, not {args.duration}")
-    if not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed: 0 to 2**63-1, not {args.seed}")
+#: `record` options that are fields of the engine's WorkloadConfig (option name = field name)
+_WORKLOAD_FIELDS = (
+    "strategy",
+    "devices",
+    "ide_devices",
+    "threads",
+    "iodepth",
+    "bs",
+    "rw",
+    "rwmixread",
+    "requests",
+    "interleave",
+    "seed",
+    "ring_setup",
+    "poll_max_ns",
+)
 
 
-def _config_from_args(args):
-    from ..engine import WorkloadConfig
-
-    duration = args.duration
-    if duration is None and args.requests is None:
-        duration = 5.0
-    cfg = WorkloadConfig(
-        strategy=args.strategy,
-        devices=args.devices,
-        ide_devices=args.ide_devices,
-        threads=args.threads,
-        iodepth=args.iodepth,
-        bs=args.bs,
-        rw=args.rw,
-        rwmixread=args.rwmixread,
-        duration_s=duration,
-        requests=args.requests,
-        interleave=args.interleave,
-        seed=args.seed,
-        verify=not args.no_verify,
-        ring_setup=args.ring_setup,
-        poll_max_ns=args.poll_max_ns,
-    )
-    cfg.validate()
-    return cfg
-
-
-class _Progress:
-    """One status line: elapsed time and live IOPS (a line every few seconds when not a tty)."""
-
-    def __init__(self, total_s: float | None, quiet: bool):
-        self.total_s = total_s
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last_n = 0
-        self.last_t = 0.0
-        self.last_print = -10.0
-
-    def __call__(self, elapsed: float, completed: int) -> None:
-        if self.quiet:
-            return
-        iops = (completed - self.last_n) / max(elapsed - self.last_t, 1e-9)
-        self.last_n, self.last_t = completed, elapsed
-        total = f" / {self.total_s:g}s" if self.total_s else ""
-        line = f"  {elapsed:5.1f}s{total}  {completed:>10,} requests  {iops:>10,.0f} IOPS"
-        if self.tty:
-            print("\r" + line, end="", file=sys.stderr, flush=True)
-        elif elapsed - self.last_print >= 5:
-            self.last_print = elapsed
-            print(line, file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.tty and not self.quiet:
-            print(file=sys.stderr)
-
-
-def _percentile(values: np.ndarray, q: float) -> float | None:
-    return float(np.percentile(values, q)) if len(values) else None
-
-
-def _app_summary(run_dir: Path, elapsed_s: float, nr_requests: int) -> dict:
-    """Headline numbers from the app-side submits table."""
-    path = run_dir / "tables" / "submits.parquet"
-    summary: dict = {
-        "elapsed_s": round(elapsed_s, 3),
-        "nr_requests": nr_requests,
-        "iops": round(nr_requests / elapsed_s, 1) if elapsed_s > 0 else None,
+def record_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """`plugtrace.recording.record`'s arguments from the parsed command line."""
+    return {
+        "output": args.output,
+        "device": args.device,
+        "size": args.size,
+        "sparse": args.sparse,
+        "allow_write": args.allow_write,
+        "mode": args.mode,
+        "max_events": args.max_events,
+        "probes": _probe_list(args.probes),
+        "measure_overhead": args.measure_overhead,
+        "quiet": args.quiet,
+        "duration_s": args.duration,
+        "verify": not args.no_verify,
+        **{name: getattr(args, name) for name in _WORKLOAD_FIELDS},
     }
-    if path.exists():
-        t = pq.read_table(path, columns=["nr_sqes", "latency_ns", "ret"])
-        sqes = t.column("nr_sqes").to_numpy()
-        lat = t.column("latency_ns").to_numpy()
-        summary.update(
-            nr_submits=int(len(sqes)),
-            mean_sqes_per_submit=round(float(sqes.mean()), 3) if len(sqes) else None,
-            submit_latency_p50_ns=_percentile(lat, 50),
-            submit_latency_p99_ns=_percentile(lat, 99),
-        )
-    return summary
-
-
-def _print_summary(meta: dict, run_dir: Path, file=None) -> None:
-    """The run's headline numbers: on stdout, or `file` (stderr when a traced command owns stdout)."""
-    import builtins
-
-    def print(*args, **kw):  # noqa: A001 - every line of the summary goes to the same place
-        builtins.print(*args, **kw, file=file or sys.stdout)
-
-    s = meta.get("summary", {})
-
-    def ns(v):
-        return "n/a" if v is None else f"{v / 1000:.1f} µs"
-
-    print(f"run directory: {run_dir}  (status: {meta['status']})")
-    if s.get("iops") is not None:
-        print(f"  IOPS:                    {s['iops']:,.0f}  ({s['nr_requests']:,} requests in {s['elapsed_s']:.2f} s)")
-    if s.get("mean_sqes_per_submit") is not None:
-        print(f"  mean SQEs per enter:     {s['mean_sqes_per_submit']:.2f}  ({s['nr_submits']:,} submits, app log)")
-        print(f"  submit latency p50/p99:  {ns(s.get('submit_latency_p50_ns'))} / {ns(s.get('submit_latency_p99_ns'))}")
-    k = meta.get("kernel_summary") or {}
-    if k.get("mean_sqes_per_enter") is not None:
-        print(
-            f"  eBPF: mean SQEs per enter {k['mean_sqes_per_enter']:.2f}  ({k['nr_enters']:,} submitting "
-            f"io_uring_enter calls, from {k['source']})"
-        )
-    if k.get("enter_latency_p50_ns") is not None:
-        print(f"  eBPF: enter latency p50/p99: {ns(k['enter_latency_p50_ns'])} / {ns(k['enter_latency_p99_ns'])}")
-    elif k.get("enter_latency_p50_ns_below") is not None:
-        print(
-            f"  eBPF: enter latency p50/p99: < {ns(k['enter_latency_p50_ns_below'])} / "
-            f"< {ns(k['enter_latency_p99_ns_below'])}  (log2 buckets)"
-        )
-    lost = meta.get("events_lost")
-    print(f"  events lost:             {'n/a (not traced)' if lost is None else f'{lost:,}'}")
-    missing = meta.get("probes", {}).get("could_not_measure", {})
-    for name, why in missing.items():
-        print(f"  could not measure {name}: {why}")
-    not_asked: dict[str, list[str]] = {}
-    for name, why in meta.get("probes", {}).get("not_asked", {}).items():
-        not_asked.setdefault(why, []).append(name)
-    for why, names in not_asked.items():
-        print(f"  not recorded {', '.join(names)}: {why}")
-    integ = meta.get("integrity")
-    if integ:
-        verdict = (
-            "OK" if integ["mismatches"] == 0 else f"{integ['mismatches']} MISMATCHES at {integ['mismatch_offsets']}"
-        )
-        of = f" of {integ['of_blocks']:,} (interrupted)" if integ.get("interrupted") else ""
-        print(f"  data integrity:          {integ['checked_blocks']:,}{of} blocks read back, {verdict}")
-    if meta.get("tracing_overhead"):
-        o = meta["tracing_overhead"]
-        print(f"  tracing overhead:        traced/untraced IOPS = {o['ratio']:.3f}")
-
-
-def _default_output(label: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{label}"
 
 
 def run(args) -> int:
-    probes = _probe_list(args.probes)  # a bad list is refused before anything is created
-    _check_numbers(args)
+    kwargs = record_kwargs(args)  # a bad --probes list is refused before anything is created
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if args.mode == "off" and args.measure_overhead:
-        raise UsageError("--measure-overhead compares a traced run with an untraced one: not with --mode off")
     if args.pid is not None or command:
+        if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+            raise UsageError(f"--duration: a positive number of seconds, not {args.duration}")
         _refuse_unused_options(args)
-        return _record_external(args, command, probes)
+        return _record_external(args, command, kwargs["probes"])
     if args.watch_device is not None:
         raise UsageError(
             "--watch-device is for tracing another program (--pid or -- CMD); a workload of ours watches its own device"
         )
-    from .. import devices
-    from ..engine import run_workload
-    from ..environment import describe_environment
-    from ..run import RunWriter, Status
-
-    cfg = _config_from_args(args)
-    if args.max_events <= 0:
-        raise UsageError("--max-events: must be positive")
-    size = devices.parse_size(args.size)
-    made = args.device in ("loop", "zram") or (args.device.startswith("file:") and not os.path.lexists(args.device[5:]))
-    ndev = cfg.devices + cfg.ide_devices
-    if made and (size // ndev) // cfg.bs < cfg.iodepth:  # the engine's own check, before the device is made
-        raise UsageError(
-            f"--size/--devices: {size} bytes are too small for {ndev} emulated devices of at least "
-            f"{cfg.iodepth} blocks of {cfg.bs} bytes"
-        )
-    out = Path(args.output) if args.output else _default_output(cfg.strategy)
     command_line = ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else list(sys.argv)
-    with Recording(out, {"environment": describe_environment()}, command=command_line) as rec:
-        rec.on_exit(devices.cleanup_all)
-        target = devices.open_target(args.device, size, allow_write=args.allow_write, sparse=args.sparse)
-        rec.on_exit(target.close)
-        if target.extra.get("fill_s") is not None and not args.quiet:
-            print(
-                f"filled the loop device's backing file with {size / 2**30:.3g} GiB of data in "
-                f"{target.extra['fill_s']:.1f} s (--sparse skips this)",
-                file=sys.stderr,
-            )
-        devices.check_writable(target, cfg.writes)
-        config = cfg.as_dict() | {"mode": args.mode, "device_spec": args.device}
-        writer = rec.open(config=config, device=target.describe())
-        overhead: dict[str, Any] | None = None
-        if args.measure_overhead:
-            print("measuring untraced baseline ...", file=sys.stderr)
-            # the baseline writes its log too, beside the run, as the traced run will: the ratio is tracing's alone
-            with tempfile.TemporaryDirectory(prefix=".untraced-baseline-", dir=out) as scratch:
-                scratch_log = RunWriter(Path(scratch) / "run", {"config": config})
-                baseline = run_workload(
-                    cfg,
-                    target.path,
-                    target.size_bytes,
-                    scratch_log.append,
-                    progress=_Progress(cfg.duration_s, args.quiet),
-                )
-                scratch_log.close_tables()
-                untraced_batch = _app_summary(Path(scratch) / "run", baseline.elapsed_s, baseline.nr_requests)
-            if baseline.interrupted:  # Ctrl-C or SIGTERM during the baseline ends the recording too
-                raise KeyboardInterrupt
-            overhead = {
-                "untraced_iops": round(baseline.iops, 1),
-                "untraced_mean_sqes_per_submit": untraced_batch.get("mean_sqes_per_submit"),
-            }
-        missing = rec.start_tracer(args.mode, os.getpid(), [target.dev_t], args.max_events, probes)
-        for name, why in missing.items():
-            print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
-        progress = _Progress(cfg.duration_s, args.quiet)
-        try:
-            result = run_workload(cfg, target.path, target.size_bytes, writer.append, progress=progress)
-        finally:
-            progress.done()
-        trace_info = rec.close_tables()
-        summary = _app_summary(out, result.elapsed_s, result.nr_requests)
-        summary["sync_reads"] = result.sync_reads
-        summary["nr_errors"] = result.nr_errors
-        if overhead is not None:
-            overhead["traced_iops"] = round(result.iops, 1)
-            overhead["traced_mean_sqes_per_submit"] = summary.get("mean_sqes_per_submit")
-            untraced = overhead["untraced_iops"]
-            overhead["ratio"] = round(result.iops / untraced, 4) if untraced else None
-        rec.finish(
-            Status.INTERRUPTED if result.interrupted else Status.COMPLETE,
-            trace_info,
-            summary=summary,
-            emulated_devices=result.devices,
-            engine_threads=result.threads,
-            integrity=result.integrity,
-            tracing_overhead=overhead,
-        )
-        _print_summary(writer.meta, out)
-        if result.nr_errors:
-            print(
-                f"plugtrace: {result.nr_errors} requests failed (first: {os.strerror(-result.first_error)})",
-                file=sys.stderr,
-            )
-        if result.integrity and result.integrity["mismatches"]:
-            return EXIT_DATA_MISMATCH
-        return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
-    return EXIT_INTERRUPTED  # the recording was interrupted: it kept what it had
+    result = record(**kwargs, command_line=command_line)
+    if result.meta is not None:
+        print_summary(result.meta, result.out)
+    return result.exit_code
 
 
 def _end_process_group(proc: subprocess.Popen) -> None:
@@ -556,7 +324,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             file=sys.stderr,
         )
     label = Path(command[0]).name if command else f"pid{args.pid}"
-    out = Path(args.output) if args.output else _default_output(label)
+    out = Path(args.output) if args.output else default_output(label)
     with Recording(out, {"environment": describe_environment(), "device": None}) as rec:
         writer = rec.open(
             config={
@@ -570,7 +338,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             }
         )
         # interrupted: what was traced until then (a traced command owns stdout)
-        rec.on_interrupted = lambda meta: _print_summary(meta, out, file=sys.stderr)
+        rec.on_interrupted = lambda meta: print_summary(meta, out, file=sys.stderr)
         proc: subprocess.Popen | None = None
         w = -1
         if command:
@@ -631,6 +399,6 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None},
         )
         # a traced command owns stdout: the summary goes beside its output, not into it
-        _print_summary(writer.meta, out, file=sys.stderr if proc is not None else None)
+        print_summary(writer.meta, out, file=sys.stderr if proc is not None else None)
         return EXIT_OK if proc is None else (proc.returncode or EXIT_OK)
     return EXIT_INTERRUPTED

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import CapabilityError, PlugtraceError
+from ..logs import logger
 from ..procfs import process_start
+from ..run import RunMeta
 from ..run.schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
@@ -167,7 +168,7 @@ class QemuRecording:
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            print(f"plugtrace: {text}", file=sys.stderr)
+            logger.info(f"plugtrace: {text}")
 
     def _guest(self) -> QemuGuest:
         c = self.cfg
@@ -233,7 +234,7 @@ class QemuRecording:
             raise GuestWorkloadError(f"untraced: {guest.console.failure}")
         return guest_iops(guest.console)
 
-    def run(self) -> dict:
+    def run(self) -> RunMeta:
         """Record; returns the run's final meta. An error or a signal leaves through the `Recording`,
         which marks the run; `close()` (registered with it) stops what still runs."""
         from ..environment import describe_environment
@@ -257,7 +258,7 @@ class QemuRecording:
         missing = rec.start_tracer(self.cfg.mode, pid, [self.target.dev_t], self.cfg.max_events, markers=False)
         qemu_missing = self._start_qemu_probes(pid) if self.cfg.mode != "off" and self.cfg.qemu_probes != "off" else {}
         for name, why in (missing | qemu_missing).items():
-            print(f"plugtrace: could not measure {name}: {why}", file=sys.stderr)
+            logger.warning(f"plugtrace: could not measure {name}: {why}")
         self.guest.release()
         boot_timeout = KVM_BOOT_TIMEOUT_S if self.accel[0] == "kvm" else BOOT_TIMEOUT_S
         if not self.guest.wait_started(boot_timeout):

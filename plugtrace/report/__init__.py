@@ -217,9 +217,8 @@ def _status_note(run: Run) -> str | None:
     notes = {
         "recording": "the recording never finished (the writer was killed or is still running)",
         "interrupted": "the run was interrupted; data up to the interruption is kept",
-        "failed": f"the run failed: {run.meta.get('error', 'no reason recorded')}",
-        "incomplete": "some tables could not be finished (e.g. disk full): "
-        + ", ".join(run.meta.get("damaged_tables") or []),
+        "failed": f"the run failed: {run.meta.error or 'no reason recorded'}",
+        "incomplete": "some tables could not be finished (e.g. disk full): " + ", ".join(run.meta.damaged_tables),
     }
     found = list(run.corrupt.values())  # set aside on opening: each analysis needing one says so
     if run.status in notes:
@@ -236,7 +235,7 @@ OVERHEAD_WARNING_BELOW = 0.9
 def _overhead_note(run: Run) -> str | None:
     """A warning when tracing slowed this run (its stored traced ÷ untraced IOPS ratio is below
     `OVERHEAD_WARNING_BELOW`), or None (no ratio stored, or tracing cost it little)."""
-    overhead = run.meta.get("tracing_overhead") or {}
+    overhead = run.meta.tracing_overhead
     ratio = overhead.get("ratio")
     if not isinstance(ratio, (int, float)) or ratio >= OVERHEAD_WARNING_BELOW:
         return None
