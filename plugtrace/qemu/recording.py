@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import CapabilityError, PlugtraceError
 from ..logs import logger
 from ..procfs import process_start
-from ..run import RunMeta
+from ..run import RunMeta, read_table
 from ..run.schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
@@ -74,7 +73,7 @@ def submit_times(run_dir: Path, requests: dict[str, list]) -> list[int]:
     out = np.full(len(queued), -1, dtype=np.int64)
     if not path.exists() or not len(queued):
         return out.tolist()
-    enters = pq.read_table(path, columns=["ts_ns", "tid", "to_submit"]).to_pandas()
+    enters = read_table(run_dir, "enters", columns=["ts_ns", "tid", "to_submit"])
     enters = enters[enters["to_submit"] > 0]
     tids = np.asarray(requests["tid"])
     for tid, group in enters.groupby("tid"):

@@ -12,7 +12,7 @@ The format is documented in docs/run-format.md.
 
 from .meta import PARTIAL_STATUSES, SCHEMA_NAME, SCHEMA_VERSION, Mode, RunMeta, Status, read_meta
 from .output import WriteError
-from .reader import MissingTableError, Run, WindowError, check_window, read_table, table_names
+from .reader import MissingTableError, Run, WindowError, check_window, read_batches, read_table, table_names
 from .schema import LABEL, TABLES, check_table, conform, schema_of
 from .writer import RunWriter
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_window",
     "read_meta",
     "read_table",
+    "read_batches",
     "table_names",
     "LABEL",
     "TABLES",

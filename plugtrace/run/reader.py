@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,16 @@ from ..errors import PlugtraceError, RunDirError, UsageError
 from .meta import RunMeta, Status
 from .schema import check_table
 
-__all__ = ["Run", "MissingTableError", "WindowError", "check_window", "table_names", "read_table", "TABLE_SOURCES"]
+__all__ = [
+    "Run",
+    "MissingTableError",
+    "WindowError",
+    "check_window",
+    "table_names",
+    "read_table",
+    "read_batches",
+    "TABLE_SOURCES",
+]
 
 #: where each table comes from, for messages about a missing one
 TABLE_SOURCES = {
@@ -306,5 +315,16 @@ def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = N
         raise RunDirError(f"{file}: missing (the run has no '{name}' table)")
     try:
         return pq.read_table(file, columns=columns).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None
+
+
+def read_batches(path: str | os.PathLike, name: str, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Table `name` of a run directory, `columns` only, `batch_size` rows at a time, decoded in the calling
+    thread (a recorder summarising its own tables keeps its memory flat); RunDirError naming the file on
+    failure."""
+    file = Path(path) / "tables" / f"{name}.parquet"
+    try:
+        yield from pq.ParquetFile(file).iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None

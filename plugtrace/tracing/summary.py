@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from ..run import read_batches, read_table
 from ..run.schema import SQES_HISTOGRAMS
 from .worker import FLUSH_ROWS
 
@@ -25,12 +25,12 @@ _BIN_SHIFT, _BINS = 12, 1 << 18
 _COLUMNS = ["to_submit", "ret", "latency_ns"]
 
 
-def _submitting(f: pq.ParquetFile):
+def _submitting(run_dir: Path):
     """(SQEs, latencies) of the submitting calls, one row-group batch at a time."""
     # batches of the size the recorder writes its row groups in (worker.FLUSH_ROWS), decoded
     # in this thread: a batch of a million rows more than doubled the recorder's memory, and
     # Arrow's decoding threads each hold buffers of their own (bench_tracing_overhead measures the RSS)
-    for batch in f.iter_batches(batch_size=FLUSH_ROWS, columns=_COLUMNS, use_threads=False):
+    for batch in read_batches(run_dir, "enters", _COLUMNS, FLUSH_ROWS):
         batch = batch.filter(pc.greater(batch.column(0), 0))
         yield int(pc.sum(batch.column(1)).as_py() or 0), batch.column(2).to_numpy(zero_copy_only=False)
 
@@ -39,17 +39,16 @@ def _bin(lat: np.ndarray) -> np.ndarray:
     return np.minimum(lat >> _BIN_SHIFT, _BINS - 1).clip(0)
 
 
-def _submitting_enters(path: Path, percentiles: tuple[float, ...]) -> tuple[int, int, list[int]]:
+def _submitting_enters(run_dir: Path, percentiles: tuple[float, ...]) -> tuple[int, int, list[int]]:
     """Count, SQEs and exact latency percentiles (numpy's linear interpolation, truncated
     to ns) of the submitting io_uring_enter() calls in an events-mode table, in two passes
     over its row groups: a long run has millions of enters, and the recorder's memory must
     stay flat to the end. The first pass counts latencies in bins; the second counts each
     nanosecond value inside the bins that hold the ranks wanted (the open last bin keeps
     its values), so an order statistic is read off counts."""
-    f = pq.ParquetFile(path)
     bins = np.zeros(_BINS, dtype=np.int64)
     n = sqes = 0
-    for s, lat in _submitting(f):
+    for s, lat in _submitting(run_dir):
         sqes += s
         n += len(lat)
         bins += np.bincount(_bin(lat), minlength=_BINS)
@@ -69,7 +68,7 @@ def _submitting_enters(path: Path, percentiles: tuple[float, ...]) -> tuple[int,
     fine = {k: np.zeros(1 << _BIN_SHIFT, dtype=np.int64) for k in keep if k < _BINS - 1}
     last: list[np.ndarray] = []
     negative: list[np.ndarray] = []  # bin 0 also holds values below 0 (a clock step): kept as values
-    for _, lat in _submitting(f):
+    for _, lat in _submitting(run_dir):
         b = _bin(lat)
         for k, counts in fine.items():
             counts += np.bincount(lat[(b == k) & (lat >= 0)] - (k << _BIN_SHIFT), minlength=1 << _BIN_SHIFT)
@@ -104,7 +103,7 @@ def kernel_summary(run_dir: str | Path) -> dict:
     enters, hists = tables / "enters.parquet", tables / "histograms.parquet"
     out: dict = {}
     if enters.exists():
-        n, sqes, (p50, p99) = _submitting_enters(enters, (50, 99))
+        n, sqes, (p50, p99) = _submitting_enters(Path(run_dir), (50, 99))
         if n:
             out = {
                 "nr_enters": n,
@@ -114,7 +113,7 @@ def kernel_summary(run_dir: str | Path) -> dict:
                 "source": "enters (events)",
             }
     elif hists.exists():
-        h = pq.read_table(hists).to_pandas()
+        h = read_table(run_dir, "histograms")
         name = next((n for n in SQES_HISTOGRAMS if (h["name"] == n).any()), SQES_HISTOGRAMS[-1])
         sqes = h[h["name"] == name]
         lat = h[h["name"] == "enter_latency_ns"]
