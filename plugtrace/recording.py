@@ -323,7 +323,11 @@ class RecordResult:
 
 
 class Progress:
-    """One status line on stderr: elapsed time and live IOPS (a line every few seconds when not a tty)."""
+    """Elapsed time, requests completed and live IOPS on stderr: a live line (rich) on a terminal, one
+    plain line every few seconds otherwise (a log file gets no carriage returns)."""
+
+    #: seconds between lines when stderr is not a terminal
+    PLAIN_EVERY_S = 5.0
 
     def __init__(self, total_s: float | None, quiet: bool):
         self.total_s = total_s
@@ -332,23 +336,43 @@ class Progress:
         self.last_n = 0
         self.last_t = 0.0
         self.last_print = -10.0
+        self._live: Any = None
+        self._task: Any = None
 
     def __call__(self, elapsed: float, completed: int) -> None:
         if self.quiet:
             return
         iops = (completed - self.last_n) / max(elapsed - self.last_t, 1e-9)
         self.last_n, self.last_t = completed, elapsed
-        total = f" / {self.total_s:g}s" if self.total_s else ""
-        line = f"  {elapsed:5.1f}s{total}  {completed:>10,} requests  {iops:>10,.0f} IOPS"
         if self.tty:
-            print("\r" + line, end="", file=sys.stderr, flush=True)
-        elif elapsed - self.last_print >= 5:
+            self._show_live(elapsed, completed, iops)
+        elif elapsed - self.last_print >= self.PLAIN_EVERY_S:
             self.last_print = elapsed
-            print(line, file=sys.stderr, flush=True)
+            total = f" / {self.total_s:g}s" if self.total_s else ""
+            print(
+                f"  {elapsed:5.1f}s{total}  {completed:>10,} requests  {iops:>10,.0f} IOPS", file=sys.stderr, flush=True
+            )
+
+    def _show_live(self, elapsed: float, completed: int, iops: float) -> None:
+        if self._live is None:  # started at the workload's first second, not while the tracer starts
+            from rich.console import Console
+            from rich.progress import BarColumn, ProgressColumn, TextColumn
+            from rich.progress import Progress as Live
+
+            total = f" / {self.total_s:g}s" if self.total_s else ""
+            columns: list[ProgressColumn] = [TextColumn("  {task.completed:5.1f}s" + total)]
+            if self.total_s:
+                columns.append(BarColumn(bar_width=20))
+            columns.append(TextColumn("{task.fields[requests]:>10,} requests  {task.fields[iops]:>10,.0f} IOPS"))
+            self._live = Live(*columns, console=Console(file=sys.stderr), auto_refresh=False)
+            self._task = self._live.add_task("workload", total=self.total_s, requests=0, iops=0.0)
+            self._live.start()
+        self._live.update(self._task, completed=elapsed, requests=completed, iops=iops, refresh=True)
 
     def done(self) -> None:
-        if self.tty and not self.quiet:
-            print(file=sys.stderr)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 def _percentile(values: np.ndarray, q: float) -> float | None:
