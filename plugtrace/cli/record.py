@@ -136,44 +136,6 @@ def _probe_list(text: str | None) -> list[str] | None:
     return names
 
 
-#: options of plugtrace's own workload, which a traced program (--pid, -- CMD) does not use
-_WORKLOAD_ONLY = (
-    "device",
-    "size",
-    "sparse",
-    "allow_write",
-    "strategy",
-    "devices",
-    "ide_devices",
-    "threads",
-    "iodepth",
-    "bs",
-    "rw",
-    "rwmixread",
-    "requests",
-    "interleave",
-    "ring_setup",
-    "poll_max_ns",
-    "seed",
-    "no_verify",
-    "measure_overhead",
-)
-
-
-def _refuse_unused_options(args) -> None:
-    """A workload option given while tracing another program would be silently ignored: refuse it."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    defaults = parser.parse_args([])
-    given = [name for name in _WORKLOAD_ONLY if getattr(args, name) != getattr(defaults, name)]
-    if given:
-        names = ", ".join(f"--{n.replace('_', '-')}" for n in given)
-        raise UsageError(
-            f"{names}: for plugtrace's own workload; a traced program (--pid, -- CMD) runs its own "
-            "(give it these settings itself)"
-        )
-
-
 #: `record` options that are fields of the engine's WorkloadConfig (option name = field name)
 _WORKLOAD_FIELDS = (
     "strategy",
@@ -190,6 +152,22 @@ _WORKLOAD_FIELDS = (
     "ring_setup",
     "poll_max_ns",
 )
+#: options of plugtrace's own workload, which a traced program (--pid, -- CMD) does not use
+_WORKLOAD_ONLY = ("device", "size", "sparse", "allow_write", *_WORKLOAD_FIELDS, "no_verify", "measure_overhead")
+
+
+def _refuse_unused_options(args) -> None:
+    """A workload option given while tracing another program would be silently ignored: refuse it."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args([])
+    given = [name for name in _WORKLOAD_ONLY if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        names = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+        raise UsageError(
+            f"{names}: for plugtrace's own workload; a traced program (--pid, -- CMD) runs its own "
+            "(give it these settings itself)"
+        )
 
 
 def record_kwargs(args: argparse.Namespace) -> dict[str, Any]:
