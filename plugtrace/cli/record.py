@@ -31,7 +31,7 @@ Strategies:
   immediate       submit every request at once (one io_uring_enter per request)
   device-plug     QEMU 8.0: per-device plug counters, submit at the last unplug
   defer           QEMU 8.1+: thread-local defer_call() sections (blk_io_plug_call)
-  loop-iteration  QEMU 10 aio_add_sqe(): submit once per event-loop iteration
+  loop-iteration  QEMU 10.2's aio_add_sqe() design: submit once per event-loop iteration
 
 Devices:
   loop            a loop device with direct I/O over a new sparse file (removed after)

@@ -11,7 +11,7 @@ the io_uring driver does with a queued request:
   state, and submits when the last plug is released or MAX_ENTRIES is reached.
 * `defer` (QEMU 8.1, `blk_io_plug_call()` / `defer_call()`): queue it and
   `defer_call(submit, driver)`; the thread-local section decides when.
-* `loop-iteration` (QEMU 10, `aio_add_sqe()`): queue it; the event loop submits
+* `loop-iteration` (the design of QEMU 10.2's `aio_add_sqe()`, after the 10.0 run here): queue it; the event loop submits
   everything queued once per iteration, before it waits.
 """
 
@@ -162,7 +162,7 @@ class Defer(Strategy):
 
 class LoopIteration(Strategy):
     name = "loop-iteration"
-    description = "QEMU 10 aio_add_sqe(): submit what is queued once per event-loop iteration"
+    description = "QEMU 10.2's aio_add_sqe() design: submit what is queued once per event-loop iteration"
 
     def attach(self, driver):
         def submit_queued() -> None:
