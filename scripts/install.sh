@@ -48,7 +48,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.plugtrace-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-   || [ plugtrace/uring/_build.py -nt "$stamp" ] \
+   || [ -n "$(find plugtrace/uring plugtrace/engine/native -newer "$stamp" \
+              \( -name _build.py -o -name '*.c' -o -name '*.h' -o -name '*.cdef' \))" ] \
    || [ plugtrace/tracing/_libbpf_build.py -nt "$stamp" ] || [ probes/records.h -nt "$stamp" ]; then
     log=$(mktemp)
     if ! { .venv/bin/python -m pip install --upgrade pip \
