@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc python3-venv)
 # our eBPF programs (probes/*.bpf.c): compiled with clang against the running kernel's BTF, loaded by libbpf
 DEB_PACKAGES+=(clang libbpf-dev bpftool make)
+# make lint: the engine's C (plugtrace/engine/native/, plugtrace/uring/*.c) is checked with clang-format
+DEB_PACKAGES+=(clang-format)
 # plugtrace qemu: QEMU 7.2 (10.0 comes from scripts/install-qemu.sh) and the guest's busybox
 DEB_PACKAGES+=(qemu-system-x86 busybox-static binutils)
 # Debian's own Python needs these to make a venv and build the extension;
