@@ -12,12 +12,16 @@ demo: install
 test: install lint
 	.venv/bin/python -m pytest -q -ra tests
 
-# ruff (lint and format) and mypy, as configured in pyproject.toml
+# the engine's and the binding's C, formatted as .clang-format says (probes/ keep the kernel's style)
+NATIVE_C = $(wildcard plugtrace/engine/native/*.[ch] plugtrace/uring/*.[ch])
+
+# ruff (lint and format) and mypy, as configured in pyproject.toml; clang-format on NATIVE_C
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+	clang-format --dry-run -Werror $(NATIVE_C)
 
 unit: install
 	.venv/bin/python -m pytest -q -ra tests/unit

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(bpftrace liburing-dev fio chromium util-linux kmod gcc python3-venv)
 # our eBPF programs (probes/*.bpf.c): compiled with clang against the running kernel's BTF, loaded by libbpf
 DEB_PACKAGES+=(clang libbpf-dev bpftool make)
+# make lint: the engine's C (plugtrace/engine/native/, plugtrace/uring/*.c) is checked with clang-format
+DEB_PACKAGES+=(clang-format)
 # plugtrace qemu: QEMU 7.2 (10.0 comes from scripts/install-qemu.sh) and the guest's busybox
 DEB_PACKAGES+=(qemu-system-x86 busybox-static binutils)
 # Debian's own Python needs these to make a venv and build the extension;
@@ -48,7 +50,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.plugtrace-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-   || [ plugtrace/uring/_build.py -nt "$stamp" ] \
+   || [ -n "$(find plugtrace/uring plugtrace/engine/native -newer "$stamp" \
+              \( -name _build.py -o -name '*.c' -o -name '*.h' -o -name '*.cdef' \))" ] \
    || [ plugtrace/tracing/_libbpf_build.py -nt "$stamp" ] || [ probes/records.h -nt "$stamp" ]; then
     log=$(mktemp)
     if ! { .venv/bin/python -m pip install --upgrade pip \

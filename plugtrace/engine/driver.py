@@ -45,6 +45,7 @@ import numpy as np
 from .. import plug
 from ..uring import Ring
 from ..uring._binding import ffi, lib
+from . import records
 from .batching import Batching
 from .eventloop import EventLoop
 
@@ -52,11 +53,6 @@ __all__ = [
     "IoUringDriver",
     "MAX_ENTRIES",
     "RING_SETUPS",
-    "REQUEST_DTYPE",
-    "SUBMIT_DTYPE",
-    "SECTION_DTYPE",
-    "HANDLER_DTYPE",
-    "SUBMIT_REASONS",
     "OP_READ",
     "OP_WRITE",
 ]
@@ -94,110 +90,36 @@ def _open_ring(setup: str) -> tuple[Ring, int]:
     raise AssertionError("unreachable")
 
 
-#: submit reasons, indexed by the code stored in the submit log
-SUBMIT_REASONS = ("deferred", "max_entries", "immediate", "iteration", "completion", "unplug", "sync")
-REASON = {name: code for code, name in enumerate(SUBMIT_REASONS)}
-
-
-def _struct_dtype(ctype: str, fields: dict[str, str]) -> np.dtype:
-    """A numpy dtype laid out exactly like the C struct `ctype` (offsets from cffi)."""
-    return np.dtype(
-        {
-            "names": list(fields),
-            "formats": list(fields.values()),
-            "offsets": [ffi.offsetof(ctype, name) for name in fields],
-            "itemsize": ffi.sizeof(ctype),
-        }
-    )
-
-
-REQUEST_DTYPE = _struct_dtype(
-    "struct pt_req",
-    {
-        "req_id": "i8",
-        "queue_ns": "i8",
-        "submit_ns": "i8",
-        "complete_ns": "i8",
-        "submit_seq": "i8",
-        "section_id": "i8",
-        "orig_offset": "u8",
-        "orig_len": "u4",
-        "device": "i4",
-        "op": "i4",
-        "res": "i4",
-        "resubmits": "i4",
-        "section_owner": "i4",
-        "sync": "i4",
-        "thread": "i4",
-        "tid": "i4",
-    },
-)
-SUBMIT_DTYPE = _struct_dtype(
-    "struct pt_submit_rec",
-    {
-        "seq": "i8",
-        "start_ns": "i8",
-        "end_ns": "i8",
-        "to_submit": "i4",
-        "ret": "i4",
-        "reason": "i4",
-        "thread": "i4",
-        "tid": "i4",
-    },
-)
-
-SECTION_DTYPE = _struct_dtype(
-    "struct pt_section_rec",
-    {
-        "section_id": "i8",
-        "thread": "i4",
-        "tid": "i4",
-        "owner": "i4",
-        "begin_ns": "i8",
-        "end_ns": "i8",
-        "nr_deferred_calls": "i4",
-        "nr_nested_polls": "i4",
-    },
-)
-HANDLER_DTYPE = _struct_dtype(
-    "struct pt_handler_rec",
-    {
-        "thread": "i4",
-        "tid": "i4",
-        "device": "i4",
-        "begin_ns": "i8",
-        "end_ns": "i8",
-        "section_id": "i8",
-        "section_owner": "i4",
-    },
-)
+#: submit reason -> the `enum pt_submit_reason` code pt_flush logs
+REASON = {name: code for code, name in enumerate(records.SUBMIT_REASONS)}
 
 Callback = Callable[[int, int], None]  # (slot, result) -> None
 
 
 class _LogBuffer:
-    """One of the driver's logs: C appends records (`<prefix>_log`, `_cap`, `_len`
-    in struct pt_driver) to a numpy-owned buffer, handed out without a copy."""
+    """The driver's log of one table: C appends rows (`<table>_log`, `_cap`, `_len` in struct
+    pt_driver) to a numpy-owned buffer, handed out without a copy."""
 
-    def __init__(self, d, prefix: str, ctype: str, dtype: np.dtype, capacity: int):
-        self._d, self._prefix, self._ctype, self._dtype = d, prefix, ctype, dtype
+    def __init__(self, d, table: str, capacity: int):
+        self._d, self._table = d, table
+        self._ctype, self._dtype = records.ctype(table), records.DTYPES[table]
         self.capacity = capacity
-        setattr(d, f"{prefix}_cap", capacity)
+        setattr(d, f"{table}_cap", capacity)
         self._fresh()
 
     def _fresh(self) -> None:
         self._buf = np.empty(self.capacity * self._dtype.itemsize, dtype=np.uint8)
         self._ptr = ffi.from_buffer(f"{self._ctype}[]", self._buf)
-        setattr(self._d, f"{self._prefix}_log", self._ptr)
+        setattr(self._d, f"{self._table}_log", self._ptr)
 
     def take(self) -> np.ndarray | None:
         """The records logged so far (or None); C goes on in a fresh buffer."""
-        n = getattr(self._d, f"{self._prefix}_len")
+        n = getattr(self._d, f"{self._table}_len")
         if not n:
             return None
         rows = self._buf[: n * self._dtype.itemsize].view(self._dtype)
         self._fresh()
-        setattr(self._d, f"{self._prefix}_len", 0)
+        setattr(self._d, f"{self._table}_len", 0)
         return rows
 
 
@@ -236,12 +158,7 @@ class IoUringDriver:
         d.ring = self._ring = self.ring.ptr
         d.reqs, d.nreqs = self._reqs, nslots
         d.queue, d.qcap = self._queue, nslots
-        self._logs = {
-            "requests": _LogBuffer(d, "done", "struct pt_req", REQUEST_DTYPE, log_capacity),
-            "submits": _LogBuffer(d, "sub", "struct pt_submit_rec", SUBMIT_DTYPE, log_capacity),
-            "sections": _LogBuffer(d, "sec", "struct pt_section_rec", SECTION_DTYPE, log_capacity),
-            "handlers": _LogBuffer(d, "hnd", "struct pt_handler_rec", HANDLER_DTYPE, log_capacity),
-        }
+        self._logs = {table: _LogBuffer(d, table, log_capacity) for table in records.TABLES}
         d.free_slots, d.nfree = self._free, nslots
         d.thread = thread
         d.tid = lib.pt_gettid()
@@ -293,7 +210,8 @@ class IoUringDriver:
         self._d.seed = seed
 
     def request(self, slot: int):
-        """The C record of the request in `slot` (op, orig_offset, orig_len, ...), valid until it is reused."""
+        """The C record of the request in `slot` (its requests row `log`; `offset`, `len`, `buf` of what is
+        left to transfer), valid until the slot is reused."""
         return self._reqs[slot]
 
     @property
@@ -387,7 +305,7 @@ class IoUringDriver:
             self.in_flight += ret
             self.in_queue -= ret
         self.blocked = self.in_queue > 0
-        if self._d.sub_len >= self._log_capacity - 1:
+        if self._d.submits_len >= self._log_capacity - 1:
             self.flush_logs()
         if self.in_flight:
             # Complete what already finished right away (QEMU does the same).
@@ -426,7 +344,7 @@ class IoUringDriver:
         while True:
             n = lib.pt_reap(d, self._out_slots, self._out_res, self._out_pending, self._reap_max)
             if n == 0:
-                if d.done_len >= self._log_capacity:
+                if d.requests_len >= self._log_capacity:
                     self.flush_logs()
                     continue
                 return
@@ -440,7 +358,7 @@ class IoUringDriver:
                     guests[gi].touched = 0
                     on_completions[gi]()
                 d.ntouched = 0
-            if d.done_len > self._log_capacity - self._reap_max:
+            if d.requests_len > self._log_capacity - self._reap_max:
                 self.flush_logs()
 
     def _reaped_for_python(self, nout: int) -> None:
@@ -459,24 +377,24 @@ class IoUringDriver:
     def _finish_partial(self, slot: int, res: int) -> int | None:
         """A short transfer or -EAGAIN/-EINTR: resubmit (None) or the final result."""
         r = self._reqs[slot]
-        if res < 0 or (res > 0 and r.op == OP_READ):
+        if res < 0 or (res > 0 and r.log.op == OP_READ):
             # -EAGAIN/-EINTR: submit again; short read: read the rest
             lib.pt_requeue_short(self._d, slot, max(res, 0))
             self.in_queue += 1
             return None
-        if r.op == OP_READ:
+        if r.log.op == OP_READ:
             # End of file: pad the rest with zeroes; the guest sees success, the
             # log keeps the bytes really read.
             ffi.memmove(r.buf, bytes(r.len), r.len)
-            lib.pt_finish(self._d, slot, r.done, r.orig_len)
-            return r.orig_len
+            lib.pt_finish(self._d, slot, r.done, r.log.len_bytes)
+            return r.log.len_bytes
         lib.pt_finish(self._d, slot, -errno.ENOSPC, -errno.ENOSPC)
         return -errno.ENOSPC
 
     # -- logs ----------------------------------------------------------------
     def flush_logs(self) -> None:
         """Hand the C-side logs (requests, submits, sections, handlers) to the sink as numpy
-        records (`REQUEST_DTYPE`, ...), and start them afresh."""
+        records (`records.DTYPES`), and start them afresh."""
         for name, log in self._logs.items():
             rows = log.take()
             if rows is not None:

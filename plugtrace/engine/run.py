@@ -24,7 +24,8 @@ import numpy as np
 from .. import plug
 from ..errors import UsageError
 from ..uring._binding import lib
-from .driver import MAX_ENTRIES, RING_SETUPS, SUBMIT_REASONS, IoUringDriver, setup_flag_names
+from . import records
+from .driver import MAX_ENTRIES, RING_SETUPS, IoUringDriver, setup_flag_names
 from .emulation import DEVICE_KINDS, Device, Guest
 from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
@@ -198,7 +199,7 @@ class _Countdown:
 
 #: log records the writer thread gathers per table before it converts and hands them on: a
 #: chunk costs the sink (a Parquet write) the same few interpreter-lock round trips whatever its size,
-#: and each is time the engine threads may wait for the lock, so chunks are made big (16 MiB of
+#: and each is time the engine threads may wait for the lock, so chunks are made big (12 MiB of
 #: request records); at most this many per table are held in memory
 LOG_BATCH_ROWS = 1 << 17
 
@@ -245,7 +246,7 @@ class _LogWriterThread:
         if self.error is not None or not chunks:
             return  # after an error later chunks are dropped
         try:
-            self.sink(name, _TABLES[name](chunks[0] if len(chunks) == 1 else np.concatenate(chunks)))
+            self.sink(name, records.columns(name, chunks[0] if len(chunks) == 1 else np.concatenate(chunks)))
         except BaseException as exc:  # reported by close()
             self.error = exc
             self.on_error()
@@ -255,55 +256,6 @@ class _LogWriterThread:
         self.thread.join()
         if self.error is not None:
             raise self.error
-
-
-def _requests_table(rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "req_id": rows["req_id"],
-        "thread": rows["thread"],
-        "tid": rows["tid"],
-        "device": rows["device"],
-        "op": rows["op"],
-        "offset_bytes": rows["orig_offset"].astype("i8"),
-        "len_bytes": rows["orig_len"].astype("i8"),
-        "queue_ns": rows["queue_ns"],
-        "submit_ns": rows["submit_ns"],
-        "complete_ns": rows["complete_ns"],
-        "submit_seq": rows["submit_seq"],
-        "section_id": rows["section_id"],
-        "section_owner": rows["section_owner"],
-        "sync": rows["sync"].astype(bool),
-        "resubmits": rows["resubmits"],
-        "result": rows["res"],
-    }
-
-
-def _submits_table(rows: np.ndarray) -> dict[str, object]:
-    reasons = np.asarray(SUBMIT_REASONS, dtype=object)[rows["reason"]]
-    return {
-        "submit_seq": rows["seq"],
-        "thread": rows["thread"],
-        "tid": rows["tid"],
-        "start_ns": rows["start_ns"],
-        "end_ns": rows["end_ns"],
-        "latency_ns": rows["end_ns"] - rows["start_ns"],
-        "nr_sqes": rows["to_submit"],
-        "ret": rows["ret"],
-        "reason": reasons,
-    }
-
-
-def _columns(rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: np.ascontiguousarray(rows[name]) for name in rows.dtype.names or ()}
-
-
-#: the driver's log records -> the run's table columns (done in the log writer thread, off the engine's)
-_TABLES: dict[str, Callable[[np.ndarray], dict]] = {
-    "requests": _requests_table,
-    "submits": _submits_table,
-    "sections": _columns,
-    "handlers": _columns,
-}
 
 
 def run_workload(

@@ -11,8 +11,8 @@ the io_uring driver does with a queued request:
   state, and submits when the last plug is released or MAX_ENTRIES is reached.
 * `defer` (QEMU 8.1, `blk_io_plug_call()` / `defer_call()`): queue it and
   `defer_call(submit, driver)`; the thread-local section decides when.
-* `loop-iteration` (the design of QEMU 10.2's `aio_add_sqe()`, after the 10.0 run here): queue it; the event loop submits
-  everything queued once per iteration, before it waits.
+* `loop-iteration` (the design of QEMU 10.2's `aio_add_sqe()`, later than the 10.0 run here): queue
+  it; the event loop submits everything queued once per iteration, before it waits.
 """
 
 from __future__ import annotations

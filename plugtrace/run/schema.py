@@ -3,10 +3,13 @@
 Whoever writes a table (the engine's log, the tracer's readers, the synthetic
 generator) writes it through `RunWriter`, which casts each chunk to the schema
 here, so two runs never disagree on a column's type. What each column means is
-in docs/run-format.md.
+in docs/run-format.md. The engine's tables are declared once, as the C rows its
+driver writes (plugtrace/engine/native/log_records.h), and read from there.
 """
 
 from __future__ import annotations
+
+from importlib import resources
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,64 +20,26 @@ I32, I64 = pa.int32(), pa.int64()
 #: a column of a few repeated names (an event kind, a marker): dictionary-encoded, as the tracer writes it
 LABEL = pa.dictionary(pa.int32(), pa.string())
 
+
+def _engine_tables() -> dict[str, pa.Schema]:
+    """The engine's own log: a table per `struct pt_<table>_row` of plugtrace/engine/native/log_records.h, the
+    struct's fields its columns (int32_t, int64_t, bool; an enum is a string column of its members' names)."""
+    from cffi import FFI  # only its parser of C declarations: nothing is compiled or loaded
+
+    header = (resources.files("plugtrace") / "engine" / "native" / "log_records.h").read_text()
+    ffi = FFI()
+    ffi.cdef("".join(line for line in header.splitlines(keepends=True) if not line.startswith("#")))
+    types = {"int32_t": I32, "int64_t": I64, "_Bool": pa.bool_()}
+    tables = {}
+    for struct in ffi.list_types()[1]:
+        fields = ffi.typeof(f"struct {struct}").fields
+        columns = [(name, pa.string() if f.type.kind == "enum" else types[f.type.cname]) for name, f in fields]
+        tables[struct.removeprefix("pt_").removesuffix("_row")] = pa.schema(columns)
+    return tables
+
+
 TABLES: dict[str, pa.Schema] = {
-    # --- the engine's own log -----------------------------------------------------------------------------
-    "requests": pa.schema(
-        [
-            ("req_id", I64),
-            ("thread", I32),
-            ("tid", I32),
-            ("device", I32),
-            ("op", I32),
-            ("offset_bytes", I64),
-            ("len_bytes", I64),
-            ("queue_ns", I64),
-            ("submit_ns", I64),
-            ("complete_ns", I64),
-            ("submit_seq", I64),
-            ("section_id", I64),
-            ("section_owner", I32),
-            ("sync", pa.bool_()),
-            ("resubmits", I32),
-            ("result", I32),
-        ]
-    ),
-    "submits": pa.schema(
-        [
-            ("submit_seq", I64),
-            ("thread", I32),
-            ("tid", I32),
-            ("start_ns", I64),
-            ("end_ns", I64),
-            ("latency_ns", I64),
-            ("nr_sqes", I32),
-            ("ret", I32),
-            ("reason", pa.string()),
-        ]
-    ),
-    "sections": pa.schema(
-        [
-            ("section_id", I64),
-            ("thread", I32),
-            ("tid", I32),
-            ("owner", I32),
-            ("begin_ns", I64),
-            ("end_ns", I64),
-            ("nr_deferred_calls", I32),
-            ("nr_nested_polls", I32),
-        ]
-    ),
-    "handlers": pa.schema(
-        [
-            ("thread", I32),
-            ("tid", I32),
-            ("device", I32),
-            ("begin_ns", I64),
-            ("end_ns", I64),
-            ("section_id", I64),
-            ("section_owner", I32),
-        ]
-    ),
+    **_engine_tables(),
     # --- the kernel's side, from the tracer ---------------------------------------------------------------
     "enters": pa.schema(
         [

@@ -163,5 +163,5 @@ def test_short_read_at_end_of_file_is_resubmitted_and_padded(tmp_path):
     os.close(fd)
     assert done[0][1] == 8192  # the guest sees success
     rows = np.concatenate(logs["requests"])
-    assert rows["res"][0] == 6144  # the log keeps what was really read
+    assert rows["result"][0] == 6144  # the log keeps what was really read
     assert data[:6144] == b"\x11" * 6144 and data[6144:] == bytes(2048)
