@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK
 from ..logs import logger
 from ..run import Run
+from .common import scipy_stats
 from .qemu import df_qemu_arrivals
 from .runs import df_compare, df_latency_percentiles
 
@@ -43,7 +43,7 @@ def t975(df: float) -> float:
     rounded down: the interval is never too narrow)."""
     if not df >= 1:
         return math.inf
-    return float(scipy.stats.t.ppf(0.975, math.floor(df)))
+    return float(scipy_stats().t.ppf(0.975, math.floor(df)))
 
 
 def run_metrics(path: Path) -> dict[str, float]:

@@ -131,3 +131,10 @@ _BATCH_SIZES = _Distribution(
     "nr_sqes", {"app": ("submits", "nr_sqes"), "kernel": ("enters", "to_submit")}, SQES_HISTOGRAMS
 )
 _UNPLUGS = _Distribution("nr_rq", {"kernel": ("block_unplug", "nr_rq")}, ("unplug_nr_rq",))
+
+
+def scipy_stats() -> Any:
+    """scipy.stats, imported when a test is run: it takes ~50 MB and a second that opening a run does not need."""
+    import scipy.stats
+
+    return scipy.stats

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from ..errors import UsageError
 from ..run import Run
-from .common import _submit_source
+from .common import _submit_source, scipy_stats
 from .runs import Runs
 from .timeline import _cdf_bins
 
@@ -43,7 +42,7 @@ MIN_KS_DISTANCE = 0.05
 def _ks(a: pd.Series, b: pd.Series) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov test on two distributions given as counts per ordered key.
 
-    Returns (D, p-value), the p-value as `scipy.stats.ks_2samp` gives it for large samples
+    Returns (D, p-value), the p-value as `scipy_stats().ks_2samp` gives it for large samples
     (the Kolmogorov distribution at the effective sample size), computed from the counts so
     a run of millions of submits is never expanded into one value per submit. Keys are exact
     values or shared bins; on bins D can only be smaller than on values, so the test is
@@ -56,7 +55,7 @@ def _ks(a: pd.Series, b: pd.Series) -> tuple[float, float]:
         return np.nan, np.nan
     d = float(np.abs(np.cumsum(ca) / na - np.cumsum(cb) / nb).max())
     effective_n = max(1, round(na * nb / (na + nb)))
-    return d, float(np.clip(scipy.stats.kstwo.sf(d, effective_n), 0, 1))
+    return d, float(np.clip(scipy_stats().kstwo.sf(d, effective_n), 0, 1))
 
 
 def _welch(mean_a: float, var_a: float, n_a: int, mean_b: float, var_b: float, n_b: int) -> float:
@@ -64,7 +63,7 @@ def _welch(mean_a: float, var_a: float, n_a: int, mean_b: float, var_b: float, n
     se = np.sqrt(var_a / n_a + var_b / n_b) if n_a and n_b else np.nan
     if not se or np.isnan(se):
         return 0.0 if se == 0 and mean_a != mean_b else 1.0 if se == 0 else np.nan
-    result = scipy.stats.ttest_ind_from_stats(
+    result = scipy_stats().ttest_ind_from_stats(
         mean_a, math.sqrt(var_a), n_a, mean_b, math.sqrt(var_b), n_b, equal_var=False
     )
     return float(result.pvalue)
