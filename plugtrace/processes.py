@@ -100,6 +100,11 @@ class Child:
             os.close(self._go_fd)
             self._go_fd = None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once reaped (negative: killed by that signal), else None."""
+        return self.proc.returncode
+
     def poll(self) -> int | None:
         """The child's exit status (negative: killed by that signal), None while it runs."""
         rc = self.proc.poll()
