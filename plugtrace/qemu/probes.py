@@ -1,9 +1,9 @@
 """The QEMU-side probes: uprobes on a QEMU binary's exported symbols, run by one bpftrace.
 
 `QemuProbes` renders `probes/qemu-defer.bt` (10.0) or `probes/qemu-plug.bt` (7.2) for one QEMU
-process, starts bpftrace (in a session of its own and killed with us, however we end:
-`plugtrace.processes`; its uprobes go with its file descriptors), waits until it is attached, and
-at the end turns what it printed into tables: `qemu_counters` and `qemu_histograms` always,
+process, starts bpftrace as the kernel-side probes do (`spawn_bpftrace`: in a session of its own
+and killed with us, however we end; its uprobes go with its file descriptors), waits until it is
+attached, and at the end turns what it printed into tables: `qemu_counters` and `qemu_histograms` always,
 `sections` and `handlers` (one row each) in events mode. Event lines beyond `max_events` are
 counted as lost, as bpftrace's own drops are.
 """
@@ -11,7 +11,6 @@ counted as lost, as bpftrace's own drops are.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -20,10 +19,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ..processes import Child, spawn
+from ..processes import Child
+from ..tracing.backend_bpftrace import spawn_bpftrace
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
-from ..tracing.runner import PERF_RB_PAGES
 from .versions import COMMON_SCRIPT, DESIGNS, DETAIL, GUEST_NOTIFIER_FN, OPTIONAL, QemuBinary
 
 READY_TIMEOUT_S = 30.0
@@ -139,12 +138,9 @@ class QemuProbes:
         script = script_dir / f"qemu-{self.qemu.design}.bt"
         text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail)
         script.write_text(f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{text}')
-        self._child = spawn(
-            [self.bpftrace, "-f", "json", str(script)],
-            # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
-            # while its reader waits for a CPU that TCG guests keep busy
-            env=dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES)),
-        )
+        # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
+        # while its reader waits for a CPU that TCG guests keep busy
+        self._child = spawn_bpftrace(self.bpftrace, str(script))
         self.proc = self._child.proc
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
