@@ -40,6 +40,7 @@ class ProcessRun:
         self.done: dict[str, Any] = {}
         self.messages: list[str] = []
         self.stopping = False
+        self._killed = False
         pipes: list[tuple[Any, IO[bytes] | None]] = [(self._read_protocol, children[-1].proc.stdout)]
         pipes += [(self._read_stderr, c.proc.stderr) for c in children]
         self.threads = [
@@ -116,6 +117,9 @@ class ProcessRun:
         return errors
 
     def kill(self) -> None:
+        if self._killed:  # (a group ended twice could be someone else's by then)
+            return
+        self._killed = True
         for child in self.children:
             child.end(grace_s=0)
         self.join(5)  # what they said before they died, for `failure`

@@ -10,6 +10,7 @@ in-kernel maps of aggregate mode become the `histograms` and `counters` tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -110,6 +111,7 @@ class Tracer:
         #: how each probe ran ("libbpf", "bpftrace"), and why not libbpf when it could have been
         self.backends: dict[str, str] = {}
         self._runs: list[ProbeRun] = []
+        self._undo = contextlib.ExitStack()
         self._bpftrace: BpftraceBackend | None = None
         self._writer = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
@@ -125,13 +127,12 @@ class Tracer:
         attaches, CapabilityError.
         """
         self._writer = writer
-        try:
+        # each probe started is killed if the start does not finish (Ctrl-C while attaching, say):
+        # none may stay attached; once it finishes, stop() ends them
+        with contextlib.ExitStack() as self._undo:
+            self._undo.callback(self._runs.clear)  # (the last undone)
             self._start_all()
-        except BaseException:  # Ctrl-C while attaching, say: none may stay attached
-            for run in self._runs:
-                run.kill()
-            self._runs = []
-            raise
+            self._undo.pop_all()
 
     def _start_all(self) -> None:
         if self.caps is None:
@@ -180,13 +181,13 @@ class Tracer:
                 ring = start_ring(
                     spec, self._table_path(spec), self.pid, self.device, self.max_events, self.existing_children
                 )
-                self._runs.append(ring)
+                self._track(ring)
             return None
         try:
             run = AggregateRun(spec, self.pid, self.device, self.existing_children)
         except BpfError as exc:
             return exc.strerror or str(exc)
-        self._runs.append(run)
+        self._track(run)
         return None
 
     def _start_bpftrace(self, spec: ProbeSpec, why_not_ours: str | None) -> None:
@@ -208,7 +209,12 @@ class Tracer:
             )
         self.backends[spec.table] = "bpftrace" + (f" (libbpf: {why_not_ours})" if why_not_ours else "")
         with signals_held():  # from its start it is stopped with the recording
-            self._runs.append(self._bpftrace.start(spec, self._table_path(spec)))
+            self._track(self._bpftrace.start(spec, self._table_path(spec)))
+
+    def _track(self, run: ProbeRun) -> None:
+        """From here on `run` is stopped with the recording, or killed if the start fails."""
+        self._runs.append(run)
+        self._undo.callback(run.kill)
 
     def _await_attached(self) -> list[ProbeRun]:
         """Wait until every probe started has attached; those that did not are stopped, listed
