@@ -1,14 +1,16 @@
-"""What /proc says about processes: start times and parent links; and whether a file can start one.
+"""What /proc says about processes: start times and the process tree; and whether a file can start one.
 
-`process_start` and `descendants` parse ``/proc/PID/stat``, whose second field (the command name, in
-parentheses) may itself hold spaces and parentheses; the fields are read
-after its last ``)``.
+`process_start` parses ``/proc/PID/stat``, whose second field (the command name, in parentheses)
+may itself hold spaces and parentheses; the fields are read after its last ``)``. `descendants`
+asks psutil, which reads the same parent links.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import psutil
 
 
 def _stat_fields(stat_file: Path) -> list[str]:
@@ -25,20 +27,11 @@ def process_start(pid: int) -> str | None:
 
 
 def descendants(pid: int) -> list[int]:
-    """The processes `pid` started (and theirs), from /proc's parent links."""
-    children: dict[int, list[int]] = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(_stat_fields(stat_file)[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat_file.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return sorted(found)
+    """The processes `pid` started (and theirs), sorted; empty when there is no process `pid`."""
+    try:
+        return sorted(child.pid for child in psutil.Process(pid).children(recursive=True))
+    except psutil.Error:  # gone, or a zombie
+        return []
 
 
 #: how the files the kernel executes begin: an ELF binary, a script naming its interpreter

@@ -7,14 +7,13 @@ import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
+from ..processes import Child, spawn
 from ..procfs import descendants, program_problem
 from ..recording import Recording, default_output, record
 from . import options
@@ -210,32 +209,6 @@ def run(args) -> int:
     return result.exit_code
 
 
-def _end_process_group(proc: subprocess.Popen) -> None:
-    """End a traced command and everything it started (its process group): politely, then not."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # what ignored SIGTERM, or outlived its parent
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _child_signals_and_fd(r: int) -> None:
-    """In the traced command's child before exec: signals let through, and the "go" pipe on fd 3 (the
-    shell that waits on it can name no descriptor above 9), replacing whatever fd 3 was there."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    if r != 3:
-        os.dup2(r, 3)
-    os.set_inheritable(3, True)  # r is close-on-exec, and dup2 onto itself (r == 3) leaves it so
-
-
 def _uses_our_extension(pid: int, probes: list[str] | None) -> bool:
     """Whether a traced program gets the marker uprobes: when named in --probes, or when the
     process has plugtrace's extension loaded already (--pid). A command is not started yet,
@@ -270,7 +243,6 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
     """Trace another program (--pid, or -- CMD): kernel side only."""
     from ..environment import describe_environment
     from ..run import Status
-    from ..tracing.runner import signals_held
 
     if args.mode == "off":
         raise UsageError("--mode off: tracing another program needs a tracing mode")
@@ -317,29 +289,17 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
         )
         # interrupted: what was traced until then (a traced command owns stdout)
         rec.on_interrupted = lambda meta: print_summary(meta, out, file=sys.stderr)
-        proc: subprocess.Popen | None = None
-        w = -1
+        proc: Child | None = None
         if command:
             # Started stopped-at-exec is not possible from Python, so start the
             # tracer first with a pid filter that follows the child: the child
-            # waits on a pipe until the tracer is attached.
-            r, w = os.pipe()
+            # waits until the tracer is attached (no "go", as when we could not
+            # trace: it exits without running the command). It is the user's
+            # program: it does not die with us, but ends with the recording.
             try:
-                with signals_held():
-                    proc = subprocess.Popen(
-                        # no "go" (we could not trace): it exits without running the command
-                        ["sh", "-c", 'read _ <&3 && exec 3<&- && exec "$@"', "plugtrace-child", *command],
-                        # not closing descriptors: closing would close fd 3 too once the pipe is there; ours
-                        # are close-on-exec anyway, and the command gets those the user gave plugtrace
-                        close_fds=False,
-                        preexec_fn=lambda: _child_signals_and_fd(r),
-                        start_new_session=True,  # its own process group: its children are ended with it
-                    )
+                proc = spawn(command, stdin=None, stdout=None, stderr=None, held="plugtrace-child", die_with_us=False)
             except OSError as exc:
-                os.close(w)
                 raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
-            finally:
-                os.close(r)
             pid = proc.pid
         else:
             pid = args.pid
@@ -357,9 +317,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
                 raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
             started = time.monotonic()
             if proc is not None:
-                os.write(w, b"go\n")
-                os.close(w)
-                w = -1
+                proc.go()
                 proc.wait()
             else:
                 deadline = None if args.duration is None else started + args.duration
@@ -368,9 +326,7 @@ def _record_external(args, command: list[str], probes: list[str] | None) -> int:
             elapsed = time.monotonic() - started
         finally:
             if proc is not None:
-                _end_process_group(proc)  # before the tracer stops, whatever ended the wait
-            if w >= 0:
-                os.close(w)
+                proc.end()  # its process group, before the tracer stops, whatever ended the wait
         rec.finish(
             Status.COMPLETE,
             rec.close_tables(),

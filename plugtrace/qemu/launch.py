@@ -5,26 +5,23 @@
 a tracer can attach by pid before QEMU's first instruction, and reads the guest's serial console:
 the workload's own counts and each disk's kernel counters before and after it.
 
-QEMU runs in a process group of its own and dies with us: PR_SET_PDEATHSIG kills it when the
-recorder dies, SIGKILL included, and `stop()` ends the group on every other exit.
+QEMU runs in a process group of its own and dies with us (`plugtrace.processes`): PR_SET_PDEATHSIG
+kills it when the recorder dies, SIGKILL included, and `stop()` ends the group on every other exit.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 
 from ..errors import CapabilityError
+from ..processes import Child, spawn
 from .image import GuestImage
 from .versions import QemuBinary
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 #: QEMU trace events read where a uprobe cannot see the argument: how many guest requests each
 #: request virtio-blk submits carries (virtio_blk_submit_multireq() is static and merges them)
 TRACE_EVENTS = ("virtio_blk_submit_multireq",)
@@ -172,7 +169,7 @@ class QemuGuest:
         self.trace_log = trace_log
         self.proc: subprocess.Popen | None = None
         self.console = Console()
-        self._go: int | None = None
+        self._child: Child | None = None
         self._reader: threading.Thread | None = None
 
     def argv(self) -> list[str]:
@@ -235,38 +232,16 @@ class QemuGuest:
 
     def start(self) -> int:
         """Fork QEMU, held before exec until `release()`; returns its pid (the pid QEMU will have)."""
-        r, w = os.pipe()
-
-        def child() -> None:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # kept across exec: QEMU dies with us
-
-        try:
-            # the shell waits for a line on the pipe, then becomes QEMU (same pid, already traced)
-            self.proc = subprocess.Popen(
-                ["sh", "-c", f'read _ <&{r}; exec {r}<&-; exec "$@"', "plugtrace-qemu", *self.argv()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(r,),
-                preexec_fn=child,
-                start_new_session=True,
-            )
-        finally:
-            os.close(r)
-        self._go = w
+        self._child = spawn(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, held="plugtrace-qemu")
+        self.proc = self._child.proc
         self._reader = threading.Thread(target=self._read_console, daemon=True, name="qemu-console")
         self._reader.start()
         return self.proc.pid
 
     def release(self) -> None:
         """Let the held QEMU exec and boot."""
-        if self._go is not None:
-            try:
-                os.write(self._go, b"go\n")
-            finally:
-                os.close(self._go)
-                self._go = None
+        if self._child is not None:
+            self._child.go()
 
     @property
     def process(self) -> subprocess.Popen:
@@ -305,22 +280,9 @@ class QemuGuest:
 
     def stop(self) -> None:
         """End QEMU and anything it started: politely, then not. Idempotent."""
-        if self._go is not None:
-            os.close(self._go)
-            self._go = None
-        if self.proc is None:
+        if self._child is None:
             return
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, None)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.wait()
+        self._child.end()
         if self._reader is not None:
             self._reader.join(timeout=5)
 

@@ -1,17 +1,16 @@
 """The QEMU-side probes: uprobes on a QEMU binary's exported symbols, run by one bpftrace.
 
 `QemuProbes` renders `probes/qemu-defer.bt` (10.0) or `probes/qemu-plug.bt` (7.2) for one QEMU
-process, starts bpftrace (killed with us, however we end: PR_SET_PDEATHSIG; its uprobes go with
-its file descriptors), waits until it is attached, and at the end turns what it printed into
-tables: `qemu_counters` and `qemu_histograms` always, `sections` and `handlers` (one row each)
-in events mode. Event lines beyond `max_events` are counted as lost, as bpftrace's own drops are.
+process, starts bpftrace as the kernel-side probes do (`spawn_bpftrace`: in a session of its own
+and killed with us, however we end; its uprobes go with its file descriptors), waits until it is
+attached, and at the end turns what it printed into tables: `qemu_counters` and `qemu_histograms` always,
+`sections` and `handlers` (one row each) in events mode. Event lines beyond `max_events` are
+counted as lost, as bpftrace's own drops are.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import re
 import signal
 import subprocess
@@ -20,22 +19,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ..processes import Child
+from ..tracing.backend_bpftrace import spawn_bpftrace
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
-from ..tracing.runner import PERF_RB_PAGES
 from .versions import COMMON_SCRIPT, DESIGNS, DETAIL, GUEST_NOTIFIER_FN, OPTIONAL, QemuBinary
 
 READY_TIMEOUT_S = 30.0
 #: luring_co_submit()'s request type bits (QEMU's block/aio.h)
 QEMU_AIO_READ, QEMU_AIO_WRITE = 0x1, 0x2
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 _PROBE_HEAD = re.compile(r"^(uprobe|uretprobe):\{\{qemu\}\}:(\w+)", re.M)
 #: the QEMU-side probes' in-kernel histograms
@@ -130,6 +122,7 @@ class QemuProbes:
         self.detail = events if detail is None else detail
         self.bpftrace = bpftrace
         self.proc: subprocess.Popen | None = None
+        self._child: Child | None = None
         self.lines: list[str] = []  # event lines, in order
         self.maps: dict = {}
         self.lost = 0
@@ -145,16 +138,10 @@ class QemuProbes:
         script = script_dir / f"qemu-{self.qemu.design}.bt"
         text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail)
         script.write_text(f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{text}')
-        self.proc = subprocess.Popen(
-            [self.bpftrace, "-f", "json", str(script)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
-            # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
-            # while its reader waits for a CPU that TCG guests keep busy
-            env=dict(os.environ, BPFTRACE_PERF_RB_PAGES=str(PERF_RB_PAGES)),
-        )
+        # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
+        # while its reader waits for a CPU that TCG guests keep busy
+        self._child = spawn_bpftrace(self.bpftrace, str(script))
+        self.proc = self._child.proc
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=self._read_stderr, daemon=True),
@@ -203,15 +190,14 @@ class QemuProbes:
 
     def stop(self) -> None:
         """Stop bpftrace (it prints its maps as it exits); idempotent."""
-        if self.proc is None:
+        if self._child is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+        if self._child.poll() is None:
+            self._child.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=20)
+                self._child.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self._child.end(grace_s=0)
                 self.errors.append("bpftrace did not stop within 20 s and was killed")
         for t in self._threads:
             t.join(timeout=5)
