@@ -422,7 +422,6 @@ def record(
     duration_s, requests, ...; `duration_s` defaults to 5 s unless `requests` is given).
     Returns the run directory, its meta.json and the command line's exit code.
     """
-    from . import devices
     from .engine import WorkloadConfig, run_workload
     from .environment import describe_environment
 
@@ -441,7 +440,7 @@ def record(
         raise UsageError(f"--seed: 0 to 2**63-1, not {seed}")
     cfg = WorkloadConfig(duration_s=duration, **workload)
     cfg.validate()
-    size_bytes = devices.parse_size(size) if isinstance(size, str) else int(size)
+    size_bytes = _size_bytes(size)
     made = device in ("loop", "zram") or (device.startswith("file:") and not os.path.lexists(device[5:]))
     ndev = cfg.devices + cfg.ide_devices
     if made and (size_bytes // ndev) // cfg.bs < cfg.iodepth:  # the engine's own check, before the device is made
@@ -451,15 +450,12 @@ def record(
         )
     out = Path(output) if output is not None else default_output(cfg.strategy)
     with Recording(out, {"environment": describe_environment()}, command=command_line) as rec:
-        rec.on_exit(devices.cleanup_all)
-        target = devices.open_target(device, size_bytes, allow_write=allow_write, sparse=sparse)
-        rec.on_exit(target.close)
+        target = _open_target(rec, device, size_bytes, allow_write, sparse, cfg.writes)
         if target.extra.get("fill_s") is not None and not quiet:
             logger.info(
                 f"filled the loop device's backing file with {size_bytes / 2**30:.3g} GiB of data in "
                 f"{target.extra['fill_s']:.1f} s (--sparse skips this)"
             )
-        devices.check_writable(target, cfg.writes)
         config = cfg.as_dict() | {"mode": str(mode), "device_spec": device}
         writer = rec.open(config=config, device=target.describe())
         overhead: dict[str, Any] | None = None
@@ -529,19 +525,14 @@ def record_qemu(
     """Boot a real QEMU guest on a device and record it (what `plugtrace qemu` does for one guest).
 
     Returns the run's meta.json, or None when the recording was interrupted (it kept what it had)."""
-    from . import devices
     from .qemu.image import guest_image
     from .qemu.recording import QemuRecording
     from .qemu.versions import find_qemu
 
     # what the run needs is found before a device is made for it
     qemu, image = find_qemu(cfg.qemu), guest_image()
-    size_bytes = devices.parse_size(size) if isinstance(size, str) else int(size)
     with Recording(Path(output), {}, command=command_line) as rec:
-        rec.on_exit(devices.cleanup_all)
-        target = devices.open_target(device, size_bytes, allow_write=allow_write, sparse=sparse)
-        rec.on_exit(target.close)
-        devices.check_writable(target, cfg.workload.writes)
+        target = _open_target(rec, device, _size_bytes(size), allow_write, sparse, cfg.workload.writes)
         if cfg.ide_disks and not target.writable and cfg.workload.bs % 2048:
             raise UsageError(
                 f"--bs: a multiple of 2048 with --ide-disks on a read-only device (its IDE disks are "
@@ -551,3 +542,22 @@ def record_qemu(
         rec.on_exit(recording.close)  # QEMU and its probes stop before the device goes
         return recording.run()
     return None
+
+
+def _size_bytes(size: str | int) -> int:
+    """A device size given as bytes or as text ("1G")."""
+    from .devices import parse_size
+
+    return parse_size(size) if isinstance(size, str) else int(size)
+
+
+def _open_target(rec: Recording, device: str, size_bytes: int, allow_write: bool, sparse: bool, writes: bool) -> Any:
+    """The device a recording runs on, opened (or made) and removed with the recording; refused when the
+    workload `writes` to a device the user did not hand us for writing."""
+    from . import devices
+
+    rec.on_exit(devices.cleanup_all)
+    target = devices.open_target(device, size_bytes, allow_write=allow_write, sparse=sparse)
+    rec.on_exit(target.close)
+    devices.check_writable(target, writes)
+    return target
