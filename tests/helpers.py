@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,22 @@ def zram_devices() -> set[str]:
     return {p.name for p in Path("/sys/block").glob("zram*")}
 
 
+def wait_until_catching(pid: int, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    """Wait until process `pid` has a handler for `sig` (the recorder installs one as a recording begins):
+    a signal before that lands in the interpreter's start-up, not in plugtrace."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return  # gone already
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (sig - 1)):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never installed a handler for signal {sig}")
+
+
 def bpftrace_pids() -> str:
     return subprocess.run(["pgrep", "-x", "bpftrace"], capture_output=True, text=True).stdout
 
@@ -75,13 +92,18 @@ class LeftBehind:
     def __init__(self) -> None:
         self.loops, self.zrams, self.tracers = loop_devices(), zram_devices(), bpftrace_pids()
 
-    def check(self) -> None:
+    def check(self, context: str = "") -> None:
+        """Devices and tracers as before; `context` (e.g. the runs' stderr) goes into a failure's message."""
         deadline = time.monotonic() + 5
         while bpftrace_pids() != self.tracers and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert loop_devices() == self.loops, "a loop device was left behind"
-        assert zram_devices() == self.zrams, "a zram device was left behind"
-        assert bpftrace_pids() == self.tracers, "a bpftrace process was left behind"
+        assert loop_devices() == self.loops, f"a loop device was left behind: {loop_devices()}\n{context}"
+        zrams = zram_devices()
+        assert zrams == self.zrams, (
+            f"zram devices changed: made and left {sorted(zrams - self.zrams)}, "
+            f"removed {sorted(self.zrams - zrams)}\n{context}"
+        )
+        assert bpftrace_pids() == self.tracers, f"a bpftrace process was left behind\n{context}"
 
 
 #: drops root for one command: user and group nobody, no supplementary groups

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGTRACE, LeftBehind, loop_devices, plugtrace_as_nobody, require, require_root, tmpfs
+from tests.helpers import (
+    PLUGTRACE,
+    LeftBehind,
+    loop_devices,
+    plugtrace_as_nobody,
+    require,
+    require_root,
+    tmpfs,
+    wait_until_catching,
+)
 
 
 @pytest.fixture
@@ -135,6 +144,7 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
     from plugtrace.analysis import Run
 
     left = LeftBehind()
+    said: list[str] = []
     rng = random.Random(int(sig))
     # set-up (devices, bpftrace attaching), the workload, the workload's end and
     # the tracer's stop / table finishing; both modes, both device kinds
@@ -164,9 +174,11 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
             stderr=subprocess.PIPE,
             text=True,
         )
+        wait_until_catching(proc.pid)  # delays count from the recording's start, not the interpreter's
         time.sleep(delay)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
+        said.append(f"run {i} (signal after {delay:.2f} s), exit {proc.returncode}:\n{stderr}")
         assert "Traceback" not in stderr, stderr
         if (out / "meta.json").exists():
             meta = json.loads((out / "meta.json").read_text())
@@ -176,7 +188,7 @@ def test_signals_at_random_moments_leave_nothing_behind(tmp_path, sig):
                 # nothing the engine did is missing from its log: eBPF saw the same submits
                 enters = run.table("enters", ["to_submit"])
                 assert (enters["to_submit"] > 0).sum() == len(run.table("submits", ["nr_sqes"]))
-        left.check()
+        left.check("\n".join(said))
     p = subprocess.run(
         [
             *PLUGTRACE,
