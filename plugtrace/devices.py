@@ -15,6 +15,7 @@ at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import os
 import re
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,14 +187,21 @@ def _unnamed_file(directory: str) -> int:
     """An open read-write file in `directory` that no name reaches: whatever ends this process, even
     SIGKILL, the kernel frees it. It is made with a name, so that `losetup -a` says whose the loop
     device is ("/var/tmp/plugtrace-loop-....img (deleted)"), and unlinked at once."""
-    # held: a Ctrl-C, SIGTERM, SIGHUP or SIGQUIT between the two calls would leave the name behind
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
-    try:
+    with _signals_held():  # a signal between the two calls would leave the name behind
         fd, name = tempfile.mkstemp(prefix="plugtrace-loop-", suffix=".img", dir=directory)
         os.unlink(name)
+    return fd
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM, SIGHUP and SIGQUIT held back (delivered on leaving) around steps that make
+    something and write down that we made it: a signal between the two would leave it behind unknown."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+    try:
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    return fd
 
 
 #: LOOP_CTL_GET_FREE (on /dev/loop-control), LOOP_CONFIGURE (on /dev/loopN) and the size of its
@@ -360,7 +369,7 @@ def _zram_remove(index: int) -> bool:
     there to remove."""
     base = Path(f"/sys/block/zram{index}")
     # udev probes a device whose size changed, holding it open for a moment: a refusal is asked again
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 5  # a loaded machine's udev can take seconds
     while True:
         try:
             (base / "reset").write_text("1")
@@ -380,14 +389,19 @@ def create_zram(size_bytes: int = DEFAULT_SIZE) -> Target:
         subprocess.run(["modprobe", "zram", "num_devices=0"], capture_output=True, timeout=30)
     if not control.exists():
         raise CapabilityError("zram is not available (no /sys/class/zram-control; modprobe zram failed)")
+    with _signals_held():  # reading hot_add makes the device: it is registered and claimed before a signal lands
+        try:
+            index = int(control.read_text().strip())
+        except OSError as exc:
+            raise DeviceError(f"zram hot_add failed: {exc.strerror}") from None
+        target = _register(Target("zram", f"/dev/zram{index}", size_bytes, True, True, zram_index=index))
+        try:
+            _mark_zram(index, size_bytes)
+            _claim_zram(index)
+        except OSError as exc:
+            target.close()
+            raise DeviceError(f"cannot claim /dev/zram{index}: {exc.strerror}") from None
     try:
-        index = int(control.read_text().strip())
-    except OSError as exc:
-        raise DeviceError(f"zram hot_add failed: {exc.strerror}") from None
-    target = _register(Target("zram", f"/dev/zram{index}", size_bytes, True, True, zram_index=index))
-    try:
-        _mark_zram(index, size_bytes)
-        _claim_zram(index)
         Path(f"/sys/block/zram{index}/disksize").write_text(str(size_bytes))
     except OSError as exc:
         target.close()
