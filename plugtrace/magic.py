@@ -4,9 +4,9 @@
     %plugtrace record --device loop --strategy defer --duration 2     # needs root
     %plugtrace diff ../data/defer ../data/immediate
 
-A line magic runs `plugtrace ARGS` (`record` of plugtrace's own workload through the
-Python API, `plugtrace.recording.record`, the rest as the command line); a cell magic appends the cell's lines to
-the arguments, for long option lists. After a successful `record` the run is
+A line magic runs `plugtrace ARGS` (`record` through the Python API: `plugtrace.recording.record`
+for plugtrace's own workload, `record_program` for a traced program; the rest as the command line);
+a cell magic appends the cell's lines to the arguments, for long option lists. After a successful `record` the run is
 opened and returned, so the notebook shows its summary card (and the variable
 `_` holds the `Run`). Other commands print what they print on a terminal; a
 failure is shown as its one-line message, not a traceback.
@@ -40,22 +40,15 @@ def plugtrace_magic(line: str, cell: str | None = None) -> Any:
         if exc.code:
             print(f"plugtrace exited with status {exc.code}")
         return None
-    recording = getattr(args, "_run", None) is not None and args._run.__module__.endswith(".record")
-    if recording and args.pid is None and not [a for a in args.command if a != "--"]:
-        return _record(args, argv)  # plugtrace's own workload (a traced program goes through the CLI)
-    out = getattr(args, "output", None) if recording else None
-    if recording and out is None:
-        out = _notebook_output()
-        at = argv.index("record") + 1  # before a traced command's own arguments (after --)
-        argv[at:at] = ["-o", out]
+    if getattr(args, "_run", None) is not None and args._run.__module__.endswith(".record"):
+        return _record(args, argv)  # through the Python API, a traced program too
     try:
         code = main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     if code != 0:
         print(f"plugtrace exited with status {code}")
-        return None
-    return _open(out) if out is not None else None
+    return None
 
 
 def _notebook_output() -> str:
@@ -69,19 +62,17 @@ def _open(out: str | os.PathLike) -> Any:
 
 
 def _record(args: Any, argv: list[str]) -> Any:
-    """`record` of plugtrace's own workload, through the Python API (`plugtrace.recording.record`)."""
-    from .cli.record import record_kwargs
+    """`record`, through the Python API (`plugtrace.recording.record`, or `record_program` for a traced
+    program); its run opened, or None with the exit status said."""
+    from .cli.record import recording_call
     from .errors import PlugtraceError
     from .logs import show_messages
-    from .recording import record
 
     show_messages(getattr(args, "verbose", 0))
     try:
-        kwargs = record_kwargs(args)
-        if args.watch_device is not None:
-            raise PlugtraceError("--watch-device is for tracing another program (--pid or -- CMD)")
+        call, kwargs = recording_call(args)
         kwargs["output"] = kwargs["output"] or _notebook_output()
-        result = record(**kwargs, command_line=["%plugtrace", *argv])
+        result = call(**kwargs, command_line=["%plugtrace", *argv])
     except PlugtraceError as exc:  # as the command line says it: the message on stderr, the status here
         print(f"plugtrace: {exc.message}", file=sys.stderr)
         print(f"plugtrace exited with status {exc.exit_code}")

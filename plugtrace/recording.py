@@ -21,9 +21,12 @@ import contextlib
 import datetime as _dt
 import math
 import os
+import re
+import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._version import __version__
-from .errors import EXIT_DATA_MISMATCH, EXIT_INTERRUPTED, EXIT_OK, CapabilityError, PlugtraceError, UsageError
+from .errors import (
+    EXIT_DATA_MISMATCH,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CapabilityError,
+    DeviceError,
+    PlugtraceError,
+    UsageError,
+)
 from .logs import logger
 from .run import Mode, RunMeta, RunWriter, Status, WriteError, read_table
 
@@ -42,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "record",
+    "record_program",
     "record_qemu",
     "RecordResult",
     "Recording",
@@ -126,8 +138,6 @@ class Recording:
         self._missing: dict[str, str] = {}
         self._cleanups = contextlib.ExitStack()
         self._old_signals: dict[int, Any] = {}
-        #: printed after an interruption, once the run is closed (a traced program's summary goes to stderr)
-        self.on_interrupted: Callable[[RunMeta], None] | None = None
 
     # the block ------------------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
@@ -196,9 +206,7 @@ class Recording:
             writer.close(status)
         except PlugtraceError as exc:
             logger.error(f"plugtrace: {exc.message}")
-        if writer.meta.status == Status.INTERRUPTED and self.on_interrupted is not None:
-            self.on_interrupted(writer.meta)
-        elif writer.meta.status != Status.COMPLETE and say:
+        if writer.meta.status != Status.COMPLETE and say:
             logger.warning(f"plugtrace: run directory {self.out} marked {writer.meta.status}")
 
     # tracing --------------------------------------------------------------------------------------------
@@ -509,6 +517,156 @@ def record(
             code = EXIT_INTERRUPTED if result.interrupted else EXIT_OK
         return RecordResult(out, writer.meta, code)
     return RecordResult(out, None, EXIT_INTERRUPTED)  # interrupted: the run kept what it had
+
+
+def record_program(
+    output: str | os.PathLike | None = None,
+    *,
+    command: list[str] | None = None,
+    pid: int | None = None,
+    mode: str = Mode.AGGREGATE,
+    duration_s: float | None = None,
+    max_events: int = 5_000_000,
+    probes: list[str] | None = None,
+    watch_device: str | None = None,
+    command_line: list[str] | None = None,
+) -> RecordResult:
+    """Trace another program, kernel side only (what `plugtrace record --pid PID` and `plugtrace record
+    -- CMD` do): a running process `pid` (and its children) for `duration_s` or until it exits, or a
+    `command` started here, held until the tracer is attached and traced until it exits.
+
+    `watch_device`: a block device (/dev/NAME or MAJ:MIN) whose block requests are recorded, every one;
+    `probes`: only these. Returns the run directory, its meta.json (also when interrupted: what was
+    traced until then) and the exit code: a traced command's own, else 0 or EXIT_INTERRUPTED.
+    """
+    from .environment import describe_environment
+    from .processes import Child, spawn
+    from .procfs import descendants, program_problem
+
+    mode = Mode(mode)
+    command = list(command or [])
+    if mode == Mode.OFF:
+        raise UsageError("--mode off: tracing another program needs a tracing mode")
+    if pid is not None and command:
+        raise UsageError("give --pid or a command after --, not both")
+    if pid is None and not command:
+        raise UsageError("a program to trace: --pid PID or -- CMD")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+        raise UsageError(f"--duration: a positive number of seconds, not {duration_s}")
+    if command and duration_s is not None:
+        raise UsageError(
+            "--duration is for --pid and plugtrace's own workload; a command is traced until it "
+            "exits (give it its own time limit, e.g. fio's --runtime)"
+        )
+    if max_events <= 0:
+        raise UsageError("--max-events: must be positive")
+    if os.geteuid() != 0:
+        raise CapabilityError("tracing another program needs root (bpftrace)")
+    if pid is not None and not Path(f"/proc/{pid}").exists():
+        raise UsageError(f"--pid: no process {pid}")
+    if command:
+        found = shutil.which(command[0])
+        if found is None:
+            raise UsageError(f"cannot run {command[0]}: not found, or not executable")
+        problem = program_problem(found)
+        if problem is not None:
+            raise UsageError(f"cannot run {command[0]}: {problem}")
+    watched = _watched_device(watch_device)
+    children = descendants(pid) if pid is not None else []
+    if children:
+        shown = ", ".join(map(str, children[:8])) + (", ..." if len(children) > 8 else "")
+        logger.warning(
+            f"plugtrace: note: process {pid} already has {len(children)} child process(es) ({shown}); "
+            "they are traced too"
+        )
+    label = Path(command[0]).name if command else f"pid{pid}"
+    out = Path(output) if output is not None else default_output(label)
+    proc: Child | None = None
+    with Recording(out, {"environment": describe_environment(), "device": None}, command=command_line) as rec:
+        writer = rec.open(
+            config={
+                "external": command or None,
+                "pid": pid,
+                "mode": str(mode),
+                "duration_s": duration_s,
+                "strategy": None,
+                "watch_device": watch_device,
+                "children_at_start": children or None,
+            }
+        )
+        if command:
+            # Started stopped-at-exec is not possible from Python, so the tracer starts first with a pid
+            # filter that follows the child, and the child waits until it is attached (without the go,
+            # when we could not trace, it exits without running the command). It is the user's program:
+            # it does not die with us, but ends with the recording.
+            try:
+                proc = spawn(command, stdin=None, stdout=None, stderr=None, held="plugtrace-child", die_with_us=False)
+            except OSError as exc:
+                raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
+        traced = proc.pid if proc is not None else pid
+        assert traced is not None
+        try:
+            missing = rec.start_tracer(
+                mode,
+                traced,
+                [watched] if watched else [],
+                max_events,
+                probes,
+                markers=_uses_our_extension(traced, probes),
+                existing_children=pid is not None,
+            )
+            if rec.tracer is None:
+                raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
+            started = time.monotonic()
+            if proc is not None:
+                proc.go()
+                proc.wait()
+            else:
+                deadline = None if duration_s is None else started + duration_s
+                while Path(f"/proc/{traced}").exists() and (deadline is None or time.monotonic() < deadline):
+                    time.sleep(0.1)
+            elapsed = time.monotonic() - started
+        finally:
+            if proc is not None:
+                proc.end()  # its process group, before the tracer stops, whatever ended the wait
+        rec.finish(
+            Status.COMPLETE,
+            rec.close_tables(),
+            summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None},
+        )
+        return RecordResult(out, writer.meta, EXIT_OK if proc is None else (proc.returncode or EXIT_OK))
+    # interrupted: the run kept what was traced until then
+    return RecordResult(out, rec.writer.meta if rec.writer is not None else None, EXIT_INTERRUPTED)
+
+
+def _uses_our_extension(pid: int, probes: list[str] | None) -> bool:
+    """Whether a traced program gets the marker uprobes: when named in `probes`, or when the process
+    has plugtrace's extension loaded already (--pid). A command is not started yet, and most (fio,
+    QEMU) never load it: their markers would only cost a bpftrace."""
+    if probes is not None:
+        return "markers" in probes
+    from .uring._binding import extension_path
+
+    try:
+        return os.path.realpath(extension_path) in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _watched_device(text: str | None) -> str | None:
+    """--watch-device as "major:minor" (None: not given)."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\d+:\d+", text):
+        if not Path(f"/sys/dev/block/{text}").exists():
+            raise UsageError(f"--watch-device: no block device {text} on this machine")
+        return text
+    from .devices import block_dev_t
+
+    try:
+        return block_dev_t(text)
+    except DeviceError as exc:
+        raise UsageError(f"--watch-device: {exc.message} (give /dev/NAME or MAJ:MIN)") from None
 
 
 def record_qemu(

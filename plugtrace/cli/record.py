@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import re
-import shutil
 import sys
-import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, CapabilityError, DeviceError, UsageError
-from ..processes import Child, spawn
-from ..procfs import descendants, program_problem
-from ..recording import Recording, default_output, record
+from ..errors import EXIT_INTERRUPTED, UsageError
+from ..recording import RecordResult, record, record_program
 from . import options
 from .summary import print_summary
 
@@ -188,151 +181,38 @@ def record_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run(args) -> int:
-    kwargs = record_kwargs(args)  # a bad --probes list is refused before anything is created
+def recording_call(args: argparse.Namespace) -> tuple[Callable[..., RecordResult], dict[str, Any]]:
+    """What the parsed command line records: `plugtrace.recording.record` and its arguments for
+    plugtrace's own workload, `record_program` and its arguments for a traced program (--pid, -- CMD)."""
+    probes = _probe_list(args.probes)  # a bad --probes list is refused before anything is created
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if args.pid is not None or command:
-        if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
-            raise UsageError(f"--duration: a positive number of seconds, not {args.duration}")
         _refuse_unused_options(args)
-        return _record_external(args, command, kwargs["probes"])
+        return record_program, {
+            "output": args.output,
+            "command": command,
+            "pid": args.pid,
+            "mode": args.mode,
+            "duration_s": args.duration,
+            "max_events": args.max_events,
+            "probes": probes,
+            "watch_device": args.watch_device,
+        }
     if args.watch_device is not None:
         raise UsageError(
             "--watch-device is for tracing another program (--pid or -- CMD); a workload of ours watches its own device"
         )
+    return record, record_kwargs(args)
+
+
+def run(args) -> int:
+    call, kwargs = recording_call(args)
     command_line = ["plugtrace", "record", *sys.argv[2:]] if sys.argv[1:2] == ["record"] else list(sys.argv)
-    result = record(**kwargs, command_line=command_line)
+    result = call(**kwargs, command_line=command_line)
     if result.meta is not None:
-        print_summary(result.meta, result.out)
+        # a traced command owns stdout, and an interrupted --pid's summary is a message: stderr
+        traced = call is record_program and (kwargs["command"] or result.exit_code == EXIT_INTERRUPTED)
+        print_summary(result.meta, result.out, file=sys.stderr if traced else None)
     return result.exit_code
-
-
-def _uses_our_extension(pid: int, probes: list[str] | None) -> bool:
-    """Whether a traced program gets the marker uprobes: when named in --probes, or when the
-    process has plugtrace's extension loaded already (--pid). A command is not started yet,
-    and most (fio, QEMU) never load it: their markers would only cost a bpftrace."""
-    if probes is not None:
-        return "markers" in probes
-    from ..uring._binding import extension_path
-
-    try:
-        return os.path.realpath(extension_path) in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
-def _watched_device(text: str | None) -> str | None:
-    """--watch-device as "major:minor" (None: not given)."""
-    if text is None:
-        return None
-    if re.fullmatch(r"\d+:\d+", text):
-        if not Path(f"/sys/dev/block/{text}").exists():
-            raise UsageError(f"--watch-device: no block device {text} on this machine")
-        return text
-    from ..devices import block_dev_t
-
-    try:
-        return block_dev_t(text)
-    except DeviceError as exc:
-        raise UsageError(f"--watch-device: {exc.message} (give /dev/NAME or MAJ:MIN)") from None
-
-
-def _record_external(args, command: list[str], probes: list[str] | None) -> int:
-    """Trace another program (--pid, or -- CMD): kernel side only."""
-    from ..environment import describe_environment
-    from ..run import Status
-
-    if args.mode == "off":
-        raise UsageError("--mode off: tracing another program needs a tracing mode")
-    if os.geteuid() != 0:
-        raise CapabilityError("tracing another program needs root (bpftrace)")
-    if args.pid is not None and command:
-        raise UsageError("give --pid or a command after --, not both")
-    if args.pid is not None and not Path(f"/proc/{args.pid}").exists():
-        raise UsageError(f"--pid: no process {args.pid}")
-    if command and args.duration is not None:
-        raise UsageError(
-            "--duration is for --pid and plugtrace's own workload; a command is traced until it "
-            "exits (give it its own time limit, e.g. fio's --runtime)"
-        )
-    if command:
-        found = shutil.which(command[0])
-        if found is None:
-            raise UsageError(f"cannot run {command[0]}: not found, or not executable")
-        problem = program_problem(found)
-        if problem is not None:
-            raise UsageError(f"cannot run {command[0]}: {problem}")
-    watched = _watched_device(args.watch_device)
-    children = descendants(args.pid) if args.pid is not None else []
-    if children:
-        shown = ", ".join(map(str, children[:8])) + (", ..." if len(children) > 8 else "")
-        print(
-            f"plugtrace: note: process {args.pid} already has {len(children)} child process(es) ({shown}); "
-            "they are traced too",
-            file=sys.stderr,
-        )
-    label = Path(command[0]).name if command else f"pid{args.pid}"
-    out = Path(args.output) if args.output else default_output(label)
-    with Recording(out, {"environment": describe_environment(), "device": None}) as rec:
-        writer = rec.open(
-            config={
-                "external": command or None,
-                "pid": args.pid,
-                "mode": args.mode,
-                "duration_s": args.duration,
-                "strategy": None,
-                "watch_device": args.watch_device,
-                "children_at_start": children or None,
-            }
-        )
-        # interrupted: what was traced until then (a traced command owns stdout)
-        rec.on_interrupted = lambda meta: print_summary(meta, out, file=sys.stderr)
-        proc: Child | None = None
-        if command:
-            # Started stopped-at-exec is not possible from Python, so start the
-            # tracer first with a pid filter that follows the child: the child
-            # waits until the tracer is attached (no "go", as when we could not
-            # trace: it exits without running the command). It is the user's
-            # program: it does not die with us, but ends with the recording.
-            try:
-                proc = spawn(command, stdin=None, stdout=None, stderr=None, held="plugtrace-child", die_with_us=False)
-            except OSError as exc:
-                raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
-            pid = proc.pid
-        else:
-            pid = args.pid
-        try:
-            missing = rec.start_tracer(
-                args.mode,
-                pid,
-                [watched] if watched else [],
-                args.max_events,
-                probes,
-                markers=_uses_our_extension(pid, probes),
-                existing_children=args.pid is not None,
-            )
-            if rec.tracer is None:
-                raise CapabilityError(f"cannot trace: {missing.get('kernel')}")
-            started = time.monotonic()
-            if proc is not None:
-                proc.go()
-                proc.wait()
-            else:
-                deadline = None if args.duration is None else started + args.duration
-                while Path(f"/proc/{pid}").exists() and (deadline is None or time.monotonic() < deadline):
-                    time.sleep(0.1)
-            elapsed = time.monotonic() - started
-        finally:
-            if proc is not None:
-                proc.end()  # its process group, before the tracer stops, whatever ended the wait
-        rec.finish(
-            Status.COMPLETE,
-            rec.close_tables(),
-            summary={"elapsed_s": round(elapsed, 3), "exit_code": proc.returncode if proc else None},
-        )
-        # a traced command owns stdout: the summary goes beside its output, not into it
-        print_summary(writer.meta, out, file=sys.stderr if proc is not None else None)
-        return EXIT_OK if proc is None else (proc.returncode or EXIT_OK)
-    return EXIT_INTERRUPTED
