@@ -14,10 +14,10 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK
 from ..logs import logger
 from ..run import Run
 from .common import scipy_stats
@@ -93,8 +93,11 @@ def summarise(a: list[float], b: list[float]) -> dict[str, float | bool | int]:
     return row
 
 
-def run_compare(qemus: list[str], repeats: int, out: Path, record: Callable[[str, Path], dict | None]) -> int:
-    """Record `repeats` runs of each of the two `qemus` alternately under `out`, write and print the result."""
+def run_compare(
+    qemus: list[str], repeats: int, out: Path, record: Callable[[str, Path], dict | None]
+) -> dict[str, Any] | None:
+    """Record `repeats` runs of each of the two `qemus` alternately under `out` and write the result
+    (`out/RESULT`); returns it, or None when a recording was interrupted (the runs made are kept)."""
     labels = ("A", "B")
     runs: dict[str, list[str]] = {label: [] for label in labels}
     for i in range(repeats):
@@ -103,7 +106,7 @@ def run_compare(qemus: list[str], repeats: int, out: Path, record: Callable[[str
             path = out / labels[k] / f"r{i + 1}"
             logger.info(f"plugtrace: --compare run {i + 1}/{repeats} of {labels[k]} ({qemus[k]}) -> {path}")
             if record(qemus[k], path) is None:
-                return EXIT_INTERRUPTED
+                return None
             runs[labels[k]].append(str(path))
     values = {label: [run_metrics(Path(p)) for p in paths] for label, paths in runs.items()}
     metrics = [
@@ -111,9 +114,7 @@ def run_compare(qemus: list[str], repeats: int, out: Path, record: Callable[[str
     ]
     result = {"a": qemus[0], "b": qemus[1], "repeats": repeats, "runs": runs, "metrics": metrics}
     (out / RESULT).write_text(json.dumps(result, indent=2, allow_nan=True))
-    print(format_result(result))
-    print(f"written: {out / RESULT}  (gate a CI job: plugtrace diff {out / 'A'} {out / 'B'} --fail-if ...)")
-    return EXIT_OK
+    return result
 
 
 def format_result(result: dict) -> str:

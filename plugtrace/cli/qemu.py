@@ -151,12 +151,17 @@ def run(args) -> int:
         raise UsageError("plugtrace qemu needs root (QEMU opens the device, bpftrace traces it)")
     remove_stale_scratch()  # what killed recorders left in /tmp
     if args.compare:
-        from ..analysis.ab import run_compare
+        from ..analysis.ab import RESULT, format_result, run_compare
 
         if args.repeats < 2:
             raise UsageError(f"--repeats: at least 2 runs each, for a confidence interval, not {args.repeats}")
         out = Path(args.output) if args.output else default_output("qemu-compare")
-        return run_compare(args.compare, args.repeats, out, lambda name, run_out: _record(args, name, run_out))
+        result = run_compare(args.compare, args.repeats, out, lambda name, run_out: _record(args, name, run_out))
+        if result is None:
+            return EXIT_INTERRUPTED
+        print(format_result(result))
+        print(f"written: {out / RESULT}  (gate a CI job: plugtrace diff {out / 'A'} {out / 'B'} --fail-if ...)")
+        return EXIT_OK
     out = Path(args.output) if args.output else default_output(f"qemu-{args.qemu.replace('/', '_')}")
     meta = _record(args, args.qemu, out)
     if meta is None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 from typing import IO, Any
 
+from ..logs import logger
 from ..processes import Child
 from .probes import ProbeSpec
 
@@ -97,11 +97,7 @@ class ProcessRun:
                 try:
                     child.wait(STOP_SLOW_S)
                 except subprocess.TimeoutExpired:  # say why the recording does not end yet
-                    print(
-                        f"plugtrace: waiting for {self.what} to stop (at most {STOP_TIMEOUT_S:.0f} s) ...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    logger.info(f"plugtrace: waiting for {self.what} to stop (at most {STOP_TIMEOUT_S:.0f} s) ...")
                     child.wait(STOP_TIMEOUT_S - STOP_SLOW_S)
         except subprocess.TimeoutExpired:
             self.kill()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import CapabilityError, PlugtraceError
+from ..logs import logger
 from ..processes import signals_held
 from ..run.schema import TABLES
 from .backend import ProbeRun
@@ -201,11 +201,8 @@ class Tracer:
             )
             return
         if why_not_ours:
-            print(
-                f"plugtrace: could not measure: {spec.table}: {why_not_ours}; running {spec.file} "
-                "with bpftrace instead",
-                file=sys.stderr,
-                flush=True,
+            logger.warning(
+                f"plugtrace: could not measure: {spec.table}: {why_not_ours}; running {spec.file} with bpftrace instead"
             )
         self.backends[spec.table] = "bpftrace" + (f" (libbpf: {why_not_ours})" if why_not_ours else "")
         with signals_held():  # from its start it is stopped with the recording

@@ -364,7 +364,8 @@ def test_diff_gates_on_a_compare_result(tmp_path):
         shutil.copytree(samples[name], out)
         return {}
 
-    assert run_compare(["7.2", "10.0"], 2, tmp_path, record) == 0
+    result = run_compare(["7.2", "10.0"], 2, tmp_path, record)
+    assert result is not None and result["runs"]["A"] == [str(tmp_path / "A" / "r1"), str(tmp_path / "A" / "r2")]
     assert sorted(p.name for p in (tmp_path / "A").iterdir()) == ["r1", "r2"]
 
     def diff(*fail_if: str) -> subprocess.CompletedProcess:
