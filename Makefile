@@ -10,7 +10,8 @@ demo: install
 
 # Install everything, check the code (lint, format, types), run the whole test suite (integration tests need root).
 test: install lint
-	.venv/bin/python -m pytest -q -ra tests
+	.venv/bin/python -m pytest -q -ra -n 2 tests/unit
+	.venv/bin/python -m pytest -q -ra --durations=20 tests/integration
 
 # the engine's and the binding's C, formatted as .clang-format says (probes/ keep the kernel's style)
 NATIVE_C = $(wildcard plugtrace/engine/native/*.[ch] plugtrace/uring/*.[ch])
@@ -24,7 +25,7 @@ lint: install
 	clang-format --dry-run -Werror $(NATIVE_C)
 
 unit: install
-	.venv/bin/python -m pytest -q -ra tests/unit
+	.venv/bin/python -m pytest -q -ra -n 2 tests/unit
 
 bench: install
 	.venv/bin/python -m bench

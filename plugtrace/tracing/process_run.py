@@ -8,6 +8,7 @@ Both speak the same line protocol on stdout: ``{"attached_probes": N}`` once att
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -17,10 +18,11 @@ from ..logs import logger
 from ..processes import Child
 from .probes import ProbeSpec
 
-#: how long a probe's processes may take to print what they saw and exit after SIGINT, in seconds
-STOP_TIMEOUT_S = 20.0
 #: after this long stopping, the user is told what the recording waits for, in seconds
 STOP_SLOW_S = 3.0
+#: how long a probe's processes may take to print what they saw and exit after SIGINT, in seconds
+#: (PLUGTRACE_STOP_TIMEOUT_S sets it: longer for a very slow machine, shorter to give up on a hung one sooner)
+STOP_TIMEOUT_S = max(STOP_SLOW_S + 1, float(os.environ.get("PLUGTRACE_STOP_TIMEOUT_S", "20")))
 
 
 class ProcessRun:

@@ -852,6 +852,7 @@ def test_a_hanging_bpftrace_is_waited_for_aloud_then_killed(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=os.environ | {"PLUGTRACE_STOP_TIMEOUT_S": "6"},  # the bound, shorter than the default 20 s
     )
 
     def markers_bpftrace() -> list[int]:  # not the short-lived bpftrace runs of the capability checks
@@ -869,7 +870,7 @@ def test_a_hanging_bpftrace_is_waited_for_aloud_then_killed(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert "waiting for bpftrace" in stderr and "Traceback" not in stderr, stderr
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["status"] == "incomplete" and "did not stop" in meta["tracer_error"]
+    assert meta["status"] == "incomplete" and "did not stop within 6 s" in meta["tracer_error"]
     left.check()
 
 
