@@ -8,10 +8,11 @@ install:
 demo: install
 	./scripts/demo.sh
 
-# Install everything, check the code (lint, format, types), run the whole test suite (integration tests need root).
+# Install everything, check the code (lint, format, types), run the whole test suite (integration tests need root):
+# the tests that touch no device on both cores, then the device, tracer and QEMU tests one at a time.
 test: install lint
-	.venv/bin/python -m pytest -q -ra -n 2 tests/unit
-	.venv/bin/python -m pytest -q -ra --durations=20 tests/integration
+	.venv/bin/python -m pytest -q -ra -n 2 -m parallel tests
+	.venv/bin/python -m pytest -q -ra --durations=20 -m "not parallel" tests
 
 # the engine's and the binding's C, formatted as .clang-format says (probes/ keep the kernel's style)
 NATIVE_C = $(wildcard plugtrace/engine/native/*.[ch] plugtrace/uring/*.[ch])

@@ -83,7 +83,10 @@ def wait_until_catching(pid: int, sig: int = signal.SIGTERM, timeout: float = 60
 
 
 def bpftrace_pids() -> str:
-    return subprocess.run(["pgrep", "-x", "bpftrace"], capture_output=True, text=True).stdout
+    """The bpftrace processes alive: not a zombie, which holds no probe and waits for init to reap it
+    (a recorder SIGKILLed leaves its children to init, which takes its time on a busy machine)."""
+    listed = subprocess.run(["ps", "-C", "bpftrace", "-o", "pid=,stat="], capture_output=True, text=True).stdout
+    return "\n".join(pid for pid, stat in (line.split() for line in listed.splitlines()) if not stat.startswith("Z"))
 
 
 class LeftBehind:

@@ -6,6 +6,11 @@
 missing or when any of those change. The guest's init loads the virtio-blk and IDE drivers,
 prints each disk's I/O counters before and after the workload (what the kernel did at boot is
 then known), runs `ptload` on every disk and powers off.
+
+The guest boots from the kernel's uncompressed ELF image through its PVH entry point where the kernel has
+one (Debian's does): QEMU then jumps straight into the kernel, without SeaBIOS's real-mode set-up and the
+kernel decompressing itself, which under TCG took 6 of a guest's 10 s to boot. The ELF image is unpacked
+from vmlinuz once and cached beside the initramfs; a kernel without a PVH entry boots as vmlinuz.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import zlib
@@ -158,6 +165,69 @@ def _intact(initrd: Path) -> bool:
     return b"TRAILER!!!" in data[-512:]
 
 
+#: XEN_ELFNOTE_PHYS32_ENTRY: the note in a "Xen" ELF note section that gives a kernel's PVH entry point
+_PVH_NOTE = 18
+
+
+def _has_pvh_entry(elf: bytes) -> bool:
+    """Whether an ELF64 kernel image has a PVH entry point (a Xen PHYS32_ENTRY note in a PT_NOTE segment)."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        return False
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        if p_type != 4:  # PT_NOTE
+            continue
+        at, end = p_offset, p_offset + p_filesz
+        while at + 12 <= end:
+            namesz, descsz, n_type = struct.unpack_from("<III", elf, at)
+            name = elf[at + 12 : at + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and n_type == _PVH_NOTE:
+                return True
+            at += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def _unpacked_kernel(vmlinuz: bytes) -> bytes | None:
+    """The ELF image inside a bzImage (its payload compressed with xz or gzip), or None."""
+    for magic, unpack in (
+        (b"\xfd7zXZ\x00", lambda data: lzma.LZMADecompressor().decompress(data)),
+        (b"\x1f\x8b\x08", lambda data: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)),
+    ):
+        at = vmlinuz.find(magic)
+        while at >= 0:
+            try:
+                elf = unpack(vmlinuz[at:])
+            except (lzma.LZMAError, zlib.error):
+                elf = b""
+            if elf[:4] == b"\x7fELF":
+                return elf
+            at = vmlinuz.find(magic, at + 1)
+    return None
+
+
+def pvh_kernel(vmlinuz: Path) -> Path | None:
+    """The kernel's uncompressed ELF image, cached, when it has a PVH entry point (None: boot vmlinuz)."""
+    st = vmlinuz.stat()
+    key = hashlib.sha256(f"{vmlinuz}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"vmlinux-pvh-{key}"
+    none = cache_dir() / f"vmlinux-pvh-{key}.none"  # this kernel has none: not looked for again
+    if cached.exists():
+        return cached
+    if none.exists():
+        return None
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    elf = _unpacked_kernel(vmlinuz.read_bytes())
+    if elf is None or not _has_pvh_entry(elf):
+        none.touch()
+        return None
+    partial = cached.with_suffix(".partial")
+    partial.write_bytes(elf)
+    partial.replace(cached)
+    return cached
+
+
 def guest_image(rebuild: bool = False) -> GuestImage:
     """The cached guest image, built first when missing or out of date."""
     vmlinuz, modules_dir = find_kernel()
@@ -174,8 +244,9 @@ def guest_image(rebuild: bool = False) -> GuestImage:
     ):
         key.update(part)
     initrd = cache_dir() / f"initramfs-{key.hexdigest()[:16]}.cpio.gz"
+    kernel = pvh_kernel(vmlinuz) or vmlinuz
     if initrd.exists() and not rebuild and _intact(initrd):
-        return GuestImage(vmlinuz, initrd)
+        return GuestImage(kernel, initrd)
     initrd.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ptload = Path(tmp) / "ptload"
@@ -197,7 +268,7 @@ def guest_image(rebuild: bool = False) -> GuestImage:
         with gzip.open(partial, "wb", compresslevel=6) as fh:
             fh.write(_cpio_newc(files))
         partial.replace(initrd)
-    return GuestImage(vmlinuz, initrd)
+    return GuestImage(kernel, initrd)
 
 
 def main() -> int:

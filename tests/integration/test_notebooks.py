@@ -14,6 +14,7 @@ from nbclient import NotebookClient
 from plugtrace.synthetic import STRATEGIES, write_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+PARALLEL = True  # beside other tests (tests/conftest.py), but the recorded sweep (devices)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,7 @@ def test_notebook_runs_on_the_shipped_sample_data(path):
 
 
 @pytest.mark.slow
+@pytest.mark.devices
 def test_many_runs_notebook_on_a_recorded_sweep(tmp_path):
     """Notebook 06 on real runs: an iodepth x strategy sweep recorded by plugtrace record on zram."""
     import subprocess

@@ -14,6 +14,7 @@ from tests.helpers import PLUGTRACE, require
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
+PARALLEL = True  # reads data/ and its own files only: beside other tests (tests/conftest.py)
 
 
 # Appended to a copy of the report: after load, list every image and whether
