@@ -153,11 +153,10 @@ def output_file(
     final = Path(os.path.realpath(path))
     tmp = final.with_name(f".{final.name}.{os.getpid()}.partial")
     with guard:
+        # the temporary file is created inside the `try`: a signal that comes the moment it exists
+        # (before any statement after the open) still removes it
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise write_error(path, exc) from None
-        try:
             with open(fd, mode, encoding=encoding) as fh:
                 if st is not None:
                     os.fchmod(fd, stat.S_IMODE(st.st_mode))  # the file keeps its permissions

@@ -291,3 +291,27 @@ def test_output_file_replaces_a_file_whole_and_keeps_what_it_was_otherwise(tmp_p
     with pytest.raises(UsageError, match="is a directory"):
         with output_file(tmp_path) as fh:
             pass
+
+
+def test_a_signal_the_moment_the_temporary_file_exists_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The window the real-SIGTERM test above can only hit by chance: the signal handler raises right
+    after the temporary file is created, before the writer gets its file object."""
+    from plugtrace.run import output
+    from plugtrace.run.output import Interrupted, output_file
+
+    out = tmp_path / "out.txt"
+    out.write_text("old")
+    real_open = os.open
+
+    def open_then_signal(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        if str(path).endswith(".partial"):
+            os.close(fd)
+            raise Interrupted(signal.SIGTERM, out)  # what output._signals_raise's handler raises
+        return fd
+
+    monkeypatch.setattr(output.os, "open", open_then_signal)
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        with output_file(out, text=True) as fh:
+            fh.write("new")
+    assert out.read_text() == "old" and not _partials(tmp_path)
