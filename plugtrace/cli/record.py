@@ -43,14 +43,27 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..engine import POLL_MAX_NS, RING_SETUPS, RW_MODES, STRATEGIES
+    from ..engine import IDE_THREADS, POLL_MAX_NS, RING_SETUPS, RW_MODES, STRATEGIES
 
     w = p.add_argument_group("workload")
     options.add_device(w, "a write workload")
     w.add_argument("--strategy", default="defer", help=f"{' | '.join(STRATEGIES)} (default: defer)")
     w.add_argument("--devices", type=int, default=1, help="virtio-blk-like devices (default: 1)")
     w.add_argument("--ide-devices", type=int, default=0, help="IDE-like devices: depth 1, no plug (default: 0)")
-    w.add_argument("--threads", type=int, default=1, help="event-loop threads; devices are spread over them")
+    w.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="iothreads (event-loop threads); virtio-blk devices are spread over them round robin (default: 1)",
+    )
+    w.add_argument(
+        "--ide-thread",
+        choices=IDE_THREADS,
+        default="main",
+        help="main: IDE devices run in a main-loop thread of their own, as QEMU's IDE does (default); shared: "
+        "spread over the iothreads with the virtio-blk devices, so a nested aio_poll() can pull an IDE "
+        "request into a virtio-blk section (an effect QEMU does not have; the run is labelled so)",
+    )
     options.add_pattern(w, RW_MODES, 32, "requests each virtio-blk guest keeps outstanding", None)
     w.add_argument("--requests", type=int, default=None, help="stop after this many requests instead")
     w.add_argument(
@@ -133,6 +146,7 @@ _WORKLOAD_FIELDS = (
     "strategy",
     "devices",
     "ide_devices",
+    "ide_thread",
     "threads",
     "iodepth",
     "bs",

@@ -30,8 +30,9 @@ from .emulation import DEVICE_KINDS, Device, Guest
 from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
 
-__all__ = ["WorkloadConfig", "WorkloadResult", "run_workload", "RW_MODES"]
+__all__ = ["WorkloadConfig", "WorkloadResult", "run_workload", "RW_MODES", "IDE_THREADS"]
 
+IDE_THREADS = ("main", "shared")
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")
 
 
@@ -57,6 +58,28 @@ class WorkloadConfig:
     ring_setup: str = "coop"
     #: busy-poll before sleeping, in ns (QEMU's poll-max-ns); 0: off
     poll_max_ns: int = POLL_MAX_NS
+    #: where IDE devices run (IDE_THREADS): "main", a main-loop thread of their own, as in QEMU; "shared",
+    #: spread over the iothreads with the virtio-blk devices (so IDE can join a virtio-blk section: not QEMU)
+    ide_thread: str = "main"
+
+    def placement(self) -> list[int]:
+        """The engine thread of each emulated device, virtio-blk devices first, then IDE.
+
+        virtio-blk devices are spread over the `threads` iothreads round robin. QEMU's IDE cannot run
+        in an iothread (it lives in the main loop's AioContext), so with `ide_thread` "main" the IDE
+        devices share one more thread of their own, after the iothreads: no IDE request can be queued
+        inside a virtio-blk section. With "shared" every device is spread round robin, IDE too (the
+        effect of a nested aio_poll() pulling an IDE request into a virtio-blk section, which QEMU
+        does not have; such runs are labelled so)."""
+        ndev = self.devices + self.ide_devices
+        if self.ide_thread == "shared" or self.ide_devices == 0 or self.devices == 0:
+            return [i % self.threads for i in range(ndev)]
+        return [i % self.threads for i in range(self.devices)] + [self.threads] * self.ide_devices
+
+    @property
+    def engine_threads(self) -> int:
+        """How many engine threads run: the iothreads, and the main loop when IDE runs there."""
+        return max(self.placement()) + 1
 
     def validate(self) -> None:
         """Raise UsageError naming the option for any value out of range."""
@@ -73,8 +96,15 @@ class WorkloadConfig:
             raise UsageError("--devices: at least one emulated device is needed")
         if self.threads < 1:
             raise UsageError("--threads: must be at least 1")
+        if self.ide_thread not in IDE_THREADS:
+            raise UsageError(f"--ide-thread: choose from {', '.join(IDE_THREADS)}, not {self.ide_thread!r}")
         if self.threads > self.devices + self.ide_devices:
             raise UsageError("--threads: more threads than emulated devices")
+        if self.ide_thread == "main" and self.devices and self.threads > self.devices:
+            raise UsageError(
+                "--threads: more iothreads than virtio-blk devices (IDE devices run in the main loop; "
+                "--ide-thread shared spreads them over the iothreads)"
+            )
         if not 1 <= self.iodepth <= 1024:
             raise UsageError(f"--iodepth: must be between 1 and 1024, not {self.iodepth}")
         if self.bs <= 0 or self.bs % 512:
@@ -288,6 +318,9 @@ class _EngineThread:
         self.driver: IoUringDriver | None = None
         #: what the run's metadata says of this thread, once it has ended
         self.info: dict[str, Any] | None = None
+        config = work.config
+        #: "main loop" when it runs only IDE devices beside iothreads (QEMU's IDE lives there), else "iothread"
+        self.role = "main loop" if config.devices and index >= config.threads else "iothread"
         self.thread = threading.Thread(target=self.main, name=f"plugtrace-engine-{index}", daemon=True)
 
     def main(self) -> None:
@@ -379,6 +412,7 @@ class _EngineThread:
                 loop.aio_poll(True)
             self.info = {
                 "thread": self.index,
+                "role": self.role,
                 "tid": driver.tid,
                 "ring_flags": setup_flag_names(driver.ring_flags),
                 "poll_hits": loop.poll_hits,
@@ -414,11 +448,13 @@ class _Workload:
         self.written = _WrittenBlocks(size_bytes, config.bs) if config.writes else None
         self.logs = _LogWriterThread(sink, on_error=stop.set)
         self.errors: list[BaseException] = []
-        self.all_started = threading.Barrier(config.threads + 1)
-        self.finished = _Countdown(config.threads)
+        self.placement = config.placement()
+        nthreads = config.engine_threads
+        self.all_started = threading.Barrier(nthreads + 1)
+        self.finished = _Countdown(nthreads)
         self.deadline: float | None = None
         self.threads = [
-            _EngineThread(self, t, list(range(t, self.ndev, config.threads))) for t in range(config.threads)
+            _EngineThread(self, t, [i for i, on in enumerate(self.placement) if on == t]) for t in range(nthreads)
         ]
 
     def failed(self, exc: BaseException) -> None:
@@ -481,7 +517,7 @@ class _Workload:
             nr_errors=sum(g.errors for g in guests),
             first_error=next((g.first_error for g in guests if g.first_error), 0),
             interrupted=interrupted,
-            devices=sorted((d.describe(d.index % self.config.threads) for d in devices), key=lambda x: x["index"]),
+            devices=sorted((d.describe(self.placement[d.index]) for d in devices), key=lambda x: x["index"]),
             sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
             threads=[t.info for t in self.threads if t.info is not None],
         )

@@ -246,6 +246,20 @@ def _overhead_note(run: Run) -> str | None:
     )
 
 
+def _layout_note(run: Run) -> str | None:
+    """A label for a model run whose IDE devices shared the iothreads with virtio-blk devices
+    (`--ide-thread shared`): its IDE requests deferred into virtio-blk sections are the model's, not
+    QEMU's (QEMU's IDE runs in the main loop). None for any other run."""
+    config = run.meta.config
+    if not config.get("ide_devices") or config.get("ide_thread") != "shared" or not config.get("devices"):
+        return None
+    return (
+        "its IDE devices shared the iothreads with the virtio-blk devices (--ide-thread shared), so a nested "
+        "aio_poll() could pull IDE requests into a virtio-blk section. QEMU's IDE runs in the main loop and "
+        "cannot; those deferrals are the model's, not QEMU's"
+    )
+
+
 #: runs a report draws plots for, each; past this it compares them and summarises each without plots
 MAX_PLOTTED_RUNS = 12
 
@@ -275,6 +289,7 @@ def render(runs: Sequence[Run] | Runs, interactive: bool = True) -> str:
         version=__version__,
         status_note=_status_note,
         overhead_note=_overhead_note,
+        layout_note=_layout_note,
         bokeh_js=interactive_plots.bokeh_js() if uses_bokeh else "",
     )
 
@@ -288,4 +303,5 @@ def render_summary(run: Run) -> str:
         version=__version__,
         status_note=_status_note,
         overhead_note=_overhead_note,
+        layout_note=_layout_note,
     )

@@ -92,7 +92,14 @@ def test_interleaving_defers_other_devices_requests(loop_device):
     assert not ((req.section_owner >= 0) & (req.section_owner != req.device)).any()
 
     result, on = record(
-        loop_device, strategy="defer", devices=2, ide_devices=1, iodepth=16, requests=8000, interleave=0.5
+        loop_device,
+        strategy="defer",
+        devices=2,
+        ide_devices=1,
+        ide_thread="shared",  # IDE on the iothread on purpose: it can be pulled into a virtio-blk section
+        iodepth=16,
+        requests=8000,
+        interleave=0.5,
     )
     assert result.sync_reads > 0
     req = on["requests"]
@@ -105,6 +112,24 @@ def test_interleaving_defers_other_devices_requests(loop_device):
     sections = on["sections"]
     assert sections.nr_nested_polls.sum() > 0
     assert len(ide) > 0
+
+
+def test_ide_runs_in_a_main_loop_of_its_own_and_is_never_pulled_into_a_virtio_section(loop_device):
+    result, t = record(
+        loop_device, strategy="defer", devices=2, ide_devices=1, iodepth=16, requests=6000, interleave=0.5
+    )
+    assert result.sync_reads > 0
+    assert [d["thread"] for d in result.devices] == [0, 0, 1]
+    roles = {info["thread"]: info["role"] for info in result.threads}
+    assert roles == {0: "iothread", 1: "main loop"}
+    assert result.threads[0]["tid"] != result.threads[1]["tid"]
+    req = t["requests"]
+    ide = req[req.device == 2]
+    assert len(ide) > 0 and (ide.thread == 1).all()
+    assert (ide.section_owner < 0).all(), "an IDE request was queued inside a section"
+    foreign = (req.section_owner >= 0) & (req.section_owner != req.device) & ~req.sync
+    assert foreign.sum() > 0, "no virtio-blk request was deferred into the other virtio-blk device's section"
+    assert (req[foreign].device < 2).all()
 
 
 def test_write_workload_verifies_clean(zram_device):
