@@ -1,7 +1,8 @@
 """The model against real QEMU on one guest load and one device, and what tracing QEMU costs it.
 
 One guest load (2 disks on one iothread / event-loop thread, 4 KiB random reads, iodepth 16 per
-disk, on zram) run by the model (`plugtrace record`, strategies device-plug and defer) and by
+disk, on zram) run by the model (`plugtrace record`, strategies device-plug and defer, on a ring set
+up as QEMU sets up its own: `--ring-setup plain`, no flags) and by
 real QEMU 7.2 and 10.0 guests (`plugtrace qemu`, TCG here), each recorded as a user records it.
 For each: IOPS and mean SQEs per io_uring_enter() (the kernel's count).
 
@@ -71,6 +72,8 @@ def model(strategy: str, seconds: float, tmp: Path) -> dict:
             strategy,
             "--devices",
             str(LOAD["disks"]),
+            "--ring-setup",
+            "plain",  # QEMU's ring: io_uring_setup() without flags, as block/io_uring.c sets it up
             *_load_flags(seconds, out),
         ],
         capture_output=True,

@@ -7,7 +7,10 @@ set -eu
 cd "$(dirname "$0")/.."
 PT=.venv/bin/plugtrace
 WHICH=${1:-all}
-COMMON="--size 256M --devices 2 --iodepth 32 --requests 20000 --max-events 40000 --measure-overhead --quiet"
+# The loop runs on QEMU's ring (--ring-setup plain: io_uring_setup() without flags, as block/io_uring.c):
+# notebook 05-real-qemu sets device-plug and defer beside real QEMU, and the other loop runs are compared
+# with those two. The zram runs are the engine's speed, on fio's ring (coop, given after COMMON).
+COMMON="--ring-setup plain --size 256M --devices 2 --iodepth 32 --requests 20000 --max-events 40000 --measure-overhead --quiet"
 
 # A sample must show the engine at untraced speed: its traced half keeps >= 0.8 of its untraced
 # half's IOPS, and submit latency p50 < 200 us and p99 < 2 ms. On this 2-CPU kind of machine the
@@ -41,8 +44,8 @@ for strategy in immediate device-plug defer loop-iteration; do
 done
 record defer-interleave --device loop --strategy defer --interleave 0.2 --mode events $COMMON
 record defer-aggregate --device loop --strategy defer --interleave 0.2 --mode aggregate $COMMON
-record defer-zram --device zram --strategy defer --mode events $COMMON
-record defer-zram-aggregate --device zram --strategy defer --mode aggregate $COMMON
+record defer-zram --device zram --strategy defer --mode events $COMMON --ring-setup coop
+record defer-zram-aggregate --device zram --strategy defer --mode aggregate $COMMON --ring-setup coop
 fi
 [ "$WHICH" = engine ] && exec du -sh data
 # Real QEMU guests on the same load (2 disks on one iothread, iodepth 32 each, 4 KiB random reads):
