@@ -420,6 +420,9 @@ def record(
     measure_overhead: bool = False,
     quiet: bool = False,
     command_line: list[str] | None = None,
+    arrivals: dict[int, Any] | None = None,
+    observe: Callable[[str, Any], None] | None = None,
+    finish_extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     **workload: Any,
 ) -> RecordResult:
     """Run plugtrace's own workload on a real device and record it (what `plugtrace record` does).
@@ -429,6 +432,11 @@ def record(
     `workload`: the fields of `plugtrace.engine.WorkloadConfig` (strategy, devices, iodepth, bs, rw,
     duration_s, requests, ...; `duration_s` defaults to 5 s unless `requests` is given).
     Returns the run directory, its meta.json and the command line's exit code.
+
+    A replay (`plugtrace.replay`) gives `arrivals` (device -> `engine.emulation.Arrivals`, driving those
+    devices instead of the closed-loop guest), `observe(table, rows)` (sees every log chunk as it is
+    written) and `finish_extra(summary)` (meta fields for the finished run; tables to write under
+    "_tables", name -> DataFrame).
     """
     from .engine import WorkloadConfig, run_workload
     from .environment import describe_environment
@@ -487,14 +495,28 @@ def record(
         for name, why in missing.items():
             logger.warning(f"plugtrace: could not measure {name}: {why}")
         progress = Progress(cfg.duration_s, quiet)
+        sink: Callable[[str, Any], int] = writer.append
+        if observe is not None:
+
+            def observed(name: str, rows: Any) -> int:
+                observe(name, rows)
+                return writer.append(name, rows)
+
+            sink = observed
+
         try:
-            result = run_workload(cfg, target.path, target.size_bytes, writer.append, progress=progress)
+            result = run_workload(cfg, target.path, target.size_bytes, sink, progress=progress, arrivals=arrivals)
         finally:
             progress.done()
         trace_info = rec.close_tables()
         summary = app_summary(out, result.elapsed_s, result.nr_requests)
         summary["sync_reads"] = result.sync_reads
         summary["nr_errors"] = result.nr_errors
+        extra: dict[str, Any] = {}
+        if finish_extra is not None and not result.interrupted:
+            extra = finish_extra(summary)
+            for name, table in extra.pop("_tables", {}).items():
+                writer.write_table(name, table)
         if overhead is not None:
             overhead["traced_iops"] = round(result.iops, 1)
             overhead["traced_mean_sqes_per_submit"] = summary.get("mean_sqes_per_submit")
@@ -508,6 +530,7 @@ def record(
             engine_threads=result.threads,
             integrity=result.integrity,
             tracing_overhead=overhead,
+            **extra,
         )
         if result.nr_errors:
             logger.warning(f"plugtrace: {result.nr_errors} requests failed (first: {os.strerror(-result.first_error)})")

@@ -10,6 +10,8 @@
   another device's section.
 * `Guest`: a closed loop per device: `iodepth` requests outstanding, a new one
   issued when one completes, until a request count or deadline.
+* `ReplayGuest`: an open loop that makes a recorded run's requests available
+  at the recorded times, one arrival (a handler run's requests) at a time.
 
 The aio_poll interleaving knob: with probability `interleave`, a virtio-blk
 handler begins with a synchronous read (think of a metadata read) and calls
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic_ns
 from typing import Any
 
 import numpy as np
@@ -33,7 +37,7 @@ from .strategies import Strategy
 
 now_ns = lib.pt_now_ns
 
-__all__ = ["Device", "VirtioBlk", "Ide", "Guest", "DEVICE_KINDS"]
+__all__ = ["Device", "VirtioBlk", "Ide", "Guest", "ReplayGuest", "Arrivals", "DEVICE_KINDS"]
 
 
 class Device:
@@ -248,3 +252,97 @@ class Guest:
     def finished(self) -> bool:
         g = self._rec
         return g.outstanding == 0 and (g.stopped or 0 <= g.max_requests <= g.issued)
+
+
+@dataclass
+class Arrivals:
+    """One device's recorded arrivals: arrival `k` makes `counts[k]` requests available at `at_ns[k]`
+    (nanoseconds after the replay's start), the next ones of `offsets` (bytes, within the device's
+    region), `ops` (OP_READ / OP_WRITE) and `lens` (bytes), in order."""
+
+    at_ns: np.ndarray
+    counts: np.ndarray
+    offsets: np.ndarray
+    ops: np.ndarray
+    lens: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.at_ns = np.ascontiguousarray(self.at_ns, dtype=np.int64)
+        self.counts = np.ascontiguousarray(self.counts, dtype=np.int64)
+        self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        self.ops = np.ascontiguousarray(self.ops, dtype=np.int32)
+        self.lens = np.ascontiguousarray(self.lens, dtype=np.int32)
+        n = int(self.counts.sum())
+        if len(self.at_ns) != len(self.counts) or not len(self.offsets) == len(self.ops) == len(self.lens) == n:
+            raise ValueError("arrivals: at_ns/counts and offsets/ops/lens disagree in length")
+        if len(self.at_ns) and (np.diff(self.at_ns) < 0).any():
+            raise ValueError("arrivals: at_ns must not decrease")
+
+    @property
+    def nr_requests(self) -> int:
+        return len(self.offsets)
+
+
+class ReplayGuest(Guest):
+    """An open-loop guest that replays `arrivals` on `device`: at each arrival's time it makes that
+    arrival's requests available and notifies the device, as the recorded guest's kick (or the
+    iothread's poll) did. One arrival is made per event-loop iteration, so two arrivals that fall due
+    together still reach the handler as two runs, as they were recorded. Should the device have
+    `iodepth` requests outstanding, the rest of an arrival follows as requests complete (the run is
+    then split, and the comparison shows it)."""
+
+    def __init__(self, device: Device, iodepth: int, arrivals: Arrivals):
+        self.device = device
+        self.iodepth = iodepth
+        self.bs = int(arrivals.lens.max()) if arrivals.nr_requests else device.bs
+        self.arrivals = arrivals
+        self._driver = device.driver
+        self._cum = np.concatenate(([0], np.cumsum(arrivals.counts)))
+        self._next = 0
+        self._t0_ns = 0
+        self.index, self._rec = self._driver.add_guest(iodepth, 0, self._refill)
+        g = self._rec
+        # a recorded offset past this device's region wraps round it (by whole 4 KiB, so alignment holds)
+        span = max((device.region_bytes - self.bs) // 4096 * 4096, 4096)
+        offsets = np.ascontiguousarray(
+            device.region_offset
+            + np.where(
+                arrivals.offsets + arrivals.lens <= device.region_bytes, arrivals.offsets, arrivals.offsets % span
+            )
+        )
+        self._chunk = (
+            offsets,
+            arrivals.ops,
+            arrivals.lens,
+            ffi.from_buffer("int64_t[]", offsets),
+            ffi.from_buffer("int32_t[]", arrivals.ops),
+            ffi.from_buffer("int32_t[]", arrivals.lens),
+            ffi.new("int32_t[]", iodepth),
+        )  # C reads them: keep them alive
+        g.chunk_offsets, g.chunk_ops, g.chunk_lens, g.vq_lens = self._chunk[3:]
+        g.chunk_len, g.chunk_pos = arrivals.nr_requests, 0
+        device.attach_guest(device.bs, self.index, self._rec)
+
+    def start(self, t0_ns: int | None = None) -> None:
+        """Arrival times count from `t0_ns` (time.monotonic_ns(); default: now)."""
+        self._t0_ns = monotonic_ns() if t0_ns is None else t0_ns
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._next < len(self.arrivals.at_ns) and not self._rec.stopped:
+            self.device.loop.timer_at(self._t0_ns + int(self.arrivals.at_ns[self._next]), self._arrive)
+
+    def _arrive(self) -> None:
+        self._next += 1
+        self._rec.max_requests = int(self._cum[self._next])
+        self._refill()
+        self._arm()
+
+    def _refill(self) -> None:
+        if lib.pt_refill(self._driver.state, self.index) > 0:
+            self.device.guest_notify()
+
+    @property
+    def finished(self) -> bool:
+        g = self._rec
+        return g.outstanding == 0 and (bool(g.stopped) or g.issued >= self.arrivals.nr_requests)

@@ -19,6 +19,10 @@ same way:
   iterations. In poll mode, an iteration that would not wait (bottom halves
   pending, a handler ready) skips epoll altogether, as QEMU does: the poll
   handlers stand for the fds.
+* Timers (`timer_at`), as an AioContext's timer list: the wait ends at the
+  earliest deadline, and the timers due when the timer pass begins run after
+  the bottom halves (a timer armed by one of them waits for the next
+  iteration). A replayed run's arrivals come through them.
 * A handler may call `aio_poll()` again (a synchronous read, a drain). The
   nested call runs *other* handlers and BHs inside whatever plug section the
   caller has open: that is how one device's I/O ends up deferred into another
@@ -27,6 +31,7 @@ same way:
 
 from __future__ import annotations
 
+import heapq
 import select
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +43,8 @@ __all__ = ["EventLoop", "BottomHalf", "POLL_MAX_NS"]
 POLL_MAX_NS = 32768
 #: where QEMU's adaptive polling starts growing from 0 (ns), and by how much (its poll-grow default)
 _POLL_GROW_START_NS, _POLL_GROW = 4000, 2
+#: epoll waits in whole milliseconds: a deadline nearer than this is waited for without sleeping
+_SLEEP_GRAIN_NS = 2_000_000
 
 
 class BottomHalf:
@@ -78,6 +85,9 @@ class EventLoop:
         self._busy_handlers: list[tuple[Callable[[], bool], Callable[[], None]]] = []
         #: called at the start of every aio_poll() iteration, before waiting
         self.prepare_hooks: list[Callable[[], None]] = []
+        #: (deadline_ns, order, callback), earliest first
+        self._timers: list[tuple[int, int, Callable[[], None]]] = []
+        self._timer_order = 0
         self.depth = 0
         #: aio_poll() calls made from inside a handler (depth > 0)
         self.nested_polls = 0
@@ -111,6 +121,34 @@ class EventLoop:
     def bh_new(self, cb: Callable[[], None]) -> BottomHalf:
         return BottomHalf(self, cb)
 
+    def timer_at(self, deadline_ns: int, cb: Callable[[], None]) -> None:
+        """Run `cb()` once, in the first timer pass at or after `deadline_ns` (time.monotonic_ns())."""
+        self._timer_order += 1
+        heapq.heappush(self._timers, (deadline_ns, self._timer_order, cb))
+
+    @property
+    def timers_pending(self) -> bool:
+        return bool(self._timers)
+
+    def _timeout(self) -> int | float:
+        """How long a blocking wait may sleep (epoll's timeout: -1 forever, else seconds)."""
+        if not self._timers:
+            return -1
+        wait_ns = self._timers[0][0] - monotonic_ns()
+        return 0 if wait_ns < _SLEEP_GRAIN_NS else (wait_ns - _SLEEP_GRAIN_NS // 2) / 1e9
+
+    def _run_timers(self) -> bool:
+        timers = self._timers
+        if not timers:
+            return False
+        now = monotonic_ns()
+        due = []
+        while timers and timers[0][0] <= now:
+            due.append(heapq.heappop(timers)[2])
+        for cb in due:
+            cb()
+        return bool(due)
+
     def aio_poll(self, blocking: bool) -> bool:
         """Run one loop iteration; returns whether any handler or BH ran.
 
@@ -128,7 +166,7 @@ class EventLoop:
             polled = [h for ready, h in self._poll_handlers if ready()]
             if blocking and not polled and not self._bhs and self.poll_ns and self._busy_handlers:
                 polled = self._busy_poll()
-            timeout = 0 if (not blocking or self._bhs or polled) else -1
+            timeout = 0 if (not blocking or self._bhs or polled) else self._timeout()
             events: list = []
             # As QEMU's aio_poll(): in poll mode a wait with no timeout is skipped
             # (the fds' readiness is what the poll handlers check).
@@ -159,6 +197,8 @@ class EventLoop:
                     bh.scheduled = False
                     bh.cb()
                     progress = True
+            if self._run_timers():
+                progress = True
             return progress
         finally:
             self.depth -= 1
@@ -177,6 +217,8 @@ class EventLoop:
         handlers = self._busy_handlers
         now = monotonic_ns
         deadline = now() + self.poll_ns
+        if self._timers:
+            deadline = min(deadline, self._timers[0][0])
         while True:
             polled = [h for ready, h in handlers if ready()]
             if polled:

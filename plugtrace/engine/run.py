@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..uring._binding import lib
 from . import records
 from .driver import MAX_ENTRIES, RING_SETUPS, IoUringDriver, setup_flag_names
-from .emulation import DEVICE_KINDS, Device, Guest
+from .emulation import DEVICE_KINDS, Arrivals, Device, Guest, ReplayGuest
 from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
 
@@ -295,15 +295,21 @@ def run_workload(
     sink: Callable[[str, Any], object],
     stop: threading.Event | None = None,
     progress: Callable[[float, int], None] | None = None,
+    arrivals: dict[int, Arrivals] | None = None,
 ) -> WorkloadResult:
     """Run `config` against the block device or file at `path` (`size_bytes` usable).
+
+    With `arrivals` (device index -> its recorded arrivals), those devices are driven by a
+    `ReplayGuest` instead of the closed loop: `config.iodepth` then bounds what each may have
+    outstanding, `config.bs` must cover the longest request, and the run ends when every arrival
+    has been made and completed (give `requests` as their total, `duration_s` as None).
 
     `sink(table_name, columns)` receives log chunks (`requests`, `submits`,
     `sections`, `handlers`). `stop` ends the run early (Ctrl-C): guests stop
     issuing and what is in flight completes. `progress(elapsed_s, completed)`
     is called about once a second from the calling thread.
     """
-    return _Workload(config, path, size_bytes, sink, stop or threading.Event(), progress).run()
+    return _Workload(config, path, size_bytes, sink, stop or threading.Event(), progress, arrivals).run()
 
 
 class _EngineThread:
@@ -313,7 +319,7 @@ class _EngineThread:
         self.work = work
         self.index = index
         self.device_indices = device_indices
-        self.guests: list[Guest] = []
+        self.guests: list[Guest | ReplayGuest] = []
         self.devices: list[Device] = []
         self.driver: IoUringDriver | None = None
         #: what the run's metadata says of this thread, once it has ended
@@ -375,8 +381,14 @@ class _EngineThread:
                 rng=random.Random(config.seed * 7919 + i),
             )
             depth = config.iodepth if kind != "ide" else 1
-            per_guest = max(1, config.requests // work.ndev) if config.requests is not None else None
-            guest = Guest(dev, depth, config.bs, config.rw, config.read_fraction, per_guest, seed=rng.getrandbits(63))
+            guest: Guest | ReplayGuest
+            if i in work.arrivals:
+                guest = ReplayGuest(dev, depth, work.arrivals[i])
+            else:
+                per_guest = max(1, config.requests // work.ndev) if config.requests is not None else None
+                guest = Guest(
+                    dev, depth, config.bs, config.rw, config.read_fraction, per_guest, seed=rng.getrandbits(63)
+                )
             dev.on_handler = hooks.handler
             self.devices.append(dev)
             self.guests.append(guest)
@@ -386,12 +398,15 @@ class _EngineThread:
         driver, work, guests = self.driver, self.work, self.guests
         assert driver is not None
         for g in guests:
-            g.start()
+            if isinstance(g, ReplayGuest):
+                g.start(work.t0_ns)
+            else:
+                g.start()
         check_every = 0
         while True:
-            # Block only while something is in flight, so an idle thread
-            # always comes back to check whether it is done.
-            loop.aio_poll(driver.in_flight > 0)
+            # Block only while something is in flight (or an arrival is due), so an
+            # idle thread always comes back to check whether it is done.
+            loop.aio_poll(driver.in_flight > 0 or loop.timers_pending)
             check_every += 1
             if check_every & 15 == 0 or driver.in_flight == 0:
                 if work.stop.is_set() or (work.deadline is not None and time.monotonic() >= work.deadline):
@@ -433,9 +448,13 @@ class _Workload:
         sink: Callable[[str, Any], object],
         stop: threading.Event,
         progress: Callable[[float, int], None] | None,
+        arrivals: dict[int, Arrivals] | None = None,
     ) -> None:
         config.validate()
         self.config, self.stop, self.progress = config, stop, progress
+        self.arrivals = arrivals or {}
+        #: where a replay's arrival times count from (time.monotonic_ns()), set as the threads start
+        self.t0_ns = 0
         self.ndev = config.devices + config.ide_devices
         self.region = (size_bytes // self.ndev) // config.bs * config.bs
         if self.region < config.bs * max(config.iodepth, 1):
@@ -488,6 +507,7 @@ class _Workload:
             try:
                 if config.duration_s is not None:
                     self.deadline = time.monotonic() + config.duration_s
+                self.t0_ns = time.monotonic_ns() + 20_000_000  # every thread is in its loop by then
                 self.all_started.wait()
             except threading.BrokenBarrierError:
                 pass

@@ -106,6 +106,21 @@ TABLES: dict[str, pa.Schema] = {
             ("opened_section_id", I64),
         ]
     ),
+    "replay_runs": pa.schema(
+        [
+            ("arrival", I32),
+            ("device", I32),
+            ("nr_requests", I32),
+            ("vq", I32),
+            ("cause", LABEL),
+            ("begin_ns", I64),
+            ("measured_enters", I32),
+            ("measured_sqes_per_submit", pa.float64()),
+            ("predicted_enters", I32),
+            ("predicted_sqes_per_submit", pa.float64()),
+            ("exact", pa.bool_()),
+        ]
+    ),
 }
 
 

@@ -88,3 +88,46 @@ def test_polling_time_adapts_as_qemus(wake_after):
     assert loop.poll_ns == 16000
     loop._adjust_polling(40000)
     assert loop.poll_ns == 0
+
+
+def test_timers_run_in_deadline_order_after_the_bottom_halves():
+    from time import monotonic_ns
+
+    loop = EventLoop(poll_max_ns=0)
+    seen = []
+    now = monotonic_ns()
+    loop.timer_at(now - 10, lambda: seen.append("second"))
+    loop.timer_at(now - 20, lambda: seen.append("first"))
+    loop.bh_new(lambda: seen.append("bh")).schedule()
+    assert loop.aio_poll(False)
+    assert seen == ["bh", "first", "second"] and not loop.timers_pending
+
+
+def test_a_timer_armed_by_a_timer_waits_for_the_next_iteration():
+    """A replay arms its next arrival from the last one's timer: two arrivals already due still
+    take two iterations (two handler runs), never one."""
+    from time import monotonic_ns
+
+    loop = EventLoop(poll_max_ns=0)
+    seen = []
+
+    def first():
+        seen.append(1)
+        loop.timer_at(monotonic_ns() - 1, lambda: seen.append(2))
+
+    loop.timer_at(monotonic_ns() - 1, first)
+    loop.aio_poll(False)
+    assert seen == [1] and loop.timers_pending
+    loop.aio_poll(False)
+    assert seen == [1, 2]
+
+
+def test_a_blocking_poll_returns_for_a_timer_with_nothing_else_to_wait_for():
+    from time import monotonic_ns
+
+    loop = EventLoop()
+    seen = []
+    loop.timer_at(monotonic_ns() + 3_000_000, lambda: seen.append("due"))
+    while not seen:  # without the timer's deadline, the wait would never end
+        loop.aio_poll(True)
+    assert seen == ["due"]

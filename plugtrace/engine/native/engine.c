@@ -83,6 +83,8 @@ int pt_refill(struct pt_driver *d, uint32_t guest)
     for (int64_t i = 0; i < n; i++) {
         uint32_t at = (uint32_t)(g->vq_tail++ % g->iodepth);
         g->vq_offsets[at] = g->chunk_offsets[g->chunk_pos];
+        if (g->chunk_lens)
+            g->vq_lens[at] = g->chunk_lens[g->chunk_pos];
         g->vq_ops[at] = g->chunk_ops[g->chunk_pos++];
     }
     g->issued += n;
@@ -102,8 +104,9 @@ int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_
     int64_t now = pt_now_ns();
     for (uint32_t i = 0; i < n; i++) {
         uint32_t at = (uint32_t)(g->vq_head++ % g->iodepth);
-        pt_queue_at(d, now, g->vq_ops[at], fd, len, (uint64_t)g->vq_offsets[at], device, section_id, section_owner, 0,
-                    (int32_t)guest);
+        uint32_t n_bytes = g->vq_lens ? (uint32_t)g->vq_lens[at] : len;
+        pt_queue_at(d, now, g->vq_ops[at], fd, n_bytes, (uint64_t)g->vq_offsets[at], device, section_id, section_owner,
+                    0, (int32_t)guest);
     }
     return (int)n;
 }

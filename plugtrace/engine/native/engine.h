@@ -46,6 +46,8 @@ struct pt_guest {
     uint64_t vq_tail; /* a 32-bit one would wrap within an hour, breaking `% iodepth`) */
     int64_t *vq_offsets;
     int32_t *vq_ops;
+    int32_t *chunk_lens; /* NULL: every request is the handler's `len`; else one length per request (a replay) */
+    int32_t *vq_lens;
 };
 
 /* One event loop thread's driver (QEMU's LuringState). Each log is a numpy-owned array of rows:

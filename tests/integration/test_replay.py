@@ -1,0 +1,57 @@
+"""plugtrace replay as a user runs it: a recorded QEMU run's arrivals driven through the model on a real
+loop device, compared run by run."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import PLUGTRACE, loop_devices, require_root
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+@pytest.mark.parametrize("sample, strategy", [("qemu-7.2", "device-plug"), ("qemu-10.0", "defer")])
+def test_replay_of_a_qemu_sample_gives_every_request_and_a_comparison_per_handler_run(tmp_path, sample, strategy):
+    require_root()
+    out = tmp_path / "replay"
+    before = loop_devices()
+    p = subprocess.run(
+        [*PLUGTRACE, "replay", str(DATA / sample), "--quiet", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "handler runs predicted exactly" in p.stdout
+    assert loop_devices() == before, "replay left a loop device behind"
+    meta = json.loads((out / "meta.json").read_text())
+    source = json.loads((DATA / sample / "meta.json").read_text())
+    replay = meta["replay"]
+    assert meta["status"] == "complete" and meta["config"]["strategy"] == strategy == replay["strategy"]
+    assert meta["config"]["ring_setup"] == "plain"  # QEMU's ring, as any comparison with QEMU
+    # exact counts: the model ran every workload request QEMU did, each arrival once
+    n = source["summary"]["qemu_workload_requests"]
+    assert meta["summary"]["nr_requests"] == replay["requests"] == n
+    requests = pd.read_parquet(out / "tables" / "requests.parquet")
+    assert len(requests) == n and (requests["submit_ns"] >= 0).all()
+    runs = pd.read_parquet(out / "tables" / "replay_runs.parquet")
+    assert len(runs) == replay["handler_runs"] and int(runs["nr_requests"].sum()) == n
+    assert (runs["predicted_enters"] >= 1).all() and (runs["measured_enters"] >= 1).all()
+    assert replay["per_run_exact"] == round(float(runs["exact"].mean()), 4)
+    # every model submit carries requests of the replay and no other
+    submits = pd.read_parquet(out / "tables" / "submits.parquet")
+    assert int(submits["ret"].sum()) == n
+    # the requests are QEMU's: the same lengths, per device
+    src = pd.read_parquet(DATA / sample / "tables" / "qemu_requests.parquet").sort_values("req_id").tail(n)
+    assert sorted(requests["len_bytes"]) == sorted(src["length_bytes"])
+
+
+def test_replay_refuses_a_run_that_is_not_qemus(tmp_path):
+    p = subprocess.run(
+        [*PLUGTRACE, "replay", str(DATA / "defer"), "-o", str(tmp_path / "x")], capture_output=True, text=True
+    )
+    assert p.returncode != 0 and "not a real QEMU run" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "x").exists()
