@@ -385,6 +385,7 @@ class _Generator:
                     "op": op,
                     "offset_bytes": offset,
                     "len_bytes": np.full(n, spec.bs, np.int64),
+                    "nr_guest_requests": np.ones(n, np.int32),
                     "queue_ns": reqs["queue_ns"],
                     "submit_ns": reqs["submit_ns"],
                     "complete_ns": reqs["complete_ns"],

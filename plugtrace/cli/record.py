@@ -74,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "aio_poll() inside its plug section (default: 0)",
     )
     w.add_argument(
+        "--no-merge",
+        dest="merge",
+        action="store_false",
+        help="virtio-blk does not merge contiguous requests (QEMU's request-merging=off); by default it "
+        "merges them as virtio_blk_submit_multireq() does, which only sequential loads feel",
+    )
+    w.add_argument(
         "--ring-setup",
         default="coop",
         choices=tuple(RING_SETUPS),
@@ -154,6 +161,7 @@ _WORKLOAD_FIELDS = (
     "rwmixread",
     "requests",
     "interleave",
+    "merge",
     "seed",
     "ring_setup",
     "poll_max_ns",

@@ -52,6 +52,8 @@ class WorkloadConfig:
     duration_s: float | None = 5.0
     requests: int | None = None
     interleave: float = 0.0
+    #: virtio-blk merges contiguous requests of one handler run, as QEMU's request-merging (default on) does
+    merge: bool = True
     seed: int = 1
     verify: bool = True
     #: io_uring setup flags (driver.RING_SETUPS): "coop" as fio, "plain" (none) as QEMU
@@ -378,6 +380,7 @@ class _EngineThread:
                 i * work.region,
                 work.region,
                 interleave=config.interleave,
+                merge=config.merge and i not in work.arrivals,
                 rng=random.Random(config.seed * 7919 + i),
             )
             depth = config.iodepth if kind != "ide" else 1

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import PlugtraceError, RunDirError, UsageError
 from .meta import RunMeta, Status
-from .schema import check_table
+from .schema import ADDED_COLUMNS, check_table, with_added_columns
 
 __all__ = [
     "Run",
@@ -56,6 +56,7 @@ TABLE_SOURCES = {
     "qemu_counters": "the QEMU-side uprobes (plugtrace qemu)",
     "qemu_sections": "the QEMU-side uprobes (plugtrace qemu --mode events, since sections have a kind)",
     "qemu_handlers": "the QEMU-side uprobes (plugtrace qemu --mode events, since handler runs have a cause)",
+    "replay_runs": "plugtrace replay's comparison with the QEMU run it replayed",
 }
 
 #: other names a probe may be listed under in meta.probes.could_not_measure
@@ -247,21 +248,30 @@ class Run:
         self.require(name, user=f"reading table '{name}'")
         file = self.path / "tables" / f"{name}.parquet"
         try:
-            if sample is None:
-                return pq.read_table(file, columns=list(columns) if columns else None, filters=filters)
-            if not 0 < sample <= 1:
-                raise ValueError(f"sample must be a fraction in (0, 1], not {sample!r}")
-            rng = np.random.default_rng(0)
-            dataset = pa_dataset.dataset(file, format="parquet")
-            expression = pq.filters_to_expression(filters) if filters else None
-            batches = [
-                b.filter(pa.array(rng.random(len(b)) < sample))
-                for b in dataset.to_batches(columns=list(columns) if columns else None, filter=expression)
-            ]
-            schema = dataset.schema if not columns else pa.schema([dataset.schema.field(c) for c in columns])
-            return pa.Table.from_batches(batches, schema=schema)
+            if not ADDED_COLUMNS.get(name):
+                return self._arrow(file, list(columns) if columns else None, filters, sample)
+            # a run recorded before a column was added: read what it has, the added column holds its value
+            present = pq.read_schema(file).names
+            table = self._arrow(file, [c for c in (columns or present) if c in present], filters, sample)
+            return with_added_columns(name, table, columns)
         except (pa.ArrowException, OSError) as exc:
             raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None
+
+    @staticmethod
+    def _arrow(file: Path, columns: list[str] | None, filters: Any, sample: float | None) -> pa.Table:
+        if sample is None:
+            return pq.read_table(file, columns=columns, filters=filters)
+        if not 0 < sample <= 1:
+            raise ValueError(f"sample must be a fraction in (0, 1], not {sample!r}")
+        rng = np.random.default_rng(0)
+        dataset = pa_dataset.dataset(file, format="parquet")
+        expression = pq.filters_to_expression(filters) if filters else None
+        batches = [
+            b.filter(pa.array(rng.random(len(b)) < sample))
+            for b in dataset.to_batches(columns=columns, filter=expression)
+        ]
+        schema = dataset.schema if not columns else pa.schema([dataset.schema.field(c) for c in columns])
+        return pa.Table.from_batches(batches, schema=schema)
 
     def window_filters(self, column: str, window_ms: tuple[float, float] | None) -> list[tuple[str, str, int]] | None:
         """Parquet filters keeping rows whose `column` (ns) lies in `window_ms` (start, end: ms from run start)."""
@@ -314,9 +324,17 @@ def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = N
     if not file.exists():
         raise RunDirError(f"{file}: missing (the run has no '{name}' table)")
     try:
-        return pq.read_table(file, columns=columns).to_pandas()
+        return with_added_columns(name, pq.read_table(file, columns=_present(file, name, columns)), columns).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RunDirError(f"{file}: cannot read Parquet ({exc}); the file is truncated or corrupt") from None
+
+
+def _present(file: Path, name: str, columns: list[str] | None) -> list[str] | None:
+    """`columns` without the `ADDED_COLUMNS` the file lacks (its readers add them)."""
+    if not columns or not ADDED_COLUMNS.get(name):
+        return columns
+    present = pq.read_schema(file).names
+    return [c for c in columns if c in present]
 
 
 def read_batches(path: str | os.PathLike, name: str, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:

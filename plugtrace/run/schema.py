@@ -9,12 +9,23 @@ driver writes (plugtrace/engine/native/log_records.h), and read from there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["LABEL", "TABLES", "NON_NEGATIVE", "SQES_HISTOGRAMS", "schema_of", "conform", "check_table"]
+__all__ = [
+    "LABEL",
+    "TABLES",
+    "ADDED_COLUMNS",
+    "with_added_columns",
+    "NON_NEGATIVE",
+    "SQES_HISTOGRAMS",
+    "schema_of",
+    "conform",
+    "check_table",
+]
 
 I32, I64 = pa.int32(), pa.int64()
 #: a column of a few repeated names (an event kind, a marker): dictionary-encoded, as the tracer writes it
@@ -147,6 +158,29 @@ def conform(name: str, table: pa.Table) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+#: columns added to a table after runs were recorded without them: table -> {column: the value it has in
+#: such a run}. A run that lacks one is not corrupt; its readers see the column with that value.
+ADDED_COLUMNS: dict[str, dict[str, int]] = {
+    # before the engine merged requests (virtio-blk's request merging), each request was one guest request
+    "requests": {"nr_guest_requests": 1},
+}
+
+
+def with_added_columns(name: str, table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
+    """`table` (read from a run of table `name`) with the `ADDED_COLUMNS` it lacks, holding their value, in
+    the order of `columns` (default: the run format's)."""
+    added = ADDED_COLUMNS.get(name)
+    if not added:
+        return table
+    schema = TABLES[name]
+    wanted = list(columns) if columns else schema.names
+    for column in wanted:
+        if column in added and column not in table.column_names:
+            value = pa.array([added[column]] * table.num_rows, type=schema.field(column).type)
+            table = table.append_column(schema.field(column), value)
+    return table.select([c for c in wanted if c in table.column_names])
+
+
 #: columns that count things or measure a duration: a negative value means the table is corrupt
 NON_NEGATIVE = {
     "requests": ("len_bytes",),
@@ -181,10 +215,12 @@ def check_table(name: str, metadata: pq.FileMetaData) -> str | None:
     foreign = [c for c in found.names if c not in schema.names]
     if foreign:
         return f"it has columns the run format does not give '{name}' ({', '.join(foreign)})"
-    missing = [c for c in schema.names if c not in found.names]
+    missing = [c for c in schema.names if c not in found.names and c not in ADDED_COLUMNS.get(name, {})]
     if missing:
         return f"it lacks the columns {', '.join(missing)}"
     for field in schema:
+        if field.name not in found.names:
+            continue  # an added column (ADDED_COLUMNS) the run predates
         have = found.field(field.name).type
         if not _same_type(have, field.type):
             return f"its column '{field.name}' is {have}, where the run format has {field.type}"

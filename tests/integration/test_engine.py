@@ -190,3 +190,31 @@ def test_short_read_at_end_of_file_is_resubmitted_and_padded(tmp_path):
     rows = np.concatenate(logs["requests"])
     assert rows["result"][0] == 6144  # the log keeps what was really read
     assert data[:6144] == b"\x11" * 6144 and data[6144:] == bytes(2048)
+
+
+def test_sequential_reads_merge_as_virtio_blk_does_and_random_ones_never(loop_device):
+    result, t = record(loop_device, strategy="defer", rw="read", iodepth=32, requests=4096)
+    req = t["requests"]
+    assert req.nr_guest_requests.sum() == result.nr_requests >= 4096 and result.nr_errors == 0
+    assert (req.len_bytes == req.nr_guest_requests * 4096).all()
+    assert req.nr_guest_requests.between(1, 32).all()
+    # the guest's first 32 requests are contiguous and arrive in one handler run: one request of 128 KiB
+    first = req.sort_values("req_id").iloc[0]
+    assert (first.nr_guest_requests, first.offset_bytes) == (32, 0)
+    assert t["submits"].sort_values("start_ns").nr_sqes.iloc[0] == 1
+    joined = requests_per_submit(t)
+    assert (joined.nr_sqes == joined.nr_requests).all()
+
+    _, unmerged = record(loop_device, strategy="defer", rw="read", iodepth=32, requests=4096, merge=False)
+    assert (unmerged["requests"].nr_guest_requests == 1).all()
+    assert unmerged["submits"].sort_values("start_ns").nr_sqes.iloc[0] == 32
+
+    _, rand = record(loop_device, strategy="defer", rw="randread", iodepth=32, requests=4096)
+    assert (rand["requests"].nr_guest_requests == 1).all()
+    assert (rand["requests"].offset_bytes // 4096 % 2 == 0).all()
+
+
+def test_merged_sequential_writes_verify_clean(zram_device):
+    result, t = record(zram_device, strategy="device-plug", rw="write", iodepth=16, requests=2048)
+    assert (t["requests"].nr_guest_requests > 1).any()
+    assert result.integrity["checked_blocks"] == 2048 and result.integrity["mismatches"] == 0

@@ -42,6 +42,7 @@ def run(tmp_path):
             "len_bytes": np.full(len(rows), 4096, np.int64),
             "submit_seq": np.array(cols[6], np.int64),
             "resubmits": np.zeros(len(rows), np.int32),
+            "nr_guest_requests": np.ones(len(rows), np.int32),
             "result": np.full(len(rows), 4096, np.int32),
         },
     )

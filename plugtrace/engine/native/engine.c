@@ -1,6 +1,7 @@
 /* engine.c - the engine's per-request work (engine.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -21,24 +22,23 @@ int32_t pt_gettid(void)
     return (int32_t)syscall(SYS_gettid);
 }
 
-/* Queue one request in a free slot (its buffer is the slot's; a write's buffer is filled with the run's
- * verifiable pattern). `guest` is the index of the guest its completion counts to, or -1 to hand it to
- * Python. Returns the slot, or -1 when no slot is free. */
-static int64_t pt_queue_at(struct pt_driver *d, int64_t now, int op, int fd, uint32_t len, uint64_t offset,
-                           int32_t device, int64_t section_id, int32_t section_owner, int32_t sync, int32_t guest)
+/* Take a free slot for one request (its buffer is the slot's; a write's buffer is filled with the run's
+ * verifiable pattern), not queued yet. `guest` is the index of the guest its completion counts to, or -1 to
+ * hand it to Python. The caller made sure a slot is free. */
+static uint32_t pt_take(struct pt_driver *d, int64_t now, int op, int fd, uint32_t len, uint64_t offset, int32_t device,
+                        int64_t section_id, int32_t section_owner, int32_t sync, int32_t guest)
 {
-    if (d->nfree == 0)
-        return -1;
     uint32_t slot = d->free_slots[--d->nfree];
     struct pt_req *r = &d->reqs[slot];
     struct pt_requests_row *row = &r->log;
-    row->req_id = (int64_t)d->next_req_id++;
+    row->req_id = -1;
     row->thread = d->thread;
     row->tid = d->tid;
     row->device = device;
     row->op = op;
     row->offset_bytes = (int64_t)offset;
     row->len_bytes = len;
+    row->nr_guest_requests = 1;
     row->queue_ns = now;
     row->submit_ns = -1;
     row->complete_ns = -1;
@@ -54,10 +54,30 @@ static int64_t pt_queue_at(struct pt_driver *d, int64_t now, int op, int fd, uin
     r->done = 0;
     r->fd = fd;
     r->guest = guest;
+    r->next_merged = -1;
+    r->niov = 0;
     if (op == 1)
         pt_fill_pattern(r->buf, len, offset, d->seed);
+    return slot;
+}
+
+/* Queue the request in `slot` for the next submit: it becomes an io_uring request, with its req_id. */
+static void pt_enqueue(struct pt_driver *d, uint32_t slot)
+{
+    struct pt_requests_row *row = &d->reqs[slot].log;
+    row->req_id = (int64_t)d->next_req_id++;
     d->queue[d->qtail++ % d->qcap] = slot;
-    plugtrace_mark_request_queued((uint64_t)row->req_id, device);
+    plugtrace_mark_request_queued((uint64_t)row->req_id, row->device);
+}
+
+/* Queue one request in a free slot. Returns the slot, or -1 when no slot is free. */
+static int64_t pt_queue_at(struct pt_driver *d, int64_t now, int op, int fd, uint32_t len, uint64_t offset,
+                           int32_t device, int64_t section_id, int32_t section_owner, int32_t sync, int32_t guest)
+{
+    if (d->nfree == 0)
+        return -1;
+    uint32_t slot = pt_take(d, now, op, fd, len, offset, device, section_id, section_owner, sync, guest);
+    pt_enqueue(d, slot);
     return slot;
 }
 
@@ -111,6 +131,80 @@ int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_
     return (int)n;
 }
 
+/* virtio-blk's request merging: virtio_blk_handle_request() collects read and write requests in a
+ * MultiReqBuffer and virtio_blk_submit_multireq() submits it when it holds VIRTIO_BLK_MAX_MERGE_REQS
+ * requests, before a request of the other direction joins, and at the end of the handler run. It sorts them
+ * by sector and merges each run of contiguous ones into one request (one preadv/pwritev of their iovecs)
+ * while the merged one stays within the backend's max_transfer and IOV_MAX iovecs (never reached here: at
+ * most PT_MRB_MAX requests of one iovec each).
+ *
+ * pt_mrb_fill takes the next requests off the guest's virtqueue that would fill one buffer (at most `n`,
+ * PT_MRB_MAX, up to a change of direction), sorts and merges them, and returns how many requests they make
+ * (d->mrb_heads, in offset order), or -1 (taking none) when there are not enough free slots. pt_mrb_queue
+ * queues merged requests `first` .. `first + k - 1` of them. */
+int pt_mrb_fill(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_t len, int32_t device,
+                int64_t section_id, int32_t section_owner, int64_t max_transfer)
+{
+    struct pt_guest *g = d->guests[guest];
+    if (n > g->vq_tail - g->vq_head)
+        n = (uint32_t)(g->vq_tail - g->vq_head);
+    if (n > PT_MRB_MAX)
+        n = PT_MRB_MAX;
+    if (d->nfree < n)
+        return -1;
+    int64_t now = pt_now_ns();
+    uint32_t m = 0;
+    int op = -1;
+    while (m < n) {
+        uint32_t at = (uint32_t)(g->vq_head % g->iodepth);
+        if (m > 0 && g->vq_ops[at] != op)
+            break; /* the direction changes: the buffer is submitted first */
+        op = g->vq_ops[at];
+        g->vq_head++;
+        uint32_t n_bytes = g->vq_lens ? (uint32_t)g->vq_lens[at] : len;
+        d->mrb_slots[m++] = pt_take(d, now, op, fd, n_bytes, (uint64_t)g->vq_offsets[at], device, section_id,
+                                    section_owner, 0, (int32_t)guest);
+    }
+    /* multireq_compare: by sector (a stable insertion sort of at most PT_MRB_MAX) */
+    for (uint32_t i = 1; i < m; i++) {
+        uint32_t s = d->mrb_slots[i], j = i;
+        for (; j > 0 && d->reqs[d->mrb_slots[j - 1]].offset > d->reqs[s].offset; j--)
+            d->mrb_slots[j] = d->mrb_slots[j - 1];
+        d->mrb_slots[j] = s;
+    }
+    d->mrb_nheads = 0;
+    struct pt_req *head = NULL, *last = NULL;
+    for (uint32_t i = 0; i < m; i++) {
+        uint32_t s = d->mrb_slots[i];
+        struct pt_req *r = &d->reqs[s];
+        if (head && r->offset == head->offset + head->len && (int64_t)head->len + r->len <= max_transfer) {
+            struct iovec *iov = d->iovs + (size_t)(head - d->reqs) * PT_MRB_MAX;
+            if (head->niov == 0) {
+                iov[0].iov_base = head->buf;
+                iov[0].iov_len = head->len;
+                head->niov = 1;
+            }
+            iov[head->niov].iov_base = r->buf;
+            iov[head->niov++].iov_len = r->len;
+            head->len += r->len;
+            head->log.len_bytes += r->len;
+            head->log.nr_guest_requests++;
+            last->next_merged = (int32_t)s;
+            last = r;
+            continue;
+        }
+        head = last = r;
+        d->mrb_heads[d->mrb_nheads++] = s;
+    }
+    return (int)d->mrb_nheads;
+}
+
+void pt_mrb_queue(struct pt_driver *d, uint32_t first, uint32_t k)
+{
+    for (uint32_t i = first; i < first + k && i < d->mrb_nheads; i++)
+        pt_enqueue(d, d->mrb_heads[i]);
+}
+
 /* QEMU's luring_resubmit_short_read(): continue where the short read stopped. */
 uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res)
 {
@@ -120,37 +214,73 @@ uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res)
     r->buf += res;
     r->len -= (uint32_t)res;
     r->log.resubmits++;
+    if (r->niov) { /* a merged request: drop what was transferred from the front of its iovecs */
+        struct iovec *iov = d->iovs + (size_t)slot * PT_MRB_MAX;
+        size_t skip = (size_t)res;
+        uint32_t i = 0;
+        while (i < r->niov && skip >= iov[i].iov_len)
+            skip -= iov[i++].iov_len;
+        memmove(iov, iov + i, (r->niov - i) * sizeof(*iov));
+        r->niov -= i;
+        if (r->niov) {
+            iov[0].iov_base = (char *)iov[0].iov_base + skip;
+            iov[0].iov_len -= skip;
+        }
+    }
     d->queue[d->qtail++ % d->qcap] = slot;
     return (uint32_t)(d->qtail - d->qhead);
 }
 
+/* A read that ended at the end of the file: the rest of its buffer (or of its iovecs) reads as zeroes. */
+void pt_zero_rest(struct pt_driver *d, uint32_t slot)
+{
+    struct pt_req *r = &d->reqs[slot];
+    if (!r->niov) {
+        memset(r->buf, 0, r->len);
+        return;
+    }
+    struct iovec *iov = d->iovs + (size_t)slot * PT_MRB_MAX;
+    for (uint32_t i = 0; i < r->niov; i++)
+        memset(iov[i].iov_base, 0, iov[i].iov_len);
+}
+
+/* One guest request of a finished request counts to its guest (`guest_res`: what the guest sees). */
+static void pt_count_to_guest(struct pt_driver *d, struct pt_req *r, int32_t guest_res)
+{
+    struct pt_guest *g = d->guests[r->guest];
+    g->outstanding--;
+    g->completed++;
+    if (guest_res < 0) {
+        g->errors++;
+        if (!g->first_error)
+            g->first_error = guest_res;
+    } else if (r->log.op == 1 && d->written) {
+        /* a block counts as written, and is verified later, once a write to it succeeded */
+        d->written[(uint64_t)r->log.offset_bytes / d->written_bs] = 1;
+    }
+    if (!g->touched) {
+        g->touched = 1;
+        d->touched[d->ntouched++] = (uint32_t)r->guest;
+    }
+}
+
 /* A request is finished: log it with `logged_res` (what the kernel did), count `guest_res` (what the guest
- * sees) to its guest, free its slot. */
+ * sees) to its guest, free its slot; a merged request, each guest request it carries. */
 void pt_finish(struct pt_driver *d, uint32_t slot, int32_t logged_res, int32_t guest_res)
 {
     struct pt_req *r = &d->reqs[slot];
     r->log.result = logged_res;
     /* the log has room: pt_reap never takes more CQEs than there is room for */
     d->requests_log[d->requests_len++] = r->log;
-    d->completed++;
-    if (r->guest >= 0) {
-        struct pt_guest *g = d->guests[r->guest];
-        g->outstanding--;
-        g->completed++;
-        if (guest_res < 0) {
-            g->errors++;
-            if (!g->first_error)
-                g->first_error = guest_res;
-        } else if (r->log.op == 1 && d->written) {
-            /* a block counts as written, and is verified later, once a write to it succeeded */
-            d->written[(uint64_t)r->log.offset_bytes / d->written_bs] = 1;
-        }
-        if (!g->touched) {
-            g->touched = 1;
-            d->touched[d->ntouched++] = (uint32_t)r->guest;
-        }
+    d->completed += r->log.nr_guest_requests;
+    for (int32_t s = (int32_t)slot; s >= 0;) {
+        struct pt_req *part = &d->reqs[s];
+        int32_t next = part->next_merged;
+        if (part->guest >= 0)
+            pt_count_to_guest(d, part, guest_res);
+        d->free_slots[d->nfree++] = (uint32_t)s;
+        s = next;
     }
-    d->free_slots[d->nfree++] = slot;
 }
 
 /* Move queued requests into SQEs while the SQ ring has room, then submit them all in one io_uring_enter().
@@ -166,7 +296,13 @@ int pt_flush(struct pt_driver *d, enum pt_submit_reason reason)
             break;
         uint32_t slot = d->queue[d->qhead++ % d->qcap];
         struct pt_req *r = &d->reqs[slot];
-        if (r->log.op == 0)
+        if (r->niov) {
+            struct iovec *iov = d->iovs + (size_t)slot * PT_MRB_MAX;
+            if (r->log.op == 0)
+                io_uring_prep_readv(sqe, r->fd, iov, r->niov, r->offset);
+            else
+                io_uring_prep_writev(sqe, r->fd, iov, r->niov, r->offset);
+        } else if (r->log.op == 0)
             io_uring_prep_read(sqe, r->fd, r->buf, r->len, r->offset);
         else
             io_uring_prep_write(sqe, r->fd, r->buf, r->len, r->offset);

@@ -10,9 +10,14 @@
  */
 #pragma once
 #include <stdint.h>
+#include <sys/uio.h>
 #include "log_records.h"
 
 struct io_uring;
+
+/* virtio-blk's request merging (hw/block/virtio-blk.c): at most this many requests wait in its
+ * MultiReqBuffer (VIRTIO_BLK_MAX_MERGE_REQS), so a merged request has at most this many iovecs. */
+enum { PT_MRB_MAX = 32 };
 
 /* One request slot: its row of the requests table, filled as it goes, and where its rest goes. */
 struct pt_req {
@@ -22,7 +27,9 @@ struct pt_req {
     uint32_t len;
     uint32_t done; /* bytes the earlier parts of a short read transferred */
     int32_t fd;
-    int32_t guest; /* index of the guest it completes to; -1: reported to Python */
+    int32_t guest;       /* index of the guest it completes to; -1: reported to Python */
+    int32_t next_merged; /* the next slot of a merged request (-1: none): only its first slot is submitted */
+    uint32_t niov;       /* > 0: a merged request, read or written as iovecs (the driver's iovs + slot * PT_MRB_MAX) */
 };
 
 /* A closed-loop guest of one emulated device (emulation.Guest): how many requests it keeps outstanding,
@@ -92,19 +99,30 @@ struct pt_driver {
     int64_t sec_begin_ns; /* the open outermost section's */
     int32_t sec_begin_polls;
     int32_t sec_calls;
+    struct iovec *iovs; /* nreqs * PT_MRB_MAX: a merged request's, at its first slot's */
+    /* virtio-blk's MultiReqBuffer: slots taken off a virtqueue, sorted by offset (pt_mrb_fill), and where each
+     * merged request of them begins (mrb_heads: the slot of its first) */
+    uint32_t *mrb_slots;
+    uint32_t *mrb_heads;
+    uint32_t mrb_nheads;
 };
 
 /* CLOCK_MONOTONIC, in ns: the clock of every *_ns column. */
 int64_t pt_now_ns(void);
 int32_t pt_gettid(void);
 
-/* Requests: queue one, or `n` off a guest's virtqueue; a guest's refill; a short read's rest; the end. */
+/* Requests: queue one, or `n` off a guest's virtqueue (or merged, as virtio-blk does); a guest's refill; a short
+ * read's rest (and a read past the end padded); the end. */
 int64_t pt_queue(struct pt_driver *d, int op, int fd, uint32_t len, uint64_t offset, int32_t device, int64_t section_id,
                  int32_t section_owner, int32_t sync, int32_t guest);
 int pt_refill(struct pt_driver *d, uint32_t guest);
 int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_t len, int32_t device,
                 int64_t section_id, int32_t section_owner);
+int pt_mrb_fill(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_t len, int32_t device,
+                int64_t section_id, int32_t section_owner, int64_t max_transfer);
+void pt_mrb_queue(struct pt_driver *d, uint32_t first, uint32_t k);
 uint32_t pt_requeue_short(struct pt_driver *d, uint32_t slot, int32_t res);
+void pt_zero_rest(struct pt_driver *d, uint32_t slot);
 void pt_finish(struct pt_driver *d, uint32_t slot, int32_t logged_res, int32_t guest_res);
 
 /* The ring: submit what is queued; reap what completed. */

@@ -24,7 +24,8 @@ enum pt_submit_reason {
     PT_SUBMIT_REASON_SYNC,        /* a synchronous request, waited for with a nested aio_poll() */
 };
 
-/* requests: one finished request (its original offset and length, not those of a resubmitted rest) */
+/* requests: one finished io_uring request (its original offset and length, not those of a resubmitted rest);
+ * a merged one stands for the guest requests it carries */
 struct pt_requests_row {
     int64_t req_id;
     int32_t thread;
@@ -33,6 +34,7 @@ struct pt_requests_row {
     int32_t op; /* 0: read, 1: write */
     int64_t offset_bytes;
     int64_t len_bytes;
+    int32_t nr_guest_requests; /* guest requests it carries: more than 1 where virtio-blk merged them */
     int64_t queue_ns;
     int64_t submit_ns; /* -1: never submitted */
     int64_t complete_ns;
