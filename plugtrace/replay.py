@@ -10,10 +10,14 @@ handler, strategy and driver batch them on a real device. Each arrival's predict
 measured one, in the table `replay_runs`, and `meta.replay` gives `per_run_exact`: the fraction of
 arrivals whose prediction equals the measurement.
 
-What the arrivals fix: which requests come together. What the model decides: where its sections
-and submits fall (the strategy), and how many requests are in flight when a run arrives (the real
-device's speed; a run the model splits at MAX_ENTRIES where QEMU did not, or the reverse, shows up
-as a disagreement). The requests are QEMU's own, merged as QEMU merged them
+What the recording fixes: which requests come together (the arrivals) and, by default, how long the
+device took for each (`device_latency="recorded"`: from the kernel's io_uring tracepoints, the time
+from the submitting `io_uring_enter()` to the completion; a request the model's device finishes
+sooner stays in flight until then). What the model decides: where its sections and submits fall
+(the strategy), when it reaps, and so how many requests are in flight when a run arrives, which is
+where MAX_ENTRIES splits a run's submit. QEMU's device shares the CPUs with QEMU's vCPUs (under TCG
+both are busy), so replayed at its own speed (`device_latency="live"`) the model's device is faster
+and splits fewer runs. The requests are QEMU's own, merged as QEMU merged them
 (`virtio_blk_submit_multireq`): the model's merging is not exercised by a replay.
 """
 
@@ -30,10 +34,12 @@ import pandas as pd
 from .errors import UsageError
 from .run import Run
 
-__all__ = ["ReplaySource", "read_source", "replay", "DESIGN_STRATEGY"]
+__all__ = ["ReplaySource", "read_source", "replay", "DESIGN_STRATEGY", "DEVICE_LATENCIES"]
 
 #: the model's strategy that is each QEMU design's own
 DESIGN_STRATEGY = {"plug": "device-plug", "defer": "defer"}
+#: how long a replayed request takes: at least the recorded device's latency, or the model's device's own
+DEVICE_LATENCIES = ("recorded", "live")
 #: QEMU's `iothreads` layouts as the model's threads: (threads for `devices` disks, IDE's thread)
 _NEEDED = ("qemu_requests", "handlers", "qemu_handlers", "enters")
 
@@ -53,6 +59,8 @@ class ReplaySource:
     measured_mean: float
     #: workload requests that were not replayed (not queued inside a virtio-blk handler run), and why
     not_replayed: dict[str, int]
+    #: why `requests` has no `hold_ns` (the recorded device latency), or None when it has
+    no_latency: str | None = None
 
     @property
     def design(self) -> str | None:
@@ -106,6 +114,9 @@ def read_source(path: str | os.PathLike) -> ReplaySource:
     if joined.empty:
         raise UsageError(f"{run.path}: no workload request was queued inside a handler run: nothing to replay")
 
+    latency, no_latency = _device_latency(run, run.table("qemu_requests"))
+    if latency is not None:
+        joined["hold_ns"] = latency.reindex(joined["req_id"]).fillna(0).astype("int64").to_numpy()
     enters = run.table("enters", columns=["ts_ns", "tid", "ret"])
     enters = enters.drop_duplicates(["tid", "ts_ns"]).set_index(["tid", "ts_ns"])["ret"]
     joined["enter_sqes"] = enters.reindex(pd.MultiIndex.from_arrays([joined["tid"], joined["submit_ns"]])).to_numpy()
@@ -130,14 +141,42 @@ def read_source(path: str | os.PathLike) -> ReplaySource:
     runs["measured_sqes_per_submit"] = m["sqes"].reindex(runs["handler"]).to_numpy()
     order = {h: i for i, h in enumerate(runs["handler"])}
     joined["arrival"] = joined["handler"].map(order)
-    requests = joined.sort_values(["arrival", "req_id"], kind="stable")[
-        ["arrival", "device", "op", "offset_bytes", "length_bytes"]
-    ].reset_index(drop=True)
+    columns = ["arrival", "device", "op", "offset_bytes", "length_bytes"] + (["hold_ns"] if latency is not None else [])
+    requests = joined.sort_values(["arrival", "req_id"], kind="stable")[columns].reset_index(drop=True)
     carried = joined.drop_duplicates(["tid", "submit_ns"])["enter_sqes"]
-    return ReplaySource(Path(run.path), dict(run.meta), runs, requests, float(carried.mean()), not_replayed)
+    return ReplaySource(Path(run.path), dict(run.meta), runs, requests, float(carried.mean()), not_replayed, no_latency)
 
 
-def _arrivals(source: ReplaySource) -> dict[int, Any]:
+def _device_latency(run: Run, qr: pd.DataFrame) -> tuple[pd.Series | None, str | None]:
+    """Each QEMU request's device latency (req_id -> ns from its submitting io_uring_enter() to the kernel's
+    completion of it), from the kernel's io_uring tracepoints (`uring_requests`): QEMU's requests of one
+    thread are submitted in the order it queued them, so the k-th submitted is the k-th SQE the kernel took
+    on that thread, and its completion is the next one of the same user_data. (None, why) when the run
+    cannot say."""
+    if not run.has("uring_requests"):
+        return None, "the run has no uring_requests table"
+    u = run.table("uring_requests", columns=["ts_ns", "tid", "event", "user_data"])
+    event = u["event"].astype(str)
+    sub = u[event == "submit"].sort_values("ts_ns", kind="stable")
+    done = u[event == "complete"].sort_values("ts_ns", kind="stable")[["ts_ns", "user_data"]]
+    sub = pd.merge_asof(
+        sub,
+        done.rename(columns={"ts_ns": "done_ns"}),
+        left_on="ts_ns",
+        right_on="done_ns",
+        by="user_data",
+        direction="forward",
+    )
+    q = qr[qr["submit_ns"] >= 0].sort_values(["tid", "submit_ns", "req_id"], kind="stable")
+    sub = sub.sort_values(["tid", "ts_ns"], kind="stable")
+    if q.groupby("tid").size().to_dict() != sub.groupby("tid").size().to_dict():
+        return None, "QEMU's requests and the kernel's submitted SQEs disagree in number per thread"
+    latency = sub["done_ns"].to_numpy() - q["submit_ns"].to_numpy()
+    latency = np.where(np.isfinite(latency) & (latency > 0), latency, 0)
+    return pd.Series(latency.astype(np.int64), index=q["req_id"].to_numpy()), None
+
+
+def _arrivals(source: ReplaySource, latency: bool) -> dict[int, Any]:
     from .engine.emulation import Arrivals
 
     out = {}
@@ -149,6 +188,7 @@ def _arrivals(source: ReplaySource) -> dict[int, Any]:
             offsets=reqs["offset_bytes"].to_numpy(),
             ops=np.where(reqs["op"].to_numpy() == 1, 1, 0),
             lens=reqs["length_bytes"].to_numpy(),
+            hold_ns=reqs["hold_ns"].to_numpy() if latency and "hold_ns" in reqs else None,
         )
     return out
 
@@ -156,8 +196,9 @@ def _arrivals(source: ReplaySource) -> dict[int, Any]:
 class _Comparison:
     """Keeps what the model logged that the comparison needs, as the run is written."""
 
-    def __init__(self, source: ReplaySource) -> None:
+    def __init__(self, source: ReplaySource, device_latency: str) -> None:
         self.source = source
+        self.device_latency = device_latency
         self._requests: list[pd.DataFrame] = []
         self._submits: list[pd.DataFrame] = []
 
@@ -204,6 +245,7 @@ class _Comparison:
             "source_strategy": src.meta.get("config", {}).get("strategy"),
             "strategy": strategy,
             "timing": "recorded",
+            "device_latency": self.device_latency,
             "handler_runs": int(len(table)),
             "requests": int(table["nr_requests"].sum()),
             "per_run_exact": round(float(table["exact"].mean()), 4) if len(table) else None,
@@ -225,16 +267,21 @@ def replay(
     size: str | int | None = None,
     allow_write: bool = False,
     mode: str = "aggregate",
+    device_latency: str = "recorded",
     quiet: bool = False,
     command_line: list[str] | None = None,
 ) -> Any:
     """Replay the QEMU run at `source_path` on the model (what `plugtrace replay` does).
 
     `strategy`: the model's (default: the QEMU design's own, device-plug for 7.2's `plug`, defer for
-    10.0's `defer`); `device`: as `plugtrace record --device`. Returns `recording.record()`'s result,
+    10.0's `defer`); `device`: as `plugtrace record --device`; `device_latency`: "recorded" (each
+    request takes at least as long as it took QEMU's device, from the kernel's tracepoints) or "live"
+    (the model's device's own speed). Returns `recording.record()`'s result,
     whose meta.json has the `replay` section."""
     from .recording import record
 
+    if device_latency not in DEVICE_LATENCIES:
+        raise UsageError(f"--device-latency: choose from {', '.join(DEVICE_LATENCIES)}, not {device_latency!r}")
     source = read_source(source_path)
     cfg = source.meta.get("config", {})
     if strategy is None:
@@ -253,7 +300,9 @@ def replay(
     if size is None:
         size = max(devices * (-(-span // (1 << 20)) << 20), 64 << 20)
     writes = bool((source.requests["op"] == 1).any())
-    comparison = _Comparison(source)
+    if device_latency == "recorded" and source.no_latency:
+        device_latency = f"live (no recorded latency: {source.no_latency})"
+    comparison = _Comparison(source, device_latency)
     result = record(
         output,
         device=device,
@@ -273,7 +322,7 @@ def replay(
         requests=len(source.requests),
         ring_setup="plain",
         verify=False,
-        arrivals=_arrivals(source),
+        arrivals=_arrivals(source, device_latency == "recorded"),
         observe=comparison.observe,
         finish_extra=lambda summary: comparison_fields(comparison, strategy, summary),
     )

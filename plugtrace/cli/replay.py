@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..replay import DESIGN_STRATEGY
+from ..replay import DESIGN_STRATEGY, DEVICE_LATENCIES
 from .options import MODES
 from .summary import print_summary
 
@@ -40,6 +40,13 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--mode", default="aggregate", choices=MODES, help="kernel-side tracing of the replay (default: aggregate)"
     )
+    p.add_argument(
+        "--device-latency",
+        default="recorded",
+        choices=DEVICE_LATENCIES,
+        help="recorded: each request takes at least as long as it took QEMU's device (the kernel's io_uring "
+        "tracepoints of the QEMU run); live: the model's device's own speed (default: recorded)",
+    )
     p.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-TIME-STRATEGY)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -55,6 +62,7 @@ def run(args) -> int:
         size=args.size,
         allow_write=args.allow_write,
         mode=args.mode,
+        device_latency=args.device_latency,
         quiet=args.quiet,
         command_line=["plugtrace", "replay", *sys.argv[2:]],
     )

@@ -36,6 +36,7 @@ here in Python, taken once per batch.
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 from collections.abc import Callable
@@ -373,18 +374,22 @@ class IoUringDriver:
                     self.flush_logs()
                     continue
                 return
-            self.in_flight -= n
+            self.in_flight -= n - d.nheld  # a held request stays in flight until its recorded latency is up
             if d.nout:
                 self._reaped_for_python(d.nout)
             if d.ntouched:
-                # Each guest hears once per batch; it was listed at its first completion, in order.
-                on_completions, guests = self._on_guest_completions, self._guest_ptrs
-                for gi in ffi.unpack(self._touched, d.ntouched):
-                    guests[gi].touched = 0
-                    on_completions[gi]()
-                d.ntouched = 0
+                self._notify_guests()
             if d.requests_len > self._log_capacity - self._reap_max:
                 self.flush_logs()
+
+    def _notify_guests(self) -> None:
+        """Each guest with completions hears once per batch; it was listed at its first completion, in order."""
+        d = self._d
+        on_completions, guests = self._on_guest_completions, self._guest_ptrs
+        for gi in ffi.unpack(self._touched, d.ntouched):
+            guests[gi].touched = 0
+            on_completions[gi]()
+        d.ntouched = 0
 
     def _reaped_for_python(self, nout: int) -> None:
         """Completions C left to Python: callbacks and (rare) short transfers and -EAGAIN."""
@@ -392,12 +397,29 @@ class IoUringDriver:
         results = ffi.unpack(self._out_res, nout)
         pending = ffi.unpack(self._out_pending, nout)
         for slot, res, partial in zip(slots, results, pending):
+            if partial == 2:
+                r = self._reqs[slot]
+                self.loop.timer_at(r.log.submit_ns + r.hold_ns, functools.partial(self._release, slot, res))
+                continue
             if partial:
                 guest = self._reqs[slot].guest
                 res = self._finish_partial(slot, res)
                 if res is None or guest >= 0:
                     continue  # resubmitted, or counted to its guest
             self._callbacks.pop(slot)(slot, res)
+
+    def _release(self, slot: int, res: int) -> None:
+        """A replayed request's recorded device latency is up: it completes now, as reaping it would have."""
+        d = self._d
+        if d.requests_len >= self._log_capacity:
+            self.flush_logs()
+        self._reqs[slot].log.complete_ns = lib.pt_now_ns()
+        lib.pt_finish(d, slot, res, res)
+        self.in_flight -= 1
+        if d.ntouched:
+            self._notify_guests()
+        if self.in_queue > 0 and self.strategy.submit_after_completions(self):
+            self.ioq_submit("completion")
 
     def _finish_partial(self, slot: int, res: int) -> int | None:
         """A short transfer or -EAGAIN/-EINTR: resubmit (None) or the final result."""

@@ -273,13 +273,16 @@ class Guest:
 class Arrivals:
     """One device's recorded arrivals: arrival `k` makes `counts[k]` requests available at `at_ns[k]`
     (nanoseconds after the replay's start), the next ones of `offsets` (bytes, within the device's
-    region), `ops` (OP_READ / OP_WRITE) and `lens` (bytes), in order."""
+    region), `ops` (OP_READ / OP_WRITE) and `lens` (bytes), in order. `hold_ns` (optional, one per
+    request): the recorded device's latency, from the submitting io_uring_enter() to the completion; a
+    request the model's device completes sooner stays in flight until then."""
 
     at_ns: np.ndarray
     counts: np.ndarray
     offsets: np.ndarray
     ops: np.ndarray
     lens: np.ndarray
+    hold_ns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.at_ns = np.ascontiguousarray(self.at_ns, dtype=np.int64)
@@ -290,6 +293,10 @@ class Arrivals:
         n = int(self.counts.sum())
         if len(self.at_ns) != len(self.counts) or not len(self.offsets) == len(self.ops) == len(self.lens) == n:
             raise ValueError("arrivals: at_ns/counts and offsets/ops/lens disagree in length")
+        if self.hold_ns is not None:
+            self.hold_ns = np.ascontiguousarray(np.maximum(self.hold_ns, 0), dtype=np.int64)
+            if len(self.hold_ns) != n:
+                raise ValueError("arrivals: hold_ns must give one latency per request")
         if len(self.at_ns) and (np.diff(self.at_ns) < 0).any():
             raise ValueError("arrivals: at_ns must not decrease")
 
@@ -301,7 +308,8 @@ class Arrivals:
 class ReplayGuest(Guest):
     """An open-loop guest that replays `arrivals` on `device`: at each arrival's time it makes that
     arrival's requests available and notifies the device, as the recorded guest's kick (or the
-    iothread's poll) did. One arrival is made per event-loop iteration, so two arrivals that fall due
+    iothread's poll) did. With `arrivals.hold_ns`, each request takes at least the recorded device's
+    time to complete. One arrival is made per event-loop iteration, so two arrivals that fall due
     together still reach the handler as two runs, as they were recorded. Should the device have
     `iodepth` requests outstanding, the rest of an arrival follows as requests complete (the run is
     then split, and the comparison shows it)."""
@@ -335,6 +343,9 @@ class ReplayGuest(Guest):
             ffi.new("int32_t[]", iodepth),
         )  # C reads them: keep them alive
         g.chunk_offsets, g.chunk_ops, g.chunk_lens, g.vq_lens = self._chunk[3:]
+        if arrivals.hold_ns is not None:
+            self._hold = (ffi.from_buffer("int64_t[]", arrivals.hold_ns), ffi.new("int64_t[]", iodepth))
+            g.chunk_hold, g.vq_hold = self._hold
         g.chunk_len, g.chunk_pos = arrivals.nr_requests, 0
         device.attach_guest(device.bs, self.index, self._rec)
 

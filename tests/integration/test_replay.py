@@ -5,9 +5,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from plugtrace.replay import read_source
 from tests.helpers import PLUGTRACE, loop_devices, require_root
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -47,6 +49,12 @@ def test_replay_of_a_qemu_sample_gives_every_request_and_a_comparison_per_handle
     # the requests are QEMU's: the same lengths, per device
     src = pd.read_parquet(DATA / sample / "tables" / "qemu_requests.parquet").sort_values("req_id").tail(n)
     assert sorted(requests["len_bytes"]) == sorted(src["length_bytes"])
+    # each request took at least as long as QEMU's device took for it (the samples carry the kernel's
+    # io_uring tracepoints): then the k-th shortest replayed latency is at least the k-th shortest recorded
+    assert replay["device_latency"] == "recorded"
+    held = np.sort(read_source(DATA / sample).requests["hold_ns"].to_numpy())
+    took = np.sort((requests["complete_ns"] - requests["submit_ns"]).to_numpy())
+    assert len(held) == len(took) and (held > 0).mean() > 0.99 and (took >= held).all()
 
 
 def test_replay_refuses_a_run_that_is_not_qemus(tmp_path):

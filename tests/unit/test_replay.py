@@ -33,9 +33,11 @@ def test_every_workload_request_arrives_once_with_its_handler_run(name):
     enters = pd.read_parquet(DATA / name / "tables" / "enters.parquet")
     carried = enters[enters["ts_ns"].isin(set(workload["submit_ns"]))]
     assert src.measured_mean == pytest.approx(carried["ret"].mean())
-    arrivals = _arrivals(src)
-    assert sorted(arrivals) == sorted(src.runs["device"].unique())
-    assert sum(a.nr_requests for a in arrivals.values()) == len(src.requests)
+    for latency in (True, False):
+        arrivals = _arrivals(src, latency)
+        assert sorted(arrivals) == sorted(src.runs["device"].unique())
+        assert sum(a.nr_requests for a in arrivals.values()) == len(src.requests)
+        assert all((a.hold_ns is not None) == latency for a in arrivals.values())
 
 
 def test_a_run_that_is_not_qemus_cannot_be_replayed():
@@ -68,7 +70,7 @@ def _source() -> ReplaySource:
 
 
 def test_each_arrival_is_matched_to_the_model_submits_that_carried_its_requests():
-    cmp = _Comparison(_source())
+    cmp = _Comparison(_source(), "recorded")
     # the model: device 0's first arrival in submit 0 (3 SQEs), device 1's in one submit of 4 (QEMU: 2 of 2),
     # device 0's second in submit 2 with 2 SQEs; logged in completion order, not queue order
     cmp.observe(
@@ -95,6 +97,6 @@ def test_each_arrival_is_matched_to_the_model_submits_that_carried_its_requests(
 
 
 def test_an_arrival_the_model_never_submitted_is_not_exact():
-    cmp = _Comparison(_source())
+    cmp = _Comparison(_source(), "recorded")
     table = cmp.table()
     assert not table["exact"].any() and (table["predicted_enters"] == 0).all()

@@ -56,6 +56,7 @@ static uint32_t pt_take(struct pt_driver *d, int64_t now, int op, int fd, uint32
     r->guest = guest;
     r->next_merged = -1;
     r->niov = 0;
+    r->hold_ns = 0;
     if (op == 1)
         pt_fill_pattern(r->buf, len, offset, d->seed);
     return slot;
@@ -105,6 +106,8 @@ int pt_refill(struct pt_driver *d, uint32_t guest)
         g->vq_offsets[at] = g->chunk_offsets[g->chunk_pos];
         if (g->chunk_lens)
             g->vq_lens[at] = g->chunk_lens[g->chunk_pos];
+        if (g->chunk_hold)
+            g->vq_hold[at] = g->chunk_hold[g->chunk_pos];
         g->vq_ops[at] = g->chunk_ops[g->chunk_pos++];
     }
     g->issued += n;
@@ -125,8 +128,10 @@ int pt_queue_vq(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_
     for (uint32_t i = 0; i < n; i++) {
         uint32_t at = (uint32_t)(g->vq_head++ % g->iodepth);
         uint32_t n_bytes = g->vq_lens ? (uint32_t)g->vq_lens[at] : len;
-        pt_queue_at(d, now, g->vq_ops[at], fd, n_bytes, (uint64_t)g->vq_offsets[at], device, section_id, section_owner,
-                    0, (int32_t)guest);
+        int64_t slot = pt_queue_at(d, now, g->vq_ops[at], fd, n_bytes, (uint64_t)g->vq_offsets[at], device, section_id,
+                                   section_owner, 0, (int32_t)guest);
+        if (g->vq_hold)
+            d->reqs[slot].hold_ns = g->vq_hold[at];
     }
     return (int)n;
 }
@@ -333,12 +338,14 @@ int pt_flush(struct pt_driver *d, enum pt_submit_reason reason)
 /* Reap CQEs (at most `max`, and never more than the requests log has room for); returns how many. A
  * request that is finished (full transfer or an error) is logged, counted to its guest (listed in
  * `touched`) and its slot freed. Python hears (in out_*, d->nout of them) of the rest: a finished request
- * with no guest (out_pending[i] == 0: call its callback) and a short transfer or -EAGAIN/-EINTR
- * (out_pending[i] == 1: the driver resubmits, pads, or fails it). */
+ * with no guest (out_pending[i] == 0: call its callback), a short transfer or -EAGAIN/-EINTR
+ * (out_pending[i] == 1: the driver resubmits, pads, or fails it), and a replayed request that completed
+ * before its recorded device latency was up (out_pending[i] == 2, d->nheld of them: still in flight
+ * until then). */
 unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uint8_t *out_pending, unsigned max)
 {
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0, nout = 0;
+    unsigned head, n = 0, nout = 0, held = 0;
     unsigned room = d->requests_cap - d->requests_len;
     if (max > room)
         max = room;
@@ -354,6 +361,14 @@ unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uin
         if ((res < 0 && res != -EAGAIN && res != -EINTR) || (res >= 0 && (uint32_t)res == r->len)) {
             if (res > 0)
                 res += (int32_t)r->done;
+            if (r->hold_ns && now < r->log.submit_ns + r->hold_ns) {
+                /* a replay: the recorded device had not finished it yet; Python finishes it when it would have */
+                out_pending[nout] = 2;
+                out_slots[nout] = slot;
+                out_res[nout++] = res;
+                held++;
+                continue;
+            }
             int32_t guest = r->guest;
             pt_finish(d, slot, res, res);
             if (guest >= 0)
@@ -368,6 +383,7 @@ unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uin
     }
     io_uring_cq_advance(d->ring, n);
     d->nout = nout;
+    d->nheld = held;
     return n;
 }
 

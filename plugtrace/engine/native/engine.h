@@ -30,6 +30,7 @@ struct pt_req {
     int32_t guest;       /* index of the guest it completes to; -1: reported to Python */
     int32_t next_merged; /* the next slot of a merged request (-1: none): only its first slot is submitted */
     uint32_t niov;       /* > 0: a merged request, read or written as iovecs (the driver's iovs + slot * PT_MRB_MAX) */
+    int64_t hold_ns; /* a replay's recorded device latency: finished no earlier than submit_ns + hold_ns (0: none) */
 };
 
 /* A closed-loop guest of one emulated device (emulation.Guest): how many requests it keeps outstanding,
@@ -55,6 +56,8 @@ struct pt_guest {
     int32_t *vq_ops;
     int32_t *chunk_lens; /* NULL: every request is the handler's `len`; else one length per request (a replay) */
     int32_t *vq_lens;
+    int64_t *chunk_hold; /* NULL: none; else one recorded device latency (ns) per request (a replay) */
+    int64_t *vq_hold;
 };
 
 /* One event loop thread's driver (QEMU's LuringState). Each log is a numpy-owned array of rows:
@@ -105,6 +108,7 @@ struct pt_driver {
     uint32_t *mrb_slots;
     uint32_t *mrb_heads;
     uint32_t mrb_nheads;
+    uint32_t nheld; /* of the CQEs the last pt_reap took, those held back for their recorded latency */
 };
 
 /* CLOCK_MONOTONIC, in ns: the clock of every *_ns column. */
