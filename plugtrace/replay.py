@@ -10,14 +10,17 @@ handler, strategy and driver batch them on a real device. Each arrival's predict
 measured one, in the table `replay_runs`, and `meta.replay` gives `per_run_exact`: the fraction of
 arrivals whose prediction equals the measurement.
 
-What the recording fixes: which requests come together (the arrivals) and, by default, how long the
-device took for each (`device_latency="recorded"`: from the kernel's io_uring tracepoints, the time
-from the submitting `io_uring_enter()` to the completion; a request the model's device finishes
-sooner stays in flight until then). What the model decides: where its sections and submits fall
-(the strategy), when it reaps, and so how many requests are in flight when a run arrives, which is
-where MAX_ENTRIES splits a run's submit. QEMU's device shares the CPUs with QEMU's vCPUs (under TCG
-both are busy), so replayed at its own speed (`device_latency="live"`) the model's device is faster
-and splits fewer runs. The requests are QEMU's own, merged as QEMU merged them
+What the recording fixes: which requests come together (the arrivals); by default when each reached
+QEMU's driver (`timing="per-request"`: the model's handler takes a request off the virtqueue no sooner,
+so a handler run lasts as long as QEMU's, which under TCG pops a request in tens of microseconds); and by
+default how long the device took for each (`device_latency="recorded"`: from the kernel's io_uring
+tracepoints, the time from the submitting `io_uring_enter()` to the completion; a request the model's
+device finishes sooner stays in flight until then, and leaves `in_flight` at the model's next reap, as a
+CQE leaves QEMU's at luring_process_completions()). What the model decides: where its sections and
+submits fall (the strategy), when it reaps, and so how many requests are in flight when a request is
+queued, which is where MAX_ENTRIES splits a run's submit. QEMU's device shares the CPUs with QEMU's
+vCPUs (under TCG both are busy), so replayed at its own speed (`device_latency="live"`) the model's
+device is faster and splits fewer runs. The requests are QEMU's own, merged as QEMU merged them
 (`virtio_blk_submit_multireq`): the model's merging is not exercised by a replay.
 """
 
@@ -34,12 +37,15 @@ import pandas as pd
 from .errors import UsageError
 from .run import Run
 
-__all__ = ["ReplaySource", "read_source", "replay", "DESIGN_STRATEGY", "DEVICE_LATENCIES"]
+__all__ = ["ReplaySource", "read_source", "replay", "DESIGN_STRATEGY", "DEVICE_LATENCIES", "TIMINGS"]
 
 #: the model's strategy that is each QEMU design's own
 DESIGN_STRATEGY = {"plug": "device-plug", "defer": "defer"}
 #: how long a replayed request takes: at least the recorded device's latency, or the model's device's own
 DEVICE_LATENCIES = ("recorded", "live")
+#: when a replayed request reaches the model's driver: at the time the recorded QEMU handed it over (the
+#: handler run lasts as long as QEMU's), or all of a handler run's at the time the run began
+TIMINGS = ("per-request", "per-run")
 #: QEMU's `iothreads` layouts as the model's threads: (threads for `devices` disks, IDE's thread)
 _NEEDED = ("qemu_requests", "handlers", "qemu_handlers", "enters")
 
@@ -53,7 +59,8 @@ class ReplaySource:
     #: one row per arrival: device, vq, cause, begin_ns (QEMU's clock), at_ns (from the first),
     #: nr_requests, measured_enters, measured_sqes_per_submit
     runs: pd.DataFrame
-    #: one row per replayed request: arrival, device, op, offset_bytes, length_bytes (in order)
+    #: one row per replayed request: arrival, device, op, offset_bytes, length_bytes, queue_at_ns (when
+    #: QEMU's driver got it, on at_ns's clock), and hold_ns where the latency was recorded (in order)
     requests: pd.DataFrame
     #: QEMU's mean SQEs per io_uring_enter() over the enters that carried the replayed requests
     measured_mean: float
@@ -141,7 +148,9 @@ def read_source(path: str | os.PathLike) -> ReplaySource:
     runs["measured_sqes_per_submit"] = m["sqes"].reindex(runs["handler"]).to_numpy()
     order = {h: i for i, h in enumerate(runs["handler"])}
     joined["arrival"] = joined["handler"].map(order)
-    columns = ["arrival", "device", "op", "offset_bytes", "length_bytes"] + (["hold_ns"] if latency is not None else [])
+    joined["queue_at_ns"] = joined["queue_ns"] - runs["begin_ns"].iloc[0]
+    columns = ["arrival", "device", "op", "offset_bytes", "length_bytes", "queue_at_ns"]
+    columns += ["hold_ns"] if latency is not None else []
     requests = joined.sort_values(["arrival", "req_id"], kind="stable")[columns].reset_index(drop=True)
     carried = joined.drop_duplicates(["tid", "submit_ns"])["enter_sqes"]
     return ReplaySource(Path(run.path), dict(run.meta), runs, requests, float(carried.mean()), not_replayed, no_latency)
@@ -176,7 +185,7 @@ def _device_latency(run: Run, qr: pd.DataFrame) -> tuple[pd.Series | None, str |
     return pd.Series(latency.astype(np.int64), index=q["req_id"].to_numpy()), None
 
 
-def _arrivals(source: ReplaySource, latency: bool) -> dict[int, Any]:
+def _arrivals(source: ReplaySource, latency: bool, per_request: bool = True) -> dict[int, Any]:
     from .engine.emulation import Arrivals
 
     out = {}
@@ -189,6 +198,7 @@ def _arrivals(source: ReplaySource, latency: bool) -> dict[int, Any]:
             ops=np.where(reqs["op"].to_numpy() == 1, 1, 0),
             lens=reqs["length_bytes"].to_numpy(),
             hold_ns=reqs["hold_ns"].to_numpy() if latency and "hold_ns" in reqs else None,
+            queue_at_ns=reqs["queue_at_ns"].to_numpy() if per_request else None,
         )
     return out
 
@@ -196,9 +206,10 @@ def _arrivals(source: ReplaySource, latency: bool) -> dict[int, Any]:
 class _Comparison:
     """Keeps what the model logged that the comparison needs, as the run is written."""
 
-    def __init__(self, source: ReplaySource, device_latency: str) -> None:
+    def __init__(self, source: ReplaySource, device_latency: str, timing: str = "per-request") -> None:
         self.source = source
         self.device_latency = device_latency
+        self.timing = timing
         self._requests: list[pd.DataFrame] = []
         self._submits: list[pd.DataFrame] = []
 
@@ -244,7 +255,7 @@ class _Comparison:
             "source": str(src.path),
             "source_strategy": src.meta.get("config", {}).get("strategy"),
             "strategy": strategy,
-            "timing": "recorded",
+            "timing": self.timing,
             "device_latency": self.device_latency,
             "handler_runs": int(len(table)),
             "requests": int(table["nr_requests"].sum()),
@@ -268,6 +279,7 @@ def replay(
     allow_write: bool = False,
     mode: str = "aggregate",
     device_latency: str = "recorded",
+    timing: str = "per-request",
     quiet: bool = False,
     command_line: list[str] | None = None,
 ) -> Any:
@@ -276,12 +288,16 @@ def replay(
     `strategy`: the model's (default: the QEMU design's own, device-plug for 7.2's `plug`, defer for
     10.0's `defer`); `device`: as `plugtrace record --device`; `device_latency`: "recorded" (each
     request takes at least as long as it took QEMU's device, from the kernel's tracepoints) or "live"
-    (the model's device's own speed). Returns `recording.record()`'s result,
+    (the model's device's own speed); `timing`: "per-request" (each request reaches the model's driver
+    no sooner than it reached QEMU's: a handler run lasts as long as QEMU's did) or "per-run" (a handler
+    run's requests all at the time it began). Returns `recording.record()`'s result,
     whose meta.json has the `replay` section."""
     from .recording import record
 
     if device_latency not in DEVICE_LATENCIES:
         raise UsageError(f"--device-latency: choose from {', '.join(DEVICE_LATENCIES)}, not {device_latency!r}")
+    if timing not in TIMINGS:
+        raise UsageError(f"--timing: choose from {', '.join(TIMINGS)}, not {timing!r}")
     source = read_source(source_path)
     cfg = source.meta.get("config", {})
     if strategy is None:
@@ -302,7 +318,7 @@ def replay(
     writes = bool((source.requests["op"] == 1).any())
     if device_latency == "recorded" and source.no_latency:
         device_latency = f"live (no recorded latency: {source.no_latency})"
-    comparison = _Comparison(source, device_latency)
+    comparison = _Comparison(source, device_latency, timing)
     result = record(
         output,
         device=device,
@@ -322,7 +338,7 @@ def replay(
         requests=len(source.requests),
         ring_setup="plain",
         verify=False,
-        arrivals=_arrivals(source, device_latency == "recorded"),
+        arrivals=_arrivals(source, device_latency == "recorded", timing == "per-request"),
         observe=comparison.observe,
         finish_extra=lambda summary: comparison_fields(comparison, strategy, summary),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..replay import DESIGN_STRATEGY, DEVICE_LATENCIES
+from ..replay import DESIGN_STRATEGY, DEVICE_LATENCIES, TIMINGS
 from .options import MODES
 from .summary import print_summary
 
@@ -47,6 +47,14 @@ def add_arguments(p) -> None:
         help="recorded: each request takes at least as long as it took QEMU's device (the kernel's io_uring "
         "tracepoints of the QEMU run); live: the model's device's own speed (default: recorded)",
     )
+    p.add_argument(
+        "--timing",
+        default="per-request",
+        choices=TIMINGS,
+        help="per-request: each request reaches the model's driver no sooner than it reached QEMU's, so a "
+        "handler run lasts as long as QEMU's did; per-run: a handler run's requests all at its start "
+        "(default: per-request)",
+    )
     p.add_argument("-o", "--output", default=None, help="run directory (default: runs/DATE-TIME-STRATEGY)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -63,6 +71,7 @@ def run(args) -> int:
         allow_write=args.allow_write,
         mode=args.mode,
         device_latency=args.device_latency,
+        timing=args.timing,
         quiet=args.quiet,
         command_line=["plugtrace", "replay", *sys.argv[2:]],
     )
@@ -73,7 +82,8 @@ def run(args) -> int:
             exact = r.get("per_run_exact")
             print(
                 f"  replay of {r['source']} ({r['source_strategy']}) with {r['strategy']}: "
-                f"{r['handler_runs']:,} handler runs, {r['requests']:,} requests"
+                f"{r['handler_runs']:,} handler runs, {r['requests']:,} requests "
+                f"(timing {r.get('timing')}, device latency {r.get('device_latency')})"
             )
             print(f"    handler runs predicted exactly: {'n/a' if exact is None else f'{exact:.1%}'}")
             pred = r.get("predicted_mean_sqes_per_submit")

@@ -36,7 +36,7 @@ here in Python, taken once per batch.
 from __future__ import annotations
 
 import errno
-import functools
+import heapq
 import mmap
 import os
 from collections.abc import Callable
@@ -147,6 +147,8 @@ class IoUringDriver:
         self.in_queue = 0
         self.in_flight = 0
         self.blocked = False
+        #: a replay's requests the model's device finished before the recorded one did: (due_ns, slot, result)
+        self._held: list[tuple[int, int, int]] = []
         #: device-plug strategy: plug count shared by the devices of this thread
         self.plugged = 0
         self._log_sink = log_sink
@@ -373,7 +375,7 @@ class IoUringDriver:
                 if d.requests_len >= self._log_capacity:
                     self.flush_logs()
                     continue
-                return
+                break
             self.in_flight -= n - d.nheld  # a held request stays in flight until its recorded latency is up
             if d.nout:
                 self._reaped_for_python(d.nout)
@@ -381,6 +383,8 @@ class IoUringDriver:
                 self._notify_guests()
             if d.requests_len > self._log_capacity - self._reap_max:
                 self.flush_logs()
+        if self._held and self._held[0][0] <= lib.pt_now_ns():
+            self._release_due()
 
     def _notify_guests(self) -> None:
         """Each guest with completions hears once per batch; it was listed at its first completion, in order."""
@@ -399,7 +403,10 @@ class IoUringDriver:
         for slot, res, partial in zip(slots, results, pending):
             if partial == 2:
                 r = self._reqs[slot]
-                self.loop.timer_at(r.log.submit_ns + r.hold_ns, functools.partial(self._release, slot, res))
+                due = r.log.submit_ns + r.hold_ns
+                heapq.heappush(self._held, (due, slot, res))
+                # when the recorded device would have posted it: the completion eventfd fires then
+                self.loop.timer_at(due, self.process_completions_and_submit)
                 continue
             if partial:
                 guest = self._reqs[slot].guest
@@ -408,18 +415,21 @@ class IoUringDriver:
                     continue  # resubmitted, or counted to its guest
             self._callbacks.pop(slot)(slot, res)
 
-    def _release(self, slot: int, res: int) -> None:
-        """A replayed request's recorded device latency is up: it completes now, as reaping it would have."""
-        d = self._d
-        if d.requests_len >= self._log_capacity:
-            self.flush_logs()
-        self._reqs[slot].log.complete_ns = lib.pt_now_ns()
-        lib.pt_finish(d, slot, res, res)
-        self.in_flight -= 1
+    def _release_due(self) -> None:
+        """Replayed requests whose recorded device latency is up complete now, at this reap, as QEMU's
+        luring_process_completions() would have reaped them: a held request leaves `in_flight` only at a
+        reap (after a submit, or when the completion eventfd fires), never in the middle of a handler."""
+        d, held = self._d, self._held
+        now = lib.pt_now_ns()
+        while held and held[0][0] <= now:
+            _, slot, res = heapq.heappop(held)
+            if d.requests_len >= self._log_capacity:
+                self.flush_logs()
+            self._reqs[slot].log.complete_ns = now
+            lib.pt_finish(d, slot, res, res)
+            self.in_flight -= 1
         if d.ntouched:
             self._notify_guests()
-        if self.in_queue > 0 and self.strategy.submit_after_completions(self):
-            self.ioq_submit("completion")
 
     def _finish_partial(self, slot: int, res: int) -> int | None:
         """A short transfer or -EAGAIN/-EINTR: resubmit (None) or the final result."""

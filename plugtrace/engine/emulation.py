@@ -15,7 +15,10 @@
 * `Guest`: a closed loop per device: `iodepth` requests outstanding, a new one
   issued when one completes, until a request count or deadline.
 * `ReplayGuest`: an open loop that makes a recorded run's requests available
-  at the recorded times, one arrival (a handler run's requests) at a time.
+  at the recorded times, one arrival (a handler run's requests) at a time;
+  with per-request times (`Arrivals.queue_at_ns`) the handler hands each
+  request to the driver no sooner than the recorded QEMU did (`VirtioBlk.pace`),
+  so a handler run lasts as long as the recorded one.
 
 The aio_poll interleaving knob: with probability `interleave`, a virtio-blk
 handler begins with a synchronous read (think of a metadata read) and calls
@@ -26,6 +29,7 @@ section and their deferred calls join it.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic_ns
@@ -113,6 +117,9 @@ class VirtioBlk(Device):
         self.rng = rng or random.Random(0)
         self.sync_bytes = sync_bytes
         self.sync_reads = 0
+        #: a replay's per-request times (monotonic ns, by the guest's request index): the handler takes
+        #: request k off the virtqueue no sooner than pace[k], as the recorded QEMU's handler did
+        self.pace: np.ndarray | None = None
 
     def guest_notify(self):
         if not self.in_handler:
@@ -130,6 +137,8 @@ class VirtioBlk(Device):
                     self._synchronous_read()
                 submit = self.driver.submit_merged_from_guest if self.merge else self.driver.submit_from_guest
                 while n := self.available():
+                    if self.pace is not None:
+                        n = self._due(self.pace, n)
                     submit(self.guest, n, self.fd, self.bs, self.index)
             finally:
                 # the handler's own section ends here: inside another device's section, this is when its
@@ -144,6 +153,13 @@ class VirtioBlk(Device):
         if self.available():
             self.bh.schedule()
 
+    def _due(self, pace: np.ndarray, n: int) -> int:
+        """Wait, inside the handler (the thread does nothing else meanwhile, as QEMU's iothread popping
+        the virtqueue), until the next of the `n` available requests is due; return how many are due."""
+        k = int(self.guest_rec.vq_head)
+        _wait_until(int(pace[k]))
+        return max(1, int(np.searchsorted(pace[k : k + n], now_ns(), side="right")))
+
     def _synchronous_read(self) -> None:
         """Read one block and wait for it with nested aio_poll() calls."""
         finished = []
@@ -154,6 +170,16 @@ class VirtioBlk(Device):
         self.sync_reads += 1
         while not finished:
             self.loop.aio_poll(True)
+
+
+#: below this, a wait spins rather than sleeps (a sleep wakes ~50 us late: the kernel's timer slack)
+_SPIN_NS = 150_000
+
+
+def _wait_until(t_ns: int) -> None:
+    while (left := t_ns - now_ns()) > 0:
+        if left > _SPIN_NS:
+            time.sleep((left - _SPIN_NS // 2) / 1e9)
 
 
 class Ide(Device):
@@ -275,7 +301,9 @@ class Arrivals:
     (nanoseconds after the replay's start), the next ones of `offsets` (bytes, within the device's
     region), `ops` (OP_READ / OP_WRITE) and `lens` (bytes), in order. `hold_ns` (optional, one per
     request): the recorded device's latency, from the submitting io_uring_enter() to the completion; a
-    request the model's device completes sooner stays in flight until then."""
+    request the model's device completes sooner stays in flight until then. `queue_at_ns` (optional, one
+    per request, not decreasing, none before its arrival): when the recorded QEMU handed the request to
+    its driver, on `at_ns`'s clock; a virtio-blk handler takes it off the virtqueue no sooner."""
 
     at_ns: np.ndarray
     counts: np.ndarray
@@ -283,6 +311,7 @@ class Arrivals:
     ops: np.ndarray
     lens: np.ndarray
     hold_ns: np.ndarray | None = None
+    queue_at_ns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.at_ns = np.ascontiguousarray(self.at_ns, dtype=np.int64)
@@ -297,6 +326,12 @@ class Arrivals:
             self.hold_ns = np.ascontiguousarray(np.maximum(self.hold_ns, 0), dtype=np.int64)
             if len(self.hold_ns) != n:
                 raise ValueError("arrivals: hold_ns must give one latency per request")
+        if self.queue_at_ns is not None:
+            q = np.ascontiguousarray(self.queue_at_ns, dtype=np.int64)
+            if len(q) != n:
+                raise ValueError("arrivals: queue_at_ns must give one time per request")
+            # no request before its own arrival, nor before the one queued ahead of it
+            self.queue_at_ns = np.maximum.accumulate(np.maximum(q, np.repeat(self.at_ns, self.counts)))
         if len(self.at_ns) and (np.diff(self.at_ns) < 0).any():
             raise ValueError("arrivals: at_ns must not decrease")
 
@@ -352,6 +387,8 @@ class ReplayGuest(Guest):
     def start(self, t0_ns: int | None = None) -> None:
         """Arrival times count from `t0_ns` (time.monotonic_ns(); default: now)."""
         self._t0_ns = monotonic_ns() if t0_ns is None else t0_ns
+        if self.arrivals.queue_at_ns is not None and isinstance(self.device, VirtioBlk):
+            self.device.pace = self._t0_ns + self.arrivals.queue_at_ns
         self._arm()
 
     def _arm(self) -> None:

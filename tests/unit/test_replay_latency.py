@@ -4,6 +4,7 @@ towards MAX_ENTRIES as it did in QEMU."""
 
 import collections
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,9 @@ def direct_file(tmp_path):
     os.close(fd)
 
 
-def replay(fd, hold, counts=(100, 60)):
-    """Two arrivals on one virtio-blk device under defer, 10 ms apart; the first one's requests held
-    for HOLD_NS when `hold`."""
+def replay(fd, hold, counts=(100, 60), queue_at_ns=None, hold_ns=HOLD_NS):
+    """Two arrivals on one virtio-blk device under defer, 10 ms apart; when `hold`, the first one's
+    requests held for `hold_ns` (or `hold_ns` per request); `queue_at_ns`: each request's time."""
     logs = collections.defaultdict(list)
     loop = EventLoop()
     strategy = make_strategy("defer")
@@ -47,10 +48,14 @@ def replay(fd, hold, counts=(100, 60)):
         offsets=np.arange(n) * 2 * K,
         ops=np.full(n, OP_READ),
         lens=np.full(n, K),
-        hold_ns=np.array([HOLD_NS] * counts[0] + [0] * counts[1]) if hold else None,
+        hold_ns=(np.array([hold_ns] * counts[0] + [0] * counts[1]) if np.isscalar(hold_ns) else hold_ns)
+        if hold
+        else None,
+        queue_at_ns=queue_at_ns,
     )
     guest = ReplayGuest(dev, 256, arrivals)
-    guest.start()
+    t0 = time.monotonic_ns()
+    guest.start(t0)
     while not guest.finished:
         loop.aio_poll(True)
     assert guest.completed == n and guest.errors == 0 and driver.in_flight == 0
@@ -58,6 +63,7 @@ def replay(fd, hold, counts=(100, 60)):
     loop.close()
     req = pd.DataFrame(np.concatenate(logs["requests"])).sort_values("req_id", ignore_index=True)
     sub = pd.DataFrame(np.concatenate(logs["submits"])).sort_values("submit_seq", ignore_index=True)
+    req["queue_at_ns"] = req["queue_ns"] - t0
     return req, sub
 
 
@@ -83,3 +89,20 @@ def test_held_requests_below_max_entries_change_no_submit_and_none_is_held_witho
     req, sub = replay(direct_file, hold=False, counts=(60, 60))
     assert list(sub.nr_sqes) == [60, 60]
     assert ((req.complete_ns - req.submit_ns) < HOLD_NS).all()
+
+
+def test_a_held_request_leaves_in_flight_at_the_next_reap_and_a_paced_handler_waits_for_each_request(direct_file):
+    """QEMU's in_flight drops when luring_process_completions() reaps, which a handler busy popping the
+    virtqueue does only after a submit: the first run's 100 requests and the second's first 28, held 1 s,
+    still count when the second run's 29th request is queued at 1.2 s, which leaves alone (MAX_ENTRIES);
+    that submit's reap finds them due, and the last 31 leave together at the section's end."""
+    late = 1_200_000_000
+    queue_at = np.array([0] * 100 + [10_000_000] * 28 + [late] * 32)
+    hold = np.array([1_000_000_000] * 128 + [0] * 32)
+    req, sub = replay(direct_file, hold=True, queue_at_ns=queue_at, hold_ns=hold)
+    assert list(sub.nr_sqes) == [100, 28, 1, 31]
+    assert list(sub.reason) == [REASON["deferred"], REASON["max_entries"], REASON["max_entries"], REASON["deferred"]]
+    # no request reached the driver before its time; the paced ones waited inside one handler run
+    assert (req.queue_at_ns >= queue_at).all()
+    assert req.iloc[128:].section_id.nunique() == 1 and req.iloc[100:128].section_id.nunique() == 1
+    assert req.iloc[100].section_id == req.iloc[128].section_id
