@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatter
 
 from .analysis import (
     CAUSES,
@@ -35,6 +37,7 @@ from .analysis import (
     df_latency_cdf,
     df_qemu_arrivals,
     df_qemu_requests_per_handler,
+    df_replay_agreement,
     df_sqes_over_time,
     df_wait_histogram,
     required_tables,
@@ -52,6 +55,7 @@ __all__ = [
     "plot_interleaving_delays",
     "plot_compare",
     "plot_qemu_arrivals",
+    "plot_replay",
 ]
 
 CAUSE_COLORS = {"none": "tab:gray", "own_section": "tab:blue", "other_device_section": "tab:red"}
@@ -367,4 +371,48 @@ def plot_qemu_arrivals(run: Run, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("handler runs")
     ax.legend(fontsize=8)
     _title(ax, "Arrivals", run)
+    return ax
+
+
+@requires(*required_tables(df_replay_agreement))
+def plot_replay(data: Run | pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """A replay of a QEMU run on the model (`plugtrace replay`): one point per measured (x, QEMU's) and
+    predicted (y, the model's) mean SQEs per io_uring_enter() of a handler run, sized and coloured by how
+    many handler runs share it. On the dashed y = x line the model predicted QEMU's batch; the legend gives
+    the share of handler runs predicted exactly and counts those the model never submitted."""
+    df = _frame(data, df_replay_agreement)
+    ax = _axes(ax)
+    shown = df.dropna(subset=["predicted_sqes_per_submit"])
+    x, y = shown["measured_sqes_per_submit"].to_numpy(), shown["predicted_sqes_per_submit"].to_numpy()
+    top = float(np.nanmax([1.0, *x, *y])) * 1.06 + 0.5  # room for the biggest points
+    ax.plot([0, top], [0, top], "--", color="gray", lw=1, zorder=1, label="y = x: as QEMU")
+    if len(shown):
+        counts = shown["handler_runs"].to_numpy()
+        points = ax.scatter(
+            x,
+            y,
+            s=16 + 240 * np.sqrt(counts / counts.max()),
+            c=counts,
+            cmap="viridis",
+            norm=LogNorm(vmin=1, vmax=max(2, counts.max())),
+            alpha=0.85,
+            edgecolors="black",
+            linewidths=0.3,
+            zorder=3,
+        )
+        bar = ax.figure.colorbar(points, ax=ax, label="handler runs")
+        bar.formatter, bar.minorformatter = LogFormatter(), LogFormatter(labelOnlyBase=False)  # 1, 10, 2, 5: no 10^x
+    total = int(df["handler_runs"].sum())
+    if total:
+        ax.plot([], [], " ", label=f"{df['exact'].sum() / total:.1%} of {total:,} handler runs exact")
+    never = int(df.loc[df["predicted_sqes_per_submit"].isna(), "handler_runs"].sum())
+    if never:
+        ax.plot([], [], " ", label=f"{never:,} never submitted by the model (not shown)")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("measured SQEs per io_uring_enter (QEMU)")
+    ax.set_ylabel("predicted SQEs per io_uring_enter (model)")
+    ax.legend(fontsize=8)
+    _title(ax, "Replay", data)
     return ax

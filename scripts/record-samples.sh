@@ -1,6 +1,6 @@
 #!/bin/sh
 # Re-record the sample runs in data/ (as root: creates and removes a loop and a zram device).
-#     scripts/record-samples.sh [all|engine|qemu]    (default: all)
+#     scripts/record-samples.sh [all|engine|qemu]    (default: all; qemu also replays them)
 # Small on purpose (a few MB in all): a bounded number of requests and events. Each uses the default
 # probes and stores what tracing cost it (--measure-overhead: the same workload untraced first, then traced).
 set -eu
@@ -55,5 +55,11 @@ for version in 7.2 10.0; do
     rm -rf "data/qemu-$version"
     echo "== data/qemu-$version: plugtrace qemu --qemu $version $QEMU_COMMON" >&2
     $PT qemu --qemu "$version" $QEMU_COMMON -o "data/qemu-$version"
+done
+# each QEMU run replayed on the model with its design's own strategy (notebook 05, the report)
+for version in 7.2 10.0; do
+    rm -rf "data/replay-$version"
+    echo "== data/replay-$version: plugtrace replay data/qemu-$version" >&2
+    $PT replay "data/qemu-$version" --quiet -o "data/replay-$version" >/dev/null
 done
 du -sh data

@@ -19,13 +19,22 @@ or a `sample` fraction for runs too big to hold.
 Topics: `runs` (`Runs`; the single-run summaries are `Runs` of one), `timeline` (one row
 per submit or section, SQEs over time, latency CDFs, timeline windows), `requests`
 (requests, deferrals and their causes, aio_poll interleaving), `qemu` (QEMU beside the
-model), `diff`. `Run`, the reader, lives in `plugtrace.run` and is re-exported here.
+model, and replays of a QEMU run on it), `diff`. `Run`, the reader, lives in `plugtrace.run`
+and is re-exported here.
 """
 
 from ..run import MissingTableError, Run, check_window
 from .common import CAUSES, DEFAULT_PERCENTILES, SQES_HISTOGRAMS, required_tables, requires
 from .diff import DEFAULT_NOISE, DIFF_NUMBERS, NoiseError, df_diff
-from .qemu import df_model_vs_qemu, df_qemu_arrivals, df_qemu_handlers, df_qemu_requests_per_handler, df_qemu_sections
+from .qemu import (
+    df_model_vs_qemu,
+    df_qemu_arrivals,
+    df_qemu_handlers,
+    df_qemu_requests_per_handler,
+    df_qemu_sections,
+    df_replay_agreement,
+    df_replay_runs,
+)
 from .requests import (
     df_deferrals,
     df_interleaving_delays,
@@ -78,6 +87,8 @@ __all__ = [
     "df_qemu_handlers",
     "df_qemu_arrivals",
     "df_qemu_requests_per_handler",
+    "df_replay_runs",
+    "df_replay_agreement",
     "df_diff",
     "check_window",
     "DEFAULT_PERCENTILES",

@@ -1,4 +1,5 @@
-"""QEMU beside the model: per-run QEMU tables and the arrivals that set QEMU's batch sizes."""
+"""QEMU beside the model: per-run QEMU tables, the arrivals that set QEMU's batch sizes, and replays of a
+QEMU run on the model (`plugtrace replay`), handler run by handler run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..run import Run
-from .common import requires
+from .common import required_tables, requires
 from .runs import Runs, _as_runs, df_compare
 
 
@@ -148,3 +149,30 @@ def df_qemu_arrivals(runs: Iterable[Run] | Runs) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+@requires("replay_runs")
+def df_replay_runs(run: Run) -> pd.DataFrame:
+    """A replay's handler runs (`plugtrace replay`), one row per arrival, as `replay_runs`: ``arrival``,
+    ``device``, ``nr_requests``, ``vq``, ``cause``, ``begin_ns`` (the QEMU run's clock),
+    ``measured_enters`` / ``measured_sqes_per_submit`` (QEMU's io_uring_enter()s that carried its
+    requests, and their mean SQEs), ``predicted_enters`` / ``predicted_sqes_per_submit`` (the model's;
+    NaN when it never submitted them), ``exact``; and ``at_ns``, when it arrived, from the first arrival."""
+    df = run.table("replay_runs")
+    df["cause"] = df["cause"].astype(str)
+    df.insert(df.columns.get_loc("begin_ns") + 1, "at_ns", df["begin_ns"] - df["begin_ns"].min())
+    return df
+
+
+@requires(*required_tables(df_replay_runs))
+def df_replay_agreement(run: Run) -> pd.DataFrame:
+    """A replay's handler runs counted by their measured and predicted mean SQEs per io_uring_enter(), one
+    row per pair: ``measured_sqes_per_submit`` (QEMU), ``predicted_sqes_per_submit`` (the model; NaN: it
+    never submitted them), ``handler_runs``, ``requests`` and ``exact`` (of those handler runs, how many
+    were predicted exactly: the same enters and mean)."""
+    df = df_replay_runs(run)
+    return (
+        df.groupby(["measured_sqes_per_submit", "predicted_sqes_per_submit"], dropna=False)
+        .agg(handler_runs=("arrival", "size"), requests=("nr_requests", "sum"), exact=("exact", "sum"))
+        .reset_index()
+    )

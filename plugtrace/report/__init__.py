@@ -31,6 +31,7 @@ from ..analysis import (
     df_diff,
     df_latency_percentiles,
     df_qemu_arrivals,
+    df_replay_runs,
 )
 from ..plots import (
     plot_batch_sizes,
@@ -38,6 +39,7 @@ from ..plots import (
     plot_deferral_delays,
     plot_interleaving_delays,
     plot_qemu_arrivals,
+    plot_replay,
     plot_sqes_over_time,
     plot_submit_latency_cdf,
     plot_timeline,
@@ -67,6 +69,18 @@ class _Plot:
 
 
 @dataclass
+class _Replay:
+    """A replay's section (`plugtrace replay`): what was replayed, and how well the model predicted QEMU."""
+
+    #: (what, value) rows: the source, the strategy, the share predicted exactly, the means, what was left out
+    numbers: list[tuple[str, str]]
+    png_base64: str
+    #: the handler runs the model did not predict exactly, as HTML (empty when it predicted all), and a caption
+    disagreements: str
+    disagreements_note: str
+
+
+@dataclass
 class _RunView:
     """Everything the template shows about one run."""
 
@@ -75,6 +89,7 @@ class _RunView:
     plots: list[_Plot] = field(default_factory=list)
     tables: list[tuple[str, str]] = field(default_factory=list)
     not_measured: list[tuple[str, str]] = field(default_factory=list)
+    replay: _Replay | None = None
 
 
 def _png(draw: Callable[[Figure], Any], figsize: tuple[float, float]) -> str:
@@ -138,6 +153,67 @@ def _add(view: _RunView, title: str, compute: Callable[[], Any]) -> Any:
     return None
 
 
+#: disagreeing handler runs a replay's section lists, the first ones in time
+MAX_DISAGREEMENTS = 20
+
+
+def _number(value: Any, spec: str, unit: str = "") -> str:
+    """`value` formatted by `spec`, then `unit`; a dash when meta.json has no number there."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec) + unit
+    return "–"
+
+
+def _replay_section(run: Run) -> _Replay:
+    """The section of a replay run: meta.json's `replay` numbers, the measured-vs-predicted plot, and the
+    handler runs the model got wrong (`replay_runs`)."""
+    replay = run.meta.get("replay") or {}
+    not_replayed = (replay.get("not_replayed") or {}) if isinstance(replay, dict) else None
+    if not isinstance(not_replayed, dict):
+        raise TypeError("meta.json's replay section (or its not_replayed) is not an object")
+    numbers = [
+        ("source", f"{replay.get('source', '–')} ({replay.get('source_strategy') or 'unknown strategy'})"),
+        ("model's strategy", f"{replay.get('strategy', '–')}, timing {replay.get('timing', '–')}"),
+        ("device latency", str(replay.get("device_latency", "live (the replay predates recorded latency)"))),
+        (
+            "replayed",
+            f"{_number(replay.get('handler_runs'), ',')} handler runs, {_number(replay.get('requests'), ',')} requests",
+        ),
+        ("handler runs predicted exactly", _number(replay.get("per_run_exact"), ".1%")),
+        (
+            "mean SQEs per io_uring_enter()",
+            f"measured {_number(replay.get('measured_mean_sqes_per_submit'), '.2f')} (QEMU), "
+            f"predicted {_number(replay.get('predicted_mean_sqes_per_submit'), '.2f')} (model)",
+        ),
+        ("error of the predicted mean", _number(replay.get("mean_error_pct"), "+.2f", "%")),
+        ("not replayed", "; ".join(f"{_fmt(n)} requests {why}" for why, n in not_replayed.items()) or "none"),
+    ]
+    runs = df_replay_runs(run)
+    wrong = runs[~runs["exact"]]
+    note = f"{len(wrong):,} of {len(runs):,} handler runs disagree"
+    if len(wrong) > MAX_DISAGREEMENTS:
+        note += f"; the first {MAX_DISAGREEMENTS} in time"
+    shown = wrong.head(MAX_DISAGREEMENTS).assign(at_ms=lambda d: d["at_ns"] / 1e6)
+    columns = [
+        "arrival",
+        "at_ms",
+        "device",
+        "vq",
+        "cause",
+        "nr_requests",
+        "measured_enters",
+        "measured_sqes_per_submit",
+        "predicted_enters",
+        "predicted_sqes_per_submit",
+    ]
+    return _Replay(
+        numbers=numbers,
+        png_base64=_png(lambda fig: plot_replay(run, ax=fig.subplots()), (5.8, 4.6)),
+        disagreements=_html_table(shown[columns]) if len(wrong) else "",
+        disagreements_note=note,
+    )
+
+
 def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = False) -> _RunView:
     view = _RunView(run, anchor=f"run-{index}")
     if not plots:
@@ -184,6 +260,8 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
     latency = _add(view, "Latency percentiles", lambda: df_latency_percentiles(run))
     if latency is not None:
         view.tables.append(("Latency percentiles", _html_table(latency)))
+    if run.has("replay_runs") or run.meta.get("replay"):  # a replay whose table is unreadable says so
+        view.replay = _add(view, "Replay of a real QEMU run", lambda: _replay_section(run))
     return view
 
 

@@ -5,6 +5,7 @@ For the synthetic runs the parameters cell (tagged "parameters",
 papermill-style) is followed by an injected cell pointing the notebook at them.
 """
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -33,14 +34,15 @@ def parameters_for(name: str, runs: dict) -> str:
     if name.startswith("04"):
         return f"RUNS = {[str(runs[s]) for s in STRATEGIES]!r}"
     if name.startswith("05"):  # the model's side synthetic; the real QEMU runs are only ever recorded
-        return f"MODEL_RUNS = {[str(runs[s]) for s in ('device-plug', 'defer')]!r}"
+        return f"MODEL_RUNS = {[str(runs[s]) for s in ('device-plug', 'defer')]!r}\nREPLAY_RUN = None"
     if name.startswith("06"):
         return f"RUNS = {[str(path) for path in runs.values()]!r}"
     return f"RUN = {str(runs['defer-interleave'])!r}"
 
 
-def execute(path: Path, parameters: str | None = None) -> None:
-    """Run the notebook top to bottom (parameters injected after its parameters cell); check it plotted."""
+def execute(path: Path, parameters: str | None = None) -> nbformat.NotebookNode:
+    """Run the notebook top to bottom (parameters injected after its parameters cell); check it plotted.
+    Returns the notebook with its outputs."""
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs cleared"
     if parameters is not None:
@@ -51,18 +53,51 @@ def execute(path: Path, parameters: str | None = None) -> None:
     assert not errors
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the notebook should draw at least one plot"
+    return nb
+
+
+def printed(nb: nbformat.NotebookNode) -> str:
+    """What the notebook's code cells printed."""
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_runs_on_synthetic_runs(path, runs):
-    execute(path, parameters_for(path.name, runs))
+    nb = execute(path, parameters_for(path.name, runs))
+    if path.name.startswith("05"):  # no replay given: the notebook says so and goes on
+        assert "No replay run given" in printed(nb)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
-def test_notebook_runs_on_the_shipped_sample_data(path):
-    execute(path)
+def test_notebook_runs_on_the_shipped_sample_data(path, monkeypatch):
+    monkeypatch.delenv("PLUGTRACE_REPLAY_RUN", raising=False)
+    nb = execute(path)
+    if path.name.startswith("05"):  # the shipped replay of data/qemu-10.0, with its own numbers
+        exact = json.loads((NOTEBOOKS.parent / "data" / "replay-10.0" / "meta.json").read_text())["replay"]
+        assert f"handler runs predicted exactly (per_run_exact): {exact['per_run_exact']:.1%}" in printed(nb)
+
+
+@pytest.mark.slow
+@pytest.mark.devices
+def test_real_qemu_notebook_on_a_replay_of_the_sample(tmp_path):
+    """Notebook 05's replay section on a real replay of data/qemu-10.0 (a loop device, a few seconds)."""
+    import subprocess
+
+    from tests.helpers import PLUGTRACE, require_root
+
+    require_root()
+    replay = tmp_path / "replay-10.0"
+    p = subprocess.run(
+        [*PLUGTRACE, "replay", str(NOTEBOOKS.parent / "data" / "qemu-10.0"), "--quiet", "-o", str(replay)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    out = printed(execute(NOTEBOOKS / "05-real-qemu.ipynb", f"REPLAY_RUN = {str(replay)!r}"))
+    assert "handler runs predicted exactly (per_run_exact):" in out and "No replay run given" not in out
 
 
 @pytest.mark.slow

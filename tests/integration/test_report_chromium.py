@@ -217,6 +217,20 @@ def test_report_lists_what_could_not_be_measured(tmp_path):
     assert "77" in text and "1,330" in text, "events lost, per run, must be shown"
 
 
+def test_report_of_a_replay_shows_its_measured_vs_predicted_plot(tmp_path):
+    from tests.unit.test_report_replay import replay_run
+
+    exe = chromium()
+    run = replay_run(tmp_path / "replay")
+    out = tmp_path / "report.html"
+    p = subprocess.run(
+        [*PLUGTRACE, "report", str(run.path), "-o", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, p.stderr
+    rows = check_renders(exe, out, tmp_path, min_images=1)
+    assert any(r.startswith("ok ") and "Replay: measured vs predicted" in r for r in rows), rows
+
+
 @pytest.mark.skipif(not (ROOT / "docs").is_dir(), reason="no docs/ directory")
 def test_readme_screenshot_is_a_real_report(tmp_path):
     """docs/report-screenshot.png, shown in the README, is a PNG of a report (regenerate with
