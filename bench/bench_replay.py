@@ -2,7 +2,8 @@
 
 For each QEMU (7.2: the device-plug design; 10.0: defer) and each guest load below, one guest is
 recorded as a user records it (`plugtrace qemu --mode events`, TCG here, on a loop device) and
-replayed (`plugtrace replay`, the design's own strategy, on a loop device of its own). Every point
+replayed (`plugtrace replay`, the design's own strategy and its defaults: per-request timing, recorded
+device latency, a loop device over memory of its own). Every point
 is printed, met or not: the handler runs replayed, `per_run_exact` (the fraction whose predicted
 SQEs per io_uring_enter() equal QEMU's), the mean SQEs per enter measured and predicted, and the
 error. Targets: per_run_exact >= 0.99 and the mean within 2%.
@@ -59,6 +60,8 @@ def point(version: str, load: str, seconds: float, tmp: Path) -> dict:
     r = json.loads((replayed / "meta.json").read_text())["replay"]
     row |= {
         "strategy": r["strategy"],
+        "timing": r.get("timing"),
+        "device_latency": r.get("device_latency"),
         "handler_runs": r["handler_runs"],
         "requests": r["requests"],
         "not_replayed": sum(r["not_replayed"].values()),

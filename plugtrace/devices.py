@@ -540,10 +540,11 @@ def block_stat(path: str) -> dict[str, int]:
 
 
 def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = False, sparse: bool = False) -> Target:
-    """`loop`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours to write).
-    `sparse`: a loop device over a sparse file, not filled with data first. Before making a
-    device, the zram devices a killed recorder left behind are removed."""
-    if spec in ("loop", "zram") and os.geteuid() == 0:
+    """`loop`, `loop:DIR`, `zram`, `file:PATH` or a block device path -> Target (created ones are ours
+    to write). `loop:DIR`: the loop device's backing file in DIR (`loop:/dev/shm`: over memory) instead
+    of /var/tmp. `sparse`: a loop device over a sparse file, not filled with data first. Before making
+    a device, the zram devices a killed recorder left behind are removed."""
+    if (spec in ("loop", "zram") or spec.startswith("loop:")) and os.geteuid() == 0:
         removed, busy = cleanup_orphans()
         for name in removed:
             logger.warning(f"plugtrace: removed {name}, left behind by a recorder that was killed")
@@ -551,13 +552,18 @@ def open_target(spec: str, size_bytes: int = DEFAULT_SIZE, allow_write: bool = F
             logger.warning(f"plugtrace: {name}, left behind by a recorder that was killed, is open: left alone")
     if spec == "loop":
         return create_loop(size_bytes, sparse=sparse)
+    if spec.startswith("loop:"):
+        directory = spec[5:]
+        if not os.path.isdir(directory):
+            raise UsageError(f"--device {spec}: {directory!r} is not a directory to put the loop device's file in")
+        return create_loop(size_bytes, directory=directory, sparse=sparse)
     if spec == "zram":
         return create_zram(size_bytes)
     if spec.startswith("file:"):
         return open_file(spec[5:], size_bytes, allow_write)
     if spec.startswith("/"):
         return open_block_device(spec, allow_write)
-    raise UsageError(f"--device: expected loop, zram, file:PATH or /dev/NAME, not {spec!r}")
+    raise UsageError(f"--device: expected loop, loop:DIR, zram, file:PATH or /dev/NAME, not {spec!r}")
 
 
 def check_writable(target: Target, writes: bool) -> None:

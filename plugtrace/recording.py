@@ -457,7 +457,11 @@ def record(
     cfg = WorkloadConfig(duration_s=duration, **workload)
     cfg.validate()
     size_bytes = _size_bytes(size)
-    made = device in ("loop", "zram") or (device.startswith("file:") and not os.path.lexists(device[5:]))
+    made = (
+        device in ("loop", "zram")
+        or device.startswith("loop:")
+        or (device.startswith("file:") and not os.path.lexists(device[5:]))
+    )
     ndev = cfg.devices + cfg.ide_devices
     if made and (size_bytes // ndev) // cfg.bs < cfg.iodepth:  # the engine's own check, before the device is made
         raise UsageError(

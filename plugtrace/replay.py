@@ -274,7 +274,7 @@ def replay(
     output: str | os.PathLike | None = None,
     *,
     strategy: str | None = None,
-    device: str = "loop",
+    device: str | None = None,
     size: str | int | None = None,
     allow_write: bool = False,
     mode: str = "aggregate",
@@ -286,7 +286,9 @@ def replay(
     """Replay the QEMU run at `source_path` on the model (what `plugtrace replay` does).
 
     `strategy`: the model's (default: the QEMU design's own, device-plug for 7.2's `plug`, defer for
-    10.0's `defer`); `device`: as `plugtrace record --device`; `device_latency`: "recorded" (each
+    10.0's `defer`); `device`: as `plugtrace record --device` (default: with recorded latency, a loop
+    device over memory, `loop:/dev/shm`, so the model's device is never the slower one and the recorded
+    latencies set the pace; else `loop`, its file in /var/tmp as `plugtrace qemu`'s); `device_latency`: "recorded" (each
     request takes at least as long as it took QEMU's device, from the kernel's tracepoints) or "live"
     (the model's device's own speed); `timing`: "per-request" (each request reaches the model's driver
     no sooner than it reached QEMU's: a handler run lasts as long as QEMU's did) or "per-run" (a handler
@@ -318,6 +320,8 @@ def replay(
     writes = bool((source.requests["op"] == 1).any())
     if device_latency == "recorded" and source.no_latency:
         device_latency = f"live (no recorded latency: {source.no_latency})"
+    if device is None:
+        device = "loop:/dev/shm" if device_latency == "recorded" and os.path.isdir("/dev/shm") else "loop"
     comparison = _Comparison(source, device_latency, timing)
     result = record(
         output,

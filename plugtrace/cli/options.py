@@ -15,7 +15,12 @@ MODES = ("aggregate", "events", "off")
 
 def add_device(g: argparse._ArgumentGroup, who: str) -> None:
     """--device, --size, --sparse, --allow-write; `who` writes to the device ("a write workload", "the guest")."""
-    g.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
+    g.add_argument(
+        "--device",
+        default="loop",
+        help="loop | loop:DIR (its file in DIR, e.g. loop:/dev/shm: over memory) | zram | file:PATH | /dev/NAME "
+        "(default: loop, its file in /var/tmp)",
+    )
     g.add_argument("--size", default="1G", help="size of a device we create (default: 1G)")
     g.add_argument(
         "--sparse",

@@ -34,7 +34,13 @@ def add_arguments(p) -> None:
         help="the model's strategy (immediate, device-plug, defer, loop-iteration; default: the QEMU "
         f"design's own: {', '.join(f'{k} -> {v}' for k, v in DESIGN_STRATEGY.items())})",
     )
-    p.add_argument("--device", default="loop", help="loop | zram | file:PATH | /dev/NAME (default: loop)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="loop | loop:DIR | zram | file:PATH | /dev/NAME (default: with --device-latency recorded, "
+        "loop:/dev/shm, a loop device over memory, so the model's device is never slower than the recorded "
+        "one and the recorded latencies set the pace; with live, loop, its file in /var/tmp)",
+    )
     p.add_argument("--size", default=None, help="size of a device we create (default: enough for the run's offsets)")
     p.add_argument("--allow-write", action="store_true", help="let a replay of writes write to a device you named")
     p.add_argument(

@@ -34,6 +34,9 @@ def test_replay_of_a_qemu_sample_gives_every_request_and_a_comparison_per_handle
     replay = meta["replay"]
     assert meta["status"] == "complete" and meta["config"]["strategy"] == strategy == replay["strategy"]
     assert meta["config"]["ring_setup"] == "plain"  # QEMU's ring, as any comparison with QEMU
+    # with recorded latency the model's device is a loop device over memory: never the slower one
+    assert meta["device"]["kind"] == "loop" and meta["device"]["backing_file"].startswith("/dev/shm/")
+    assert replay["timing"] == "per-request"
     # exact counts: the model ran every workload request QEMU did, each arrival once
     n = source["summary"]["qemu_workload_requests"]
     assert meta["summary"]["nr_requests"] == replay["requests"] == n
@@ -63,3 +66,16 @@ def test_replay_refuses_a_run_that_is_not_qemus(tmp_path):
     )
     assert p.returncode != 0 and "not a real QEMU run" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_replay_on_a_loop_device_in_a_directory_that_is_not_there_says_so(tmp_path):
+    require_root()
+    before = loop_devices()
+    missing = tmp_path / "no-such-dir"
+    p = subprocess.run(
+        [*PLUGTRACE, "replay", str(DATA / "qemu-10.0"), "--device", f"loop:{missing}", "-o", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode != 0 and "is not a directory" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "x").exists() and loop_devices() == before
