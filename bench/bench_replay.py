@@ -70,7 +70,8 @@ def point(version: str, load: str, seconds: float, tmp: Path) -> dict:
         "predicted_sqes_per_enter": r["predicted_mean_sqes_per_submit"],
         "error_pct": r.get("mean_error_pct"),
     }
-    met = (r["per_run_exact"] or 0) >= TARGET_EXACT and abs(r.get("mean_error_pct") or 100) <= TARGET_ERROR_PCT
+    error = r.get("mean_error_pct")
+    met = (r["per_run_exact"] or 0) >= TARGET_EXACT and error is not None and abs(error) <= TARGET_ERROR_PCT
     row["target"] = "met" if met else "missed"
     return row
 
