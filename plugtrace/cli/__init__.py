@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, PlugtraceError
 from ..logs import show_messages
 
-SUBCOMMANDS = ("record", "qemu", "replay", "report", "diff", "export", "devices", "doctor")
+SUBCOMMANDS = ("record", "qemu", "replay", "model", "report", "diff", "export", "devices", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,13 @@
   to the driver, and are deferred only when they happen to be issued inside
   another device's section.
 * `Guest`: a closed loop per device: `iodepth` requests outstanding, a new one
-  issued when one completes, until a request count or deadline.
+  issued when one completes, until a request count or deadline. With a
+  `GuestTiming` (a calibration of a real guest, `plugtrace model`) it takes
+  time as a real one does: it reacts to a completion notification after
+  `reaction_ns`, then makes its requests available one every `request_ns`
+  while the device's handler (notifications off while it runs, as
+  virtio_blk_handle_vq() does) picks them up as they come; each request takes
+  the device a latency drawn from `latency_ns`.
 * `ReplayGuest`: an open loop that makes a recorded run's requests available
   at the recorded times, one arrival (a handler run's requests) at a time;
   with per-request times (`Arrivals.queue_at_ns`) the handler hands each
@@ -45,7 +51,7 @@ from .strategies import Strategy
 
 now_ns = lib.pt_now_ns
 
-__all__ = ["Device", "VirtioBlk", "Ide", "Guest", "ReplayGuest", "Arrivals", "DEVICE_KINDS"]
+__all__ = ["Device", "VirtioBlk", "Ide", "Guest", "GuestTiming", "ReplayGuest", "Arrivals", "DEVICE_KINDS"]
 
 
 class Device:
@@ -120,6 +126,10 @@ class VirtioBlk(Device):
         #: a replay's per-request times (monotonic ns, by the guest's request index): the handler takes
         #: request k off the virtqueue no sooner than pace[k], as the recorded QEMU's handler did
         self.pace: np.ndarray | None = None
+        #: a timed guest (GuestTiming) runs beside the handler: the handler lets it catch up to now before
+        #: each look at the virtqueue, and takes one request at a time, spending request_cost_ns on each
+        self.guest_advance: Callable[[], None] | None = None
+        self.request_cost_ns = 0
 
     def guest_notify(self):
         if not self.in_handler:
@@ -136,10 +146,19 @@ class VirtioBlk(Device):
                 if self.interleave and self.loop.depth == 1 and self.rng.random() < self.interleave:
                     self._synchronous_read()
                 submit = self.driver.submit_merged_from_guest if self.merge else self.driver.submit_from_guest
+                advance = self.guest_advance
+                if advance is not None:
+                    advance()
                 while n := self.available():
                     if self.pace is not None:
                         n = self._due(self.pace, n)
+                    elif advance is not None:
+                        n = 1  # the guest adds requests while the handler pops them
                     submit(self.guest, n, self.fd, self.bs, self.index)
+                    if advance is not None:
+                        if self.request_cost_ns:
+                            _wait_until(now_ns() + self.request_cost_ns)
+                        advance()
             finally:
                 # the handler's own section ends here: inside another device's section, this is when its
                 # requests would have left had that section not been open (the delay interleaving causes)
@@ -207,6 +226,57 @@ def _counter(field: str, doc: str) -> property:
     return property(lambda self: getattr(self._rec, field), doc=doc)
 
 
+@dataclass(frozen=True)
+class GuestTiming:
+    """How long a guest and its device take, as measured on a real QEMU guest (`plugtrace model
+    calibrate`): `reaction_ns` from a completion notification to the guest's first new request,
+    `request_ns` between two requests it makes available in a row, `iothread_request_ns` what the
+    device's handler spends on each request it takes off the virtqueue (the iothread's cost, which
+    lets a guest add more while the handler runs), and `latency_ns` the device's latency per request
+    as quantiles at evenly spaced probabilities from 0 to 1 (empty: the device's own). A request the
+    device finishes sooner stays in flight until its drawn latency is up. `reaction_quantiles_ns`
+    (optional, quantiles as `latency_ns`): each reaction drawn from them instead of `reaction_ns`."""
+
+    reaction_ns: int = 0
+    request_ns: int = 0
+    iothread_request_ns: int = 0
+    latency_ns: tuple[int, ...] = ()
+    reaction_quantiles_ns: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        times = (self.reaction_ns, self.request_ns, self.iothread_request_ns, *self.latency_ns)
+        if any(t < 0 for t in (*times, *self.reaction_quantiles_ns)):
+            raise ValueError("guest timing: times must not be negative")
+        for name in ("latency_ns", "reaction_quantiles_ns"):
+            q = list(getattr(self, name))
+            if q != sorted(q) or len(q) == 1:
+                raise ValueError(f"guest timing: {name} must be quantiles (at least 2), in order")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GuestTiming:
+        return cls(
+            int(d.get("reaction_ns", 0)),
+            int(d.get("request_ns", 0)),
+            int(d.get("iothread_request_ns", 0)),
+            tuple(map(int, d.get("latency_ns", ()))),
+            tuple(map(int, d.get("reaction_quantiles_ns", ()))),
+        )
+
+    def draw_latencies(self, rng: np.random.Generator, n: int) -> np.ndarray | None:
+        return _draw(self.latency_ns, rng, n) if self.latency_ns else None
+
+    def draw_reaction(self, rng: np.random.Generator) -> int:
+        if not self.reaction_quantiles_ns:
+            return self.reaction_ns
+        return int(_draw(self.reaction_quantiles_ns, rng, 1)[0])
+
+
+def _draw(quantiles: tuple[int, ...], rng: np.random.Generator, n: int) -> np.ndarray:
+    """`n` values drawn from the distribution given by its quantiles at evenly spaced probabilities."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(q)), q).astype(np.int64)
+
+
 class Guest:
     """A closed-loop workload on one device: keeps `iodepth` requests outstanding.
 
@@ -227,8 +297,10 @@ class Guest:
         read_fraction: float,
         max_requests: int | None,
         seed: int,
+        timing: GuestTiming | None = None,
     ):
         self.device = device
+        self.timing = timing
         self.iodepth = iodepth
         self.bs = block_bytes
         self.random_offsets = rw.startswith("rand")
@@ -241,9 +313,21 @@ class Guest:
         # interrupt: refilling from inside the completion handling would let
         # one handler run forever on a fast device.
         self._refill_bh = device.loop.bh_new(self._refill)
-        self.index, self._rec = self._driver.add_guest(iodepth, max_requests, self._refill_bh.schedule)
+        on_completions = self._refill_bh.schedule if timing is None else self._notified
+        self.index, self._rec = self._driver.add_guest(iodepth, max_requests, on_completions)
         self._chunk: tuple | None = None
+        self._budget = -1 if max_requests is None else max_requests
+        #: a timed guest: reacting (a timer armed), adding (its next request due at _next_add_ns)
+        self._reacting = self._adding = False
+        self._next_add_ns = 0
+        self._tick_armed = False
         device.attach_guest(block_bytes, self.index, self._rec)
+        if timing is not None:
+            self._holds: tuple[np.ndarray | None, Any] = (None, ffi.new("int64_t[]", iodepth))  # chunk's, vq's
+            self._rec.vq_hold = self._holds[1]
+            if isinstance(device, VirtioBlk):
+                device.guest_advance = self._advance
+                device.request_cost_ns = timing.iothread_request_ns
 
     def _new_chunk(self) -> None:
         n = self._CHUNK
@@ -267,20 +351,73 @@ class Guest:
         g = self._rec
         g.chunk_offsets, g.chunk_ops = c_offsets, c_ops
         g.chunk_len, g.chunk_pos = n, 0
+        holds = self.timing.draw_latencies(self.rng, n) if self.timing is not None else None
+        if holds is not None:
+            self._holds = (holds, self._holds[1])
+            g.chunk_hold = ffi.from_buffer("int64_t[]", holds)
 
     def start(self) -> None:
-        self._refill()
+        if self.timing is None:
+            self._refill()
+        else:
+            self._react()
 
     def stop(self) -> None:
         self._rec.stopped = 1
 
     def _refill(self) -> None:
+        self._make_available()
+
+    def _make_available(self, limit: int | None = None) -> int:
+        """Make requests available (at most `limit`) and notify the device; how many."""
+        g = self._rec
+        if limit is not None:
+            g.max_requests = g.issued + limit if self._budget < 0 else min(self._budget, g.issued + limit)
         n = lib.pt_refill(self._driver.state, self.index)
         if n < 0:
             self._new_chunk()
             n = lib.pt_refill(self._driver.state, self.index)
+        if limit is not None:
+            g.max_requests = self._budget
         if n > 0:
             self.device.guest_notify()
+        return n
+
+    # -- a timed guest (GuestTiming) -------------------------------------------------------------------
+    def _notified(self) -> None:
+        """Completions were reported to the guest: it reacts after reaction_ns, unless already at it."""
+        if not self._reacting and not self._adding:
+            self._reacting = True
+            reaction = self.timing.draw_reaction(self.rng)  # type: ignore[union-attr]
+            self.device.loop.timer_at(now_ns() + reaction, self._react)
+
+    def _react(self) -> None:
+        self._reacting = False
+        if not self._adding:
+            self._adding, self._next_add_ns = True, now_ns()
+        self._advance()
+
+    def _advance(self) -> None:
+        """The guest catches up to now: the requests due by now, one every request_ns, while it has room."""
+        if not self._adding:
+            return
+        g, step = self._rec, self.timing.request_ns  # type: ignore[union-attr]
+        now = now_ns()
+        room = int(g.iodepth) - int(g.outstanding)
+        due = room if step == 0 else min(room, (now - self._next_add_ns) // step + 1)
+        if due > 0:
+            n = self._make_available(due)
+            self._next_add_ns += max(n, 1) * step
+            room -= n
+        if room <= 0 or g.stopped or 0 <= self._budget <= g.issued:
+            self._adding = False  # nothing completed is left to reissue: the next notification wakes it
+        elif not self._tick_armed:
+            self._tick_armed = True
+            self.device.loop.timer_at(max(self._next_add_ns, now), self._tick)
+
+    def _tick(self) -> None:
+        self._tick_armed = False
+        self._advance()
 
     stopped = property(lambda self: bool(self._rec.stopped))
     issued = _counter("issued", "requests made available so far")

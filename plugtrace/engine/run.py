@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..uring._binding import lib
 from . import records
 from .driver import MAX_ENTRIES, RING_SETUPS, IoUringDriver, setup_flag_names
-from .emulation import DEVICE_KINDS, Arrivals, Device, Guest, ReplayGuest
+from .emulation import DEVICE_KINDS, Arrivals, Device, Guest, GuestTiming, ReplayGuest
 from .eventloop import POLL_MAX_NS, EventLoop
 from .strategies import STRATEGIES, make_strategy
 
@@ -63,6 +63,9 @@ class WorkloadConfig:
     #: where IDE devices run (IDE_THREADS): "main", a main-loop thread of their own, as in QEMU; "shared",
     #: spread over the iothreads with the virtio-blk devices (so IDE can join a virtio-blk section: not QEMU)
     ide_thread: str = "main"
+    #: how long the guest and its device take (emulation.GuestTiming's fields: reaction_ns, request_ns,
+    #: latency_ns), e.g. a calibration of a real QEMU guest (`plugtrace model`); None: the guest reacts at once
+    guest_timing: dict | None = None
 
     def placement(self) -> list[int]:
         """The engine thread of each emulated device, virtio-blk devices first, then IDE.
@@ -100,6 +103,11 @@ class WorkloadConfig:
             raise UsageError("--threads: must be at least 1")
         if self.ide_thread not in IDE_THREADS:
             raise UsageError(f"--ide-thread: choose from {', '.join(IDE_THREADS)}, not {self.ide_thread!r}")
+        if self.guest_timing is not None:
+            try:
+                GuestTiming.from_dict(self.guest_timing)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"guest timing: {exc}") from None
         if self.threads > self.devices + self.ide_devices:
             raise UsageError("--threads: more threads than emulated devices")
         if self.ide_thread == "main" and self.devices and self.threads > self.devices:
@@ -389,8 +397,16 @@ class _EngineThread:
                 guest = ReplayGuest(dev, depth, work.arrivals[i])
             else:
                 per_guest = max(1, config.requests // work.ndev) if config.requests is not None else None
+                timing = GuestTiming.from_dict(config.guest_timing) if config.guest_timing else None
                 guest = Guest(
-                    dev, depth, config.bs, config.rw, config.read_fraction, per_guest, seed=rng.getrandbits(63)
+                    dev,
+                    depth,
+                    config.bs,
+                    config.rw,
+                    config.read_fraction,
+                    per_guest,
+                    seed=rng.getrandbits(63),
+                    timing=timing if kind != "ide" else None,
                 )
             dev.on_handler = hooks.handler
             self.devices.append(dev)

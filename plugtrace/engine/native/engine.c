@@ -167,8 +167,11 @@ int pt_mrb_fill(struct pt_driver *d, uint32_t guest, uint32_t n, int fd, uint32_
         op = g->vq_ops[at];
         g->vq_head++;
         uint32_t n_bytes = g->vq_lens ? (uint32_t)g->vq_lens[at] : len;
-        d->mrb_slots[m++] = pt_take(d, now, op, fd, n_bytes, (uint64_t)g->vq_offsets[at], device, section_id,
-                                    section_owner, 0, (int32_t)guest);
+        uint32_t slot = pt_take(d, now, op, fd, n_bytes, (uint64_t)g->vq_offsets[at], device, section_id, section_owner,
+                                0, (int32_t)guest);
+        if (g->vq_hold)
+            d->reqs[slot].hold_ns = g->vq_hold[at]; /* a merged request is held as long as its first */
+        d->mrb_slots[m++] = slot;
     }
     /* multireq_compare: by sector (a stable insertion sort of at most PT_MRB_MAX) */
     for (uint32_t i = 1; i < m; i++) {
