@@ -5,16 +5,17 @@ with the kernel's io_uring tracepoints) and measures how long the guest and the 
 
 * `latency_ns`: the device's latency per request, from the submitting `io_uring_enter()` to the
   kernel's completion (`uring_requests`), as 21 quantiles (0, 5, ..., 100%);
-* `iothread_request_ns`: what a virtio-blk handler run spent per request it took off the
-  virtqueue: the median gap between two requests of one handler run reaching QEMU's io_uring driver
-  (`qemu_requests.queue_ns`; under TCG tens of microseconds, while the guest adds more);
+* `request_ns`: the guest's pace: the median gap between two requests of one handler run reaching
+  QEMU's io_uring driver (`qemu_requests.queue_ns`; under TCG tens of microseconds: the guest adds
+  requests one at a time while the handler pops them);
 * `reaction_ns`: from the first completion of a device's requests after one of its handler runs
   began to the next handler run of that device: QEMU reaping and notifying, and the guest reacting
   to the notification with new requests (median, and `reaction_quantiles_ns`, 21 quantiles, from
   which the model draws each reaction: a guest that is awake reacts in microseconds, an idle TCG
   guest in milliseconds);
-* `request_ns`: 0: the guest makes the requests it has room for available at once when it reacts,
-  and the handler's cost per request paces them.
+* `iothread_request_ns`: 0: what QEMU's handler spends per request cannot be told from the guest's
+  pace in an events-mode run, whose uprobes on QEMU's handler path slow it (by several times the
+  batch sizes, `bench_qemu` measures it); the model's own handler cost is its own, real one.
 
 `predict(calibration, ...)` runs the model's own closed-loop guests with that timing
 (`engine.emulation.GuestTiming`) on a real device and writes an ordinary run directory whose
@@ -58,9 +59,9 @@ def calibrate(path: str | os.PathLike) -> dict[str, Any]:
     if held.empty:
         raise UsageError(f"{source.path}: no request with a recorded device latency")
 
-    # the handler's cost per request: gaps between a run's requests reaching QEMU's driver
+    # the guest's pace: gaps between a run's requests reaching QEMU's driver
     gaps = reqs.groupby("arrival")["queue_at_ns"].diff().dropna()
-    iothread_ns = int(np.median(gaps)) if len(gaps) else 0
+    pace_ns = int(np.median(gaps)) if len(gaps) else 0
 
     # the reaction: first completion after a handler run began -> the device's next handler run
     q = qr[qr["submit_ns"] >= 0].set_index("req_id")
@@ -91,8 +92,8 @@ def calibrate(path: str | os.PathLike) -> dict[str, Any]:
         "timing": {
             "reaction_ns": int(np.median(reactions)),
             "reaction_quantiles_ns": [int(v) for v in np.quantile(reactions, _QUANTILES)],
-            "request_ns": 0,
-            "iothread_request_ns": iothread_ns,
+            "request_ns": pace_ns,
+            "iothread_request_ns": 0,
             "latency_ns": [int(v) for v in np.quantile(held.to_numpy(), _QUANTILES)],
         },
         "measured": {

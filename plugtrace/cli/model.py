@@ -12,9 +12,9 @@ HELP = "calibrate the model from a real QEMU run, and predict other loads with i
 DESCRIPTION = """\
 calibrate QEMU_RUN -o CAL.json
   Measure, on one real QEMU run recorded with `plugtrace qemu --mode events`, how long the
-  guest and the machine took: the device's latency per request (quantiles), what a virtio-blk
-  handler run spent per request, and how long after a completion the guest's next requests
-  came. Prints them with units; writes them as JSON.
+  guest and the machine took: the device's latency per request (quantiles), the guest's pace
+  (between two requests of one handler run), and how long after a completion the guest's next
+  requests came (quantiles). Prints them with units; writes them as JSON.
 
 predict CAL.json --iodepth N --disks N [--strategy S] -o OUT
   Run the model's own closed-loop guests with that timing on a real device (a loop device over
@@ -68,7 +68,7 @@ def _print_calibration(cal: dict) -> None:
         f"  guest reaction (completion -> the device's next handler run): {t['reaction_ns'] / 1e3:,.1f} us "
         f"(median of {m['reactions']:,})"
     )
-    print(f"  handler cost per request (iothread):                        {t['iothread_request_ns'] / 1e3:,.1f} us")
+    print(f"  guest pace (between two requests of one handler run):       {t['request_ns'] / 1e3:,.1f} us")
     print(
         f"  device latency per request: p5 {lat[1] / 1e3:,.0f} us, p50 {lat[10] / 1e3:,.0f} us, "
         f"p95 {lat[19] / 1e3:,.0f} us, max {lat[20] / 1e3:,.0f} us"

@@ -21,9 +21,10 @@ def test_a_calibration_measures_the_run_it_reads():
     GuestTiming.from_dict(t)  # usable as it is
     assert cal["version"] == CALIBRATION_VERSION and cal["design"] == "defer"
     assert cal["load"] == {"disks": 2, "iodepth": 32, "rw": "randread", "bs": 4096}
-    # the handler's cost: the median gap between two requests of one handler run, as replayed
+    # the guest's pace: the median gap between two requests of one handler run, as replayed; the
+    # handler's own cost is the model's (the run's uprobes slowed QEMU's)
     gaps = src.requests.groupby("arrival")["queue_at_ns"].diff().dropna()
-    assert t["iothread_request_ns"] == int(np.median(gaps))
+    assert t["request_ns"] == int(np.median(gaps)) > 0 and t["iothread_request_ns"] == 0
     # the device's latency: quantiles of the recorded one, from its least to its most
     held = src.requests["hold_ns"][src.requests["hold_ns"] > 0]
     assert len(t["latency_ns"]) == 21 and t["latency_ns"] == sorted(t["latency_ns"])
