@@ -90,6 +90,8 @@ class _RunView:
     tables: list[tuple[str, str]] = field(default_factory=list)
     not_measured: list[tuple[str, str]] = field(default_factory=list)
     replay: _Replay | None = None
+    #: a prediction's (what, value) rows: the calibration, the load, the timing with units
+    prediction: list[tuple[str, str]] | None = None
 
 
 def _png(draw: Callable[[Figure], Any], figsize: tuple[float, float]) -> str:
@@ -214,6 +216,35 @@ def _replay_section(run: Run) -> _Replay:
     )
 
 
+def _micro(ns: Any) -> str:
+    return f"{ns / 1e3:,.1f} µs" if isinstance(ns, (int, float)) and not isinstance(ns, bool) else "–"
+
+
+def _prediction_section(run: Run) -> list[tuple[str, str]]:
+    """A prediction's numbers (`plugtrace model predict`): what it was calibrated on, the load, the timing."""
+    pred = run.meta.get("prediction")
+    if not isinstance(pred, dict) or not isinstance(pred.get("timing"), dict):
+        raise TypeError("meta.json's prediction section (or its timing) is not an object")
+    t, load = pred["timing"], pred.get("load") or {}
+    lat, react = list(t.get("latency_ns") or []), list(t.get("reaction_quantiles_ns") or [])
+
+    def spread(q: list) -> str:
+        return f"p5 {_micro(q[1])}, p50 {_micro(q[len(q) // 2])}, p95 {_micro(q[-2])}" if len(q) >= 3 else "–"
+
+    return [
+        ("calibrated on", f"{pred.get('source', '–')} ({pred.get('source_strategy') or 'unknown'})"),
+        ("calibration file", str(pred.get("calibration", "–"))),
+        (
+            "predicted load",
+            f"{load.get('disks', '–')} disks × iodepth {load.get('iodepth', '–')}, {load.get('strategy', '–')}",
+        ),
+        ("guest reaction (completion → next handler run)", f"median {_micro(t.get('reaction_ns'))}; {spread(react)}"),
+        ("guest pace (between two requests)", _micro(t.get("request_ns"))),
+        ("handler cost per request (added)", _micro(t.get("iothread_request_ns"))),
+        ("device latency per request", spread(lat)),
+    ]
+
+
 def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = False) -> _RunView:
     view = _RunView(run, anchor=f"run-{index}")
     if not plots:
@@ -262,6 +293,8 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
         view.tables.append(("Latency percentiles", _html_table(latency)))
     if run.has("replay_runs") or run.meta.get("replay"):  # a replay whose table is unreadable says so
         view.replay = _add(view, "Replay of a real QEMU run", lambda: _replay_section(run))
+    if run.meta.get("prediction"):
+        view.prediction = _add(view, "Prediction from a calibration", lambda: _prediction_section(run))
     return view
 
 
