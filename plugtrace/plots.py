@@ -56,6 +56,7 @@ __all__ = [
     "plot_compare",
     "plot_qemu_arrivals",
     "plot_replay",
+    "plot_model_fidelity",
 ]
 
 CAUSE_COLORS = {"none": "tab:gray", "own_section": "tab:blue", "other_device_section": "tab:red"}
@@ -415,4 +416,49 @@ def plot_replay(data: Run | pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("predicted SQEs per io_uring_enter (model)")
     ax.legend(fontsize=8)
     _title(ax, "Replay", data)
+    return ax
+
+
+def plot_model_fidelity(grid: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Predicted (y, the calibrated model) vs measured (x, real QEMU) mean SQEs per io_uring_enter(),
+    one point per grid point of `python -m bench.bench_model_fidelity` (its `rows`: `qemu`, `iodepth`,
+    `disks`, `measured`, `predicted`; a `calibration_point` is drawn hollow), on log axes with the dashed
+    y = x line and the +-10% band the benchmark's target allows."""
+    ax = _axes(ax, (6.2, 5.2))
+    df = grid.dropna(subset=["measured", "predicted"])
+    lo = float(min(df["measured"].min(), df["predicted"].min(), 1.0)) * 0.8 if len(df) else 0.8
+    hi = float(max(df["measured"].max(), df["predicted"].max(), 2.0)) * 1.25 if len(df) else 2.0
+    line = np.geomspace(lo, hi, 50)
+    ax.plot(line, line, "--", color="gray", lw=1, label="y = x: as QEMU")
+    ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.15, label="within 10%")
+    markers = {"7.2": "o", "10.0": "s"}
+    for (qemu, disks), part in df.groupby(["qemu", "disks"], sort=True):
+        color = _device_color(int(disks) - 1)
+        for _, r in part.iterrows():
+            hollow = bool(r.get("calibration_point", False))
+            ax.scatter(
+                r["measured"],
+                r["predicted"],
+                marker=markers.get(str(qemu), "^"),
+                s=50,
+                facecolors="none" if hollow else color,
+                edgecolors=color,
+                zorder=3,
+            )
+            ax.annotate(
+                f"d{int(r['iodepth'])}",
+                (r["measured"], r["predicted"]),
+                xytext=(4, 3),
+                textcoords="offset points",
+                fontsize=7,
+            )
+        ax.scatter([], [], marker=markers.get(str(qemu), "^"), color=color, label=f"QEMU {qemu}, {int(disks)} disk(s)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured SQEs per io_uring_enter (QEMU)")
+    ax.set_ylabel("predicted SQEs per io_uring_enter (model)")
+    ax.set_title("Calibrated model vs QEMU (hollow: the calibration's own load; dN: iodepth N)")
+    ax.legend(fontsize=7)
     return ax

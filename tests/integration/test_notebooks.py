@@ -77,6 +77,8 @@ def test_notebook_runs_on_the_shipped_sample_data(path, monkeypatch):
     if path.name.startswith("05"):  # the shipped replay of data/qemu-10.0, with its own numbers
         exact = json.loads((NOTEBOOKS.parent / "data" / "replay-10.0" / "meta.json").read_text())["replay"]
         assert f"handler runs predicted exactly (per_run_exact): {exact['per_run_exact']:.1%}" in printed(nb)
+        fidelity = json.loads((NOTEBOOKS.parent / "data" / "model-fidelity.json").read_text())
+        assert f"Spearman {fidelity['spearman']:.3f}" in printed(nb)
 
 
 @pytest.mark.slow
