@@ -8,8 +8,9 @@ For each: IOPS and mean SQEs per io_uring_enter() (the kernel's count).
 
 Tracing QEMU must not change its batching. Each real QEMU is booted in rounds, one guest each
 way per round, in alternating order: untraced (`--mode off`), kernel-only tracing (`--qemu-probes
-off`: the baseline that sees SQEs per enter), the default QEMU-side probes (aggregate) and events
-mode. Per way: mean guest IOPS and mean SQEs per enter, and the per-round ratios against
+off`: the baseline that sees SQEs per enter), the default (aggregate, `--qemu-probes mark`: only the
+guest's start mark on the QEMU side), the QEMU-side probes in aggregate mode (`--qemu-probes on`)
+and events mode. Per way: mean guest IOPS and mean SQEs per enter, and the per-round ratios against
 kernel-only (targets: default probes >= 0.95 of its IOPS, SQEs per enter within 5%). A QEMU
 that is not installed prints "could not measure: ..." and the others still run.
 
@@ -93,7 +94,8 @@ def model(strategy: str, seconds: float, tmp: Path) -> dict:
 TRACING = {
     "untraced": ["--mode", "off"],
     "kernel only": ["--mode", "aggregate", "--qemu-probes", "off"],
-    "QEMU probes (aggregate)": ["--mode", "aggregate"],
+    "default (aggregate, --qemu-probes mark)": ["--mode", "aggregate"],
+    "QEMU probes on (aggregate)": ["--mode", "aggregate", "--qemu-probes", "on"],
     "events": ["--mode", "events"],
 }
 

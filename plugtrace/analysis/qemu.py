@@ -119,7 +119,9 @@ def df_qemu_arrivals(runs: Iterable[Run] | Runs) -> pd.DataFrame:
             continue
         c = _qemu_calls(run)
         runs_ = c.get("virtio_blk_handle_vq", np.nan)
-        kicks, polls = c.get("handler_runs_kick", 0), c.get("handler_runs_poll", 0)
+        kicks, polls = float(c.get("handler_runs_kick", 0)), float(c.get("handler_runs_poll", 0))
+        if np.isnan(runs_):  # no handler probes (--qemu-probes mark or off): nothing to say of arrivals
+            kicks = polls = np.nan
         per = _qemu_hist(run, "requests_per_handler")
         n = per["count"].sum()
         wait, source = np.nan, ""
@@ -139,7 +141,7 @@ def df_qemu_arrivals(runs: Iterable[Run] | Runs) -> pd.DataFrame:
                 "handler_runs": runs_,
                 "kicks": kicks,
                 "poll_hits": polls,
-                "poll_share": polls / (kicks + polls) if kicks + polls else np.nan,
+                "poll_share": polls / (kicks + polls) if kicks + polls > 0 else np.nan,
                 "requests_per_handler": (per["low"] * per["count"]).sum() / n if n else np.nan,
                 "notifications_per_completion": (
                     c.get("guest_notifications", 0) / c["virtqueue_push"] if c.get("virtqueue_push") else np.nan

@@ -69,11 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     options.add_tracing(t, "sections, handlers, io_uring requests", per_probe=True, baseline="the guest")
     t.add_argument(
         "--qemu-probes",
-        default="on",
-        choices=("on", "full", "off"),
-        help="on: QEMU-side uprobes, in aggregate mode none per request but luring_co_submit (default); "
-        "full: also the per-request ones (completions, notifications, requests popped), as events mode has; "
-        "off: trace only the kernel side (what the QEMU-side uprobes cost is the difference)",
+        default="mark",
+        choices=("mark", "on", "full", "off"),
+        help="in aggregate mode: mark (default): on the QEMU side only the guest's workload start mark, "
+        "QEMU's requests counted by the kernel, so tracing does not change QEMU's batching; on: also "
+        "handler runs, kicks and polls, sections (uprobes in QEMU's iothread, per request only "
+        "luring_co_submit); full: also the per-request ones (completions, notifications, requests popped), "
+        "as events mode has; off: the kernel side only (no start mark: boot I/O counts too)",
     )
     c = p.add_argument_group("A/B comparison")
     c.add_argument(
@@ -82,8 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("A", "B"),
         help="run the same guest on QEMU A and B (versions or paths) alternately, --repeats times each, "
         "and say per metric whether they differ (-o gets A/, B/ and compare.json; plugtrace diff OUT/A OUT/B "
-        "--fail-if ... gates on it; notifications per completion and requests per handler need "
-        "--qemu-probes full)",
+        "--fail-if ... gates on it; poll share and wait before submit need --qemu-probes on, notifications "
+        "per completion and requests per handler --qemu-probes full)",
     )
     c.add_argument("--repeats", type=int, default=5, help="--compare: runs of each (default: 5)")
     options.add_output(p.add_argument_group("output"), "runs/DATE-qemu-VERSION")
@@ -221,13 +223,16 @@ def _print_qemu_summary(meta: RunMeta, out: Path) -> None:
     if "qemu_requests" in s:
         print(
             f"  QEMU's io_uring requests: {s['qemu_requests']:,} ({s['qemu_workload_requests']:,} after the "
-            f"guest's start mark, {s['qemu_boot_requests']:,} before: boot)"
+            f"guest's start mark, {s['qemu_boot_requests']:,} before: boot"
+            + ("; counted by the kernel)" if str(s.get("qemu_requests_source", "")).startswith("io_uring") else ")")
         )
     counters = {}
     if "qemu_counters" in meta.tables:
         rows = read_table(out, "qemu_counters")
         counters = {r.name: r.value for r in rows.itertuples() if r.device == -1}
-    if counters:
+    if counters and meta.config.get("qemu_probes") == "mark" and meta.config.get("mode") != "events":
+        print("  QEMU sections:           not recorded (--qemu-probes mark, the default: --qemu-probes on counts them)")
+    elif counters:
         print(
             f"  QEMU sections:           {counters.get('sections', 0):,}  (aio_poll inside: "
             f"{counters.get('aio_poll_in_section', 0):,} of {counters.get('aio_poll', 0):,}; "

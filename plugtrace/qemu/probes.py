@@ -23,7 +23,7 @@ from ..processes import Child
 from ..tracing.backend_bpftrace import spawn_bpftrace
 from ..tracing.decode import histogram_rows
 from ..tracing.probes import PROBES_DIR
-from .versions import COMMON_SCRIPT, DESIGNS, DETAIL, GUEST_NOTIFIER_FN, OPTIONAL, QemuBinary
+from .versions import COMMON_SCRIPT, DESIGNS, DETAIL, GUEST_NOTIFIER_FN, MARK, OPTIONAL, QemuBinary
 
 READY_TIMEOUT_S = 30.0
 #: luring_co_submit()'s request type bits (QEMU's block/aio.h)
@@ -42,11 +42,15 @@ def _blocks(text: str) -> list[str]:
     return [text[a:b] for a, b in zip([0, *starts], [*starts, len(text)])]
 
 
-def render(qemu: QemuBinary, pid: int, events: bool, detail: bool | None = None) -> tuple[str, dict[str, str]]:
+def render(
+    qemu: QemuBinary, pid: int, events: bool, detail: bool | None = None, mark_only: bool = False
+) -> tuple[str, dict[str, str]]:
     """The probe script of `qemu`'s design for process `pid` (probes/qemu-common.bt, then the
     design's), without the probes on functions the binary does not have; returns it and
     {symbol: why its probes were left out}. `detail` (default: `events`) keeps the per-request
-    probes of DETAIL; without them a section's deferred calls are the requests queued in it."""
+    probes of DETAIL; without them a section's deferred calls are the requests queued in it.
+    `mark_only` (aggregate mode, --qemu-probes mark): only the start mark's uprobe (MARK) and the
+    kernel-side count of QEMU's requests, nothing that fires in QEMU's iothread."""
     detail = events if detail is None else detail
     assert qemu.design is not None, "a QEMU without a plug design has no probe script"
     design = DESIGNS[qemu.design]
@@ -59,6 +63,8 @@ def render(qemu: QemuBinary, pid: int, events: bool, detail: bool | None = None)
             dropped[m.group(2)] = qemu.why_unplaced(m.group(2))
             continue
         if m and not detail and m.group(2) in DETAIL:
+            continue
+        if mark_only and ((m and m.group(2) not in MARK) or (block.startswith("tracepoint") and "@queued" in block)):
             continue
         if (
             m
@@ -91,6 +97,13 @@ def render(qemu: QemuBinary, pid: int, events: bool, detail: bool | None = None)
     return _without_unused_maps("".join(kept)), dropped
 
 
+def probed_functions(qemu: QemuBinary) -> list[str]:
+    """The functions of `qemu` the design's probe scripts put a uprobe or uretprobe on."""
+    assert qemu.design is not None
+    text = (PROBES_DIR / COMMON_SCRIPT).read_text() + (PROBES_DIR / DESIGNS[qemu.design].script).read_text()
+    return sorted({m.group(2) for m in _PROBE_HEAD.finditer(text)})
+
+
 def _without_unused_maps(text: str) -> str:
     """`text` without the END block's clear()/delete() of maps no kept probe uses: bpftrace refuses a
     script that names a map only there (a probe left out, or off in aggregate mode, took its uses)."""
@@ -117,9 +130,11 @@ class QemuProbes:
         max_events: int,
         bpftrace: str = "bpftrace",
         detail: bool | None = None,
+        mark_only: bool = False,
     ):
         self.qemu, self.pid, self.events, self.max_events = qemu, pid, events, max_events
         self.detail = events if detail is None else detail
+        self.mark_only = mark_only and not events
         self.bpftrace = bpftrace
         self.proc: subprocess.Popen | None = None
         self._child: Child | None = None
@@ -136,7 +151,7 @@ class QemuProbes:
         """Start bpftrace and wait until every uprobe is attached (CapabilityError-free: a failure
         is kept in `errors` and reported as could-not-measure)."""
         script = script_dir / f"qemu-{self.qemu.design}.bt"
-        text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail)
+        text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail, self.mark_only)
         script.write_text(f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{text}')
         # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
         # while its reader waits for a CPU that TCG guests keep busy

@@ -32,7 +32,7 @@ from ..run.schema import schema_of
 from .image import GuestImage, cache_dir
 from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
 from .probes import QemuProbes, merged_counts
-from .versions import DETAIL, OPTIONAL, QemuBinary
+from .versions import DETAIL, MARK, OPTIONAL, QemuBinary
 
 #: a KVM guest that has not started its workload by then is taken to hang (nested KVM can)
 KVM_BOOT_TIMEOUT_S = 20.0
@@ -98,10 +98,12 @@ class QemuConfig:
     mode: str = "aggregate"
     max_events: int = 5_000_000
     measure_overhead: bool = False
-    #: "on": the QEMU-side probes (per request only luring_co_submit in aggregate mode); "full": also
-    #: the per-request ones (versions.DETAIL) in aggregate mode; "off": the kernel side only (a
-    #: baseline for what the QEMU-side ones cost)
-    qemu_probes: str = "on"
+    #: "mark" (default): in aggregate mode only the guest's start mark (versions.MARK) on the QEMU side,
+    #: QEMU's requests counted by the kernel (nothing fires in QEMU's iothread, so its batching is its
+    #: own); "on": the QEMU-side probes (per request only luring_co_submit in aggregate mode); "full":
+    #: also the per-request ones (versions.DETAIL) in aggregate mode; "off": the kernel side only (a
+    #: baseline for what the QEMU-side ones cost). Events mode runs them all but at "off".
+    qemu_probes: str = "mark"
 
 
 def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
@@ -294,6 +296,13 @@ class QemuRecording:
             summary["qemu_requests"] = calls["luring_co_submit"]
             summary["qemu_workload_requests"] = calls.get("luring_co_submit_workload", 0)
             summary["qemu_boot_requests"] = calls["luring_co_submit"] - summary["qemu_workload_requests"]
+            summary["qemu_requests_source"] = "luring_co_submit (QEMU's io_uring driver)"
+        elif "io_uring_submit_req" in calls:
+            # --qemu-probes mark: the kernel's count of the SQEs QEMU's process submitted, split at the mark
+            summary["qemu_requests"] = calls["io_uring_submit_req"]
+            summary["qemu_workload_requests"] = calls.get("io_uring_submit_req_workload", 0)
+            summary["qemu_boot_requests"] = calls["io_uring_submit_req"] - summary["qemu_workload_requests"]
+            summary["qemu_requests_source"] = "io_uring_submit_req (the kernel, QEMU's process)"
         if overhead is not None:
             overhead["traced_iops"] = round(iops, 1)
             overhead["ratio"] = round(iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
@@ -357,6 +366,7 @@ class QemuRecording:
             self.cfg.max_events,
             caps.bpftrace_path or "bpftrace",
             detail=events or self.cfg.qemu_probes == "full",
+            mark_only=self.cfg.qemu_probes == "mark",
         )
         self.probes.start(Path(self._scratch.name))
         for symbol, why in self.probes.unplaced.items():
@@ -399,13 +409,25 @@ class QemuRecording:
             info.setdefault("qemu_probe_messages", p.errors[-5:])
         for symbol, why in p.unplaced.items():
             info["probes"]["could_not_measure"][f"qemu:{symbol}"] = why
-        if not p.detail:
+        if p.mark_only:
+            for symbol in sorted(self.qemu.symbols & set(self._probed_symbols()) - set(MARK)):
+                info["probes"].setdefault("not_asked", {})[f"qemu:{symbol}"] = (
+                    "a uprobe in QEMU's iothread, off by default so tracing does not change QEMU's batching "
+                    "(--qemu-probes on or full, or --mode events)"
+                )
+        elif not p.detail:
             for symbol in sorted(set(DETAIL) & self.qemu.symbols):
                 info["probes"].setdefault("not_asked", {})[f"qemu:{symbol}"] = (
                     f"{OPTIONAL.get(symbol, symbol + ' calls')}: a uprobe per request, off in aggregate mode so "
                     "the probes do not slow QEMU (--qemu-probes full or --mode events)"
                 )
         return {n: v for n, d, v in zip(counters["name"], counters["device"], counters["value"]) if d == -1}
+
+    def _probed_symbols(self) -> list[str]:
+        """The QEMU functions the design's full probe script puts a uprobe on."""
+        from .probes import probed_functions
+
+        return probed_functions(self.qemu)
 
     def close(self) -> None:
         """Stop QEMU and the QEMU-side probes if they still run. Idempotent."""

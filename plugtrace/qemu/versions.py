@@ -68,6 +68,8 @@ OPTIONAL = {
 #: probes that fire once or more per request, beyond luring_co_submit(): in events mode and with
 #: --qemu-probes full only, since each uprobe hit traps into the kernel and a TCG guest's QEMU has
 #: no CPU to spare (the default aggregate probes must not change what they measure)
+#: the QEMU-side probes of --qemu-probes mark: the guest's workload start mark, and nothing in the iothread
+MARK = ("qemu_chr_fe_write",)
 DETAIL = ("virtqueue_pop", "virtqueue_push", "virtio_notify_irqfd", "event_notifier_set", "defer_call")
 #: read to find VirtQueue.queue_index: the function is one load of it
 QUEUE_INDEX_FN = "virtio_get_queue_index"

@@ -53,11 +53,35 @@ def leftovers() -> tuple:
     return qemus, loops
 
 
+def test_qemu_10_default_probes_count_the_guest_exactly_from_the_kernel(tmp_path):
+    """The default (--qemu-probes mark): no uprobe in QEMU's iothread, the guest's requests counted by the
+    kernel after the guest's start mark, exactly the guest's own count."""
+    require_qemu("10.0")
+    before = leftovers()
+    out = tmp_path / "q10"
+    p = qemu("--qemu", "10.0", "--device", "loop", "--disks", "2", "--duration", "1", "-o", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    s, c = meta["summary"], counters(out)
+    assert meta["config"]["qemu_probes"] == "mark" and s["workload_requests"] > 1000
+    assert s["qemu_workload_requests"] == s["workload_requests"] and s["qemu_boot_requests"] == s["boot_requests"]
+    assert s["qemu_requests_source"].startswith("io_uring_submit_req")
+    assert {name for name, _ in c} == {"io_uring_submit_req", "io_uring_submit_req_workload"}
+    h = pq.read_table(out / "tables" / "histograms.parquet").to_pandas()
+    sizes = h[h.name == "submit_nr_sqes"]
+    assert int((sizes.low * sizes["count"]).sum()) == s["qemu_requests"] == c[("io_uring_submit_req", -1)]
+    not_asked = meta["probes"]["not_asked"]
+    assert {"qemu:luring_co_submit", "qemu:virtio_blk_handle_vq", "qemu:aio_poll"} <= set(not_asked)
+    assert "not recorded (--qemu-probes mark" in p.stdout
+    assert leftovers() == before
+
+
 def test_qemu_10_aggregate_counts_match_the_guest(tmp_path):
     require_qemu("10.0")
     before = leftovers()
     out = tmp_path / "q10"
-    p = qemu("--qemu", "10.0", "--device", "loop", "--disks", "2", "--duration", "2", "-o", str(out))
+    p = qemu("--qemu", "10.0", "--device", "loop", "--disks", "2", "--duration", "2", "--qemu-probes", "on",
+             "-o", str(out))  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     meta = json.loads((out / "meta.json").read_text())
     s, c = meta["summary"], counters(out)
@@ -73,7 +97,7 @@ def test_qemu_10_aggregate_counts_match_the_guest(tmp_path):
     assert c[("defer_call_begin", -1)] == c[("defer_call_end", -1)]
     assert c[("sections", 0)] + c[("sections", 1)] == c[("virtio_blk_handle_vq", -1)] == c[("sections_handler", -1)]
     assert c[("sections", 0)] > 0 and c[("sections", 1)] > 0  # both disks' iothreads
-    # arrivals, from the default aggregate probes (none per request but luring_co_submit): every handler
+    # arrivals, from the aggregate probes (none per request but luring_co_submit): every handler
     # run was a kick or a poll, and handed its requests to io_uring (all of them: no IDE disk here)
     assert c.get(("handler_runs_kick", -1), 0) + c.get(("handler_runs_poll", -1), 0) == c[("virtio_blk_handle_vq", -1)]
     hist = pq.read_table(out / "tables" / "qemu_histograms.parquet").to_pandas()

@@ -1,5 +1,6 @@
 """The real-QEMU recorder's pure parts: guest image, console, probe output, command line."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,23 @@ def test_aggregate_mode_probes_only_luring_co_submit_per_request():
             if symbol in q.symbols:
                 assert f":{symbol} " not in lean and f":{symbol} " in full, (design, symbol)
         assert ":luring_co_submit " in lean and "{{" not in lean
+
+
+def test_the_default_probes_put_nothing_in_qemus_iothread():
+    """--qemu-probes mark (the default in aggregate mode): the only uprobe is the guest's start mark (it
+    fires per console byte, never in the iothread); QEMU's requests are the kernel's io_uring_submit_req of
+    QEMU's process, split at that mark. Events mode ignores it."""
+    for design in versions.DESIGNS:
+        q = _binary("x", design, _symbols_of(design))
+        text, _ = probes.render(q, 7, events=False, mark_only=True)
+        heads = re.findall(r"^(uprobe|uretprobe|tracepoint):(\S+)", text, re.M)
+        assert [h for h in heads if h[0] != "tracepoint"] == [("uprobe", f"{q.binary}:qemu_chr_fe_write")], design
+        assert [h[1] for h in heads if h[0] == "tracepoint"] == ["io_uring:io_uring_submit_req"]
+        assert '@calls["io_uring_submit_req_workload"]' in text and "@queued" not in text and "{{" not in text
+        assert text.count("{") == text.count("}") and "pid == 7" in text
+        assert set(probes.probed_functions(q)) >= {"luring_co_submit", "virtio_blk_handle_vq", "qemu_chr_fe_write"}
+    p = probes.QemuProbes(q, 7, events=True, max_events=10, mark_only=True)
+    assert not p.mark_only
 
 
 def test_a_probe_without_its_symbol_is_left_out_and_said_why():
