@@ -2,57 +2,25 @@
 its reaction to a completion, its pace, the handler's cost per request and a drawn device latency.
 Every check is an exact count or a lower bound on a time (timers never fire early), never a rate."""
 
-import collections
-import os
-import time
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from plugtrace.engine import WorkloadConfig
-from plugtrace.engine.driver import IoUringDriver
-from plugtrace.engine.emulation import Guest, GuestTiming, VirtioBlk
-from plugtrace.engine.eventloop import EventLoop
-from plugtrace.engine.strategies import make_strategy
+from plugtrace.engine.emulation import Guest, GuestTiming
 from plugtrace.errors import UsageError
+from tests.unit.engine_rig import drive
 
 K = 4096
 SIZE = 8 << 20
 MS = 1_000_000
 
 
-@pytest.fixture
-def direct_file(tmp_path):
-    path = tmp_path / "disk"
-    with open(path, "wb") as f:
-        f.truncate(SIZE)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_DIRECT)
-    except OSError:
-        pytest.skip("no O_DIRECT on this filesystem")
-    yield fd
-    os.close(fd)
-
-
 def run(fd, timing, n, depth, merge=False, rw="randread"):
-    logs = collections.defaultdict(list)
-    loop = EventLoop()
-    strategy = make_strategy("defer")
-    driver = IoUringDriver(loop, strategy, 0, 256, K, lambda name, rows: logs[name].append(rows), ring_setup="plain")
-    dev = VirtioBlk(0, loop, driver, strategy, fd, 0, SIZE, merge=merge)
-    guest = Guest(dev, depth, K, rw, 1.0, n, seed=1, timing=timing)
-    t0 = time.monotonic_ns()
-    guest.start()
-    while not guest.finished:
-        loop.aio_poll(True)
-    assert guest.completed == n and guest.errors == 0 and driver.in_flight == 0
-    driver.close()
-    loop.close()
-    req = pd.DataFrame(np.concatenate(logs["requests"])).sort_values("req_id", ignore_index=True)
-    sub = pd.DataFrame(np.concatenate(logs["submits"])).sort_values("submit_seq", ignore_index=True)
-    req["since_start_ns"] = req["queue_ns"] - t0
-    return req, sub
+    ran = drive(fd, SIZE, lambda dev: Guest(dev, depth, K, rw, 1.0, n, seed=1, timing=timing), merge=merge)
+    assert ran.completed == n
+    req = ran.requests
+    req["since_start_ns"] = req["queue_ns"] - ran.t0_ns
+    return req, ran.submits
 
 
 def test_the_guest_reacts_to_a_completion_no_sooner_than_its_reaction_time(direct_file):

@@ -1,60 +1,26 @@
 """virtio-blk's request merging (virtio_blk_submit_multireq) on constructed handler runs, through real
 io_uring on an O_DIRECT file: which requests merge, in what order, and that merged writes land."""
 
-import collections
-import os
-
 import numpy as np
-import pandas as pd
-import pytest
 
-from plugtrace.engine.driver import OP_READ, OP_WRITE, IoUringDriver
-from plugtrace.engine.emulation import Arrivals, ReplayGuest, VirtioBlk
-from plugtrace.engine.eventloop import EventLoop
-from plugtrace.engine.strategies import make_strategy
+from plugtrace.engine.driver import OP_READ, OP_WRITE
+from plugtrace.engine.emulation import Arrivals, ReplayGuest
 from plugtrace.engine.verify import verify_blocks
+from tests.unit.engine_rig import drive
 
 K = 4096
 SIZE = 1 << 20
 
 
-@pytest.fixture
-def direct_file(tmp_path):
-    path = tmp_path / "disk"
-    with open(path, "wb") as f:
-        f.truncate(SIZE)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_DIRECT)
-    except OSError:
-        pytest.skip("no O_DIRECT on this filesystem")
-    yield fd
-    os.close(fd)
-
-
 def handler_run(fd, offsets, ops, merge=True, seed=3):
     """One handler run that pops `offsets` / `ops` in this order; returns (requests, submits) as DataFrames."""
-    logs = collections.defaultdict(list)
-    loop = EventLoop()
-    strategy = make_strategy("defer")
-    driver = IoUringDriver(loop, strategy, 0, 128, K, lambda name, rows: logs[name].append(rows), ring_setup="plain")
-    driver.pattern_seed = seed
-    dev = VirtioBlk(0, loop, driver, strategy, fd, 0, SIZE, merge=merge)
     n = len(offsets)
     arrivals = Arrivals(
         at_ns=np.array([0]), counts=np.array([n]), offsets=np.array(offsets), ops=np.array(ops), lens=np.full(n, K)
     )
-    guest = ReplayGuest(dev, 64, arrivals)
-    guest.start()
-    while not guest.finished:
-        loop.aio_poll(True)
-    assert guest.completed == n and guest.errors == 0
-    driver.close()
-    loop.close()
-
-    def frame(name):
-        return pd.DataFrame(np.concatenate(logs[name])) if logs[name] else pd.DataFrame()
-
-    return frame("requests").sort_values("req_id", ignore_index=True), frame("submits")
+    ran = drive(fd, SIZE, lambda dev: ReplayGuest(dev, 64, arrivals), merge=merge, nslots=128, pattern_seed=seed)
+    assert ran.completed == n
+    return ran.requests, ran.submits
 
 
 def test_a_buffer_is_sorted_and_each_run_of_contiguous_requests_becomes_one(direct_file):

@@ -2,45 +2,20 @@
 the model's device finishes sooner stays in flight until its recorded latency is up, and so counts
 towards MAX_ENTRIES as it did in QEMU."""
 
-import collections
-import os
-import time
-
 import numpy as np
-import pandas as pd
-import pytest
 
-from plugtrace.engine.driver import MAX_ENTRIES, OP_READ, REASON, IoUringDriver
-from plugtrace.engine.emulation import Arrivals, ReplayGuest, VirtioBlk
-from plugtrace.engine.eventloop import EventLoop
-from plugtrace.engine.strategies import make_strategy
+from plugtrace.engine.driver import MAX_ENTRIES, OP_READ, REASON
+from plugtrace.engine.emulation import Arrivals, ReplayGuest
+from tests.unit.engine_rig import drive
 
 K = 4096
 SIZE = 4 << 20
 HOLD_NS = 2_000_000_000  # far longer than the second arrival's 10 ms, however busy the machine
 
 
-@pytest.fixture
-def direct_file(tmp_path):
-    path = tmp_path / "disk"
-    with open(path, "wb") as f:
-        f.truncate(SIZE)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_DIRECT)
-    except OSError:
-        pytest.skip("no O_DIRECT on this filesystem")
-    yield fd
-    os.close(fd)
-
-
 def replay(fd, hold, counts=(100, 60), queue_at_ns=None, hold_ns=HOLD_NS):
     """Two arrivals on one virtio-blk device under defer, 10 ms apart; when `hold`, the first one's
     requests held for `hold_ns` (or `hold_ns` per request); `queue_at_ns`: each request's time."""
-    logs = collections.defaultdict(list)
-    loop = EventLoop()
-    strategy = make_strategy("defer")
-    driver = IoUringDriver(loop, strategy, 0, 256, K, lambda name, rows: logs[name].append(rows), ring_setup="plain")
-    dev = VirtioBlk(0, loop, driver, strategy, fd, 0, SIZE)
     n = sum(counts)
     arrivals = Arrivals(
         at_ns=np.array([0, 10_000_000]),
@@ -53,18 +28,11 @@ def replay(fd, hold, counts=(100, 60), queue_at_ns=None, hold_ns=HOLD_NS):
         else None,
         queue_at_ns=queue_at_ns,
     )
-    guest = ReplayGuest(dev, 256, arrivals)
-    t0 = time.monotonic_ns()
-    guest.start(t0)
-    while not guest.finished:
-        loop.aio_poll(True)
-    assert guest.completed == n and guest.errors == 0 and driver.in_flight == 0
-    driver.close()
-    loop.close()
-    req = pd.DataFrame(np.concatenate(logs["requests"])).sort_values("req_id", ignore_index=True)
-    sub = pd.DataFrame(np.concatenate(logs["submits"])).sort_values("submit_seq", ignore_index=True)
-    req["queue_at_ns"] = req["queue_ns"] - t0
-    return req, sub
+    ran = drive(fd, SIZE, lambda dev: ReplayGuest(dev, 256, arrivals))
+    assert ran.completed == n
+    req = ran.requests
+    req["queue_at_ns"] = req["queue_ns"] - ran.t0_ns
+    return req, ran.submits
 
 
 def test_held_requests_stay_in_flight_and_split_the_next_run_at_max_entries(direct_file):
