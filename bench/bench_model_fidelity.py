@@ -21,17 +21,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import PLUGTRACE, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
 
 IODEPTHS, DISKS, VERSIONS = (1, 4, 16, 64), (1, 2), ("7.2", "10.0")
 CALIBRATION = {"iodepth": 16, "disks": 2}
 STRATEGY = {"7.2": "device-plug", "10.0": "defer"}
 TARGET_ERROR_PCT, TARGET_SPEARMAN = 10.0, 0.9
-
-
-def _failure(p: subprocess.CompletedProcess) -> str:
-    last = (p.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("plugtrace: ")
-    return last if last.startswith("could not measure") else f"could not measure: {last}"
 
 
 def _qemu(
@@ -73,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     [*PLUGTRACE, "model", "calibrate", str(source), "-o", str(cal)], capture_output=True, text=True
                 )
             if p.returncode != 0:
-                print(f"QEMU {v}: calibration {_failure(p)}")
+                print(f"QEMU {v}: calibration {could_not_measure(p)}")
                 continue
             calibrations[v] = json.loads(cal.read_text())
             print(p.stdout.strip())
@@ -82,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["calibration_point"] = (iodepth, disks) == (CALIBRATION["iodepth"], CALIBRATION["disks"])
                 m = _qemu(v, iodepth, disks, seconds, tmp / f"m-{v}-{iodepth}-{disks}", events=False)
                 if m.returncode != 0:
-                    rows.append(row | {"error": _failure(m)})
+                    rows.append(row | {"error": could_not_measure(m)})
                     continue
                 meta = json.loads((tmp / f"m-{v}-{iodepth}-{disks}" / "meta.json").read_text())
                 row["measured"] = (meta.get("kernel_summary") or {}).get("mean_sqes_per_enter")
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--strategy", STRATEGY[v], "--duration", str(seconds), "--quiet", "-o", str(out)]
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 if p.returncode != 0:
-                    rows.append(row | {"error": _failure(p)})
+                    rows.append(row | {"error": could_not_measure(p)})
                     continue
                 row["predicted"] = json.loads((out / "meta.json").read_text())["summary"].get("mean_sqes_per_submit")
                 if row["measured"] and row["predicted"] is not None:

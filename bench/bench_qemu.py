@@ -28,14 +28,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import PLUGTRACE, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
 
 LOAD = {"disks": 2, "iodepth": 16, "bs": 4096, "rw": "randread", "device": "zram", "size": "256M"}
-
-
-def _failure(p: subprocess.CompletedProcess) -> str:
-    last = (p.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("plugtrace: ")
-    return last if last.startswith("could not measure") else f"could not measure: {last}"
 
 
 def _meta(out: Path) -> dict:
@@ -81,7 +76,7 @@ def model(strategy: str, seconds: float, tmp: Path) -> dict:
         text=True,
     )
     if p.returncode != 0:
-        return {"run": f"model {strategy}", "error": _failure(p)}
+        return {"run": f"model {strategy}", "error": could_not_measure(p)}
     m = _meta(out)
     return {
         "run": f"model {strategy}",
@@ -119,7 +114,7 @@ def real_qemu(version: str, how: str, seconds: float, out: Path) -> dict:
         text=True,
     )
     if p.returncode != 0:
-        return {"run": f"QEMU {version}", "tracing": how, "error": _failure(p)}
+        return {"run": f"QEMU {version}", "tracing": how, "error": could_not_measure(p)}
     m = _meta(out)
     return {
         "run": f"QEMU {m['config']['qemu']['version']} ({m['config']['accel']})",

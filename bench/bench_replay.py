@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import PLUGTRACE, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
 
 LOADS = {
     "d16": ["--disks", "2", "--iodepth", "16", "--rw", "randread"],
@@ -36,11 +36,6 @@ LOADS = {
 TARGET_EXACT, TARGET_ERROR_PCT = 0.99, 2.0
 
 
-def _failure(p: subprocess.CompletedProcess) -> str:
-    last = (p.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("plugtrace: ")
-    return last if last.startswith("could not measure") else f"could not measure: {last}"
-
-
 def point(version: str, load: str, seconds: float, tmp: Path) -> dict:
     """Record one QEMU guest of `load` and replay it; one row."""
     row: dict = {"qemu": version, "load": load}
@@ -49,14 +44,14 @@ def point(version: str, load: str, seconds: float, tmp: Path) -> dict:
     cmd += ["--bs", "4096", "--duration", str(seconds), "--mode", "events", "--quiet", "-o", str(source)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        return row | {"error": _failure(p)}
+        return row | {"error": could_not_measure(p)}
     meta = json.loads((source / "meta.json").read_text())
     row["accel"] = meta["config"].get("accel")
     p = subprocess.run(
         [*PLUGTRACE, "replay", str(source), "--quiet", "-o", str(replayed)], capture_output=True, text=True
     )
     if p.returncode != 0:
-        return row | {"error": _failure(p)}
+        return row | {"error": could_not_measure(p)}
     r = json.loads((replayed / "meta.json").read_text())["replay"]
     row |= {
         "strategy": r["strategy"],

@@ -191,3 +191,9 @@ def write_json(path: str | None, payload: dict) -> None:
 def require_root() -> None:
     if os.geteuid() != 0:
         raise SystemExit("the benchmarks create loop and zram devices: run them as root")
+
+
+def could_not_measure(p: subprocess.CompletedProcess) -> str:
+    """A failed plugtrace command's last line of stderr, as a "could not measure: ..." reason."""
+    last = (p.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("plugtrace: ")
+    return last if last.startswith("could not measure") else f"could not measure: {last}"
