@@ -147,7 +147,8 @@ class IoUringDriver:
         self.in_queue = 0
         self.in_flight = 0
         self.blocked = False
-        #: a replay's requests the model's device finished before the recorded one did: (due_ns, slot, result)
+        #: requests the device finished before their given latency was up (a replay's recorded one, a timed
+        #: guest's drawn one): (due_ns, slot, result)
         self._held: list[tuple[int, int, int]] = []
         #: device-plug strategy: plug count shared by the devices of this thread
         self.plugged = 0
@@ -376,7 +377,7 @@ class IoUringDriver:
                     self.flush_logs()
                     continue
                 break
-            self.in_flight -= n - d.nheld  # a held request stays in flight until its recorded latency is up
+            self.in_flight -= n - d.nheld  # a held request stays in flight until its latency is up
             if d.nout:
                 self._reaped_for_python(d.nout)
             if d.ntouched:
@@ -416,7 +417,7 @@ class IoUringDriver:
             self._callbacks.pop(slot)(slot, res)
 
     def _release_due(self) -> None:
-        """Replayed requests whose recorded device latency is up complete now, at this reap, as QEMU's
+        """Held requests (a replay's, a timed guest's) whose latency is up complete now, at this reap, as QEMU's
         luring_process_completions() would have reaped them: a held request leaves `in_flight` only at a
         reap (after a submit, or when the completion eventfd fires), never in the middle of a handler."""
         d, held = self._d, self._held

@@ -343,7 +343,7 @@ int pt_flush(struct pt_driver *d, enum pt_submit_reason reason)
  * `touched`) and its slot freed. Python hears (in out_*, d->nout of them) of the rest: a finished request
  * with no guest (out_pending[i] == 0: call its callback), a short transfer or -EAGAIN/-EINTR
  * (out_pending[i] == 1: the driver resubmits, pads, or fails it), and a replayed request that completed
- * before its recorded device latency was up (out_pending[i] == 2, d->nheld of them: still in flight
+ * before its given latency was up (out_pending[i] == 2, d->nheld of them: still in flight
  * until then). */
 unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uint8_t *out_pending, unsigned max)
 {
@@ -365,7 +365,8 @@ unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uin
             if (res > 0)
                 res += (int32_t)r->done;
             if (r->hold_ns && now < r->log.submit_ns + r->hold_ns) {
-                /* a replay: the recorded device had not finished it yet; Python finishes it when it would have */
+                /* its given latency (a replay's recorded one, a timed guest's drawn one) is not up: Python finishes it
+                 * then */
                 out_pending[nout] = 2;
                 out_slots[nout] = slot;
                 out_res[nout++] = res;

@@ -30,7 +30,8 @@ struct pt_req {
     int32_t guest;       /* index of the guest it completes to; -1: reported to Python */
     int32_t next_merged; /* the next slot of a merged request (-1: none): only its first slot is submitted */
     uint32_t niov;       /* > 0: a merged request, read or written as iovecs (the driver's iovs + slot * PT_MRB_MAX) */
-    int64_t hold_ns; /* a replay's recorded device latency: finished no earlier than submit_ns + hold_ns (0: none) */
+    int64_t
+        hold_ns; /* a given device latency (a replay's, a timed guest's): done no earlier than submit_ns + hold_ns */
 };
 
 /* A closed-loop guest of one emulated device (emulation.Guest): how many requests it keeps outstanding,
@@ -56,7 +57,7 @@ struct pt_guest {
     int32_t *vq_ops;
     int32_t *chunk_lens; /* NULL: every request is the handler's `len`; else one length per request (a replay) */
     int32_t *vq_lens;
-    int64_t *chunk_hold; /* NULL: none; else one recorded device latency (ns) per request (a replay) */
+    int64_t *chunk_hold; /* NULL: none; else one device latency (ns) per request (a replay, a timed guest) */
     int64_t *vq_hold;
 };
 
