@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import UsageError
-from .replay import DESIGN_STRATEGY, _device_latency, read_source
+from .replay import DESIGN_STRATEGY, read_source
 
 __all__ = ["calibrate", "predict", "load_calibration", "CALIBRATION_VERSION"]
 
@@ -46,14 +45,9 @@ _QUANTILES = np.linspace(0.0, 1.0, 21)
 
 def calibrate(path: str | os.PathLike) -> dict[str, Any]:
     """The model's timing measured on the real QEMU run at `path` (an events-mode `plugtrace qemu` run)."""
-    source = read_source(path)  # the same checks and joins as a replay
-    from .run import Run
-
-    run = Run.open(path)
-    qr = run.table("qemu_requests")
-    latency, why = _device_latency(run, qr)
-    if latency is None:
-        raise UsageError(f"{source.path}: cannot calibrate the device's latency: {why}")
+    source = read_source(path)  # the same checks and joins as a replay, and the recorded latencies
+    if source.no_latency:
+        raise UsageError(f"{source.path}: cannot calibrate the device's latency: {source.no_latency}")
     reqs, runs = source.requests, source.runs
     held = reqs["hold_ns"][reqs["hold_ns"] > 0]  # the workload's requests, as replayed
     if held.empty:
@@ -64,13 +58,10 @@ def calibrate(path: str | os.PathLike) -> dict[str, Any]:
     pace_ns = int(np.median(gaps)) if len(gaps) else 0
 
     # the reaction: first completion after a handler run began -> the device's next handler run
-    q = qr[qr["submit_ns"] >= 0].set_index("req_id")
-    done = (q["submit_ns"] + latency.reindex(q.index).fillna(0)).astype("int64")
-    done_by_device = {int(d): np.sort(done[q["device"] == d].to_numpy()) for d in runs["device"].unique()}
     reactions = []
     for dev, r in runs.groupby("device"):
-        begins = r["begin_ns"].to_numpy()
-        c = done_by_device[int(dev)]
+        begins = r["at_ns"].to_numpy()
+        c = np.sort(reqs.loc[reqs["device"] == dev, "done_at_ns"].to_numpy())
         for prev, nxt in zip(begins[:-1], begins[1:]):
             i = np.searchsorted(c, prev, side="right")
             if i < len(c) and c[i] < nxt:
@@ -180,13 +171,4 @@ def predict(
         verify=False,
         guest_timing=cal["timing"],
         finish_extra=lambda summary: {"prediction": prediction},
-    )
-
-
-def summary_of(run_path: str | os.PathLike) -> pd.Series:
-    """A prediction's numbers beside the load it predicted (for benchmarks and tests)."""
-    meta = json.loads((Path(run_path) / "meta.json").read_text())
-    pred = meta.get("prediction") or {}
-    return pd.Series(
-        {**pred.get("load", {}), "mean_sqes_per_submit": meta.get("summary", {}).get("mean_sqes_per_submit")}
     )

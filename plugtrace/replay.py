@@ -60,7 +60,8 @@ class ReplaySource:
     #: nr_requests, measured_enters, measured_sqes_per_submit
     runs: pd.DataFrame
     #: one row per replayed request: arrival, device, op, offset_bytes, length_bytes, queue_at_ns (when
-    #: QEMU's driver got it, on at_ns's clock), and hold_ns where the latency was recorded (in order)
+    #: QEMU's driver got it, on at_ns's clock), and where the latency was recorded hold_ns and done_at_ns
+    #: (when the kernel completed it, on at_ns's clock) (in order)
     requests: pd.DataFrame
     #: QEMU's mean SQEs per io_uring_enter() over the enters that carried the replayed requests
     measured_mean: float
@@ -150,7 +151,10 @@ def read_source(path: str | os.PathLike) -> ReplaySource:
     joined["arrival"] = joined["handler"].map(order)
     joined["queue_at_ns"] = joined["queue_ns"] - runs["begin_ns"].iloc[0]
     columns = ["arrival", "device", "op", "offset_bytes", "length_bytes", "queue_at_ns"]
-    columns += ["hold_ns"] if latency is not None else []
+    if latency is not None:
+        # when the kernel completed it, on the same clock: the recorded device's latency after its submit
+        joined["done_at_ns"] = joined["submit_ns"] + joined["hold_ns"] - runs["begin_ns"].iloc[0]
+        columns += ["hold_ns", "done_at_ns"]
     requests = joined.sort_values(["arrival", "req_id"], kind="stable")[columns].reset_index(drop=True)
     carried = joined.drop_duplicates(["tid", "submit_ns"])["enter_sqes"]
     return ReplaySource(Path(run.path), dict(run.meta), runs, requests, float(carried.mean()), not_replayed, no_latency)
