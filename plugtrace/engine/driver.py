@@ -148,8 +148,9 @@ class IoUringDriver:
         self.in_flight = 0
         self.blocked = False
         #: requests the device finished before their given latency was up (a replay's recorded one, a timed
-        #: guest's drawn one): (due_ns, slot, result)
+        #: guest's drawn one): (due_ns, slot, result), and the deadline of the timer armed for the earliest
         self._held: list[tuple[int, int, int]] = []
+        self._held_timer_ns: int | None = None
         #: device-plug strategy: plug count shared by the devices of this thread
         self.plugged = 0
         self._log_sink = log_sink
@@ -384,8 +385,23 @@ class IoUringDriver:
                 self._notify_guests()
             if d.requests_len > self._log_capacity - self._reap_max:
                 self.flush_logs()
-        if self._held and self._held[0][0] <= lib.pt_now_ns():
-            self._release_due()
+        if self._held:
+            if self._held[0][0] <= lib.pt_now_ns():
+                self._release_due()
+            self._arm_held()
+
+    def _arm_held(self) -> None:
+        """One timer for the earliest held request: when the device would have posted it, the completion
+        eventfd fires; each reap then releases every held request that is due and arms the next."""
+        held = self._held
+        if held and (self._held_timer_ns is None or held[0][0] < self._held_timer_ns):
+            self._held_timer_ns = held[0][0]
+            self.loop.timer_at(self._held_timer_ns, self._held_due)
+
+    def _held_due(self) -> None:
+        if self._held_timer_ns is not None and self._held_timer_ns <= lib.pt_now_ns():
+            self._held_timer_ns = None
+        self.process_completions_and_submit()
 
     def _notify_guests(self) -> None:
         """Each guest with completions hears once per batch; it was listed at its first completion, in order."""
@@ -406,8 +422,6 @@ class IoUringDriver:
                 r = self._reqs[slot]
                 due = r.log.submit_ns + r.hold_ns
                 heapq.heappush(self._held, (due, slot, res))
-                # when the recorded device would have posted it: the completion eventfd fires then
-                self.loop.timer_at(due, self.process_completions_and_submit)
                 continue
             if partial:
                 guest = self._reqs[slot].guest
