@@ -59,7 +59,12 @@ __all__ = [
     "plot_model_fidelity",
 ]
 
-CAUSE_COLORS = {"none": "tab:gray", "own_section": "tab:blue", "other_device_section": "tab:red"}
+CAUSE_COLORS = {
+    "none": "tab:gray",
+    "own_section": "tab:blue",
+    "other_device_section": "tab:red",
+    "other_thread": "tab:purple",
+}
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> Axes:

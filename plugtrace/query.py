@@ -27,10 +27,13 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .run.schema import ADDED_COLUMNS
 
 __all__ = ["TableFile", "Aggregate", "LocalEngine", "DaskEngine", "percentiles", "default_engine"]
 
@@ -113,7 +116,19 @@ def _run_sql(con: Any, agg: Aggregate, source: str) -> pd.DataFrame:
 
 def _file_source(files: Sequence[TableFile]) -> str:
     parts = [f"SELECT {f.run_id}::INTEGER AS run_id, * FROM read_parquet({_quote(f.path)})" for f in files]
-    return "(" + " UNION ALL BY NAME ".join(parts) + ") AS t"
+    return "(" + " UNION ALL BY NAME ".join(parts + _added_columns(files)) + ") AS t"
+
+
+def _added_columns(files: Sequence[TableFile]) -> list[str]:
+    """An empty SELECT of the table's `ADDED_COLUMNS`: unioned by name, a run recorded before a column
+    was added reads it as NULL instead of failing (its readers' value is the column's default)."""
+    if not files:
+        return []
+    added = ADDED_COLUMNS.get(Path(files[0].path).stem)
+    if not added:
+        return []
+    columns = ", ".join(f"NULL::BIGINT AS {name}" for name in added)
+    return [f"SELECT NULL::INTEGER AS run_id, {columns} WHERE false"]
 
 
 class LocalEngine:
@@ -190,11 +205,12 @@ def _aggregate_piece(agg: Aggregate, piece: _Piece, threads: int) -> pd.DataFram
     con = _connect(threads, None, None)
     try:
         # a filter on file_row_number skips the row groups outside the piece
-        source = (
-            f"(SELECT {piece.file.run_id}::INTEGER AS run_id, * FROM read_parquet("
+        rows = (
+            f"SELECT {piece.file.run_id}::INTEGER AS run_id, * FROM read_parquet("
             f"{_quote(piece.file.path)}, file_row_number = true) WHERE file_row_number >= {piece.first_row} "
-            f"AND file_row_number < {piece.end_row}) AS t"
+            f"AND file_row_number < {piece.end_row}"
         )
+        source = "(" + " UNION ALL BY NAME ".join([rows, *_added_columns([piece.file])]) + ") AS t"
         return _run_sql(con, agg, source)
     finally:
         con.close()

@@ -517,6 +517,9 @@ def record(
         summary["sync_reads"] = result.sync_reads
         summary["nr_errors"] = result.nr_errors
         extra: dict[str, Any] = {}
+        if result.queues:
+            extra["virtqueues"] = result.queues
+            summary["plug_overlaps"] = result.plug_overlaps
         if finish_extra is not None and not result.interrupted:
             extra = finish_extra(summary)
             for name, table in extra.pop("_tables", {}).items():

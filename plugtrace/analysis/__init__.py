@@ -35,6 +35,7 @@ from .qemu import (
     df_replay_agreement,
     df_replay_runs,
 )
+from .queues import df_queue_stats, df_thread_stats
 from .requests import (
     df_deferrals,
     df_interleaving_delays,
@@ -81,6 +82,8 @@ __all__ = [
     "df_latency_cdf",
     "df_sqes_over_time",
     "df_device_stats",
+    "df_thread_stats",
+    "df_queue_stats",
     "df_compare",
     "df_model_vs_qemu",
     "df_qemu_sections",

@@ -13,7 +13,10 @@ from ..run import Run
 from ..run.schema import SQES_HISTOGRAMS
 
 #: why a request waited, in the order plots and tables show them
-CAUSES = ("none", "own_section", "other_device_section")
+#: why a request waited: outside any section, in its own device's section, in another device's section it
+#: was pulled into (a nested aio_poll), held by another thread's plug of its device (device-plug, several
+#: queues: that thread's last unplug got it submitted)
+CAUSES = ("none", "own_section", "other_device_section", "other_thread")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,7 +115,10 @@ def _submit_source(run: Run, source: str = "auto") -> tuple[str, str, str, str]:
 
 
 #: SQL: why a request waited (an index into CAUSES), from the `requests` table's columns
-_CAUSE_SQL = "CASE WHEN section_owner < 0 THEN 0 WHEN section_owner <> device THEN 2 ELSE 1 END"
+_CAUSE_SQL = (
+    "CASE WHEN deferred_by_thread >= 0 THEN 3 WHEN section_owner < 0 THEN 0 WHEN section_owner <> device THEN 2 "
+    "ELSE 1 END"
+)
 #: SQL: the requests `df_deferrals` covers (submitted, sync reads left out)
 _DEFERRED_SQL = "NOT sync AND submit_ns >= 0"
 

@@ -208,7 +208,10 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     once by design). ``cause`` is ``other_device_section`` when the request was
     queued inside a plug section opened by ANOTHER device's handler (it ran in a
     nested ``aio_poll()`` and its I/O waits for that section to end),
-    ``own_section`` when inside its own device's section, ``none`` outside any.
+    ``own_section`` when inside its own device's section, ``none`` outside any,
+    ``other_thread`` when another thread's plug of its device held it (device-plug
+    with a device's queues on several threads: that thread's last unplug
+    released it).
 
     Columns: ``req_id``, ``thread``, ``device``, ``section_id``,
     ``section_owner``, ``cause`` (categorical, see `CAUSES`), ``wait_ns``
@@ -216,11 +219,24 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     the run's requests not deferred to another device; ns, may be negative),
     ``deferral_ns`` (the delay the interleaving caused, exactly: see
     `df_interleaving_delays`; 0 for requests not deferred into another
-    device's section; NaN for runs without a `handlers` table).
+    device's section; NaN for runs without a `handlers` table), ``queue`` (the
+    device's virtqueue), ``deferred_by_thread`` (-1, or for cause
+    ``other_thread`` the thread whose unplug of the device released it).
     """
     t = run.arrow(
         "requests",
-        ["req_id", "thread", "device", "section_id", "section_owner", "sync", "queue_ns", "submit_ns"],
+        [
+            "req_id",
+            "thread",
+            "device",
+            "queue",
+            "section_id",
+            "section_owner",
+            "deferred_by_thread",
+            "sync",
+            "queue_ns",
+            "submit_ns",
+        ],
         run.window_filters("queue_ns", window_ms),
         sample,
     )
@@ -229,7 +245,8 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     device = t.column("device").to_numpy()
     owner = t.column("section_owner").to_numpy()
     other = _other_device(owner, device)
-    codes = np.where(owner < 0, 0, np.where(other, 2, 1)).astype(np.int8)
+    by_thread = t.column("deferred_by_thread").to_numpy()
+    codes = np.where(by_thread >= 0, 3, np.where(owner < 0, 0, np.where(other, 2, 1))).astype(np.int8)
     wait = t.column("submit_ns").to_numpy() - t.column("queue_ns").to_numpy()
     baseline = float(Runs([run])._baseline_wait().get(0, 0.0))
     req_id = t.column("req_id").to_numpy()
@@ -243,8 +260,10 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
             "req_id": req_id,
             "thread": t.column("thread").to_numpy(),
             "device": device,
+            "queue": t.column("queue").to_numpy(),
             "section_id": t.column("section_id").to_numpy(),
             "section_owner": owner,
+            "deferred_by_thread": by_thread,
             "cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)),
             "wait_ns": wait,
             "extra_wait_ns": wait - baseline,

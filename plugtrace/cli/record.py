@@ -57,6 +57,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="iothreads (event-loop threads); virtio-blk devices are spread over them round robin (default: 1)",
     )
     w.add_argument(
+        "--queues",
+        type=int,
+        default=1,
+        help="virtqueues per virtio-blk device, each with a guest job of its own keeping --iodepth requests "
+        "outstanding; queue q of device i runs on thread (i + q) %% --threads unless --vq-mapping says "
+        "otherwise. device-plug then shares each device's plug among the threads serving it, defer keeps "
+        "one section per thread (default: 1)",
+    )
+    w.add_argument(
+        "--vq-mapping",
+        type=_thread_list,
+        default=None,
+        metavar="T0,T1,...",
+        help="the thread of each queue index, the same for every device, as QEMU's iothread-vq-mapping "
+        "lists iothreads: e.g. 0,1 puts queue 0 on thread 0 and queue 1 on thread 1 (default: rotate)",
+    )
+    w.add_argument(
         "--ide-thread",
         choices=IDE_THREADS,
         default="main",
@@ -148,6 +165,14 @@ def _probe_list(text: str | None) -> list[str] | None:
     return names
 
 
+def _thread_list(text: str) -> tuple[int, ...]:
+    try:
+        threads = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of thread numbers, not {text!r}") from None
+    return threads
+
+
 #: `record` options that are fields of the engine's WorkloadConfig (option name = field name)
 _WORKLOAD_FIELDS = (
     "strategy",
@@ -155,6 +180,8 @@ _WORKLOAD_FIELDS = (
     "ide_devices",
     "ide_thread",
     "threads",
+    "queues",
+    "vq_mapping",
     "iodepth",
     "bs",
     "rw",

@@ -144,6 +144,7 @@ class IoUringDriver:
     ):
         self.loop = loop
         self.strategy = strategy
+        self.thread = thread
         self.in_queue = 0
         self.in_flight = 0
         self.blocked = False
@@ -341,6 +342,14 @@ class IoUringDriver:
             # Complete what already finished right away (QEMU does the same).
             self.process_completions()
         return ret
+
+    def remote_unplug(self, by_thread: int) -> None:
+        """Another thread's last unplug of a device this thread serves released this driver (device-plug
+        with several queues, `batching.DevicePlugState`): submit what is queued, unless a plug holds it
+        again. Runs on this driver's own thread, from its event loop."""
+        if self.plugged == 0 and not self.blocked and self.in_queue > 0:
+            self._d.unplugged_by = by_thread
+            self.ioq_submit("remote_unplug")
 
     # -- completion ----------------------------------------------------------
     def _cq_ready(self) -> bool:

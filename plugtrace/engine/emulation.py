@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import plug
 from ..uring._binding import ffi, lib
+from .batching import DevicePlugState
 from .driver import OP_READ, OP_WRITE, IoUringDriver
 from .eventloop import EventLoop
 from .strategies import Strategy
@@ -76,10 +77,14 @@ class Device:
         self.fd = fd
         self.region_offset = region_offset
         self.region_bytes = region_bytes
-        #: device-plug strategy: this device's own plug count (bdrv_io_plug)
-        self.io_plugged = 0
-        #: called with (device, begin_ns, outermost section id, its owner) when a handler's own section ends
-        self.on_handler: Callable[[int, int, int, int], None] | None = None
+        #: which of the device's virtqueues this is (a device with several queues has one Device per queue,
+        #: each on the thread serving it, sharing the device's index, region and `plug`)
+        self.queue = 0
+        #: device-plug strategy: the device's plug count (bdrv_io_plug), shared by all its queues
+        self.plug = DevicePlugState()
+        #: called with (device, queue, begin_ns, outermost section id, its owner) when a handler's own
+        #: section ends
+        self.on_handler: Callable[[int, int, int, int, int], None] | None = None
         self.bs = 0
         #: the guest's index in the driver and its C record, whose virtqueue the device drains
         self.guest = -1
@@ -90,6 +95,7 @@ class Device:
         self.bs = bs
         self.guest = guest
         self.guest_rec = guest_rec
+        guest_rec.queue = self.queue
 
     def available(self) -> int:
         """Requests the guest made available and the device has not taken yet."""
@@ -102,6 +108,10 @@ class Device:
 
     def describe(self, thread: int) -> dict:
         return {"index": self.index, "name": f"{self.kind}{self.index}", "kind": self.kind, "thread": thread}
+
+    def describe_queue(self, thread: int) -> dict:
+        """This virtqueue: its device, its index, the thread serving it and what its guest did."""
+        return {"device": self.index, "queue": self.queue, "thread": thread}
 
 
 class VirtioBlk(Device):
@@ -163,7 +173,7 @@ class VirtioBlk(Device):
                 # the handler's own section ends here: inside another device's section, this is when its
                 # requests would have left had that section not been open (the delay interleaving causes)
                 if self.on_handler is not None:
-                    self.on_handler(self.index, begin_ns, *section)
+                    self.on_handler(self.index, self.queue, begin_ns, *section)
                 strategy.handler_end(self)
         finally:
             self.in_handler = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from .. import plug
 from ..errors import UsageError
 from ..uring._binding import lib
 from . import records
+from .batching import shared_plugs
 from .driver import MAX_ENTRIES, RING_SETUPS, IoUringDriver, setup_flag_names
 from .emulation import DEVICE_KINDS, Arrivals, Device, Guest, GuestTiming, ReplayGuest
 from .eventloop import POLL_MAX_NS, EventLoop
@@ -33,6 +35,9 @@ from .strategies import STRATEGIES, make_strategy
 __all__ = ["WorkloadConfig", "WorkloadResult", "run_workload", "RW_MODES", "IDE_THREADS"]
 
 IDE_THREADS = ("main", "shared")
+#: the GIL's switch interval while several engine threads run (s)
+GIL_SWITCH_S = 0.0002
+
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")
 
 
@@ -66,6 +71,23 @@ class WorkloadConfig:
     #: how long the guest and its device take (emulation.GuestTiming's fields: reaction_ns, request_ns,
     #: latency_ns), e.g. a calibration of a real QEMU guest (`plugtrace model`); None: the guest reacts at once
     guest_timing: dict | None = None
+    #: virtqueues per virtio-blk device, each with a guest of its own (one job per queue, `iodepth` each)
+    queues: int = 1
+    #: the engine thread of each queue index (`queues` of them), the same for every device, as QEMU's
+    #: iothread-vq-mapping lists iothreads; None: queue q of device i on thread (i + q) % threads
+    vq_mapping: tuple[int, ...] | None = None
+
+    def queue_placement(self) -> list[tuple[int, int, int]]:
+        """`(device, queue, thread)` of every virtqueue: each virtio-blk device's `queues`, then one per IDE
+        device. With one queue per device this is `placement()` with queue 0."""
+        if self.queues == 1 and self.vq_mapping is None:
+            return [(i, 0, t) for i, t in enumerate(self.placement())]
+        ide = self.placement()[self.devices :]
+        vqs = []
+        for i in range(self.devices):
+            for q in range(self.queues):
+                vqs.append((i, q, self.vq_mapping[q] if self.vq_mapping else (i + q) % self.threads))
+        return vqs + [(self.devices + j, 0, t) for j, t in enumerate(ide)]
 
     def placement(self) -> list[int]:
         """The engine thread of each emulated device, virtio-blk devices first, then IDE.
@@ -84,7 +106,7 @@ class WorkloadConfig:
     @property
     def engine_threads(self) -> int:
         """How many engine threads run: the iothreads, and the main loop when IDE runs there."""
-        return max(self.placement()) + 1
+        return max(t for _, _, t in self.queue_placement()) + 1
 
     def validate(self) -> None:
         """Raise UsageError naming the option for any value out of range."""
@@ -108,9 +130,24 @@ class WorkloadConfig:
                 GuestTiming.from_dict(self.guest_timing)
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"guest timing: {exc}") from None
-        if self.threads > self.devices + self.ide_devices:
-            raise UsageError("--threads: more threads than emulated devices")
-        if self.ide_thread == "main" and self.devices and self.threads > self.devices:
+        if not 1 <= self.queues <= 16:
+            raise UsageError(f"--queues: between 1 and 16, not {self.queues}")
+        if self.queues > 1 and self.device_kind != "virtio-blk":
+            raise UsageError(f"--queues: only virtio-blk devices have several queues, not {self.device_kind}")
+        if self.vq_mapping is not None:
+            if len(self.vq_mapping) != self.queues:
+                raise UsageError(
+                    f"--vq-mapping: one thread per queue ({self.queues}), not {len(self.vq_mapping)}: "
+                    f"{','.join(map(str, self.vq_mapping))}"
+                )
+            if any(not 0 <= t < self.threads for t in self.vq_mapping):
+                raise UsageError(f"--vq-mapping: threads are numbered 0 to {self.threads - 1}")
+            if self.devices and set(self.vq_mapping) != set(range(self.threads)):
+                raise UsageError("--vq-mapping: every thread (0 to --threads - 1) must serve at least one queue")
+        vqs = self.devices * self.queues
+        if self.threads > vqs + self.ide_devices:
+            raise UsageError("--threads: more threads than emulated devices' queues")
+        if self.ide_thread == "main" and self.devices and self.threads > vqs:
             raise UsageError(
                 "--threads: more iothreads than virtio-blk devices (IDE devices run in the main loop; "
                 "--ide-thread shared spreads them over the iothreads)"
@@ -161,6 +198,10 @@ class WorkloadResult:
     interrupted: bool
     devices: list[dict] = field(default_factory=list)
     threads: list[dict] = field(default_factory=list)
+    #: with several queues per device: each virtqueue's device, queue, thread and completed requests
+    queues: list[dict] = field(default_factory=list)
+    #: device-plug with a device on several threads: plugs made while another thread held the device's
+    plug_overlaps: int = 0
     sync_reads: int = 0
     integrity: dict | None = None
 
@@ -191,10 +232,11 @@ class _SectionLog(plug.SectionHooks):
         if lib.pt_section_done(self._d, section_id, owner, self.loop.nested_polls):
             self.driver.flush_logs()
 
-    def handler(self, device, begin_ns, section_id, section_owner):
-        """A device's handler ran from `begin_ns` until its own section ended (now), inside the
-        outermost section `section_id` opened by `section_owner` (another device's: it was interleaved)."""
-        if lib.pt_handler_done(self._d, device, begin_ns, section_id, section_owner):
+    def handler(self, device, queue, begin_ns, section_id, section_owner):
+        """A device's handler (of its virtqueue `queue`) ran from `begin_ns` until its own section ended
+        (now), inside the outermost section `section_id` opened by `section_owner` (another device's: it
+        was interleaved)."""
+        if lib.pt_handler_done(self._d, device, queue, begin_ns, section_id, section_owner):
             self.driver.flush_logs()
 
 
@@ -325,10 +367,11 @@ def run_workload(
 class _EngineThread:
     """One event-loop thread of a workload: its ring, its devices and their guests."""
 
-    def __init__(self, work: _Workload, index: int, device_indices: list[int]) -> None:
+    def __init__(self, work: _Workload, index: int, queues: list[tuple[int, int]]) -> None:
         self.work = work
         self.index = index
-        self.device_indices = device_indices
+        #: (device, queue) of every virtqueue this thread serves
+        self.queues = queues
         self.guests: list[Guest | ReplayGuest] = []
         self.devices: list[Device] = []
         self.driver: IoUringDriver | None = None
@@ -360,7 +403,7 @@ class _EngineThread:
         """The ring, the strategy, and each device with its guest."""
         config, work, t = self.work.config, self.work, self.index
         strategy = make_strategy(config.strategy)
-        nslots = sum(config.iodepth if i < config.devices else 1 for i in self.device_indices) + 8
+        nslots = sum(config.iodepth if i < config.devices else 1 for i, _ in self.queues) + 8
         driver = IoUringDriver(
             loop,
             strategy,
@@ -376,8 +419,10 @@ class _EngineThread:
             driver.mark_written(work.written.bitmap, config.bs)
         hooks = _SectionLog(loop, driver)
         plug.set_section_hooks(hooks)
+        if any(work.plugs[i].lock is not None for i, _ in self.queues):
+            loop.enable_remote()  # another thread's unplug of a shared device asks this one to submit
         rng = random.Random(config.seed * 1000 + t)
-        for i in self.device_indices:
+        for i, q in self.queues:
             kind = config.device_kind if i < config.devices else "ide"
             dev: Device = DEVICE_KINDS[kind](
                 i,
@@ -389,14 +434,17 @@ class _EngineThread:
                 work.region,
                 interleave=config.interleave,
                 merge=config.merge and i not in work.arrivals,
-                rng=random.Random(config.seed * 7919 + i),
+                rng=random.Random(config.seed * 7919 + i + 1_000_003 * q),
             )
+            dev.queue = q
+            dev.plug = work.plugs[i]
+            dev.plug.add_driver(driver)
             depth = config.iodepth if kind != "ide" else 1
             guest: Guest | ReplayGuest
             if i in work.arrivals:
                 guest = ReplayGuest(dev, depth, work.arrivals[i])
             else:
-                per_guest = max(1, config.requests // work.ndev) if config.requests is not None else None
+                per_guest = max(1, config.requests // work.nguests) if config.requests is not None else None
                 timing = GuestTiming.from_dict(config.guest_timing) if config.guest_timing else None
                 guest = Guest(
                     dev,
@@ -452,6 +500,12 @@ class _EngineThread:
                 "poll_hits": loop.poll_hits,
                 "nested_polls": loop.nested_polls,
             }
+            if self.work.config.queues > 1:
+                self.info["queues"] = [list(vq) for vq in self.queues]
+            if loop.remote_calls:
+                self.info["remote_unplugs"] = loop.remote_calls
+                self.info["remote_wait_mean_ns"] = loop.remote_wait_ns // loop.remote_calls
+                self.info["remote_wait_max_ns"] = loop.remote_wait_max_ns
             driver.close()  # flushes its logs, also when the run failed: keep what was logged
         loop.close()
 
@@ -470,11 +524,15 @@ class _Workload:
         arrivals: dict[int, Arrivals] | None = None,
     ) -> None:
         config.validate()
+        if arrivals and config.queues > 1:
+            raise UsageError("--queues: a replay drives one queue per device, as it was recorded")
         self.config, self.stop, self.progress = config, stop, progress
         self.arrivals = arrivals or {}
         #: where a replay's arrival times count from (time.monotonic_ns()), set as the threads start
         self.t0_ns = 0
         self.ndev = config.devices + config.ide_devices
+        #: one guest per virtqueue
+        self.nguests = config.devices * config.queues + config.ide_devices
         self.region = (size_bytes // self.ndev) // config.bs * config.bs
         if self.region < config.bs * max(config.iodepth, 1):
             raise UsageError(
@@ -492,8 +550,11 @@ class _Workload:
         self.finished = _Countdown(nthreads)
         self.deadline: float | None = None
         self.threads = [
-            _EngineThread(self, t, [i for i, on in enumerate(self.placement) if on == t]) for t in range(nthreads)
+            _EngineThread(self, t, [(i, q) for i, q, on in config.queue_placement() if on == t])
+            for t in range(nthreads)
         ]
+        #: the plug of each device (device-plug), shared by every thread serving one of its queues
+        self.plugs = shared_plugs(config.queue_placement())
 
     def failed(self, exc: BaseException) -> None:
         """A thread failed: the others stop, and nobody waits for it at the start line."""
@@ -505,6 +566,11 @@ class _Workload:
             pass
 
     def run(self) -> WorkloadResult:
+        switch = sys.getswitchinterval()
+        if len(self.threads) > 1:
+            # Engine threads share the GIL: at CPython's 5 ms switch interval one thread's handler can wait
+            # that long for another's, which no iothread of QEMU's does. 0.2 ms cuts that wait tenfold.
+            sys.setswitchinterval(GIL_SWITCH_S)
         try:
             for t in self.threads:
                 t.thread.start()
@@ -515,6 +581,7 @@ class _Workload:
             self._verify(result)
             return result
         finally:
+            sys.setswitchinterval(switch)
             os.close(self.fd)
 
     def _wait(self) -> tuple[float, bool]:
@@ -550,13 +617,23 @@ class _Workload:
     def _result(self, elapsed: float, interrupted: bool) -> WorkloadResult:
         guests = [g for t in self.threads for g in t.guests]
         devices = [d for t in self.threads for d in t.devices]
+        queues = []
+        if self.config.queues > 1:
+            for t in self.threads:
+                for d, g in zip(t.devices, t.guests):
+                    queues.append(d.describe_queue(t.index) | {"completed": g.completed})
+            queues.sort(key=lambda x: (x["device"], x["queue"]))
         return WorkloadResult(
             elapsed_s=elapsed,
             nr_requests=sum(g.completed for g in guests),
             nr_errors=sum(g.errors for g in guests),
             first_error=next((g.first_error for g in guests if g.first_error), 0),
             interrupted=interrupted,
-            devices=sorted((d.describe(self.placement[d.index]) for d in devices), key=lambda x: x["index"]),
+            devices=sorted(
+                (d.describe(self.placement[d.index]) for d in devices if d.queue == 0), key=lambda x: x["index"]
+            ),
+            queues=queues,
+            plug_overlaps=sum(p.overlaps for p in self.plugs.values()),
             sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
             threads=[t.info for t in self.threads if t.info is not None],
         )

@@ -9,6 +9,9 @@ the io_uring driver does with a queued request:
 * `device-plug` (QEMU 8.0): the device handler plugs the driver through a
   per-device counter (`bdrv_io_plug`), the driver counts plugs in its shared
   state, and submits when the last plug is released or MAX_ENTRIES is reached.
+  With a device's queues on several threads the counter is the device's, shared
+  by them all (`batching.DevicePlugState`): one thread's section holds the
+  others' requests for that device until the last unplug.
 * `defer` (QEMU 8.1, `blk_io_plug_call()` / `defer_call()`): queue it and
   `defer_call(submit, driver)`; the thread-local section decides when.
 * `loop-iteration` (the design of QEMU 10.2's `aio_add_sqe()`, later than the 10.0 run here): queue
@@ -103,18 +106,61 @@ class DevicePlug(Strategy):
 
     def handler_begin(self, device):
         super().handler_begin(device)
-        device.io_plugged += 1
-        if device.io_plugged == 1:  # bdrv_io_plug: only the first plug reaches the driver
+        p = device.plug
+        if p.lock is not None:
+            self._shared_plug(device, p)
+            return
+        p.io_plugged += 1
+        if p.io_plugged == 1:  # bdrv_io_plug: only the first plug reaches the driver
             device.driver.plugged += 1
 
     def handler_end(self, device):
-        device.io_plugged -= 1
-        if device.io_plugged == 0:
-            driver = device.driver
-            driver.plugged -= 1
-            if driver.plugged == 0 and not driver.blocked and driver.in_queue > 0:
-                driver.ioq_submit("unplug")
+        p = device.plug
+        if p.lock is not None:
+            self._shared_unplug(device, p)
+        else:
+            p.io_plugged -= 1
+            if p.io_plugged == 0:
+                driver = device.driver
+                driver.plugged -= 1
+                if driver.plugged == 0 and not driver.blocked and driver.in_queue > 0:
+                    driver.ioq_submit("unplug")
         super().handler_end(device)
+
+    @staticmethod
+    def _shared_plug(device, p):
+        """A device served by several threads: the first plug, from whichever thread, holds them all."""
+        me = device.driver.thread
+        assert p.lock is not None
+        with p.lock:
+            if p.io_plugged > p.by_thread[me]:
+                p.overlaps += 1  # another thread holds the plug
+            p.io_plugged += 1
+            p.by_thread[me] += 1
+            if p.io_plugged == 1:
+                for driver in p.drivers:
+                    driver.plugged += 1
+
+    @staticmethod
+    def _shared_unplug(device, p):
+        """The last unplug, on whichever thread, releases every serving thread's queue: its own at once,
+        the others' through their event loops."""
+        own = device.driver
+        assert p.lock is not None
+        with p.lock:
+            p.io_plugged -= 1
+            p.by_thread[own.thread] -= 1
+            released = []
+            if p.io_plugged == 0:
+                for driver in p.drivers:
+                    driver.plugged -= 1
+                    released.append(driver)
+        for driver in released:
+            if driver is own:
+                if driver.plugged == 0 and not driver.blocked and driver.in_queue > 0:
+                    driver.ioq_submit("unplug")
+            else:
+                driver.loop.call_soon_threadsafe(lambda d=driver: d.remote_unplug(own.thread))
 
     def on_queued(self, driver):
         if not driver.blocked and (not driver.plugged or driver.in_flight + driver.in_queue >= MAX_ENTRIES):

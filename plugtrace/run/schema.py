@@ -162,7 +162,9 @@ def conform(name: str, table: pa.Table) -> pa.Table:
 #: such a run}. A run that lacks one is not corrupt; its readers see the column with that value.
 ADDED_COLUMNS: dict[str, dict[str, int]] = {
     # before the engine merged requests (virtio-blk's request merging), each request was one guest request
-    "requests": {"nr_guest_requests": 1},
+    "requests": {"nr_guest_requests": 1, "queue": 0, "deferred_by_thread": -1},
+    # before a device could have several virtqueues (--queues), each had one
+    "handlers": {"queue": 0},
 }
 
 

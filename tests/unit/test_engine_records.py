@@ -44,6 +44,7 @@ def test_a_submits_reason_is_named_from_the_c_enum():
         "completion",
         "unplug",
         "sync",
+        "remote_unplug",
     )
     assert {code: f"PT_SUBMIT_REASON_{name.upper()}" for code, name in enumerate(records.SUBMIT_REASONS)} == (
         enum.elements
@@ -75,7 +76,7 @@ def test_the_c_fills_the_rows_python_reads():
     lib.pt_section_begin(d, 9, 5, 0)
     lib.pt_section_end(d, 9, 2)
     lib.pt_section_done(d, 9, 5, 1)
-    lib.pt_handler_done(d, 5, 10, 9, 5)
+    lib.pt_handler_done(d, 5, 1, 10, 9, 5)
     with Ring(8) as ring:
         d.ring = ring.ptr
         d.qhead = d.qtail  # the request was finished by hand: nothing is left to submit
@@ -83,6 +84,7 @@ def test_the_c_fills_the_rows_python_reads():
 
     (req,) = logs["requests"][: d.requests_len]
     assert (req["req_id"], req["thread"], req["tid"], req["device"], req["op"]) == (3 << 40, 3, 77, 5, 0)
+    assert (req["queue"], req["deferred_by_thread"]) == (0, -1)  # a request of no guest: queue 0; not held
     assert (req["offset_bytes"], req["len_bytes"], req["submit_ns"], req["submit_seq"]) == (1 << 20, 4096, -1, -1)
     assert (req["section_id"], req["section_owner"], req["sync"], req["resubmits"], req["result"]) == (
         9,

@@ -43,6 +43,8 @@ def run(tmp_path):
             "submit_seq": np.array(cols[6], np.int64),
             "resubmits": np.zeros(len(rows), np.int32),
             "nr_guest_requests": np.ones(len(rows), np.int32),
+            "queue": np.zeros(len(rows), np.int32),
+            "deferred_by_thread": np.full(len(rows), -1, np.int32),
             "result": np.full(len(rows), 4096, np.int32),
         },
     )
@@ -52,6 +54,7 @@ def run(tmp_path):
             "thread": np.zeros(3, np.int32),
             "tid": np.full(3, 7, np.int32),
             "device": np.array([0, 1, 1], np.int32),
+            "queue": np.zeros(3, np.int32),
             "begin_ns": np.array([1000, 1100, 6000], np.int64),
             "end_ns": np.array([4900, 1300, 6300], np.int64),
             "section_id": np.array([1, 1, 2], np.int64),

@@ -35,6 +35,7 @@ static uint32_t pt_take(struct pt_driver *d, int64_t now, int op, int fd, uint32
     row->thread = d->thread;
     row->tid = d->tid;
     row->device = device;
+    row->queue = guest >= 0 ? d->guests[guest]->queue : 0;
     row->op = op;
     row->offset_bytes = (int64_t)offset;
     row->len_bytes = len;
@@ -45,6 +46,7 @@ static uint32_t pt_take(struct pt_driver *d, int64_t now, int op, int fd, uint32
     row->submit_seq = -1;
     row->section_id = section_id;
     row->section_owner = section_owner;
+    row->deferred_by_thread = -1;
     row->sync = sync != 0;
     row->resubmits = 0;
     row->result = 0;
@@ -317,6 +319,8 @@ int pt_flush(struct pt_driver *d, enum pt_submit_reason reason)
         io_uring_sqe_set_data64(sqe, slot);
         r->log.submit_seq = seq;
         r->log.submit_ns = flush_ns;
+        if (reason == PT_SUBMIT_REASON_REMOTE_UNPLUG)
+            r->log.deferred_by_thread = d->unplugged_by;
     }
     unsigned to_submit = io_uring_sq_ready(d->ring);
     plugtrace_mark_submit(seq, to_submit);
@@ -422,12 +426,14 @@ int pt_section_done(struct pt_driver *d, int64_t section_id, int32_t owner, int3
     return d->sections_len == d->sections_cap;
 }
 
-int pt_handler_done(struct pt_driver *d, int32_t device, int64_t begin_ns, int64_t section_id, int32_t section_owner)
+int pt_handler_done(struct pt_driver *d, int32_t device, int32_t queue, int64_t begin_ns, int64_t section_id,
+                    int32_t section_owner)
 {
     struct pt_handlers_row *h = &d->handlers_log[d->handlers_len++];
     h->thread = d->thread;
     h->tid = d->tid;
     h->device = device;
+    h->queue = queue;
     h->begin_ns = begin_ns;
     h->end_ns = pt_now_ns();
     h->section_id = section_id;

@@ -59,6 +59,7 @@ struct pt_guest {
     int32_t *vq_lens;
     int64_t *chunk_hold; /* NULL: none; else one device latency (ns) per request (a replay, a timed guest) */
     int64_t *vq_hold;
+    int32_t queue; /* the device's virtqueue this guest's requests come from */
 };
 
 /* One event loop thread's driver (QEMU's LuringState). Each log is a numpy-owned array of rows:
@@ -109,7 +110,8 @@ struct pt_driver {
     uint32_t *mrb_slots;
     uint32_t *mrb_heads;
     uint32_t mrb_nheads;
-    uint32_t nheld; /* of the CQEs the last pt_reap took, those held back for their recorded latency */
+    int32_t unplugged_by; /* the thread whose unplug a PT_SUBMIT_REASON_REMOTE_UNPLUG flush submits for */
+    uint32_t nheld;       /* of the CQEs the last pt_reap took, those held back for their recorded latency */
 };
 
 /* CLOCK_MONOTONIC, in ns: the clock of every *_ns column. */
@@ -138,4 +140,5 @@ unsigned pt_reap(struct pt_driver *d, uint32_t *out_slots, int32_t *out_res, uin
 int pt_section_begin(struct pt_driver *d, int64_t section_id, int32_t owner, int32_t nested_polls);
 void pt_section_end(struct pt_driver *d, int64_t section_id, int32_t nr_calls);
 int pt_section_done(struct pt_driver *d, int64_t section_id, int32_t owner, int32_t nested_polls);
-int pt_handler_done(struct pt_driver *d, int32_t device, int64_t begin_ns, int64_t section_id, int32_t section_owner);
+int pt_handler_done(struct pt_driver *d, int32_t device, int32_t queue, int64_t begin_ns, int64_t section_id,
+                    int32_t section_owner);

@@ -15,13 +15,14 @@
 /* Why the driver submitted (the `reason` of a submit). An enum column holds its members' names without
  * the enum's own (PT_SUBMIT_REASON_), in lower case: "deferred", "max_entries", ... */
 enum pt_submit_reason {
-    PT_SUBMIT_REASON_DEFERRED,    /* a deferred call at the end of a plug section */
-    PT_SUBMIT_REASON_MAX_ENTRIES, /* MAX_ENTRIES requests queued or in flight */
-    PT_SUBMIT_REASON_IMMEDIATE,   /* the immediate strategy: every request at once */
-    PT_SUBMIT_REASON_ITERATION,   /* the loop-iteration strategy: once per event loop iteration */
-    PT_SUBMIT_REASON_COMPLETION,  /* what is still queued, after reaping (and as a thread winds down) */
-    PT_SUBMIT_REASON_UNPLUG,      /* the device-plug strategy: its last unplug */
-    PT_SUBMIT_REASON_SYNC,        /* a synchronous request, waited for with a nested aio_poll() */
+    PT_SUBMIT_REASON_DEFERRED,      /* a deferred call at the end of a plug section */
+    PT_SUBMIT_REASON_MAX_ENTRIES,   /* MAX_ENTRIES requests queued or in flight */
+    PT_SUBMIT_REASON_IMMEDIATE,     /* the immediate strategy: every request at once */
+    PT_SUBMIT_REASON_ITERATION,     /* the loop-iteration strategy: once per event loop iteration */
+    PT_SUBMIT_REASON_COMPLETION,    /* what is still queued, after reaping (and as a thread winds down) */
+    PT_SUBMIT_REASON_UNPLUG,        /* the device-plug strategy: its last unplug */
+    PT_SUBMIT_REASON_SYNC,          /* a synchronous request, waited for with a nested aio_poll() */
+    PT_SUBMIT_REASON_REMOTE_UNPLUG, /* device-plug, several queues: another thread's last unplug of a device */
 };
 
 /* requests: one finished io_uring request (its original offset and length, not those of a resubmitted rest);
@@ -31,7 +32,8 @@ struct pt_requests_row {
     int32_t thread;
     int32_t tid;
     int32_t device;
-    int32_t op; /* 0: read, 1: write */
+    int32_t queue; /* the device's virtqueue it came from (0 for a sync read and with one queue) */
+    int32_t op;    /* 0: read, 1: write */
     int64_t offset_bytes;
     int64_t len_bytes;
     int32_t nr_guest_requests; /* guest requests it carries: more than 1 where virtio-blk merged them */
@@ -41,6 +43,7 @@ struct pt_requests_row {
     int64_t submit_seq; /* the last one, when resubmitted */
     int64_t section_id;
     int32_t section_owner;
+    int32_t deferred_by_thread; /* -1, or the thread whose last unplug of the device got it submitted */
     bool sync;
     int32_t resubmits;
     int32_t result; /* bytes transferred, or -errno */
@@ -76,6 +79,7 @@ struct pt_handlers_row {
     int32_t thread;
     int32_t tid;
     int32_t device;
+    int32_t queue;
     int64_t begin_ns;
     int64_t end_ns;
     int64_t section_id;

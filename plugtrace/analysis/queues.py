@@ -1,0 +1,57 @@
+"""Multi-queue runs: batching per engine thread and per virtqueue (`plugtrace record --queues N`).
+
+With a device's queues on several threads, the question is whose section batches whose requests: the
+`defer` strategy's sections are per thread, the `device-plug` strategy's plug is the device's, shared by
+every thread serving it, so one thread's plug holds another's requests (cause ``other_thread`` in
+`df_deferrals`). Both tables are computed in DuckDB over the runs' files (out of core).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..run import Run
+from .common import requires
+from .runs import Runs
+
+__all__ = ["df_thread_stats", "df_queue_stats"]
+
+
+def _runs(runs: Run | Runs) -> Runs:
+    return runs if isinstance(runs, Runs) else Runs([runs])
+
+
+@requires("submits")
+def df_thread_stats(runs: Run | Runs) -> pd.DataFrame:
+    """Per run and engine thread: its io_uring_enter() calls and how many SQEs each carried.
+
+    Columns: ``run``, ``thread``, ``enters`` (submits), ``sqes``, ``mean_sqes_per_enter``,
+    ``remote_unplug_enters`` (enters another thread's unplug asked for: device-plug, several queues).
+    """
+    return _runs(runs).sql(
+        "SELECT run, thread, count(*) AS enters, sum(nr_sqes) AS sqes, avg(nr_sqes) AS mean_sqes_per_enter, "
+        "count(*) FILTER (WHERE reason = 'remote_unplug') AS remote_unplug_enters "
+        "FROM submits GROUP BY run, thread ORDER BY run, thread"
+    )
+
+
+@requires("requests", "submits")
+def df_queue_stats(runs: Run | Runs) -> pd.DataFrame:
+    """Per run, device and virtqueue: its requests and the enters that carried them.
+
+    Columns: ``run``, ``device``, ``queue``, ``thread`` (serving it), ``requests`` (submitted, sync
+    reads left out), ``enters`` (distinct io_uring_enter() calls its requests left in),
+    ``mean_sqes_per_enter`` (of those enters, weighted by its requests: the batch a request of this
+    queue left in), ``other_thread`` (its requests held by another thread's plug of the device) and
+    ``other_thread_fraction``.
+    """
+    return _runs(runs).sql(
+        "SELECT r.run, r.device, coalesce(r.queue, 0) AS queue, r.thread, count(*) AS requests, "
+        "count(DISTINCT r.submit_seq) AS enters, avg(s.nr_sqes) AS mean_sqes_per_enter, "
+        "count(*) FILTER (WHERE coalesce(r.deferred_by_thread, -1) >= 0) AS other_thread, "
+        "count(*) FILTER (WHERE coalesce(r.deferred_by_thread, -1) >= 0) / count(*) AS other_thread_fraction "
+        "FROM requests AS r JOIN submits AS s ON r.run = s.run AND r.thread = s.thread "
+        "AND r.submit_seq = s.submit_seq "
+        "WHERE NOT r.sync AND r.submit_ns >= 0 "
+        "GROUP BY r.run, r.device, coalesce(r.queue, 0), r.thread ORDER BY r.run, r.device, queue, r.thread"
+    )
