@@ -42,6 +42,8 @@ def print_summary(meta: RunMeta, run_dir: Path, file: TextIO | None = None) -> N
             f"  eBPF: enter latency p50/p99: < {ns(k['enter_latency_p50_ns_below'])} / "
             f"< {ns(k['enter_latency_p99_ns_below'])}  (log2 buckets)"
         )
+    if meta.get("virtqueues"):
+        _print_queues(print, meta, run_dir)
     lost = meta.get("events_lost")  # None: not traced, unlike RunMeta.events_lost
     print(f"  events lost:             {'n/a (not traced)' if lost is None else f'{lost:,}'}")
     for name, why in meta.could_not_measure.items():
@@ -61,3 +63,33 @@ def print_summary(meta: RunMeta, run_dir: Path, file: TextIO | None = None) -> N
     if meta.tracing_overhead:
         o = meta.tracing_overhead
         print(f"  tracing overhead:        traced/untraced IOPS = {o['ratio']:.3f}")
+
+
+def _print_queues(print, meta: RunMeta, run_dir: Path) -> None:  # noqa: A002 - the summary's own print
+    """A multi-queue run: batching per thread and per virtqueue, and what device-plug's shared plug held."""
+    from ..analysis import Run, df_queue_stats, df_thread_stats
+    from ..errors import PlugtraceError
+
+    try:
+        run = Run.open(run_dir)
+        threads, queues = df_thread_stats(run), df_queue_stats(run)
+    except (PlugtraceError, OSError) as exc:
+        print(f"  could not measure per-queue batching: {exc}")
+        return
+    for t in threads.itertuples():
+        remote = f", {t.remote_unplug_enters:,} for another thread's unplug" if t.remote_unplug_enters else ""
+        print(f"  thread {t.thread}: {t.mean_sqes_per_enter:.2f} SQEs per enter  ({t.enters:,} enters{remote})")
+    for q in queues.itertuples():
+        held = ""
+        if q.other_thread:
+            held = f", {q.other_thread:,} ({q.other_thread_fraction:.1%}) held by another thread's plug"
+        print(
+            f"  device {q.device} queue {q.queue} (thread {q.thread}): {q.requests:,} requests in enters of "
+            f"{q.mean_sqes_per_enter:.2f} SQEs{held}"
+        )
+    overlaps = meta.summary.get("plug_overlaps")
+    if meta.config.get("strategy") == "device-plug" and overlaps is not None:
+        print(
+            f"  device-plug: {overlaps:,} plugs found the device plugged by another thread (QEMU 8.0's per-thread "
+            "LuringState plug would have unplugged a ring never plugged there)"
+        )

@@ -637,3 +637,38 @@ def test_pid_of_a_program_whose_io_is_in_children_it_already_forked(tmp_path, bp
     meta = read_meta(tmp_path / "run")
     assert meta["probes"]["backends"]["uring_requests"].startswith(backend), meta["probes"]["backends"]
     assert meta["kernel_summary"]["nr_enters"] > 1000, meta["kernel_summary"]
+
+
+@pytest.mark.parametrize("strategy", ["device-plug", "defer"])
+def test_multi_queue_counts_hold_per_thread_and_queue(tmp_path, bpf, strategy):
+    """Two queues of one device on two threads: eBPF's enters per thread are the app log's, every queue's
+    requests are its guest job's, and only device-plug's shared plug holds one thread's requests for another."""
+    out = tmp_path / strategy
+    record(
+        out,
+        *("--device loop --size 128M --iodepth 16 --requests 12000 --mode events --queues 2 --threads 2".split()),
+        *("--strategy", strategy),
+    )
+    meta = read_meta(out)
+    assert meta["status"] == "complete"
+    assert [(q["device"], q["queue"], q["thread"]) for q in meta["virtqueues"]] == [(0, 0, 0), (0, 1, 1)]
+    requests = read_table(out, "requests")
+    per_queue = requests.groupby("queue")["nr_guest_requests"].sum().to_dict()
+    assert per_queue == {q["queue"]: q["completed"] for q in meta["virtqueues"]}
+    assert sum(per_queue.values()) == meta["summary"]["nr_requests"] == 12000
+    assert (requests["thread"] == requests["queue"]).all()  # queue q on thread q
+    submits = read_table(out, "submits")
+    enters = submitting_enters(out)
+    for tid, mine in submits.groupby("tid"):
+        theirs = enters[enters["tid"] == tid]
+        assert np.array_equal(np.sort(theirs["ret"].to_numpy()), np.sort(mine["nr_sqes"].to_numpy()))
+    held = requests[requests["deferred_by_thread"] >= 0]
+    remote = submits[submits["reason"] == "remote_unplug"]
+    if strategy == "defer":
+        assert held.empty and remote.empty and "plug_overlaps" in meta["summary"]
+        assert meta["summary"]["plug_overlaps"] == 0
+    else:
+        # a request another thread's unplug released left in an enter its own thread made for that unplug
+        assert (held["deferred_by_thread"] != held["thread"]).all()
+        assert len(held) == remote["nr_sqes"].sum()
+        assert set(zip(held["thread"], held["submit_seq"])) == set(zip(remote["thread"], remote["submit_seq"]))
