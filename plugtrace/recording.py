@@ -719,6 +719,12 @@ def record_qemu(
 
     # what the run needs is found before a device is made for it
     qemu, image = find_qemu(cfg.qemu), guest_image()
+    if cfg.iothreads == "per-queue" and not qemu.device_property("virtio-blk-pci", "iothread-vq-mapping"):
+        raise CapabilityError(
+            f"could not measure --iothreads per-queue: QEMU {qemu.version} ({qemu.binary}) has no "
+            "iothread-vq-mapping (virtio-blk-pci maps a disk's queues onto several iothreads from QEMU 9.0 "
+            "on; before, every queue of a disk runs in its one iothread: --iothreads per-disk or shared)"
+        )
     with Recording(Path(output), {}, command=command_line) as rec:
         target = _open_target(rec, device, _size_bytes(size), allow_write, sparse, cfg.workload.writes)
         if cfg.ide_disks and not target.writable and cfg.workload.bs % 2048:

@@ -14,7 +14,7 @@ from ..run import Run
 from .common import requires
 from .runs import Runs
 
-__all__ = ["df_thread_stats", "df_queue_stats"]
+__all__ = ["df_thread_stats", "df_queue_stats", "df_qemu_queue_stats"]
 
 
 def _runs(runs: Run | Runs) -> Runs:
@@ -55,3 +55,30 @@ def df_queue_stats(runs: Run | Runs) -> pd.DataFrame:
         "WHERE NOT r.sync AND r.submit_ns >= 0 "
         "GROUP BY r.run, r.device, coalesce(r.queue, 0), r.thread ORDER BY r.run, r.device, queue, r.thread"
     )
+
+
+@requires("qemu_handlers", "handlers")
+def df_qemu_queue_stats(run: Run) -> pd.DataFrame:
+    """A real QEMU run in events mode, per disk, virtqueue and QEMU thread: its handler runs after the
+    guest's workload start mark (`meta.workload_start_ns`; all of them in runs without it).
+
+    Columns: ``device``, ``vq``, ``thread``, ``tid``, ``handler_runs``, ``requests`` (guest requests
+    popped), ``requests_per_run``, ``kick_fraction`` (runs the guest's notification started, the rest
+    the iothread's polling found).
+    """
+    from .qemu import df_qemu_handlers
+
+    h = df_qemu_handlers(run)
+    start = run.meta.get("workload_start_ns")
+    if start is not None:
+        h = h[h["begin_ns"] >= int(start)]
+    h = h[h["device"] >= 0]
+    g = h.groupby(["device", "vq", "thread", "tid"], observed=True)
+    out = g.agg(
+        handler_runs=("nr_requests", "size"),
+        requests=("nr_requests", "sum"),
+        kicks=("cause", lambda c: int((c == "kick").sum())),
+    ).reset_index()
+    out["requests_per_run"] = out["requests"] / out["handler_runs"]
+    out["kick_fraction"] = out.pop("kicks") / out["handler_runs"]
+    return out

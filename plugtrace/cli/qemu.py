@@ -40,7 +40,7 @@ Examples:
   plugtrace qemu --qemu 7.2 --device zram --disks 2 --iothreads shared --ide-disks 1 -o runs/qemu72
 """
 
-IOTHREADS = ("per-disk", "shared", "none")
+IOTHREADS = ("per-disk", "per-queue", "shared", "none")
 RW = ("read", "randread", "write", "randwrite", "rw", "randrw")
 
 
@@ -53,7 +53,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--iothreads",
         default="per-disk",
         choices=IOTHREADS,
-        help="per-disk: an iothread each; shared: one for all; none: QEMU's main loop (default: per-disk)",
+        help="per-disk: an iothread each; per-queue: an iothread per queue of each disk (with --queues: "
+        "QEMU 9.0+'s iothread-vq-mapping, so 10.0 only); shared: one for all; none: QEMU's main loop "
+        "(default: per-disk)",
+    )
+    g.add_argument(
+        "--queues",
+        type=int,
+        default=None,
+        help="virtqueues per virtio-blk disk (num-queues), one guest CPU each; the guest's jobs (--jobs, "
+        "default one per queue) are pinned to CPUs, job k on CPU k, so each issues on a queue of its own "
+        "(default: QEMU's, one per guest CPU, with the jobs unpinned)",
     )
     g.add_argument("--ide-disks", type=int, default=0, help="IDE disks on the same device (default: 0)")
     g.add_argument(
@@ -64,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     w = p.add_argument_group("guest workload (per disk, like fio's)")
     options.add_pattern(w, RW, 8, "requests each job keeps in flight", 3.0)
-    w.add_argument("--jobs", type=int, default=1, help="threads per disk (default: 1)")
+    w.add_argument("--jobs", type=int, default=None, help="threads per disk (default: 1, or one per --queues)")
     t = p.add_argument_group("tracing")
     options.add_tracing(t, "sections, handlers, io_uring requests", per_probe=True, baseline="the guest")
     t.add_argument(
@@ -98,6 +108,12 @@ GUEST_MEMORY_MB, GUEST_BUFFERS_MB, GUEST_MAX_IN_FLIGHT = 256, 64, 16384
 
 def _check(args) -> None:
     """Refuse what the guest could not run, before anything is made or booted."""
+    if args.jobs is None:
+        args.jobs = args.queues or 1
+    if args.queues is not None and not 1 <= args.queues <= 8:
+        raise UsageError(f"--queues: 1 to 8 (one guest CPU each), not {args.queues}")
+    if args.iothreads == "per-queue" and not args.queues:
+        raise UsageError("--iothreads per-queue: give --queues N (the queues each disk has, one iothread each)")
     for name, low, high in (
         ("disks", 1, 16),
         ("ide_disks", 0, 2),
@@ -183,6 +199,7 @@ def _record(args, qemu_name: str, out: Path) -> RunMeta | None:
         disks=args.disks,
         ide_disks=args.ide_disks,
         iothreads=args.iothreads,
+        queues=args.queues,
         workload=Workload(
             rw=args.rw,
             bs=args.bs,
@@ -190,6 +207,7 @@ def _record(args, qemu_name: str, out: Path) -> RunMeta | None:
             jobs=args.jobs,
             duration_s=args.duration,
             rwmixread=args.rwmixread,
+            pin=bool(args.queues),
         ),
         accel=args.accel,
         mode=args.mode,
@@ -225,6 +243,17 @@ def _print_qemu_summary(meta: RunMeta, out: Path) -> None:
             f"  QEMU's io_uring requests: {s['qemu_requests']:,} ({s['qemu_workload_requests']:,} after the "
             f"guest's start mark, {s['qemu_boot_requests']:,} before: boot"
             + ("; counted by the kernel)" if str(s.get("qemu_requests_source", "")).startswith("io_uring") else ")")
+        )
+    for row in s.get("queues") or []:
+        print(
+            f"  queue {row['disk']}/{row['queue']} (guest CPUs {','.join(map(str, row['cpus']))}, {row['thread']}): "
+            f"{row['guest_requests']:,} guest requests"
+        )
+    for row in s.get("qemu_threads") or []:
+        mean = "n/a" if row["mean_sqes_per_enter"] is None else f"{row['mean_sqes_per_enter']:.2f}"
+        print(
+            f"  {row['thread']}: {row['sqes']:,} SQEs in {row['enters']:,} submitting enters, {mean} per enter "
+            "(the kernel's count)"
         )
     counters = {}
     if "qemu_counters" in meta.tables:

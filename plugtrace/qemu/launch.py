@@ -11,6 +11,7 @@ kills it when the recorder dies, SIGKILL included, and `stop()` ends the group o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -39,6 +40,8 @@ class Workload:
     jobs: int = 1
     duration_s: float = 3.0
     rwmixread: int = 50
+    #: job k of each disk on guest CPU k (so each job issues on a virtqueue of its own with --queues)
+    pin: bool = False
 
     @property
     def writes(self) -> bool:
@@ -54,6 +57,7 @@ class Workload:
                 ("jobs", self.jobs),
                 ("duration", self.duration_s),
                 ("rwmixread", self.rwmixread),
+                *((("pin", 1),) if self.pin else ()),
             )
         )
 
@@ -70,6 +74,10 @@ class Console:
     elapsed_s: float | None = None  # the workload's own, first request to last completion
     ended: bool = False
     exit_code: int | None = None  # the workload's exit status (0: no request failed)
+    #: with --pin: each job's disk, job, cpu, reads, writes, errors
+    jobs: list[dict] = field(default_factory=list)
+    #: each virtio-blk disk's queues: disk -> queue -> the guest CPUs blk-mq maps to it
+    mq: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # each failing job's first failure, as it said it
 
     def feed(self, line: str) -> None:
@@ -83,6 +91,12 @@ class Console:
             self.exit_code = int(rc) if rc.isdigit() else None
         elif line.startswith("ptload error: "):
             self.errors.append(line.removeprefix("ptload error: "))
+        elif line.startswith("ptload job "):
+            kv = dict(f.split("=", 1) for f in line.split()[2:])
+            self.jobs.append({k: (v if k == "disk" else int(v)) for k, v in kv.items()})
+        elif line.startswith("ptmq "):
+            kv = dict(f.split("=", 1) for f in line.split()[1:])
+            self.mq.setdefault(kv["disk"], {})[int(kv["queue"])] = _cpu_list(kv.get("cpus", ""))
         elif line.startswith("ptload elapsed_s="):
             self.elapsed_s = float(line.split("=", 1)[1])
         elif line.startswith("ptload disk="):
@@ -116,9 +130,29 @@ class Console:
         return " | ".join(line for line in self.lines[-n:] if line.strip())
 
 
+def _cpu_list(text: str) -> list[int]:
+    """A sysfs CPU list ("0,1", "0-3", "0, 2-3") as CPU numbers."""
+    cpus: list[int] = []
+    for part in filter(None, text.replace(" ", "").split(",")):
+        low, _, high = part.partition("-")
+        cpus += list(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def vq_iothreads(disks: int, queues: int, iothreads: str) -> list[list[str | None]]:
+    """The iothread of each virtqueue of each virtio-blk disk: `per-queue`, an iothread per queue
+    (iot0, iot1, ... across the disks, mapped with iothread-vq-mapping); otherwise each disk's
+    `iothread_ids` for all its queues."""
+    if iothreads == "per-queue":
+        return [[f"iot{d * queues + q}" for q in range(queues)] for d in range(disks)]
+    return [[iot] * queues for iot in iothread_ids(disks, iothreads)]
+
+
 def iothread_ids(disks: int, iothreads: str) -> list[str | None]:
     """The iothread of each virtio-blk disk: its own (`per-disk`), one for all (`shared`), or none
-    (`none`: QEMU's main loop)."""
+    (`none`: QEMU's main loop); with `per-queue`, its first queue's."""
+    if iothreads == "per-queue":
+        raise ValueError("per-queue: see vq_iothreads")
     if iothreads == "per-disk":
         return [f"iot{i}" for i in range(disks)]
     if iothreads == "shared":
@@ -160,11 +194,14 @@ class QemuGuest:
         memory_mb: int = 256,
         cpus: int = 2,
         trace_log: str | None = None,
+        queues: int | None = None,
     ):
         self.qemu, self.image, self.device_path = qemu, image, device_path
         self.disks, self.ide_disks, self.iothreads = disks, ide_disks, iothreads
         self.workload, self.writable, self.accel = workload, writable, accel
         self.memory_mb, self.cpus = memory_mb, cpus
+        #: virtqueues per virtio-blk disk (num-queues); None: QEMU's default, one per guest CPU
+        self.queues = queues
         #: where QEMU's own trace events (TRACE_EVENTS, its log backend) go; None: not enabled
         self.trace_log = trace_log
         self.proc: subprocess.Popen | None = None
@@ -199,8 +236,8 @@ class QemuGuest:
             for event in TRACE_EVENTS:
                 argv += ["-trace", f"enable={event}"]
             argv += ["-D", self.trace_log, "-msg", "timestamp=on"]
-        ids = iothread_ids(self.disks, self.iothreads)
-        for iothread in dict.fromkeys(i for i in ids if i):
+        vqs = vq_iothreads(self.disks, self.queues or 1, self.iothreads)
+        for iothread in dict.fromkeys(i for disk in vqs for i in disk if i):
             argv += ["-object", f"iothread,id={iothread}"]
         # werror/rerror=report: a failed request is the guest's error to count, not a reason to pause the VM
         # (QEMU's default on ENOSPC), which would leave the run waiting for a guest that never ends
@@ -208,13 +245,8 @@ class QemuGuest:
             f"file={self.device_path},if=none,format=raw,aio=io_uring,cache=none,file.locking=off,"
             "werror=report,rerror=report"
         ) + ("" if self.writable else ",readonly=on")
-        for i, iot in enumerate(ids):
-            argv += [
-                "-drive",
-                f"{drive},id=vd{i}",
-                "-device",
-                f"virtio-blk-pci,drive=vd{i}" + (f",iothread={iot}" if iot else ""),
-            ]
+        for i, iots in enumerate(vqs):
+            argv += ["-drive", f"{drive},id=vd{i}", "-device", self._virtio_blk(i, iots)]
         # an IDE hard disk cannot be read-only in QEMU: on a device not handed over for writing,
         # the IDE disks are CD-ROM drives (ATAPI on the same controller, the same io_uring path)
         ide = "ide-hd" if self.writable else "ide-cd"
@@ -229,6 +261,21 @@ class QemuGuest:
             f"console=ttyS0 quiet panic=-1 pt.disks={self.disks + self.ide_disks} pt.args={self.workload.args()}",
         ]
         return argv
+
+    def _virtio_blk(self, i: int, iots: list[str | None]) -> str:
+        """-device of virtio-blk disk `i` whose queues run in `iots`: one iothread, or (per-queue) QEMU
+        9.0+'s iothread-vq-mapping, which gives the listed iothreads the queues round robin."""
+        if self.iothreads == "per-queue":
+            return json.dumps(
+                {
+                    "driver": "virtio-blk-pci",
+                    "drive": f"vd{i}",
+                    "num-queues": len(iots),
+                    "iothread-vq-mapping": [{"iothread": iot} for iot in iots],
+                }
+            )
+        queues = f",num-queues={self.queues}" if self.queues else ""
+        return f"virtio-blk-pci,drive=vd{i}{queues}" + (f",iothread={iots[0]}" if iots[0] else "")
 
     def start(self) -> int:
         """Fork QEMU, held before exec until `release()`; returns its pid (the pid QEMU will have)."""

@@ -140,6 +140,8 @@ class QemuProbes:
         self._child: Child | None = None
         self.lines: list[str] = []  # event lines, in order
         self.maps: dict = {}
+        #: events mode: when the guest's workload start mark was seen (CLOCK_MONOTONIC ns; None: not seen)
+        self.workload_start_ns: int | None = None
         self.lost = 0
         self.errors: list[str] = []
         #: {symbol: why} of the probes left out (the binary has no such function)
@@ -247,6 +249,10 @@ class QemuProbes:
 
         for name, value in sorted(self.maps.get("@calls", {}).items()):
             add(name, -1, value)
+        for thread, value in sorted(self.maps.get("@submit_req_by_thread", {}).items()):
+            add(f"io_uring_submit_req_workload:{thread}", -1, value)
+        for thread, value in sorted(self.maps.get("@enters_by_thread", {}).items()):
+            add(f"submitting_enters_workload:{thread}", -1, value)
         for addr, value in self.maps.get("@sections_by_owner", {}).items():
             device = owners.get(int(addr), -1)
             add("sections" if device >= 0 else "sections_no_handler", device, value)
@@ -287,6 +293,9 @@ class QemuProbes:
         for f in sorted((line.split() for line in self.lines), key=lambda f: int(f[2])):
             kind, tid, ts = f[0], int(f[1]), int(f[2])
             thread = threads.setdefault(tid, len(threads))
+            if kind == "W":
+                self.workload_start_ns = ts  # the guest's start mark
+                continue
             if kind == "B":
                 open_section[tid] = (next_id, ts, owners.get(int(f[3]), -1), int(f[3]))
                 if tid in open_handler:  # the section this handler run opened
@@ -318,6 +327,7 @@ class QemuProbes:
                     thread=thread,
                     tid=tid,
                     device=running[tid],
+                    queue=int(f[4]) if int(f[4]) != NO_VQ else 0,  # the virtqueue (unknown: 0)
                     begin_ns=ts,
                     end_ns=-1,
                     section_id=sid,

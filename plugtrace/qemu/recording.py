@@ -30,7 +30,7 @@ from ..procfs import process_start
 from ..run import RunMeta, read_table
 from ..run.schema import schema_of
 from .image import GuestImage, cache_dir
-from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, iothread_ids, kvm_usable
+from .launch import QemuGuest, Workload, disk_names, guest_disk_totals, guest_iops, kvm_usable, vq_iothreads
 from .probes import QemuProbes, merged_counts
 from .versions import DETAIL, MARK, OPTIONAL, QemuBinary
 
@@ -93,6 +93,8 @@ class QemuConfig:
     disks: int = 1
     ide_disks: int = 0
     iothreads: str = "per-disk"
+    #: virtqueues per virtio-blk disk (num-queues, one guest CPU each); None: QEMU's default
+    queues: int | None = None
     workload: Workload = field(default_factory=Workload)
     accel: str = "auto"
     mode: str = "aggregate"
@@ -151,6 +153,25 @@ def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str,
     return "tcg", f"a test boot with KVM did not start the guest within {KVM_BOOT_TIMEOUT_S:.0f} s (cached in {cache})"
 
 
+def _per_thread(calls: dict[str, int]) -> list[dict]:
+    """Per QEMU thread, after the guest's start mark: the SQEs the kernel took from it, its submitting
+    io_uring_enter() calls, and their ratio (the kernel's counts, per thread name: "IO iot0", ...)."""
+    rows = []
+    for key, sqes in sorted(calls.items()):
+        name, _, thread = key.partition(":")
+        if name == "io_uring_submit_req_workload" and thread:
+            enters = calls.get(f"submitting_enters_workload:{thread}", 0)
+            rows.append(
+                {
+                    "thread": thread,
+                    "sqes": sqes,
+                    "enters": enters,
+                    "mean_sqes_per_enter": round(sqes / enters, 3) if enters else None,
+                }
+            )
+    return rows
+
+
 class GuestWorkloadError(PlugtraceError):
     """The guest's workload ran but its requests failed (the run is stored `failed`)."""
 
@@ -184,6 +205,8 @@ class QemuRecording:
             writable=self.target.writable,
             accel=self.accel[0],
             trace_log=self._trace_log(),
+            queues=c.queues,
+            cpus=max(2, c.queues or 0),
         )
 
     def _trace_log(self) -> str | None:
@@ -196,11 +219,16 @@ class QemuRecording:
 
     def devices(self) -> list[dict]:
         """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
-        iots = iothread_ids(self.cfg.disks, self.cfg.iothreads)
+        vqs = vq_iothreads(self.cfg.disks, self.cfg.queues or 1, self.cfg.iothreads)
         rows = []
         for i, (name, kind) in enumerate(disk_names(self.cfg.disks, self.cfg.ide_disks, self.target.writable)):
-            thread = f"IO {iots[i]}" if i < len(iots) and iots[i] else "main loop"
-            rows.append({"index": i, "name": name, "kind": kind, "thread": thread})
+            iots = list(dict.fromkeys(vqs[i])) if i < len(vqs) else [None]
+            thread = ", ".join(f"IO {iot}" for iot in iots) if iots[0] else "main loop"
+            row = {"index": i, "name": name, "kind": kind, "thread": thread}
+            if self.cfg.queues and kind == "virtio-blk":
+                row["queues"] = self.cfg.queues
+                row["vq_threads"] = [f"IO {iot}" if iot else "main loop" for iot in vqs[i]]
+            rows.append(row)
         return rows
 
     def config(self) -> dict:
@@ -211,6 +239,7 @@ class QemuRecording:
             "devices": c.disks,
             "ide_devices": c.ide_disks,
             "iothreads": c.iothreads,
+            "queues": c.queues,
             **asdict(c.workload),
             "mode": c.mode,
             "qemu_probes": c.qemu_probes,
@@ -303,6 +332,9 @@ class QemuRecording:
             summary["qemu_workload_requests"] = calls.get("io_uring_submit_req_workload", 0)
             summary["qemu_boot_requests"] = calls["io_uring_submit_req"] - summary["qemu_workload_requests"]
             summary["qemu_requests_source"] = "io_uring_submit_req (the kernel, QEMU's process)"
+        if self.cfg.queues:
+            summary["queues"] = self._queue_summary(calls)
+            summary["qemu_threads"] = _per_thread(calls)
         if overhead is not None:
             overhead["traced_iops"] = round(iops, 1)
             overhead["ratio"] = round(iops / overhead["untraced_iops"], 4) if overhead["untraced_iops"] else None
@@ -324,6 +356,32 @@ class QemuRecording:
         if failure:
             raise GuestWorkloadError(f"{failure}; run directory {rec.out} marked failed")
         return writer.meta
+
+    def _queue_summary(self, calls: dict[str, int]) -> list[dict]:
+        """Per virtio-blk disk and queue: the guest CPUs blk-mq maps to it, the QEMU thread serving it,
+        and the requests the guest's jobs pinned to those CPUs completed (each job issues on its CPU's
+        queue)."""
+        console = self.guest.console if self.guest is not None else None
+        if console is None:
+            return []
+        vqs = vq_iothreads(self.cfg.disks, self.cfg.queues or 1, self.cfg.iothreads)
+        names = disk_names(self.cfg.disks, 0, self.target.writable)
+        rows = []
+        for d, (disk, _) in enumerate(names[: self.cfg.disks]):
+            for q, cpus in sorted(console.mq.get(disk, {}).items()):
+                jobs = [j for j in console.jobs if j["disk"] == disk and j["cpu"] in cpus]
+                iot = vqs[d][q] if q < len(vqs[d]) else None
+                rows.append(
+                    {
+                        "disk": disk,
+                        "queue": q,
+                        "cpus": cpus,
+                        "thread": f"IO {iot}" if iot else "main loop",
+                        "guest_jobs": len(jobs),
+                        "guest_requests": sum(j["reads"] + j["writes"] for j in jobs),
+                    }
+                )
+        return rows
 
     def _cache_hint(self) -> str:
         """What a guest that does not boot may owe to the caches, and how to renew them."""
@@ -386,8 +444,9 @@ class QemuRecording:
         self.probes = None
         iothread_of_disk = {
             iot: i
-            for i, iot in enumerate(iothread_ids(self.cfg.disks, self.cfg.iothreads))
-            if iot and self.cfg.iothreads == "per-disk"
+            for i, iots in enumerate(vq_iothreads(self.cfg.disks, self.cfg.queues or 1, self.cfg.iothreads))
+            for iot in iots
+            if iot and self.cfg.iothreads in ("per-disk", "per-queue")
         }
         owners = p.device_of_handler(iothread_of_disk)
         counters = p.counters(owners)
@@ -396,6 +455,8 @@ class QemuRecording:
         writer.write_table("qemu_histograms", _table("qemu_histograms", p.histograms()))
         if self.cfg.mode == "events":
             tables = p.event_tables(owners)
+            if p.workload_start_ns is not None:
+                info["workload_start_ns"] = p.workload_start_ns
             for name in ("sections", "handlers", "qemu_sections", "qemu_handlers"):
                 writer.write_table(name, _table(name, tables[name]))
             self._requests = tables["qemu_requests"]

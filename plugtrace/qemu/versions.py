@@ -188,6 +188,21 @@ class QemuBinary:
         what = OPTIONAL.get(symbol, symbol)
         return f"{what}: {symbol} is not a function in {self.binary}'s {where} (stripped, inlined or renamed)"
 
+    def device_property(self, driver: str, prop: str) -> bool:
+        """Whether `-device DRIVER,help` lists `prop` (e.g. virtio-blk-pci's iothread-vq-mapping: 9.0+)."""
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                [str(self.binary), "-nodefaults", "-device", f"{driver},help"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return any(line.strip().startswith(f"{prop}=") for line in out.splitlines())
+
     def describe(self) -> dict:
         return {
             "name": self.name,

@@ -6,8 +6,12 @@
  * it completed: the host's tracer must see exactly these. Unlike fio, random offsets
  * are whole even-numbered blocks (see prep()).
  *
- *   ptload --rw randread --bs 4096 --iodepth 8 --jobs 2 --duration 3 --rwmixread 50 /dev/vda ...
+ *   ptload --rw randread --bs 4096 --iodepth 8 --jobs 2 --duration 3 --rwmixread 50 [--pin 1] /dev/vda ...
  *
+ * With --pin 1, job k of every disk runs on CPU k (modulo the CPUs): Linux's blk-mq then issues its
+ * requests on the queue that CPU maps to, so with one virtqueue per guest CPU each job has one of its
+ * own; each job's count and CPU are printed too, "ptload job disk=vda job=K cpu=C reads=N writes=M
+ * errors=E".
  * Prints one line per disk, "ptload disk=vda reads=N writes=M errors=E", and the time from the
  * first request to the last completion, "ptload elapsed_s=S". Every job stops submitting at the
  * same moment, --duration seconds after the first started, however long the others took to start.
@@ -29,7 +33,7 @@
 #include <unistd.h>
 
 static const char *rw = "randread";
-static long bs = 4096, iodepth = 8, jobs = 1, mixread = 50;
+static long bs = 4096, iodepth = 8, jobs = 1, mixread = 50, pin = 0;
 static double duration = 3;
 /* when every job stops submitting (CLOCK_MONOTONIC seconds) */
 static double deadline;
@@ -37,6 +41,7 @@ static double deadline;
 struct job {
     const char *path;
     int disk;
+    int cpu; /* -1: not pinned */
     unsigned seed;
     long reads, writes, errors;
     char first_error[160]; /* what went wrong first, "" while nothing did */
@@ -79,6 +84,16 @@ static void prep(struct job *j, struct iocb *cb, char *buf, int fd, uint64_t nbl
 static void *run_job(void *arg)
 {
     struct job *j = arg;
+    if (j->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(j->cpu, &set);
+        int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+        if (err) {
+            failed(j, "pin to its CPU", err);
+            return NULL;
+        }
+    }
     int writes = strstr(rw, "write") || strstr(rw, "rw");
     int fd = open(j->path, (writes ? O_RDWR : O_RDONLY) | O_DIRECT);
     uint64_t size = 0, seq = 0;
@@ -162,6 +177,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "jobs")) jobs = atol(v);
         else if (!strcmp(k, "duration")) duration = atof(v);
         else if (!strcmp(k, "rwmixread")) mixread = atol(v);
+        else if (!strcmp(k, "pin")) pin = atol(v);
         else { fprintf(stderr, "ptload: unknown option --%s\n", k); return 2; }
     }
     int ndisks = argc - i;
@@ -170,6 +186,7 @@ int main(int argc, char **argv)
         return 2;
     }
     struct job *all = calloc(ndisks * jobs, sizeof(*all));
+    long ncpus = sysconf(_SC_NPROCESSORS_ONLN);
     double start = now();
     deadline = start + duration;
     for (int d = 0; d < ndisks; d++)
@@ -177,6 +194,7 @@ int main(int argc, char **argv)
             struct job *j = &all[d * jobs + k];
             j->path = argv[i + d];
             j->disk = d;
+            j->cpu = pin && ncpus > 0 ? (int)(k % ncpus) : -1;
             j->seed = 1 + d * 1000 + k;
             int err = pthread_create(&j->thread, NULL, run_job, j);
             if (err)
@@ -203,6 +221,11 @@ int main(int argc, char **argv)
         }
         const char *name = strrchr(argv[i + d], '/');
         printf("ptload disk=%s reads=%ld writes=%ld errors=%ld\n", name ? name + 1 : argv[i + d], r, w, e);
+        for (long k = 0; pin && k < jobs; k++) {
+            struct job *j = &all[d * jobs + k];
+            printf("ptload job disk=%s job=%ld cpu=%d reads=%ld writes=%ld errors=%ld\n", name ? name + 1 : argv[i + d],
+                   k, j->cpu, j->reads, j->writes, j->errors);
+        }
     }
     fflush(stdout);
     return status;
