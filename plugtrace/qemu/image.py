@@ -62,7 +62,11 @@ done
 stat() { for d in $disks; do n=${d#/dev/}; echo "ptstat $1 disk=$n $(cat /sys/block/$n/stat)"; done; }
 stat before
 # each virtio-blk disk's queues and the guest CPUs blk-mq maps to each (several with --queues)
-for q in /sys/block/vd?/mq/*; do [ -e "$q/cpu_list" ] && echo "ptmq disk=$(basename $(dirname $(dirname $q))) queue=$(basename $q) cpus=$(cat $q/cpu_list | tr -d ' ')"; done
+for q in /sys/block/vd?/mq/*; do
+    [ -e "$q/cpu_list" ] || continue
+    disk=$(basename $(dirname $(dirname $q)))
+    echo "ptmq disk=$disk queue=$(basename $q) cpus=$(tr -d ' ' < $q/cpu_list)"
+done
 printf '\036'   # the host's probes take what QEMU submits from here on as the workload's
 echo "ptload start"
 /ptload $args $disks
