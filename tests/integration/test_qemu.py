@@ -343,3 +343,55 @@ def test_a_stopped_recorder_leaves_no_qemu_device_or_probe(tmp_path, sig):
     if sig == signal.SIGINT:
         assert proc.returncode == 130
         assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"] == "interrupted"
+
+
+def test_qemu_10_queues_on_iothreads_of_their_own_count_exactly_per_queue(tmp_path):
+    """Two virtqueues on two iothreads (iothread-vq-mapping): each guest job pinned to a CPU issues on
+    that CPU's queue, and the kernel's count of each iothread's SQEs is exactly its queue's guest requests."""
+    require_qemu("10.0")
+    before = leftovers()
+    out = tmp_path / "mq"
+    p = qemu("--qemu", "10.0", "--device", "loop", "--queues", "2", "--iothreads", "per-queue", "--iodepth", "16",
+             "--duration", "1", "-o", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    s = meta["summary"]
+    assert meta["config"]["queues"] == 2 and meta["emulated_devices"][0]["vq_threads"] == ["IO iot0", "IO iot1"]
+    queues = {q["thread"]: q for q in s["queues"]}
+    assert [(q["queue"], q["cpus"], q["guest_jobs"]) for q in s["queues"]] == [(0, [0], 1), (1, [1], 1)]
+    threads = {t["thread"]: t for t in s["qemu_threads"]}
+    assert set(threads) == set(queues) == {"IO iot0", "IO iot1"}  # nothing else submitted during the workload
+    for name, q in queues.items():
+        assert threads[name]["sqes"] == q["guest_requests"] > 100
+        assert threads[name]["enters"] > 0
+    assert sum(q["guest_requests"] for q in s["queues"]) == s["workload_requests"] == s["qemu_workload_requests"]
+    assert "IO iot1: " in p.stdout and "queue vda/1 (guest CPUs 1, IO iot1)" in p.stdout
+    assert leftovers() == before
+
+
+def test_qemu_10_events_mode_records_each_queues_handler_runs(tmp_path):
+    """Two queues on one iothread, events mode: the handler runs of each vq after the start mark popped
+    exactly that queue's guest requests."""
+    require_qemu("10.0")
+    from plugtrace.analysis import df_qemu_queue_stats
+
+    out = tmp_path / "mq"
+    p = qemu("--qemu", "10.0", "--device", "loop", "--queues", "2", "--iothreads", "shared", "--iodepth", "16",
+             "--duration", "1", "--mode", "events", "-o", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = Run.open(out)
+    stats = df_qemu_queue_stats(run)
+    guest = {q["queue"]: q["guest_requests"] for q in run.meta["summary"]["queues"]}
+    assert dict(zip(stats["vq"], stats["requests"])) == guest and len(guest) == 2
+    assert stats["tid"].nunique() == 1  # one iothread serves both
+    handlers = pq.read_table(out / "tables" / "handlers.parquet").to_pandas()
+    assert set(handlers["queue"]) == {0, 1}
+
+
+def test_qemu_72_per_queue_iothreads_could_not_measure(tmp_path):
+    require_qemu("7.2")
+    before = leftovers()
+    p = qemu("--qemu", "7.2", "--device", "loop", "--queues", "2", "--iothreads", "per-queue", "-o", str(tmp_path / "x"))
+    assert p.returncode != 0 and "could not measure --iothreads per-queue" in p.stderr
+    assert "iothread-vq-mapping" in p.stderr and not (tmp_path / "x").exists()
+    assert leftovers() == before

@@ -1,5 +1,6 @@
 """The real-QEMU recorder's pure parts: guest image, console, probe output, command line."""
 
+import json
 import re
 from pathlib import Path
 
@@ -162,7 +163,11 @@ def test_the_default_probes_put_nothing_in_qemus_iothread():
         text, _ = probes.render(q, 7, events=False, mark_only=True)
         heads = re.findall(r"^(uprobe|uretprobe|tracepoint):(\S+)", text, re.M)
         assert [h for h in heads if h[0] != "tracepoint"] == [("uprobe", f"{q.binary}:qemu_chr_fe_write")], design
-        assert [h[1] for h in heads if h[0] == "tracepoint"] == ["io_uring:io_uring_submit_req"]
+        # kernel-side only: QEMU's SQEs, and (per thread) its submitting enters, after the mark
+        assert [h[1] for h in heads if h[0] == "tracepoint"] == [
+            "io_uring:io_uring_submit_req",
+            "syscalls:sys_enter_io_uring_enter",
+        ]
         assert '@calls["io_uring_submit_req_workload"]' in text and "@queued" not in text and "{{" not in text
         assert text.count("{") == text.count("}") and "pid == 7" in text
         assert set(probes.probed_functions(q)) >= {"luring_co_submit", "virtio_blk_handle_vq", "qemu_chr_fe_write"}
@@ -427,3 +432,72 @@ def test_merged_requests_take_their_count_from_qemus_trace_events(tmp_path):
     )
     argv = " ".join(g.argv())
     assert f"-trace enable=virtio_blk_submit_multireq -D {log} -msg timestamp=on" in argv
+
+
+def _guest(iothreads: str, queues: int | None, disks: int = 2) -> QemuGuest:
+    return QemuGuest(
+        versions.QemuBinary("10.0", Path("/q"), (), "10.0.2", "defer"),
+        image.GuestImage(Path("/k"), Path("/i")),
+        "/dev/loop9",
+        disks=disks,
+        ide_disks=0,
+        iothreads=iothreads,
+        workload=Workload(jobs=queues or 1, pin=bool(queues)),
+        writable=False,
+        queues=queues,
+        cpus=max(2, queues or 0),
+    )
+
+
+def test_per_queue_iothreads_map_each_queue_of_each_disk_onto_its_own():
+    argv = _guest("per-queue", 2).argv()
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-object"] == [f"iothread,id=iot{i}" for i in range(4)]
+    devices = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "-device"]
+    assert devices == [
+        {
+            "driver": "virtio-blk-pci",
+            "drive": f"vd{d}",
+            "num-queues": 2,
+            "iothread-vq-mapping": [{"iothread": f"iot{2 * d}"}, {"iothread": f"iot{2 * d + 1}"}],
+        }
+        for d in range(2)
+    ]
+    assert "pt.args=--rw,randread,--bs,4096,--iodepth,8,--jobs,2,--duration,3.0,--rwmixread,50,--pin,1" in argv[-1]
+    assert launch.vq_iothreads(2, 2, "per-queue") == [["iot0", "iot1"], ["iot2", "iot3"]]
+
+
+def test_queues_on_one_iothread_and_qemus_default():
+    shared = " ".join(_guest("shared", 3).argv())
+    assert "virtio-blk-pci,drive=vd0,num-queues=3,iothread=iot0" in shared and "-smp 3" in shared
+    default = " ".join(_guest("per-disk", None).argv())
+    assert "num-queues" not in default and "--pin" not in default  # QEMU's own: a queue per guest CPU
+    assert "virtio-blk-pci,drive=vd1,iothread=iot1" in default
+    assert launch.vq_iothreads(2, 2, "shared") == [["iot0", "iot0"], ["iot0", "iot0"]]
+
+
+def test_console_reads_each_queues_cpus_and_each_pinned_jobs_count():
+    c = launch.Console()
+    for line in (
+        "ptmq disk=vda queue=0 cpus=0",
+        "ptmq disk=vda queue=1 cpus=1,3-4",
+        "ptload job disk=vda job=1 cpu=1 reads=700 writes=0 errors=0",
+    ):
+        c.feed(line)
+    assert c.mq == {"vda": {0: [0], 1: [1, 3, 4]}}
+    assert c.jobs == [{"disk": "vda", "job": 1, "cpu": 1, "reads": 700, "writes": 0, "errors": 0}]
+    assert launch._cpu_list("0, 2-3") == [0, 2, 3] and launch._cpu_list("") == []
+
+
+def test_kernel_per_thread_counts_give_each_threads_sqes_per_enter():
+    from plugtrace.qemu.recording import _per_thread
+
+    calls = {
+        "io_uring_submit_req_workload": 30,
+        "io_uring_submit_req_workload:IO iot0": 20,
+        "io_uring_submit_req_workload:IO iot1": 10,
+        "submitting_enters_workload:IO iot0": 4,
+    }
+    assert _per_thread(calls) == [
+        {"thread": "IO iot0", "sqes": 20, "enters": 4, "mean_sqes_per_enter": 5.0},
+        {"thread": "IO iot1", "sqes": 10, "enters": 0, "mean_sqes_per_enter": None},
+    ]
