@@ -391,7 +391,9 @@ def test_qemu_10_events_mode_records_each_queues_handler_runs(tmp_path):
 def test_qemu_72_per_queue_iothreads_could_not_measure(tmp_path):
     require_qemu("7.2")
     before = leftovers()
-    p = qemu("--qemu", "7.2", "--device", "loop", "--queues", "2", "--iothreads", "per-queue", "-o", str(tmp_path / "x"))
+    p = qemu(
+        "--qemu", "7.2", "--device", "loop", "--queues", "2", "--iothreads", "per-queue", "-o", str(tmp_path / "x")
+    )
     assert p.returncode != 0 and "could not measure --iothreads per-queue" in p.stderr
     assert "iothread-vq-mapping" in p.stderr and not (tmp_path / "x").exists()
     assert leftovers() == before
