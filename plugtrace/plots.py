@@ -31,6 +31,7 @@ from .analysis import (
     DEFAULT_PERCENTILES,
     MissingTableError,
     Run,
+    Runs,
     df_batch_sizes,
     df_compare,
     df_interleaving_delays,
@@ -39,6 +40,7 @@ from .analysis import (
     df_qemu_requests_per_handler,
     df_replay_agreement,
     df_sqes_over_time,
+    df_thread_batching,
     df_wait_histogram,
     required_tables,
     requires,
@@ -57,6 +59,8 @@ __all__ = [
     "plot_qemu_arrivals",
     "plot_replay",
     "plot_model_fidelity",
+    "plot_thread_batching",
+    "plot_multiqueue",
 ]
 
 CAUSE_COLORS = {
@@ -363,6 +367,11 @@ def plot_qemu_arrivals(run: Run, ax: Axes | None = None) -> Axes:
     why the handler ran (the guest's kick, the iothread's poll; events mode), with the guest
     notifications per completed request in the legend."""
     per = df_qemu_requests_per_handler(run)
+    if per.empty:
+        raise MissingTableError(
+            f"{run.path}: no handler runs recorded (--qemu-probes {run.config.get('qemu_probes', '?')}: "
+            "--qemu-probes on or --mode events records them)"
+        )
     ax = _axes(ax)
     colors = {"kick": "tab:blue", "poll": "tab:orange", "all": "tab:gray"}
     bottom = pd.Series(0, index=sorted(per["nr_requests"].unique()), dtype=float)
@@ -467,3 +476,55 @@ def plot_model_fidelity(grid: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.set_title("Calibrated model vs QEMU (hollow: the calibration's own load; dN: iodepth N)")
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_thread_batching(data: Sequence[Run] | pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Mean SQEs per io_uring_enter() of each thread of each run (`df_thread_batching`): one group of
+    bars per run, one bar per thread, labelled with its enters."""
+    df = data if isinstance(data, pd.DataFrame) else df_thread_batching(Runs(list(data)))
+    ax = _axes(ax, (7.5, 4))
+    runs = list(dict.fromkeys(df["run"]))
+    width = 0.8 / max(1, int(df.groupby("run").size().max()) if len(df) else 1)
+    for i, run in enumerate(runs):
+        part = df[df["run"] == run].reset_index(drop=True)
+        for j, r in part.iterrows():
+            x = i + (j - (len(part) - 1) / 2) * width
+            ax.bar(x, r["mean_sqes_per_enter"] or 0, width * 0.9, color=_device_color(int(j)))
+            ax.annotate(str(r["thread"]), (x, r["mean_sqes_per_enter"] or 0), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels(runs, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("mean SQEs per io_uring_enter (per thread)")
+    ax.set_title("Batching per thread")
+    return ax
+
+
+def plot_multiqueue(rows: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """`python -m bench.bench_multiqueue`'s points (its `rows`: `run`, `queues`, `threads`, `iops`,
+    `sqes_per_enter`): mean SQEs per enter, and IOPS relative to each run's one queue on one thread
+    (a TCG guest's IOPS and the model's are not comparable in absolute terms), per queues x threads."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    ax_sqes, ax_iops = axes
+    points = sorted({(int(q), int(t)) for q, t in zip(rows["queues"], rows["threads"])})
+    runs = list(dict.fromkeys(rows["run"]))
+    width = 0.8 / max(1, len(runs))
+    for k, run in enumerate(runs):
+        part = rows[rows["run"] == run]
+        by = {(int(r.queues), int(r.threads)): r for r in part.itertuples()}
+        base = by.get((1, 1))
+        xs = [i + (k - (len(runs) - 1) / 2) * width for i, p in enumerate(points) if p in by]
+        ax_sqes.bar(xs, [by[p].sqes_per_enter for p in points if p in by], width * 0.9, label=run,
+                    color=_device_color(k))  # fmt: skip
+        rel = [by[p].iops / base.iops if base is not None and base.iops else np.nan for p in points if p in by]
+        ax_iops.bar(xs, rel, width * 0.9, label=run, color=_device_color(k))
+    labels = [f"{q} queue{'s' if q > 1 else ''}\n{t} thread{'s' if t > 1 else ''}" for q, t in points]
+    for ax in axes:
+        ax.set_xticks(range(len(points)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.legend(fontsize=7)
+    ax_sqes.set_ylabel("mean SQEs per io_uring_enter")
+    ax_sqes.set_title("Batch size")
+    ax_iops.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax_iops.set_ylabel("IOPS / IOPS at 1 queue, 1 thread")
+    ax_iops.set_title("Throughput, relative")
+    return axes

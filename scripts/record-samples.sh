@@ -1,6 +1,6 @@
 #!/bin/sh
 # Re-record the sample runs in data/ (as root: creates and removes a loop and a zram device).
-#     scripts/record-samples.sh [all|engine|qemu]    (default: all; qemu also replays them)
+#     scripts/record-samples.sh [all|engine|qemu|multiqueue]    (default: all; qemu also replays them)
 # Small on purpose (a few MB in all): a bounded number of requests and events. Each uses the default
 # probes and stores what tracing cost it (--measure-overhead: the same workload untraced first, then traced).
 set -eu
@@ -38,6 +38,20 @@ record() {  # record NAME ARGS...: replace data/NAME with a new recording that i
     echo "data/$name: no attempt kept 0.8 of untraced IOPS with p50 < 200 us and p99 < 2 ms; the last is kept" >&2
 }
 
+# One device with two queues on two threads (notebook 07-multi-queue): the model's two plug designs, and
+# real QEMU 10.0 with a queue per iothread (iothread-vq-mapping)
+multiqueue() {
+    MQ="--device loop --ring-setup plain --size 256M --queues 2 --threads 2 --iodepth 16 --requests 20000 --max-events 40000 --measure-overhead --quiet"
+    for strategy in device-plug defer; do
+        record "mq-$strategy" --strategy "$strategy" --mode events $MQ
+    done
+    rm -rf data/qemu-10.0-mq
+    echo "== data/qemu-10.0-mq: plugtrace qemu --qemu 10.0 --queues 2 --iothreads per-queue" >&2
+    $PT qemu --qemu 10.0 --device loop --size 256M --queues 2 --iothreads per-queue --iodepth 16 --duration 1 \
+        --mode events --max-events 60000 --accel tcg --measure-overhead --quiet -o data/qemu-10.0-mq
+}
+if [ "$WHICH" = multiqueue ]; then multiqueue; exec du -sh data; fi
+
 if [ "$WHICH" != qemu ]; then
 for strategy in immediate device-plug defer loop-iteration; do
     record "$strategy" --device loop --strategy "$strategy" --mode events $COMMON
@@ -48,6 +62,7 @@ record defer-zram --device zram --strategy defer --mode events $COMMON --ring-se
 record defer-zram-aggregate --device zram --strategy defer --mode aggregate $COMMON --ring-setup coop
 fi
 [ "$WHICH" = engine ] && exec du -sh data
+multiqueue
 # Real QEMU guests on the same load (2 disks on one iothread, iodepth 32 each, 4 KiB random reads):
 # notebook 05-real-qemu compares them with device-plug and defer above
 QEMU_COMMON="--device loop --size 256M --disks 2 --iothreads shared --iodepth 32 --duration 1 --mode events --max-events 60000 --accel tcg --measure-overhead --quiet"

@@ -35,7 +35,7 @@ from .qemu import (
     df_replay_agreement,
     df_replay_runs,
 )
-from .queues import df_qemu_queue_stats, df_queue_stats, df_thread_stats
+from .queues import df_qemu_queue_stats, df_queue_stats, df_thread_batching, df_thread_stats
 from .requests import (
     df_deferrals,
     df_interleaving_delays,
@@ -85,6 +85,7 @@ __all__ = [
     "df_thread_stats",
     "df_queue_stats",
     "df_qemu_queue_stats",
+    "df_thread_batching",
     "df_compare",
     "df_model_vs_qemu",
     "df_qemu_sections",

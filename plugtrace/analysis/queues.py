@@ -14,15 +14,17 @@ from ..run import Run
 from .common import requires
 from .runs import Runs
 
-__all__ = ["df_thread_stats", "df_queue_stats", "df_qemu_queue_stats"]
+__all__ = ["df_thread_stats", "df_queue_stats", "df_qemu_queue_stats", "df_thread_batching"]
 
 
-def _runs(runs: Run | Runs) -> Runs:
-    return runs if isinstance(runs, Runs) else Runs([runs])
+def _runs(runs: Run | Runs | list[Run]) -> Runs:
+    if isinstance(runs, Runs):
+        return runs
+    return Runs([runs] if isinstance(runs, Run) else list(runs))
 
 
 @requires("submits")
-def df_thread_stats(runs: Run | Runs) -> pd.DataFrame:
+def df_thread_stats(runs: Run | Runs | list[Run]) -> pd.DataFrame:
     """Per run and engine thread: its io_uring_enter() calls and how many SQEs each carried.
 
     Columns: ``run``, ``thread``, ``enters`` (submits), ``sqes``, ``mean_sqes_per_enter``,
@@ -36,7 +38,7 @@ def df_thread_stats(runs: Run | Runs) -> pd.DataFrame:
 
 
 @requires("requests", "submits")
-def df_queue_stats(runs: Run | Runs) -> pd.DataFrame:
+def df_queue_stats(runs: Run | Runs | list[Run]) -> pd.DataFrame:
     """Per run, device and virtqueue: its requests and the enters that carried them.
 
     Columns: ``run``, ``device``, ``queue``, ``thread`` (serving it), ``requests`` (submitted, sync
@@ -82,3 +84,45 @@ def df_qemu_queue_stats(run: Run) -> pd.DataFrame:
     out["requests_per_run"] = out["requests"] / out["handler_runs"]
     out["kick_fraction"] = out.pop("kicks") / out["handler_runs"]
     return out
+
+
+def df_thread_batching(runs: Run | Runs | list[Run]) -> pd.DataFrame:
+    """Every run's batching per thread, model and real QEMU alike: ``run``, ``thread`` (the engine's
+    number, or QEMU's thread name), ``enters``, ``sqes``, ``mean_sqes_per_enter`` and ``source`` (the
+    app log's submits, or the kernel's per-thread counts of a QEMU run with ``--queues``). Runs with
+    neither are left out."""
+    many = _runs(runs)
+    frames = []
+    model = [r for r in many.runs if r.has("submits")]
+    if model:
+        t = df_thread_stats(Runs(model))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": t["run"],
+                    "thread": t["thread"].map(lambda n: f"thread {n}"),
+                    "enters": t["enters"],
+                    "sqes": t["sqes"],
+                    "mean_sqes_per_enter": t["mean_sqes_per_enter"],
+                    "source": "app log (submits)",
+                }
+            )
+        )
+    for label, r in zip(many.labels, many.runs):
+        rows = (r.meta.get("summary") or {}).get("qemu_threads") or []
+        if rows and not r.has("submits"):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "run": label,
+                        "thread": [x["thread"] for x in rows],
+                        "enters": [x["enters"] for x in rows],
+                        "sqes": [x["sqes"] for x in rows],
+                        "mean_sqes_per_enter": [x["mean_sqes_per_enter"] for x in rows],
+                        "source": "kernel (QEMU's thread, after the start mark)",
+                    }
+                )
+            )
+    if not frames:
+        return pd.DataFrame(columns=["run", "thread", "enters", "sqes", "mean_sqes_per_enter", "source"])
+    return pd.concat(frames, ignore_index=True)

@@ -31,7 +31,9 @@ from ..analysis import (
     df_diff,
     df_latency_percentiles,
     df_qemu_arrivals,
+    df_queue_stats,
     df_replay_runs,
+    df_thread_batching,
 )
 from ..plots import (
     plot_batch_sizes,
@@ -42,6 +44,7 @@ from ..plots import (
     plot_replay,
     plot_sqes_over_time,
     plot_submit_latency_cdf,
+    plot_thread_batching,
     plot_timeline,
 )
 from . import interactive as interactive_plots
@@ -288,6 +291,8 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
     if run.config.get("qemu") and run.has("qemu_histograms"):  # a real QEMU: what set its batches
         plot("Arrivals: requests per handler run", lambda ax: plot_qemu_arrivals(run, ax=ax))
         view.tables.append(("What set the batches (QEMU)", _html_table(df_qemu_arrivals([run]))))
+    if run.meta.get("virtqueues") or (run.meta.get("summary") or {}).get("queues"):
+        _multiqueue(view, run, plot)
     latency = _add(view, "Latency percentiles", lambda: df_latency_percentiles(run))
     if latency is not None:
         view.tables.append(("Latency percentiles", _html_table(latency)))
@@ -296,6 +301,22 @@ def _run_view(run: Run, index: int, plots: bool = True, interactive: bool = Fals
     if run.meta.get("prediction"):
         view.prediction = _add(view, "Prediction from a calibration", lambda: _prediction_section(run))
     return view
+
+
+def _multiqueue(view: _RunView, run: Run, plot: Callable[..., None]) -> None:
+    """A run with several queues per device: batching per thread and per queue, and what held whom."""
+    plot("SQEs per enter, per thread", lambda ax: plot_thread_batching([run], ax=ax))
+    threads = _add(view, "Batching per thread", lambda: df_thread_batching([run]).drop(columns="run"))
+    if threads is not None:
+        view.tables.append(("Batching per thread", _html_table(threads)))
+    if run.has("requests"):
+        queues = _add(view, "Batching per queue", lambda: df_queue_stats(run).drop(columns="run"))
+        if queues is not None:
+            view.tables.append(("Batching per queue (requests another thread's plug held: other_thread)",
+                                _html_table(queues)))  # fmt: skip
+    elif (run.meta.get("summary") or {}).get("queues"):
+        view.tables.append(("Queues (guest CPUs, QEMU thread, guest requests)",
+                            _html_table(pd.DataFrame(run.meta["summary"]["queues"]))))  # fmt: skip
 
 
 def _flat(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

@@ -35,6 +35,8 @@ def parameters_for(name: str, runs: dict) -> str:
         return f"RUNS = {[str(runs[s]) for s in STRATEGIES]!r}"
     if name.startswith("05"):  # the model's side synthetic; the real QEMU runs are only ever recorded
         return f"MODEL_RUNS = {[str(runs[s]) for s in ('device-plug', 'defer')]!r}\nREPLAY_RUN = None"
+    if name.startswith("07"):  # single-queue synthetic runs: the per-thread and per-queue tables still hold
+        return f"MODEL_RUNS = {[str(runs[s]) for s in ('device-plug', 'defer')]!r}\nQEMU_RUNS = []\nBENCH = None"
     if name.startswith("06"):
         return f"RUNS = {[str(path) for path in runs.values()]!r}"
     return f"RUN = {str(runs['defer-interleave'])!r}"
