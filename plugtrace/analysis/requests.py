@@ -216,7 +216,8 @@ def df_deferrals(run: Run, window_ms: tuple[float, float] | None = None, sample:
     Columns: ``req_id``, ``thread``, ``device``, ``section_id``,
     ``section_owner``, ``cause`` (categorical, see `CAUSES`), ``wait_ns``
     (submit_ns - queue_ns), ``extra_wait_ns`` (wait_ns minus the median wait of
-    the run's requests not deferred to another device; ns, may be negative),
+    the run's requests deferred neither to another device nor by another thread;
+    ns, may be negative),
     ``deferral_ns`` (the delay the interleaving caused, exactly: see
     `df_interleaving_delays`; 0 for requests not deferred into another
     device's section; NaN for runs without a `handlers` table), ``queue`` (the

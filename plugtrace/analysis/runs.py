@@ -282,9 +282,10 @@ class Runs:
         return self.percentiles("requests", "submit_ns - queue_ns", qs, by=by, where=_DEFERRED_SQL)
 
     def _baseline_wait(self) -> pd.Series:
-        """Per run_id: the median wait of requests not deferred into another device's section (ns)."""
+        """Per run_id: the median wait of requests deferred neither into another device's section nor by
+        another thread's plug (ns)."""
         base = self.percentiles(
-            "requests", "submit_ns - queue_ns", (50.0,), where=f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) <> 2"
+            "requests", "submit_ns - queue_ns", (50.0,), where=f"{_DEFERRED_SQL} AND ({_CAUSE_SQL}) NOT IN (2, 3)"
         )
         return base.set_index("run_id")["p50"].astype(np.float64)
 

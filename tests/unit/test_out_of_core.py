@@ -119,9 +119,11 @@ def ref_deferral_stats(run):
     t = t[~t["sync"].astype(bool) & (t["submit_ns"] >= 0)]
     owner, device = t["section_owner"].to_numpy(), t["device"].to_numpy()
     other = (owner >= 0) & (owner != device)
-    codes = np.where(owner < 0, 0, np.where(other, 2, 1))
+    by_thread = t["deferred_by_thread"].to_numpy() >= 0
+    codes = np.where(by_thread, 3, np.where(owner < 0, 0, np.where(other, 2, 1)))
     wait = (t["submit_ns"] - t["queue_ns"]).to_numpy()
-    baseline = float(np.median(wait[~other])) if (~other).any() else 0.0
+    usual = ~other & ~by_thread
+    baseline = float(np.median(wait[usual])) if usual.any() else 0.0
     d = pd.DataFrame(
         {
             "cause": pd.Categorical.from_codes(codes, categories=list(CAUSES)),
