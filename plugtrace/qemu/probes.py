@@ -43,14 +43,20 @@ def _blocks(text: str) -> list[str]:
 
 
 def render(
-    qemu: QemuBinary, pid: int, events: bool, detail: bool | None = None, mark_only: bool = False
+    qemu: QemuBinary,
+    pid: int,
+    events: bool,
+    detail: bool | None = None,
+    mark_only: bool = False,
+    per_thread: bool = False,
 ) -> tuple[str, dict[str, str]]:
     """The probe script of `qemu`'s design for process `pid` (probes/qemu-common.bt, then the
     design's), without the probes on functions the binary does not have; returns it and
     {symbol: why its probes were left out}. `detail` (default: `events`) keeps the per-request
     probes of DETAIL; without them a section's deferred calls are the requests queued in it.
     `mark_only` (aggregate mode, --qemu-probes mark): only the start mark's uprobe (MARK) and the
-    kernel-side count of QEMU's requests, nothing that fires in QEMU's iothread."""
+    kernel-side count of QEMU's requests, nothing that fires in QEMU's iothread. `per_thread` (with
+    --queues) also counts each QEMU thread's SQEs and submitting enters after the mark, in the kernel."""
     detail = events if detail is None else detail
     assert qemu.design is not None, "a QEMU without a plug design has no probe script"
     design = DESIGNS[qemu.design]
@@ -65,6 +71,8 @@ def render(
         if m and not detail and m.group(2) in DETAIL:
             continue
         if mark_only and ((m and m.group(2) not in MARK) or (block.startswith("tracepoint") and "@queued" in block)):
+            continue
+        if not per_thread and "@enters_by_thread" in block:
             continue
         if (
             m
@@ -91,6 +99,7 @@ def render(
         ("submit_offset", submit_offset),
         ("submit_qiov", submit_qiov),
         ("detail", "1" if detail else "0"),
+        ("per_thread", "1" if per_thread else "0"),
         ("submit_is_deferred", str(design.submit_is_deferred if detail else 1)),
     ):
         kept = [b.replace("{{" + key + "}}", value) for b in kept]
@@ -131,8 +140,10 @@ class QemuProbes:
         bpftrace: str = "bpftrace",
         detail: bool | None = None,
         mark_only: bool = False,
+        per_thread: bool = False,
     ):
         self.qemu, self.pid, self.events, self.max_events = qemu, pid, events, max_events
+        self.per_thread = per_thread
         self.detail = events if detail is None else detail
         self.mark_only = mark_only and not events
         self.bpftrace = bpftrace
@@ -153,7 +164,7 @@ class QemuProbes:
         """Start bpftrace and wait until every uprobe is attached (CapabilityError-free: a failure
         is kept in `errors` and reported as could-not-measure)."""
         script = script_dir / f"qemu-{self.qemu.design}.bt"
-        text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail, self.mark_only)
+        text, self.unplaced = render(self.qemu, self.pid, self.events, self.detail, self.mark_only, self.per_thread)
         script.write_text(f'BEGIN {{ printf("plugtrace-ready\\n"); }}\n{text}')
         # the kernel tracer's deep per-CPU buffers: bpftrace's default (64 pages) overflows
         # while its reader waits for a CPU that TCG guests keep busy

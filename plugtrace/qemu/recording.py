@@ -425,6 +425,7 @@ class QemuRecording:
             caps.bpftrace_path or "bpftrace",
             detail=events or self.cfg.qemu_probes == "full",
             mark_only=self.cfg.qemu_probes == "mark",
+            per_thread=bool(self.cfg.queues),
         )
         self.probes.start(Path(self._scratch.name))
         for symbol, why in self.probes.unplaced.items():

@@ -163,11 +163,15 @@ def test_the_default_probes_put_nothing_in_qemus_iothread():
         text, _ = probes.render(q, 7, events=False, mark_only=True)
         heads = re.findall(r"^(uprobe|uretprobe|tracepoint):(\S+)", text, re.M)
         assert [h for h in heads if h[0] != "tracepoint"] == [("uprobe", f"{q.binary}:qemu_chr_fe_write")], design
-        # kernel-side only: QEMU's SQEs, and (per thread) its submitting enters, after the mark
+        assert [h[1] for h in heads if h[0] == "tracepoint"] == ["io_uring:io_uring_submit_req"]
+        # with --queues, kernel-side only too: each QEMU thread's SQEs and submitting enters after the mark
+        per_thread, _ = probes.render(q, 7, events=False, mark_only=True, per_thread=True)
+        heads = re.findall(r"^(uprobe|uretprobe|tracepoint):(\S+)", per_thread, re.M)
         assert [h[1] for h in heads if h[0] == "tracepoint"] == [
             "io_uring:io_uring_submit_req",
             "syscalls:sys_enter_io_uring_enter",
         ]
+        assert "@submit_req_by_thread[comm]" in per_thread and "if (1)" in per_thread and "if (0)" in text
         assert '@calls["io_uring_submit_req_workload"]' in text and "@queued" not in text and "{{" not in text
         assert text.count("{") == text.count("}") and "pid == 7" in text
         assert set(probes.probed_functions(q)) >= {"luring_co_submit", "virtio_blk_handle_vq", "qemu_chr_fe_write"}
