@@ -28,6 +28,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
 
 LOAD = {"disks": 2, "iodepth": 16, "bs": 4096, "rw": "randread", "device": "zram", "size": "256M"}
@@ -125,16 +127,28 @@ def real_qemu(version: str, how: str, seconds: float, out: Path) -> dict:
     }
 
 
+def _interval(name: str, ratios: list[float]) -> dict:
+    """The 95% confidence interval of the mean of per-round ratios (Student's t), as `name`_low/_high."""
+    if len(ratios) < 2:
+        return {}
+    from scipy import stats
+
+    low, high = stats.t.interval(0.95, len(ratios) - 1, loc=np.mean(ratios), scale=stats.sem(ratios))
+    return {f"{name}_low": round(float(low), 4), f"{name}_high": round(float(high), 4)}
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 
 
-def qemu_rounds(version: str, seconds: float, rounds: int, tmp: Path) -> list[dict]:
-    """`rounds` rounds of every way of TRACING, the order alternating; one summary row per way."""
-    got: dict[str, list[dict]] = {how: [] for how in TRACING}
+def qemu_rounds(version: str, seconds: float, rounds: int, tmp: Path, ways: list[str] | None = None) -> list[dict]:
+    """`rounds` rounds of every way of TRACING (or of `ways`, kernel-only always among them), the order
+    alternating; one summary row per way."""
+    ways = list(TRACING) if ways is None else ["kernel only", *(w for w in ways if w != "kernel only")]
+    got: dict[str, list[dict]] = {how: [] for how in ways}
     for r in range(rounds):
-        order = list(TRACING) if r % 2 == 0 else list(reversed(TRACING))
+        order = ways if r % 2 == 0 else list(reversed(ways))
         for how in order:
             got[how].append(real_qemu(version, how, seconds, tmp / f"qemu-{version}-{r}-{how.split()[0]}"))
     errors = [x for runs in got.values() for x in runs if "error" in x]
@@ -158,7 +172,15 @@ def qemu_rounds(version: str, seconds: float, rounds: int, tmp: Path) -> list[di
                 ]
             ),
             "per_round_iops": [x["iops"] for x in runs],
+            "per_round_iops_vs_kernel_only": [round(x["iops"] / b["iops"], 4) for x, b in zip(runs, base) if b["iops"]],
+            "per_round_sqes_vs_kernel_only": [
+                round(x["sqes_per_enter"] / b["sqes_per_enter"], 4)
+                for x, b in zip(runs, base)
+                if x["sqes_per_enter"] and b["sqes_per_enter"]
+            ],
         }
+        row |= _interval("iops_vs_kernel_only", row["per_round_iops_vs_kernel_only"])
+        row |= _interval("sqes_vs_kernel_only", row["per_round_sqes_vs_kernel_only"])
         rows.append(row)
     return rows
 
@@ -168,16 +190,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 s each, the defer model and QEMU 10.0 only")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the real QEMUs' tracing ways (default: 3)")
+    ap.add_argument(
+        "--ways",
+        default=None,
+        help=f"comma-separated ways to trace the real QEMUs, kernel only always among them (default: all: "
+        f"{', '.join(TRACING)})",
+    )
+    ap.add_argument("--versions", default=None, help="comma-separated QEMU versions (default: 7.2,10.0)")
+    ap.add_argument("--no-model", action="store_true", help="leave out the model's runs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    ways = None
+    if args.ways:
+        ways = [w.strip() for w in args.ways.split(",")]
+        unknown = [w for w in ways if w not in TRACING]
+        if unknown:
+            ap.error(f"--ways: unknown {unknown}; choose from {list(TRACING)}")
     require_root()
     seconds = 1.0 if args.quick else args.seconds
-    strategies = ["defer"] if args.quick else ["device-plug", "defer"]
-    versions = ["10.0"] if args.quick else ["7.2", "10.0"]
+    strategies = [] if args.no_model else ["defer"] if args.quick else ["device-plug", "defer"]
+    versions = args.versions.split(",") if args.versions else ["10.0"] if args.quick else ["7.2", "10.0"]
     rounds = 1 if args.quick else args.rounds
     with tempfile.TemporaryDirectory() as tmp:
         rows = [model(s, seconds, Path(tmp)) for s in strategies]
-        real = [row for v in versions for row in qemu_rounds(v, seconds, rounds, Path(tmp))]
+        real = [row for v in versions for row in qemu_rounds(v, seconds, rounds, Path(tmp), ways)]
     base = next((r for r in rows if r["run"] == "model defer" and r.get("sqes_per_enter")), None)
     for r in rows:
         if "error" in r:
@@ -196,7 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         f"tracing a real QEMU: {rounds} rounds, alternating (targets: QEMU probes >= 0.95 of kernel-only IOPS, "
         "SQEs per enter within 5%)",
         [r for r in real if "error" not in r],
-        ["run", "tracing", "iops", "sqes_per_enter", "iops_vs_kernel_only", "sqes_vs_kernel_only"],
+        [
+            "run",
+            "tracing",
+            "iops",
+            "sqes_per_enter",
+            "iops_vs_kernel_only",
+            "iops_vs_kernel_only_low",
+            "iops_vs_kernel_only_high",
+            "sqes_vs_kernel_only",
+            "sqes_vs_kernel_only_low",
+            "sqes_vs_kernel_only_high",
+        ],
     )
     write_json(args.json, {"machine": machine(), "load": LOAD, "seconds": seconds, "rows": rows, "real_qemu": real})
     return 0
