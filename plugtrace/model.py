@@ -117,6 +117,18 @@ def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
     return cal
 
 
+def slowed(timing: dict, k: float) -> dict:
+    """A calibration's timing with every time K times longer (`predict`'s slow motion)."""
+    if k == 1.0:
+        return timing
+    out = dict(timing)
+    for name in ("reaction_ns", "request_ns", "iothread_request_ns"):
+        out[name] = int(round(timing.get(name, 0) * k))
+    for name in ("latency_ns", "reaction_quantiles_ns"):
+        out[name] = [int(round(v * k)) for v in timing.get(name, [])]
+    return out
+
+
 def predict(
     calibration: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -129,13 +141,21 @@ def predict(
     size: str | int | None = None,
     quiet: bool = False,
     command_line: list[str] | None = None,
+    slow_motion: float = 1.0,
 ) -> Any:
     """Predict what QEMU does on a load (`iodepth` per disk, `disks` on one iothread, `strategy`: the
     design's, device-plug for QEMU 7.2, defer for 10.0), from `calibration` (a file of `calibrate`'s):
     the model's guests with its timing, on a real device (default: a loop device over memory, so the
-    calibrated latency sets the pace). Returns `recording.record()`'s result; meta.json has `prediction`."""
+    calibrated latency sets the pace). Returns `recording.record()`'s result; meta.json has `prediction`.
+
+    `slow_motion` K > 1 runs the calibrated guest and device K times slower (every time of the timing
+    times K), so the model's own cost per request and per handler run (Python's, more than QEMU's C)
+    weighs K times less against them. Batch sizes depend on those times' ratios; the run's IOPS are K
+    times lower than the prediction's (`prediction.iops_at_qemu_speed`)."""
     from .recording import record
 
+    if not 1.0 <= slow_motion <= 1000.0:
+        raise UsageError(f"--slow-motion: between 1 and 1000, not {slow_motion}")
     cal = load_calibration(calibration)
     load = cal.get("load", {})
     iodepth = int(iodepth or load.get("iodepth", 16))
@@ -153,7 +173,14 @@ def predict(
         "source_strategy": cal.get("source_strategy"),
         "timing": cal["timing"],
         "load": {"iodepth": iodepth, "disks": disks, "strategy": strategy},
+        "slow_motion": slow_motion,
     }
+    timing = slowed(cal["timing"], slow_motion)
+
+    def finish(summary: dict) -> dict:
+        iops = summary.get("iops")
+        return {"prediction": prediction | {"iops_at_qemu_speed": round(iops * slow_motion, 1) if iops else None}}
+
     return record(
         output,
         device=device,
@@ -169,6 +196,6 @@ def predict(
         duration_s=duration,
         ring_setup="plain",
         verify=False,
-        guest_timing=cal["timing"],
-        finish_extra=lambda summary: {"prediction": prediction},
+        guest_timing=timing,
+        finish_extra=finish,
     )

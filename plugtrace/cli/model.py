@@ -48,6 +48,15 @@ def add_arguments(p) -> None:
     )
     q.add_argument("--duration", type=float, default=2.0, help="seconds of workload (default: 2)")
     q.add_argument(
+        "--slow-motion",
+        type=float,
+        default=1.0,
+        metavar="K",
+        help="run the calibrated guest and device K times slower, so the model's own cost per request "
+        "(Python's) weighs K times less; batch sizes are what is predicted, IOPS are K times lower "
+        "(the summary gives them at QEMU's speed) (default: 1)",
+    )
+    q.add_argument(
         "--device",
         default="loop:/dev/shm",
         help="loop | loop:DIR | zram | file:PATH | /dev/NAME (default: loop:/dev/shm, a loop device over memory, "
@@ -96,6 +105,7 @@ def run(args) -> int:
         device=args.device,
         quiet=args.quiet,
         command_line=["plugtrace", "model", *sys.argv[2:]],
+        slow_motion=args.slow_motion,
     )
     if result.meta is not None:
         print_summary(result.meta, result.out)
@@ -105,4 +115,9 @@ def run(args) -> int:
             f"  prediction from {pred.get('calibration')}: {load.get('disks')} disks x iodepth {load.get('iodepth')}, "
             f"{load.get('strategy')}: {result.meta['summary'].get('mean_sqes_per_submit')} SQEs per io_uring_enter()"
         )
+        if pred.get("slow_motion", 1.0) != 1.0:
+            print(
+                f"  in slow motion x{pred['slow_motion']:g}: {pred.get('iops_at_qemu_speed') or 0:,.0f} IOPS at "
+                "QEMU's speed"
+            )
     return result.exit_code
