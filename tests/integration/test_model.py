@@ -71,3 +71,44 @@ def test_predict_refuses_what_is_not_a_calibration(tmp_path):
     )
     assert p.returncode != 0 and "not a calibration" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_in_slow_motion_stretches_the_guest_and_the_device(tmp_path):
+    require_root()
+    from plugtrace.model import calibrate, slowed
+
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(calibrate(DATA / "qemu-10.0")))
+    timing = json.loads(cal.read_text())["timing"]
+    out = tmp_path / "slow"
+    p = subprocess.run(
+        [
+            *PLUGTRACE,
+            "model",
+            "predict",
+            str(cal),
+            "--iodepth",
+            "4",
+            "--disks",
+            "1",
+            "--duration",
+            "0.5",
+            "--slow-motion",
+            "5",
+            "-o",
+            str(out),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    pred = meta["prediction"]
+    assert pred["slow_motion"] == 5.0 and pred["timing"] == timing  # the calibration as it was
+    assert meta["config"]["guest_timing"] == slowed(timing, 5.0)  # what ran
+    assert pred["iops_at_qemu_speed"] == round(meta["summary"]["iops"] * 5, 1)
+    assert "in slow motion x5" in p.stdout
+    requests = pd.read_parquet(out / "tables" / "requests.parquet")
+    took = (requests["complete_ns"] - requests["submit_ns"]).to_numpy()
+    assert (took >= 5 * timing["latency_ns"][0]).all()  # each request held at least 5 x the least latency

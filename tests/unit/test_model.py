@@ -57,3 +57,24 @@ def test_a_calibration_file_is_checked(tmp_path):
             load_calibration(bad)
     with pytest.raises(UsageError, match="cannot read"):
         load_calibration(tmp_path / "missing.json")
+
+
+def test_slow_motion_stretches_every_time_of_a_calibration_alike():
+    from plugtrace.model import slowed
+
+    timing = {
+        "reaction_ns": 1000,
+        "reaction_quantiles_ns": [10, 20, 30],
+        "request_ns": 7,
+        "iothread_request_ns": 0,
+        "latency_ns": [100, 200],
+    }
+    assert slowed(timing, 1.0) is timing
+    assert slowed(timing, 10.0) == {
+        "reaction_ns": 10_000,
+        "reaction_quantiles_ns": [100, 200, 300],
+        "request_ns": 70,
+        "iothread_request_ns": 0,
+        "latency_ns": [1000, 2000],
+    }
+    GuestTiming.from_dict(slowed(timing, 2.5))  # still a valid timing
