@@ -131,6 +131,8 @@ def _interval(name: str, ratios: list[float]) -> dict:
     """The 95% confidence interval of the mean of per-round ratios (Student's t), as `name`_low/_high."""
     if len(ratios) < 2:
         return {}
+    if np.ptp(ratios) == 0:  # kernel-only against itself: no spread
+        return {f"{name}_low": ratios[0], f"{name}_high": ratios[0]}
     from scipy import stats
 
     low, high = stats.t.interval(0.95, len(ratios) - 1, loc=np.mean(ratios), scale=stats.sem(ratios))
