@@ -3,11 +3,18 @@ the integration modules that say `PARALLEL = True` (notebooks, reports in Chromi
 marked `devices`. Device, tracer and QEMU tests run one at a time: they check that no device
 or bpftrace process is left behind, which another test running beside them would break."""
 
+import signal
 from pathlib import Path
 
 import pytest
 
 UNIT = Path(__file__).resolve().parent / "unit"
+
+# A suite started with SIGINT ignored (nohup, a background job of some shells and CI runners) hands
+# that on to every recorder it starts, which then rightly ignores Ctrl-C: the Ctrl-C tests would test
+# the launcher. With a handler here, what the suite starts begins with SIGINT at its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)
