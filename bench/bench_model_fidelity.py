@@ -10,7 +10,11 @@ the calibration load is marked). Every point is printed, met or not, with the me
 io_uring_enter() measured and predicted. Targets: within +-10% at every point, Spearman >= 0.9
 across the grid, and the sign of the 7.2 -> 10.0 change right at every point.
 
-    python -m bench.bench_model_fidelity [--quick] [--seconds 2] [--json out.json]
+    python -m bench.bench_model_fidelity [--quick] [--seconds 2] [--slow-motion 1,3,10] [--json out.json]
+
+`--slow-motion K,...` predicts every point once per K (`plugtrace model predict --slow-motion K`: the
+calibrated guest and device K times slower, so the model's own cost per request weighs K times less)
+against the same measurements, and prints every K's table; the first K's is the result (`rows`).
 """
 
 from __future__ import annotations
@@ -46,12 +50,69 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
+def _judge(rows: list[dict], grid: list[tuple[int, int]], k: str, seconds: float) -> dict:
+    """Every point's prediction at slow motion `k` against its measurement: the table, Spearman and the
+    7.2 -> 10.0 signs, printed; returned as the JSON's rows, spearman and signs."""
+    judged = []
+    for r in rows:
+        if "error" in r or not r.get("measured") or r.get("predictions", {}).get(k) is None:
+            continue
+        row = {key: v for key, v in r.items() if key != "predictions"} | {"predicted": r["predictions"][k]}
+        row["error_pct"] = round(100 * (row["predicted"] - row["measured"]) / row["measured"], 1)
+        row["target"] = "met" if abs(row["error_pct"]) <= TARGET_ERROR_PCT else "missed"
+        judged.append(row)
+    print_table(
+        f"slow motion x{k}: predicted (model, calibrated at {CALIBRATION['disks']} disks x iodepth "
+        f"{CALIBRATION['iodepth']}) vs measured (QEMU, kernel-side tracing only) mean SQEs per io_uring_enter(), "
+        f"{seconds:g} s guests; target: within {TARGET_ERROR_PCT:g}%",
+        judged,
+        ["qemu", "iodepth", "disks", "strategy", "calibration_point", "measured", "predicted", "error_pct", "target"],
+    )
+    met = sum(r["target"] == "met" for r in judged)
+    rho = _spearman([r["measured"] for r in judged], [r["predicted"] for r in judged])
+    print(
+        f"slow motion x{k}: {met} of {len(judged)} points within {TARGET_ERROR_PCT:g}%; Spearman across the grid: "
+        + ("could not measure: fewer than 3 points" if rho is None else f"{rho:.3f}")
+        + ("" if rho is None else f" (target >= {TARGET_SPEARMAN}: {'met' if rho >= TARGET_SPEARMAN else 'missed'})")
+    )
+    signs = []
+    for iodepth, disks in grid:
+        a = next((r for r in judged if r["qemu"] == "7.2" and (r["iodepth"], r["disks"]) == (iodepth, disks)), None)
+        b = next((r for r in judged if r["qemu"] == "10.0" and (r["iodepth"], r["disks"]) == (iodepth, disks)), None)
+        if a and b:
+            measured, predicted = b["measured"] - a["measured"], b["predicted"] - a["predicted"]
+            right = (measured > 0) == (predicted > 0) and (measured != 0) == (predicted != 0)
+            signs.append(
+                {
+                    "iodepth": iodepth,
+                    "disks": disks,
+                    "measured_change": round(measured, 3),
+                    "predicted_change": round(predicted, 3),
+                    "sign": "right" if right else "wrong",
+                }
+            )
+    if signs:
+        print_table(
+            f"slow motion x{k}: 7.2 -> 10.0 change in mean SQEs per enter",
+            signs,
+            ["iodepth", "disks", "measured_change", "predicted_change", "sign"],
+        )
+    else:
+        print("7.2 -> 10.0 sign: could not measure: needs both versions at a point")
+    return {"rows": judged, "spearman": rho, "signs": signs, "met": met}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="QEMU 10.0, 1 disk, iodepth 1 and 16, 1 s guests")
     ap.add_argument("--seconds", type=float, default=2.0, help="each guest's workload (default: 2)")
+    ap.add_argument("--slow-motion", default="1", help="K[,K...]: the predictions' slow motion (default: 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    try:
+        slow_motions = [float(k) for k in args.slow_motion.split(",")]
+    except ValueError:
+        ap.error(f"--slow-motion: numbers, not {args.slow_motion!r}")
     require_root()
     seconds = 1.0 if args.quick else args.seconds
     versions = ("10.0",) if args.quick else VERSIONS
@@ -81,67 +142,34 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 meta = json.loads((tmp / f"m-{v}-{iodepth}-{disks}" / "meta.json").read_text())
                 row["measured"] = (meta.get("kernel_summary") or {}).get("mean_sqes_per_enter")
-                out = tmp / f"p-{v}-{iodepth}-{disks}"
-                cmd = [*PLUGTRACE, "model", "predict", str(cal), "--iodepth", str(iodepth), "--disks", str(disks)]
-                cmd += ["--strategy", STRATEGY[v], "--duration", str(seconds), "--quiet", "-o", str(out)]
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                if p.returncode != 0:
-                    rows.append(row | {"error": could_not_measure(p)})
-                    continue
-                row["predicted"] = json.loads((out / "meta.json").read_text())["summary"].get("mean_sqes_per_submit")
-                if row["measured"] and row["predicted"] is not None:
-                    row["error_pct"] = round(100 * (row["predicted"] - row["measured"]) / row["measured"], 1)
-                    row["target"] = "met" if abs(row["error_pct"]) <= TARGET_ERROR_PCT else "missed"
+                row["predictions"] = {}
+                for k in slow_motions:
+                    out = tmp / f"p-{v}-{iodepth}-{disks}-{k:g}"
+                    cmd = [*PLUGTRACE, "model", "predict", str(cal), "--iodepth", str(iodepth), "--disks", str(disks)]
+                    cmd += ["--strategy", STRATEGY[v], "--duration", str(seconds), "--slow-motion", f"{k:g}"]
+                    p = subprocess.run([*cmd, "--quiet", "-o", str(out)], capture_output=True, text=True)
+                    if p.returncode != 0:
+                        row["error"] = could_not_measure(p)
+                        break
+                    meta = json.loads((out / "meta.json").read_text())
+                    row["predictions"][f"{k:g}"] = meta["summary"].get("mean_sqes_per_submit")
                 rows.append(row)
-    ok = [r for r in rows if "error" not in r and r.get("measured") and r.get("predicted") is not None]
     for r in rows:
         if "error" in r:
             print(f"QEMU {r['qemu']} iodepth {r['iodepth']} x {r['disks']} disks: {r['error']}")
-    print_table(
-        f"predicted (model, calibrated at {CALIBRATION['disks']} disks x iodepth {CALIBRATION['iodepth']}) vs "
-        f"measured (QEMU, kernel-side tracing only) mean SQEs per io_uring_enter(), {seconds:g} s guests; "
-        f"target: within {TARGET_ERROR_PCT:g}%",
-        ok,
-        ["qemu", "iodepth", "disks", "strategy", "calibration_point", "measured", "predicted", "error_pct", "target"],
-    )
-    rho = _spearman([r["measured"] for r in ok], [r["predicted"] for r in ok])
-    print(
-        f"Spearman across the grid: {'could not measure: fewer than 3 points' if rho is None else f'{rho:.3f}'}"
-        + ("" if rho is None else f" (target >= {TARGET_SPEARMAN}: {'met' if rho >= TARGET_SPEARMAN else 'missed'})")
-    )
-    signs = []
-    for iodepth, disks in grid:
-        a = next((r for r in ok if r["qemu"] == "7.2" and (r["iodepth"], r["disks"]) == (iodepth, disks)), None)
-        b = next((r for r in ok if r["qemu"] == "10.0" and (r["iodepth"], r["disks"]) == (iodepth, disks)), None)
-        if a and b:
-            measured, predicted = b["measured"] - a["measured"], b["predicted"] - a["predicted"]
-            right = (measured > 0) == (predicted > 0) and (measured != 0) == (predicted != 0)
-            signs.append(
-                {
-                    "iodepth": iodepth,
-                    "disks": disks,
-                    "measured_change": round(measured, 3),
-                    "predicted_change": round(predicted, 3),
-                    "sign": "right" if right else "wrong",
-                }
-            )
-    if signs:
-        print_table(
-            "7.2 -> 10.0 change in mean SQEs per enter",
-            signs,
-            ["iodepth", "disks", "measured_change", "predicted_change", "sign"],
-        )
-    else:
-        print("7.2 -> 10.0 sign: could not measure: needs both versions at a point")
+    results = {f"{k:g}": _judge(rows, grid, f"{k:g}", seconds) for k in slow_motions}
+    first = results[f"{slow_motions[0]:g}"]
     write_json(
         args.json,
         {
             "machine": machine(),
             "seconds": seconds,
             "calibrations": calibrations,
-            "rows": rows,
-            "spearman": rho,
-            "signs": signs,
+            "slow_motion": slow_motions[0],
+            "rows": first["rows"],
+            "spearman": first["spearman"],
+            "signs": first["signs"],
+            "by_slow_motion": results,
         },
     )
     return 0
