@@ -138,3 +138,18 @@ def test_defer_keeps_each_threads_section_its_own(direct_file):
     f = _frames(logs)
     assert sorted(zip(f["submits"].thread, f["submits"].nr_sqes)) == [(0, 2), (1, 3)]
     assert (f["requests"].deferred_by_thread == -1).all()
+
+
+def test_the_command_line_names_a_bad_mapping(tmp_path):
+    import subprocess
+
+    from tests.helpers import PLUGTRACE
+
+    out = tmp_path / "run"
+    p = subprocess.run([*PLUGTRACE, "record", "--vq-mapping", "0,x", "-o", str(out)], capture_output=True, text=True)
+    assert p.returncode == 2 and "--vq-mapping" in p.stderr and "thread numbers" in p.stderr
+    device = f"file:{tmp_path / 'disk'}"
+    args = ["record", "--device", device, "--queues", "2", "--threads", "2", "--vq-mapping", "0,0", "-o", str(out)]
+    p = subprocess.run([*PLUGTRACE, *args], capture_output=True, text=True)
+    assert p.returncode == 2 and "--vq-mapping: every thread" in p.stderr
+    assert not out.exists() and not (tmp_path / "disk").exists()  # refused before anything was made
