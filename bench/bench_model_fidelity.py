@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_host, print_table, require_root, write_json
 
 IODEPTHS, DISKS, VERSIONS = (1, 4, 16, 64), (1, 2), ("7.2", "10.0")
 CALIBRATION = {"iodepth": 16, "disks": 2}
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         ap.error(f"--slow-motion: numbers, not {args.slow_motion!r}")
     require_root()
+    print_host()
     seconds = 1.0 if args.quick else args.seconds
     versions = ("10.0",) if args.quick else VERSIONS
     grid = [(d, 1) for d in (1, 16)] if args.quick else [(d, n) for n in DISKS for d in IODEPTHS]

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_host, print_table, require_root, write_json
 
 LOAD = {"devices": 1, "iodepth": 16, "bs": 4096, "rw": "randread", "device": "loop", "size": "256M"}
 #: (queues, threads) points; (1, 2) cannot exist and is reported as such
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     require_root()
+    print_host()
     seconds, rounds = (1.0, 1) if args.quick else (args.seconds, args.rounds)
     grid = [(1, 1), (2, 2)] if args.quick else GRID
     points = [(run, q, t) for run in RUNS for q, t in grid]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_host, print_table, require_root, write_json
 
 LOAD = {"disks": 2, "iodepth": 16, "bs": 4096, "rw": "randread", "device": "zram", "size": "256M"}
 
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--ways: unknown {unknown}; choose from {[k.split()[0] for k in TRACING]}")
         ways = [keys[0] for keys in picked.values()]
     require_root()
+    print_host()
     seconds = 1.0 if args.quick else args.seconds
     strategies = [] if args.no_model else ["defer"] if args.quick else ["device-plug", "defer"]
     versions = args.versions.split(",") if args.versions else ["10.0"] if args.quick else ["7.2", "10.0"]

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import PLUGTRACE, could_not_measure, machine, print_table, require_root, write_json
+from .common import PLUGTRACE, could_not_measure, machine, print_host, print_table, require_root, write_json
 
 LOADS = {
     "d16": ["--disks", "2", "--iodepth", "16", "--rw", "randread"],
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     require_root()
+    print_host()
     seconds = 1.0 if args.quick else args.seconds
     versions = ["10.0"] if args.quick else ["7.2", "10.0"]
     loads = ["d16"] if args.quick else list(LOADS)

@@ -167,6 +167,15 @@ def machine() -> dict:
     return {k: env[k] for k in ("kernel", "cpus", "cpu_model", "python", "liburing", "bpftrace", "fio")}
 
 
+def print_host() -> None:
+    """The line that says where a benchmark ran: its ratios move between hosts."""
+    m = machine()
+    print(
+        f"host: {m['cpu_model']}, {m['cpus']} CPUs, Linux {m['kernel']}, liburing {m['liburing']}, "
+        f"bpftrace {m['bpftrace']}, fio {m['fio']}"
+    )
+
+
 def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     print(f"\n{title}")
     widths = [max([len(c), *(len(_fmt(r.get(c))) for r in rows)]) for c in columns]
