@@ -200,7 +200,7 @@ class WorkloadResult:
     threads: list[dict] = field(default_factory=list)
     #: with several queues per device: each virtqueue's device, queue, thread and completed requests
     queues: list[dict] = field(default_factory=list)
-    #: device-plug with a device on several threads: plugs made while another thread held the device's
+    #: device-plug with a device on several threads: plugs made while another thread held the device's plug
     plug_overlaps: int = 0
     sync_reads: int = 0
     integrity: dict | None = None
@@ -549,12 +549,10 @@ class _Workload:
         self.all_started = threading.Barrier(nthreads + 1)
         self.finished = _Countdown(nthreads)
         self.deadline: float | None = None
-        self.threads = [
-            _EngineThread(self, t, [(i, q) for i, q, on in config.queue_placement() if on == t])
-            for t in range(nthreads)
-        ]
+        vqs = config.queue_placement()
+        self.threads = [_EngineThread(self, t, [(i, q) for i, q, on in vqs if on == t]) for t in range(nthreads)]
         #: the plug of each device (device-plug), shared by every thread serving one of its queues
-        self.plugs = shared_plugs(config.queue_placement())
+        self.plugs = shared_plugs(vqs)
 
     def failed(self, exc: BaseException) -> None:
         """A thread failed: the others stop, and nobody waits for it at the start line."""

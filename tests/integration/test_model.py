@@ -12,6 +12,30 @@ from tests.helpers import PLUGTRACE, loop_devices, require_root
 DATA = Path(__file__).resolve().parents[2] / "data"
 
 
+def predict(cal: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`plugtrace model predict CAL` at 1 disk x iodepth 4 for half a second, into `out`."""
+    return subprocess.run(
+        [
+            *PLUGTRACE,
+            "model",
+            "predict",
+            str(cal),
+            "--iodepth",
+            "4",
+            "--disks",
+            "1",
+            "--duration",
+            "0.5",
+            *extra,
+            "-o",
+            str(out),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_calibrate_then_predict_a_load_the_calibration_never_saw(tmp_path):
     require_root()
     cal = tmp_path / "cal.json"
@@ -26,26 +50,7 @@ def test_calibrate_then_predict_a_load_the_calibration_never_saw(tmp_path):
     timing = json.loads(cal.read_text())["timing"]
     before = loop_devices()
     out = tmp_path / "pred"
-    p = subprocess.run(
-        [
-            *PLUGTRACE,
-            "model",
-            "predict",
-            str(cal),
-            "--iodepth",
-            "4",
-            "--disks",
-            "1",
-            "--duration",
-            "0.5",
-            "--quiet",
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = predict(cal, out, "--quiet")
     assert p.returncode == 0, p.stderr
     assert loop_devices() == before, "predict left a loop device behind"
     assert "prediction from" in p.stdout
@@ -81,27 +86,7 @@ def test_predict_in_slow_motion_stretches_the_guest_and_the_device(tmp_path):
     cal.write_text(json.dumps(calibrate(DATA / "qemu-10.0")))
     timing = json.loads(cal.read_text())["timing"]
     out = tmp_path / "slow"
-    p = subprocess.run(
-        [
-            *PLUGTRACE,
-            "model",
-            "predict",
-            str(cal),
-            "--iodepth",
-            "4",
-            "--disks",
-            "1",
-            "--duration",
-            "0.5",
-            "--slow-motion",
-            "5",
-            "-o",
-            str(out),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = predict(cal, out, "--slow-motion", "5")
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "meta.json").read_text())
     pred = meta["prediction"]
