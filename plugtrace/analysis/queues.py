@@ -12,15 +12,9 @@ import pandas as pd
 
 from ..run import Run
 from .common import requires
-from .runs import Runs
+from .runs import Runs, _as_runs
 
 __all__ = ["df_thread_stats", "df_queue_stats", "df_qemu_queue_stats", "df_thread_batching"]
-
-
-def _runs(runs: Run | Runs | list[Run]) -> Runs:
-    if isinstance(runs, Runs):
-        return runs
-    return Runs([runs] if isinstance(runs, Run) else list(runs))
 
 
 @requires("submits")
@@ -30,7 +24,7 @@ def df_thread_stats(runs: Run | Runs | list[Run]) -> pd.DataFrame:
     Columns: ``run``, ``thread``, ``enters`` (submits), ``sqes``, ``mean_sqes_per_enter``,
     ``remote_unplug_enters`` (enters another thread's unplug asked for: device-plug, several queues).
     """
-    return _runs(runs).sql(
+    return _as_runs(runs).sql(
         "SELECT run, thread, count(*) AS enters, sum(nr_sqes) AS sqes, avg(nr_sqes) AS mean_sqes_per_enter, "
         "count(*) FILTER (WHERE reason = 'remote_unplug') AS remote_unplug_enters "
         "FROM submits GROUP BY run, thread ORDER BY run, thread"
@@ -47,7 +41,7 @@ def df_queue_stats(runs: Run | Runs | list[Run]) -> pd.DataFrame:
     queue left in), ``other_thread`` (its requests held by another thread's plug of the device) and
     ``other_thread_fraction``.
     """
-    return _runs(runs).sql(
+    return _as_runs(runs).sql(
         "SELECT r.run, r.device, coalesce(r.queue, 0) AS queue, r.thread, count(*) AS requests, "
         "count(DISTINCT r.submit_seq) AS enters, avg(s.nr_sqes) AS mean_sqes_per_enter, "
         "count(*) FILTER (WHERE coalesce(r.deferred_by_thread, -1) >= 0) AS other_thread, "
@@ -91,7 +85,7 @@ def df_thread_batching(runs: Run | Runs | list[Run]) -> pd.DataFrame:
     number, or QEMU's thread name), ``enters``, ``sqes``, ``mean_sqes_per_enter`` and ``source`` (the
     app log's submits, or the kernel's per-thread counts of a QEMU run with ``--queues``). Runs with
     neither are left out."""
-    many = _runs(runs)
+    many = _as_runs(runs)
     frames = []
     model = [r for r in many.runs if r.has("submits")]
     if model:

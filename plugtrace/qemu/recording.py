@@ -107,6 +107,10 @@ class QemuConfig:
     #: baseline for what the QEMU-side ones cost). Events mode runs them all but at "off".
     qemu_probes: str = "mark"
 
+    def vq_iothreads(self) -> list[list[str | None]]:
+        """The iothread of each queue of each virtio-blk disk (`launch.vq_iothreads`)."""
+        return vq_iothreads(self.disks, self.queues or 1, self.iothreads)
+
 
 def choose_accel(wanted: str, qemu: QemuBinary, image: GuestImage) -> tuple[str, str]:
     """(accelerator, why): KVM where /dev/kvm really works (a timed boot of the guest, its
@@ -219,7 +223,7 @@ class QemuRecording:
 
     def devices(self) -> list[dict]:
         """`emulated_devices` of the run: the guest's disks, with the QEMU thread each runs in."""
-        vqs = vq_iothreads(self.cfg.disks, self.cfg.queues or 1, self.cfg.iothreads)
+        vqs = self.cfg.vq_iothreads()
         rows = []
         for i, (name, kind) in enumerate(disk_names(self.cfg.disks, self.cfg.ide_disks, self.target.writable)):
             iots = list(dict.fromkeys(vqs[i])) if i < len(vqs) else [None]
@@ -333,7 +337,7 @@ class QemuRecording:
             summary["qemu_boot_requests"] = calls["io_uring_submit_req"] - summary["qemu_workload_requests"]
             summary["qemu_requests_source"] = "io_uring_submit_req (the kernel, QEMU's process)"
         if self.cfg.queues:
-            summary["queues"] = self._queue_summary(calls)
+            summary["queues"] = self._queue_summary()
             summary["qemu_threads"] = _per_thread(calls)
         if overhead is not None:
             overhead["traced_iops"] = round(iops, 1)
@@ -357,14 +361,14 @@ class QemuRecording:
             raise GuestWorkloadError(f"{failure}; run directory {rec.out} marked failed")
         return writer.meta
 
-    def _queue_summary(self, calls: dict[str, int]) -> list[dict]:
+    def _queue_summary(self) -> list[dict]:
         """Per virtio-blk disk and queue: the guest CPUs blk-mq maps to it, the QEMU thread serving it,
         and the requests the guest's jobs pinned to those CPUs completed (each job issues on its CPU's
         queue)."""
         console = self.guest.console if self.guest is not None else None
         if console is None:
             return []
-        vqs = vq_iothreads(self.cfg.disks, self.cfg.queues or 1, self.cfg.iothreads)
+        vqs = self.cfg.vq_iothreads()
         names = disk_names(self.cfg.disks, 0, self.target.writable)
         rows = []
         for d, (disk, _) in enumerate(names[: self.cfg.disks]):
@@ -445,7 +449,7 @@ class QemuRecording:
         self.probes = None
         iothread_of_disk = {
             iot: i
-            for i, iots in enumerate(vq_iothreads(self.cfg.disks, self.cfg.queues or 1, self.cfg.iothreads))
+            for i, iots in enumerate(self.cfg.vq_iothreads())
             for iot in iots
             if iot and self.cfg.iothreads in ("per-disk", "per-queue")
         }

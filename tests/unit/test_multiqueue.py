@@ -73,18 +73,30 @@ class _Thread:
         self.driver.submit_from_guest(self.dev.guest, n, self.dev.fd, K, 0)
 
 
+def _two_threads(strategy_name, fd):
+    """Queues 0 and 1 of device 0 on threads 0 and 1 (2 and 3 requests available), and their logs. The
+    handler BHs are never run: the test calls the handler's parts itself, in the order it chooses."""
+    logs = collections.defaultdict(list)
+    strategy = make_strategy(strategy_name)
+    plugs = shared_plugs([(0, 0, 0), (0, 1, 1)])
+    a, b = _Thread(0, 0, strategy, plugs, fd, logs, 2), _Thread(1, 1, strategy, plugs, fd, logs, 3)
+    for t in (a, b):
+        t.guest.start()
+    return strategy, plugs[0], a, b, logs
+
+
+def _close(*threads):
+    for t in threads:
+        t.driver.close()
+        t.loop.close()
+
+
 def _frames(logs):
     return {name: pd.DataFrame(np.concatenate(rows)) for name, rows in logs.items()}
 
 
 def test_device_plug_one_threads_plug_holds_the_other_threads_requests_until_its_last_unplug(direct_file):
-    logs = collections.defaultdict(list)
-    strategy = make_strategy("device-plug")
-    plugs = shared_plugs([(0, 0, 0), (0, 1, 1)])
-    a, b = _Thread(0, 0, strategy, plugs, direct_file, logs, 2), _Thread(1, 1, strategy, plugs, direct_file, logs, 3)
-    for t in (a, b):
-        t.guest.start()  # 2 and 3 requests on their virtqueues; the handler BH is not run: the test is the handler
-    plug = plugs[0]
+    strategy, plug, a, b, logs = _two_threads("device-plug", direct_file)
     strategy.handler_begin(a.dev)  # A's section plugs the device: both threads' drivers hold
     assert (plug.io_plugged, a.driver.plugged, b.driver.plugged) == (1, 1, 1)
     strategy.handler_begin(b.dev)  # B's plug finds A's: QEMU 8.0's per-thread LuringState plug would break here
@@ -100,9 +112,7 @@ def test_device_plug_one_threads_plug_holds_the_other_threads_requests_until_its
         b.loop.aio_poll(True)
         a.loop.aio_poll(False)
     assert b.loop.remote_calls == 1
-    for t in (a, b):
-        t.driver.close()
-        t.loop.close()
+    _close(a, b)
     f = _frames(logs)
     subs = f["submits"]
     reasons = records.columns("submits", np.concatenate(logs["submits"]))["reason"]
@@ -115,26 +125,19 @@ def test_device_plug_one_threads_plug_holds_the_other_threads_requests_until_its
 
 
 def test_defer_keeps_each_threads_section_its_own(direct_file):
-    logs = collections.defaultdict(list)
-    strategy = make_strategy("defer")
-    plugs = shared_plugs([(0, 0, 0), (0, 1, 1)])
-    a, b = _Thread(0, 0, strategy, plugs, direct_file, logs, 2), _Thread(1, 1, strategy, plugs, direct_file, logs, 3)
-    for t in (a, b):
-        t.guest.start()
+    strategy, plug, a, b, logs = _two_threads("defer", direct_file)
     strategy.handler_begin(a.dev)
     a.queue(2)
     strategy.handler_end(a.dev)  # A's section alone decides A's submit, whatever B does
     strategy.handler_begin(b.dev)
     b.queue(3)
     strategy.handler_end(b.dev)
-    assert a.driver.in_queue == b.driver.in_queue == 0 and plugs[0].io_plugged == 0
+    assert a.driver.in_queue == b.driver.in_queue == 0 and plug.io_plugged == 0
     while a.driver.in_flight or b.driver.in_flight:
         a.loop.aio_poll(False)
         b.loop.aio_poll(False)
     assert a.loop.remote_calls == b.loop.remote_calls == 0
-    for t in (a, b):
-        t.driver.close()
-        t.loop.close()
+    _close(a, b)
     f = _frames(logs)
     assert sorted(zip(f["submits"].thread, f["submits"].nr_sqes)) == [(0, 2), (1, 3)]
     assert (f["requests"].deferred_by_thread == -1).all()
