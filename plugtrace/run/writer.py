@@ -103,7 +103,9 @@ class RunWriter:
         try:
             writer = self._writers.get(name)
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writer = pq.ParquetWriter(
+                    path, table.schema, compression="zstd", use_dictionary=_dictionary_columns(table.schema)
+                )
                 self._writers[name] = writer
                 self._rows[name] = 0
             elif table.schema != writer.schema:
@@ -205,6 +207,14 @@ class RunWriter:
         self.write_meta()
         if first_error is not None:
             raise first_error
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth Parquet's dictionary encoding: the strings (a submit's reason, a probe's name).
+    For numbers zstd alone makes smaller files (timestamps and offsets are nearly all distinct) and the
+    dictionary's hashing costs about twice the rest of the write (bench/profile_log_write.py: 880 vs 280 ns per request
+    row): time the engine's log thread would take from the engine's CPUs while it records."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
 def _json_default(obj: Any) -> Any:

@@ -110,3 +110,25 @@ def test_the_c_fills_the_rows_python_reads():
     assert sub["latency_ns"] == sub["end_ns"] - sub["start_ns"] >= 0
     assert list(records.columns("submits", logs["submits"][:1])["reason"]) == ["unplug"]
     assert d.nfree == nslots
+
+
+def test_the_run_writer_dictionary_encodes_only_string_columns(tmp_path):
+    """Dictionary-encoding the engine's numbers costs the log thread twice the rest of the write
+    (bench/profile_log_write.py) and makes the files larger: only strings get a dictionary."""
+    import pyarrow.parquet as pq
+
+    from plugtrace.run import Run, RunWriter
+
+    rows = np.zeros(1000, dtype=records.DTYPES["submits"])
+    rows["submit_seq"] = np.arange(1000)
+    rows["reason"] = np.arange(1000) % 2
+    writer = RunWriter(tmp_path / "run", {})
+    writer.append("submits", records.columns("submits", rows))
+    writer.close()
+    meta = pq.ParquetFile(writer.table_path("submits")).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert any("DICTIONARY" in e for e in encodings["reason"])
+    assert not any("DICTIONARY" in e for e in encodings["submit_seq"])
+    df = Run.open(tmp_path / "run").table("submits")
+    assert df["submit_seq"].tolist() == list(range(1000))
+    assert df["reason"].tolist() == [records.SUBMIT_REASONS[i % 2] for i in range(1000)]
