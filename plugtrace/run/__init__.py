@@ -14,9 +14,10 @@ from .meta import PARTIAL_STATUSES, SCHEMA_NAME, SCHEMA_VERSION, Mode, RunMeta, 
 from .output import WriteError
 from .reader import MissingTableError, Run, WindowError, check_window, read_batches, read_table, table_names
 from .schema import LABEL, TABLES, check_table, conform, schema_of
-from .writer import RunWriter
+from .writer import RunWriter, parquet_writer
 
 __all__ = [
+    "parquet_writer",
     "Run",
     "RunMeta",
     "RunWriter",

@@ -103,9 +103,7 @@ class RunWriter:
         try:
             writer = self._writers.get(name)
             if writer is None:
-                writer = pq.ParquetWriter(
-                    path, table.schema, compression="zstd", use_dictionary=_dictionary_columns(table.schema)
-                )
+                writer = parquet_writer(path, table.schema)
                 self._writers[name] = writer
                 self._rows[name] = 0
             elif table.schema != writer.schema:
@@ -209,12 +207,14 @@ class RunWriter:
             raise first_error
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """The columns worth Parquet's dictionary encoding: the strings (a submit's reason, a probe's name).
-    For numbers zstd alone makes smaller files (timestamps and offsets are nearly all distinct) and the
-    dictionary's hashing costs about twice the rest of the write (bench/profile_log_write.py: 880 vs 280 ns per request
-    row): time the engine's log thread would take from the engine's CPUs while it records."""
-    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+def parquet_writer(path: str | os.PathLike, schema: pa.Schema) -> pq.ParquetWriter:
+    """A table file as every writer of a run directory opens it (the engine's log, the tracer's workers):
+    zstd, with Parquet's dictionary encoding on the string columns only (a submit's reason, a probe's
+    name). For numbers zstd alone makes smaller files (timestamps and offsets are nearly all distinct),
+    and the dictionary's hashing costs about twice the rest of the write (bench/profile_log_write.py:
+    ~880 vs ~280 ns per request row): CPU that writing while a run records takes from what it measures."""
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=strings)
 
 
 def _json_default(obj: Any) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..run import conform
+from ..run import conform, parquet_writer
 from .decode import JsonStreamDecoder
 from .probes import PROBES
 
@@ -50,7 +50,7 @@ class _TableFile:
         table = conform(self.table, pa.concat_tables(tables))
         try:
             if self.writer is None:
-                self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+                self.writer = parquet_writer(self.path, table.schema)
             self.writer.write_table(table)
             self.rows += table.num_rows
         except OSError as exc:
