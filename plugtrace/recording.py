@@ -509,13 +509,28 @@ def record(
             sink = observed
 
         try:
-            result = run_workload(cfg, target.path, target.size_bytes, sink, progress=progress, arrivals=arrivals)
+            result = run_workload(
+                cfg,
+                target.path,
+                target.size_bytes,
+                sink,
+                progress=progress,
+                arrivals=arrivals,
+                log_hold_bytes=log_hold_budget(out),
+            )
         finally:
             progress.done()
         trace_info = rec.close_tables()
         summary = app_summary(out, result.elapsed_s, result.nr_requests)
         summary["sync_reads"] = result.sync_reads
         summary["nr_errors"] = result.nr_errors
+        summary["log_rows_while_running"] = result.log_rows_while_running
+        if result.log_rows_while_running:
+            logger.warning(
+                f"plugtrace: the engine's log outgrew the {result.log_hold_bytes / 2**20:,.0f} MiB it may hold "
+                f"while the workload runs; {result.log_rows_while_running:,} rows were written during the run, "
+                "taking CPU from it (a shorter --duration keeps the log in memory until the workload ends)"
+            )
         extra: dict[str, Any] = {}
         if result.queues:
             extra["virtqueues"] = result.queues
@@ -547,6 +562,16 @@ def record(
             code = EXIT_INTERRUPTED if result.interrupted else EXIT_OK
         return RecordResult(out, writer.meta, code)
     return RecordResult(out, None, EXIT_INTERRUPTED)  # interrupted: the run kept what it had
+
+
+def log_hold_budget(out: Path) -> int:
+    """The most of the engine's log a recording into `out` may hold until its workload stops: no
+    more than the disk has free, so that a disk too small for the run fills while it runs and stops
+    it (a full disk found only at the end would have cost the whole run)."""
+    try:
+        return shutil.disk_usage(out).free
+    except OSError:
+        return 0
 
 
 def record_program(

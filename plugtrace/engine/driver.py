@@ -123,7 +123,10 @@ class _LogBuffer:
         if not n:
             return None
         rows = self._buf[: n * self._dtype.itemsize].view(self._dtype)
-        self._fresh()
+        if n < self.capacity // 2:
+            rows = rows.copy()  # the log thread may hold it a while: not the whole buffer with it
+        else:
+            self._fresh()
         setattr(self._d, f"{self._table}_len", 0)
         return rows
 

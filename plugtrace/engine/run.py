@@ -204,6 +204,10 @@ class WorkloadResult:
     plug_overlaps: int = 0
     sync_reads: int = 0
     integrity: dict | None = None
+    #: log rows written while the workload ran, past each table's first chunk: 0 unless the log
+    #: outgrew what the writer thread may hold (`LOG_HOLD_BYTES`); then writing cost the run CPU
+    log_rows_while_running: int = 0
+    log_hold_bytes: int = 0
 
     @property
     def iops(self) -> float:
@@ -279,28 +283,51 @@ class _Countdown:
                 continue
 
 
-#: log records the writer thread gathers per table before it converts and hands them on: a
-#: chunk costs the sink (a Parquet write) the same few interpreter-lock round trips whatever its size,
-#: and each is time the engine threads may wait for the lock, so chunks are made big (12 MiB of
-#: request records); at most this many per table are held in memory
+#: log records the writer thread hands the sink at a time, per table: a chunk costs the sink (a
+#: Parquet write) the same few interpreter-lock round trips whatever its size, so chunks are big
+#: (12 MiB of request records)
 LOG_BATCH_ROWS = 1 << 17
+
+#: the most log the writer thread holds in memory while the workload runs (bytes of C rows), at
+#: most a quarter of the memory available: writing Parquet costs ~300 ns of CPU per request row
+#: (bench/profile_log_write.py), which on 2 CPUs is taken from the engine and the kernel's io-wq
+#: workers (`plugtrace record` kept ~0.87 of its IOPS on zram while writing as it ran). Held, the
+#: log is written when the workload has stopped, off its clock; a run whose log outgrows this is
+#: written from then on while it runs, and says so (`WorkloadResult.log_written_while_running`).
+LOG_HOLD_BYTES = 1 << 30
+
+
+def _hold_budget() -> int:
+    try:
+        import psutil
+
+        return min(LOG_HOLD_BYTES, psutil.virtual_memory().available // 4)
+    except Exception:  # no psutil or no /proc/meminfo: the fixed budget
+        return LOG_HOLD_BYTES
 
 
 class _LogWriterThread:
-    """Takes log chunks from engine threads and hands them to the sink in order, gathered into
-    batches of `LOG_BATCH_ROWS` records per table (the rest at `close`). A table's first chunk is
-    handed on at once, so every table is on disk from its first records: a run that a full disk,
-    a crash or SIGKILL cuts short keeps some of each, not only of the busiest one."""
+    """Takes log chunks from engine threads and hands them to the sink in order, in batches of up to
+    `LOG_BATCH_ROWS` records per table. While the workload runs it holds them, up to `hold_bytes`
+    (then it hands on what it holds and everything after, as it comes); `close` hands on the rest.
+    A table's first chunk is handed on at once, so every table is on disk from its first records:
+    a run that a full disk, a crash or SIGKILL cuts short keeps some of each."""
 
-    def __init__(self, sink: Callable[[str, Any], object], on_error: Callable[[], None]):
+    def __init__(self, sink: Callable[[str, Any], object], on_error: Callable[[], None], hold_bytes: int = -1):
         self.sink = sink
         self.on_error = on_error
+        self.hold_bytes = _hold_budget() if hold_bytes < 0 else min(hold_bytes, _hold_budget())
         self.q: queue.Queue = queue.Queue(maxsize=64)
         self.error: BaseException | None = None
         #: records not yet handed on, per table, in order
         self._pending: dict[str, list[np.ndarray]] = {}
         self._pending_rows: dict[str, int] = {}
+        self._held_bytes = 0
         self._started: set[str] = set()  # tables whose first chunk was handed on
+        #: the held log outgrew hold_bytes: from then on it was written while the workload ran
+        self.overflowed = False
+        #: rows written after the first chunks while the workload ran
+        self.rows_while_running = 0
         self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
         self.thread.start()
 
@@ -318,20 +345,35 @@ class _LogWriterThread:
             name, rows = item
             self._pending.setdefault(name, []).append(rows)
             self._pending_rows[name] = self._pending_rows.get(name, 0) + len(rows)
-            if self._pending_rows[name] >= LOG_BATCH_ROWS or name not in self._started:
+            self._held_bytes += rows.nbytes
+            if name not in self._started:
                 self._started.add(name)
                 self._hand_on(name)
+            elif self.overflowed:
+                if self._pending_rows[name] >= LOG_BATCH_ROWS:
+                    self.rows_while_running += self._pending_rows[name]
+                    self._hand_on(name)
+            elif self._held_bytes > self.hold_bytes:
+                self.overflowed = True
+                for table in list(self._pending):
+                    self.rows_while_running += self._pending_rows[table]
+                    self._hand_on(table)
 
     def _hand_on(self, name: str) -> None:
         chunks = self._pending.pop(name, [])
         self._pending_rows.pop(name, None)
-        if self.error is not None or not chunks:
-            return  # after an error later chunks are dropped
-        try:
-            self.sink(name, records.columns(name, chunks[0] if len(chunks) == 1 else np.concatenate(chunks)))
-        except BaseException as exc:  # reported by close()
-            self.error = exc
-            self.on_error()
+        self._held_bytes -= sum(c.nbytes for c in chunks)
+        while chunks and self.error is None:  # after an error later chunks are dropped
+            batch: list[np.ndarray] = []
+            rows = 0
+            while chunks and (not batch or rows + len(chunks[0]) <= LOG_BATCH_ROWS):
+                rows += len(chunks[0])
+                batch.append(chunks.pop(0))
+            try:
+                self.sink(name, records.columns(name, batch[0] if len(batch) == 1 else np.concatenate(batch)))
+            except BaseException as exc:  # reported by close()
+                self.error = exc
+                self.on_error()
 
     def close(self) -> None:
         self.q.put(None)
@@ -348,6 +390,7 @@ def run_workload(
     stop: threading.Event | None = None,
     progress: Callable[[float, int], None] | None = None,
     arrivals: dict[int, Arrivals] | None = None,
+    log_hold_bytes: int = -1,
 ) -> WorkloadResult:
     """Run `config` against the block device or file at `path` (`size_bytes` usable).
 
@@ -359,9 +402,12 @@ def run_workload(
     `sink(table_name, columns)` receives log chunks (`requests`, `submits`,
     `sections`, `handlers`). `stop` ends the run early (Ctrl-C): guests stop
     issuing and what is in flight completes. `progress(elapsed_s, completed)`
-    is called about once a second from the calling thread.
+    is called about once a second from the calling thread. The sink gets the log once the workload
+    has stopped, except for each table's first chunk and whatever exceeds the records it may hold in
+    memory: `LOG_HOLD_BYTES`, at most a quarter of the memory available and at most `log_hold_bytes`.
     """
-    return _Workload(config, path, size_bytes, sink, stop or threading.Event(), progress, arrivals).run()
+    work = _Workload(config, path, size_bytes, sink, stop or threading.Event(), progress, arrivals, log_hold_bytes)
+    return work.run()
 
 
 class _EngineThread:
@@ -522,6 +568,7 @@ class _Workload:
         stop: threading.Event,
         progress: Callable[[float, int], None] | None,
         arrivals: dict[int, Arrivals] | None = None,
+        log_hold_bytes: int = -1,
     ) -> None:
         config.validate()
         if arrivals and config.queues > 1:
@@ -542,7 +589,7 @@ class _Workload:
         flags = os.O_RDWR if config.writes else os.O_RDONLY
         self.fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
         self.written = _WrittenBlocks(size_bytes, config.bs) if config.writes else None
-        self.logs = _LogWriterThread(sink, on_error=stop.set)
+        self.logs = _LogWriterThread(sink, on_error=stop.set, hold_bytes=log_hold_bytes)
         self.errors: list[BaseException] = []
         self.placement = config.placement()
         nthreads = config.engine_threads
@@ -634,6 +681,8 @@ class _Workload:
             plug_overlaps=sum(p.overlaps for p in self.plugs.values()),
             sync_reads=sum(getattr(d, "sync_reads", 0) for d in devices),
             threads=[t.info for t in self.threads if t.info is not None],
+            log_rows_while_running=self.logs.rows_while_running,
+            log_hold_bytes=self.logs.hold_bytes,
         )
 
     def _verify(self, result: WorkloadResult) -> None:
