@@ -31,6 +31,9 @@ def test_record_on_loop_writes_a_run_directory(tmp_path):
     assert meta["config"]["strategy"] == "defer"
     assert meta["device"]["kind"] == "loop" and meta["device"]["created_by_plugtrace"]
     assert meta["summary"]["nr_requests"] >= 3000
+    # the log was held while the workload ran and written whole when it stopped
+    assert meta["summary"]["log_rows_while_running"] == 0
+    assert meta["tables"]["requests"]["rows"] == meta["summary"]["nr_requests"]
     assert meta["probes"]["could_not_measure"]["kernel"].startswith("tracing turned off")
     assert {"requests", "submits", "sections"} <= set(meta["tables"])
     assert loop_devices() == before, "record left a loop device behind"
@@ -210,7 +213,8 @@ def test_signal_mid_record_keeps_data_and_leaves_nothing_behind(tmp_path, sig, d
     assert meta["summary"]["nr_requests"] > 0
     import pyarrow.parquet as pq
 
-    assert pq.read_table(out / "tables" / "requests.parquet").num_rows > 0
+    # the log held in memory when the signal came is written whole: a row for every request
+    assert pq.read_table(out / "tables" / "requests.parquet").num_rows == meta["summary"]["nr_requests"]
     assert loop_devices() == loops, "a loop device was left behind"
     assert zram_devices() == zrams, "a zram device was left behind"
 
