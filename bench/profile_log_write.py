@@ -4,7 +4,8 @@ from a 2-CPU machine's engine and io-wq threads while `plugtrace record` runs.
 Builds `--rows` request records (the engine's `struct pt_requests_row`, filled as a 4k random
 read load fills them) and times, in CPU time per row: turning them into columns, and writing
 those as one Parquet row group with each encoding a run directory could use. Prints the bytes
-per row each leaves on disk, and the host.
+per row each leaves on disk, and the host; then the same for the request rows
+of the sample run `data/defer-zram` (real offsets and times compress differently).
 
     python -m bench.profile_log_write [--rows 131072] [--repeats 5]
 """
@@ -23,9 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plugtrace.engine import records
-from plugtrace.run import RunWriter
+from plugtrace.run import RunWriter, parquet_writer
 
 from .common import print_host
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def request_rows(n: int) -> np.ndarray:
@@ -54,6 +57,21 @@ def cpu_ns_per_row(fn, n: int, repeats: int) -> float:
     return (time.process_time() - start) / repeats / n * 1e9
 
 
+def _encodings(table: pa.Table, tmp: Path, k: int) -> None:
+    """Write `table` `k` times with each encoding; print CPU per row and bytes per row on disk."""
+    n = table.num_rows
+    encodings = {
+        "Parquet zstd, dictionary on every column": pq.ParquetWriter,
+        "Parquet zstd, dictionary on strings (ours)": parquet_writer,
+    }
+    for label, make in encodings.items():
+        path = tmp / "t.parquet"
+        writer = make(path, table.schema, compression="zstd") if make is pq.ParquetWriter else make(path, table.schema)
+        cost = cpu_ns_per_row(lambda w=writer: w.write_table(table), n, k)
+        writer.close()
+        print(f"{label:<46}{cost:>8.0f}{os.path.getsize(path) / (n * k):>20.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1 << 17)
@@ -69,18 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     cost = cpu_ns_per_row(lambda: records.columns("requests", rows), n, k)
     print(f"{'records.columns (C rows to columns)':<46}{cost:>8.0f}")
     with tempfile.TemporaryDirectory() as tmp:
-        encodings = {
-            "Parquet zstd, dictionary on every column": {"use_dictionary": True},
-            "Parquet zstd, dictionary on strings (ours)": {
-                "use_dictionary": [f.name for f in table.schema if pa.types.is_string(f.type)]
-            },
-        }
-        for label, opts in encodings.items():
-            path = Path(tmp) / "t.parquet"
-            writer = pq.ParquetWriter(path, table.schema, compression="zstd", **opts)
-            cost = cpu_ns_per_row(lambda w=writer: w.write_table(table), n, k)
-            writer.close()
-            print(f"{label:<46}{cost:>8.0f}{os.path.getsize(path) / (n * k):>20.1f}")
+        _encodings(table, Path(tmp), k)
+        sample = ROOT / "data" / "defer-zram" / "tables" / "requests.parquet"
+        if sample.exists():
+            real = pq.read_table(sample)  # not repeated to the size of a chunk: repeats would suit the dictionary
+            print(f"\nthe requests of the sample run data/defer-zram ({real.num_rows:,} rows, recorded):")
+            _encodings(real, Path(tmp), k)
+        else:
+            print(f"\ncould not measure the recorded sample: {sample} is missing")
         run = RunWriter(Path(tmp) / "run", {})
         cost = cpu_ns_per_row(lambda: run.append("requests", records.columns("requests", rows)), n, k)
         run.close()

@@ -293,7 +293,7 @@ LOG_BATCH_ROWS = 1 << 17
 #: (bench/profile_log_write.py), which on 2 CPUs is taken from the engine and the kernel's io-wq
 #: workers (`plugtrace record` kept ~0.87 of its IOPS on zram while writing as it ran). Held, the
 #: log is written when the workload has stopped, off its clock; a run whose log outgrows this is
-#: written from then on while it runs, and says so (`WorkloadResult.log_written_while_running`).
+#: written from then on while it runs, and says so (`WorkloadResult.log_rows_while_running`).
 LOG_HOLD_BYTES = 1 << 30
 
 
@@ -316,7 +316,8 @@ class _LogWriterThread:
     def __init__(self, sink: Callable[[str, Any], object], on_error: Callable[[], None], hold_bytes: int = -1):
         self.sink = sink
         self.on_error = on_error
-        self.hold_bytes = _hold_budget() if hold_bytes < 0 else min(hold_bytes, _hold_budget())
+        budget = _hold_budget()
+        self.hold_bytes = budget if hold_bytes < 0 else min(hold_bytes, budget)
         self.q: queue.Queue = queue.Queue(maxsize=64)
         self.error: BaseException | None = None
         #: records not yet handed on, per table, in order
