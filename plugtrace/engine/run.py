@@ -325,9 +325,8 @@ class _LogWriterThread:
         self._pending_rows: dict[str, int] = {}
         self._held_bytes = 0
         self._started: set[str] = set()  # tables whose first chunk was handed on
-        #: the held log outgrew hold_bytes: from then on it was written while the workload ran
-        self.overflowed = False
-        #: rows written after the first chunks while the workload ran
+        #: rows written after the first chunks while the workload ran: only once the held log
+        #: outgrew hold_bytes, after which everything is written as it comes
         self.rows_while_running = 0
         self.thread = threading.Thread(target=self._run, name="plugtrace-log", daemon=True)
         self.thread.start()
@@ -352,13 +351,19 @@ class _LogWriterThread:
                 self._hand_on(name)
             elif self.overflowed:
                 if self._pending_rows[name] >= LOG_BATCH_ROWS:
-                    self.rows_while_running += self._pending_rows[name]
-                    self._hand_on(name)
+                    self._hand_on_while_running(name)
             elif self._held_bytes > self.hold_bytes:
-                self.overflowed = True
                 for table in list(self._pending):
-                    self.rows_while_running += self._pending_rows[table]
-                    self._hand_on(table)
+                    self._hand_on_while_running(table)
+
+    @property
+    def overflowed(self) -> bool:
+        """The held log outgrew hold_bytes: from then on it was written while the workload ran."""
+        return self.rows_while_running > 0
+
+    def _hand_on_while_running(self, name: str) -> None:
+        self.rows_while_running += self._pending_rows[name]
+        self._hand_on(name)
 
     def _hand_on(self, name: str) -> None:
         chunks = self._pending.pop(name, [])
